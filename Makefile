@@ -1,0 +1,48 @@
+# One entry point for a fresh machine: every target bootstraps what it needs (uv included) and
+# leaves the environment in .venv/ so that .venv/bin/interlinked works afterwards.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# uv comes from PATH when present, else from a private bootstrap venv (never from the lock).
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint lock up down clean
+
+install: $(BIN)/.installed
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+$(BIN)/.installed: requirements.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+demo: install
+	$(BIN)/interlinked demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-pin every package with hashes (no download addresses are recorded).
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --no-header --python $(PYTHON) -o requirements.lock
+
+up: install
+	$(BIN)/interlinked up
+
+down: install
+	$(BIN)/interlinked down
+
+clean:
+	-$(BIN)/interlinked down
+	rm -rf $(VENV) .tools .interlinked

@@ -1,0 +1,74 @@
+"""Pure single-cell analyses: AnnData in, plain data out.
+
+Scanpy-style functions (``adata`` first, keyword-only options) returning JSON-serialisable
+builtins (dicts, lists, str, int, float, bool, ``None``). Result keys that the analysis service
+sends to its UI are camelCase (``zScore``, ``missingGenes``, ...), as in the task JSON contract.
+This package imports nothing else of the project: no Prefect, no AWS.
+
+Every deliberate failure is an :class:`~analyses.errors.AnalysisError` with a stable ``code``.
+:data:`ANALYSIS_VERSION` changes whenever results may change, so it can key caches.
+"""
+
+from . import errors
+from ._version import ANALYSIS_VERSION
+from .cell_sets import CellSet, cell_set_id, list_cell_sets, resolve_cell_sets
+from .clustering import CLUSTERING_METHODS, ClusteringResult, cluster_cells
+from .differential import DifferentialExpressionResult, DifferentialExpressionRow, differential_expression
+from .embedding import EMBEDDING_METHODS, embedding
+from .errors import (
+    AnalysisError,
+    EmbeddingUnavailableError,
+    InvalidInputDataError,
+    InvalidRequestError,
+    MissingInputFileError,
+    NoCellsLeftError,
+    UnknownCellSetError,
+)
+from .expression import ExpressionIndex, GeneExpression, GeneExpressionResult, gene_expression
+from .genes import GeneTable, like_pattern_to_regex, list_genes
+from .markers import MarkerGenesResult, MarkerGroup, marker_genes
+from .prepare import PREPARE_STEPS, ProgressCallback, prepare_anndata, prepare_experiment, read_10x_matrix_dir
+from .synthetic import SyntheticCounts, generate_counts, synthetic_anndata, write_10x
+
+__all__ = [
+    "ANALYSIS_VERSION",
+    "CLUSTERING_METHODS",
+    "EMBEDDING_METHODS",
+    "PREPARE_STEPS",
+    "AnalysisError",
+    "CellSet",
+    "ClusteringResult",
+    "DifferentialExpressionResult",
+    "DifferentialExpressionRow",
+    "EmbeddingUnavailableError",
+    "ExpressionIndex",
+    "GeneExpression",
+    "GeneExpressionResult",
+    "GeneTable",
+    "InvalidInputDataError",
+    "InvalidRequestError",
+    "MarkerGenesResult",
+    "MarkerGroup",
+    "MissingInputFileError",
+    "NoCellsLeftError",
+    "ProgressCallback",
+    "SyntheticCounts",
+    "UnknownCellSetError",
+    "cell_set_id",
+    "cluster_cells",
+    "differential_expression",
+    "embedding",
+    "errors",
+    "gene_expression",
+    "generate_counts",
+    "like_pattern_to_regex",
+    "list_cell_sets",
+    "list_genes",
+    "marker_genes",
+    "prepare_anndata",
+    "prepare_experiment",
+    "read_10x_matrix_dir",
+    "resolve_cell_sets",
+    "synthetic_anndata",
+    "write_10x",
+]

@@ -1,0 +1,145 @@
+"""Cell sets: named groups of cells derived from the categorical columns of ``.obs``.
+
+A cell set id is ``"{obs column}-{category}"`` (e.g. ``"louvain-3"``), one per category of every
+categorical ``.obs`` column. Cell indices are positions along ``adata.obs_names``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypedDict
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .errors import InvalidRequestError, UnknownCellSetError
+
+__all__ = ["CellSet", "cell_set_id", "list_cell_sets", "resolve_cell_sets"]
+
+
+class CellSet(TypedDict):
+    """One cell set as listed by :func:`list_cell_sets`."""
+
+    id: str
+    column: str
+    category: str
+    cellCount: int
+
+
+def cell_set_id(column: str, category: object) -> str:
+    """The id of the cell set for ``category`` of ``.obs[column]``."""
+    return f"{column}-{category}"
+
+
+def _categorical_columns(adata: AnnData) -> list[str]:
+    return [
+        str(column)
+        for column in adata.obs.columns
+        if isinstance(adata.obs[column].dtype, pd.CategoricalDtype)
+    ]
+
+
+def _cell_set_lookup(adata: AnnData) -> dict[str, tuple[str, int]]:
+    """Map every cell set id to ``(obs column, category code)``.
+
+    When two (column, category) pairs spell the same id (possible when column names contain
+    ``-``), the first column in ``.obs`` order wins, so resolution is deterministic.
+    """
+    lookup: dict[str, tuple[str, int]] = {}
+    for column in _categorical_columns(adata):
+        for code, category in enumerate(adata.obs[column].cat.categories):
+            lookup.setdefault(cell_set_id(column, category), (column, code))
+    return lookup
+
+
+def list_cell_sets(adata: AnnData) -> list[CellSet]:
+    """List every cell set of ``adata``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix. Every categorical ``.obs`` column contributes one cell set per
+        category (including categories with no cells, which get ``cellCount`` 0).
+
+    Returns
+    -------
+    list of CellSet
+        ``{"id", "column", "category", "cellCount"}`` per cell set, in ``.obs`` column order and
+        then category order.
+    """
+    cell_sets: list[CellSet] = []
+    for column in _categorical_columns(adata):
+        values = adata.obs[column]
+        codes = values.cat.codes.to_numpy()
+        counts = np.bincount(codes[codes >= 0], minlength=len(values.cat.categories))
+        for code, category in enumerate(values.cat.categories):
+            cell_sets.append(
+                CellSet(
+                    id=cell_set_id(column, category),
+                    column=column,
+                    category=str(category),
+                    cellCount=int(counts[code]),
+                )
+            )
+    return cell_sets
+
+
+def resolve_cell_sets(
+    adata: AnnData,
+    cell_set_ids: Iterable[str] | None,
+    *,
+    field: str = "cell_sets",
+) -> np.ndarray:
+    """Resolve cell set ids to the union of their cells.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    cell_set_ids
+        Cell set ids (``"{obs column}-{category}"``). ``None`` selects every cell. A single string
+        is treated as one id.
+    field
+        Name of the request field the ids came from; used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted, unique ``int64`` cell indices (cell order of ``adata``). This is an index for further
+        computation rather than a result payload; call ``.tolist()`` for JSON.
+
+    Raises
+    ------
+    UnknownCellSetError
+        If any id is not a cell set of ``adata`` (all unknown ids are named).
+    InvalidRequestError
+        If ``cell_set_ids`` is not a list of strings.
+    """
+    if cell_set_ids is None:
+        return np.arange(adata.n_obs, dtype=np.int64)
+    ids = _as_id_list(cell_set_ids, field=field)
+    lookup = _cell_set_lookup(adata)
+    unknown = [cell_set_id_ for cell_set_id_ in ids if cell_set_id_ not in lookup]
+    if unknown:
+        raise UnknownCellSetError(unknown, field=field)
+
+    # Group requested categories by column so each column's codes are scanned once.
+    codes_by_column: dict[str, list[int]] = {}
+    for cell_set_id_ in ids:
+        column, code = lookup[cell_set_id_]
+        codes_by_column.setdefault(column, []).append(code)
+    selected = np.zeros(adata.n_obs, dtype=bool)
+    for column, codes in codes_by_column.items():
+        selected |= np.isin(adata.obs[column].cat.codes.to_numpy(), codes)
+    return np.flatnonzero(selected).astype(np.int64, copy=False)
+
+
+def _as_id_list(cell_set_ids: Iterable[str], *, field: str) -> list[str]:
+    if isinstance(cell_set_ids, str):
+        return [cell_set_ids]
+    ids: Sequence[object] = list(cell_set_ids)
+    bad = [value for value in ids if not isinstance(value, str)]
+    if bad:
+        raise InvalidRequestError(field, f"{field} must be cell set id strings, got {bad[0]!r}")
+    return [str(value) for value in ids]

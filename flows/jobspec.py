@@ -1,0 +1,99 @@
+"""The script-job description (seed 000: ``{func, arguments, name, script}``) and its validation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+Language = Literal["python", "shell", "r"]
+
+LANGUAGE_BY_SUFFIX: dict[str, Language] = {".py": "python", ".sh": "shell", ".r": "r"}
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+_IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+
+
+class JobSpecError(ValueError):
+    """A job description is invalid; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"invalid job description: {field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def language_of(script: str) -> Language | None:
+    return LANGUAGE_BY_SUFFIX.get(PurePosixPath(script).suffix.lower())
+
+
+class JobSpec(BaseModel):
+    """What a script job runs. Unknown fields are refused so that a typo is never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200, description="Human name; the flow run is named after it.")
+    script: str = Field(
+        min_length=1,
+        description="A local file (uploaded on submit) or a key under s3://{data}/scripts/.",
+    )
+    # Validated after `script` (declaration order) so it can be inferred from the extension.
+    language: Language | None = Field(
+        default=None, validate_default=True, description="Inferred from the script's extension."
+    )
+    func: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="Function called with `arguments` (required for Python and R; optional for shell).",
+    )
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Passed to `func` as one mapping.")
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="Kill the script after this long."
+    )
+    retries: int = Field(default=0, ge=0, le=10, description="Re-run a failed script this many times.")
+    retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600, description="Wait between retries.")
+
+    @field_validator("language")
+    @classmethod
+    def _infer_language(cls, value: Language | None, info: ValidationInfo) -> Language | None:
+        if value is not None or "script" not in info.data:
+            return value
+        inferred = language_of(info.data["script"])
+        if inferred is None:
+            raise ValueError(
+                f"cannot tell the language of {info.data['script']!r}: use a .py, .sh or .R file "
+                "or set 'language' to python, shell or r"
+            )
+        return inferred
+
+    @field_validator("func")
+    @classmethod
+    def _func_for_language(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            language = info.data.get("language")
+            if language in ("python", "r"):
+                raise ValueError(f"required for {language} scripts: the name of the function to call")
+            return None
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a function name")
+        return value
+
+
+def parse_job_spec(document: Any) -> JobSpec:
+    """Validate a decoded job description, raising :class:`JobSpecError` naming the bad field."""
+    if not isinstance(document, dict):
+        raise JobSpecError("(document)", f"expected a JSON object, got {type(document).__name__}")
+    try:
+        return JobSpec.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(document)"
+        if field == "language" and "language" not in document:
+            field = "script"  # the language was inferred from the script's name
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown field (allowed: " + ", ".join(JobSpec.model_fields) + ")"
+        elif first["type"] == "missing":
+            message = "missing (required)"
+        raise JobSpecError(field, message.removeprefix("Value error, ")) from None

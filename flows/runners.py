@@ -1,0 +1,208 @@
+"""Run a user script in a child process: Python, shell or R.
+
+Output is streamed line by line to a callback while the script runs (the flow forwards it to the
+Prefect run log and to the S3 log object); a hung script is killed with its whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.jobspec import Language
+
+HERE = Path(__file__).resolve().parent
+# Lines a callback receives: (stream name, line without the newline).
+LineCallback = Callable[[str, str], None]
+
+# Source the script, then call the named function if one was asked for (with the JSON on stdin).
+_SHELL_DRIVER = r"""
+source "$INTERLINKED_SCRIPT" || exit $?
+if [ -n "$INTERLINKED_FUNC" ]; then
+  if ! declare -F "$INTERLINKED_FUNC" >/dev/null; then
+    echo "function '$INTERLINKED_FUNC' is not defined in $(basename "$INTERLINKED_SCRIPT")" >&2
+    exit 127
+  fi
+  "$INTERLINKED_FUNC"
+fi
+"""
+
+
+class ScriptRuntimeMissing(RuntimeError):
+    """The interpreter a script needs is not installed where the job runs."""
+
+
+@dataclass
+class ScriptOutcome:
+    """How a script run ended."""
+
+    exit_code: int | None
+    result: Any = None
+    has_result: bool = False
+    timed_out: bool = False
+    duration: float = 0.0
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+def rscript_path() -> str | None:
+    return shutil.which("Rscript")
+
+
+def _command(language: Language, script: Path, func: str | None, arguments_file: Path, result_file: Path):
+    if language == "python":
+        return [
+            sys.executable,
+            "-u",
+            str(HERE / "script_entry.py"),
+            str(script),
+            func,
+            str(arguments_file),
+            str(result_file),
+        ]
+    if language == "r":
+        rscript = rscript_path()
+        if rscript is None:
+            raise ScriptRuntimeMissing(
+                "R scripts need `Rscript`, which is not installed where this job runs "
+                "(install r-base-core and r-cran-jsonlite)"
+            )
+        return [
+            rscript,
+            "--vanilla",
+            str(HERE / "script_entry.R"),
+            str(script),
+            func,
+            str(arguments_file),
+            str(result_file),
+        ]
+    if language == "shell":
+        return ["bash", "-c", _SHELL_DRIVER]
+    raise ValueError(f"unknown language {language!r}")
+
+
+def _pump(stream, name: str, on_line: LineCallback, sink: list[str] | None) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        if sink is not None:
+            sink.append(line)
+        on_line(name, line)
+    stream.close()
+
+
+def _kill_group(process: subprocess.Popen, grace: float = 5.0) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _shell_result(stdout_lines: list[str]) -> tuple[bool, Any]:
+    """Shell scripts return JSON on stdout: the whole of it, or else its last non-empty line."""
+    text = "\n".join(stdout_lines).strip()
+    if not text:
+        return False, None
+    for candidate in (text, text.splitlines()[-1].strip()):
+        try:
+            return True, json.loads(candidate)
+        except ValueError:
+            continue
+    return False, None
+
+
+def run_script(
+    *,
+    language: Language,
+    script: Path,
+    func: str | None,
+    arguments: dict[str, Any],
+    on_line: LineCallback,
+    timeout_seconds: float | None = None,
+    env: dict[str, str] | None = None,
+) -> ScriptOutcome:
+    """Run ``script`` and return how it ended; never raises for a failing script."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="interlinked-job-") as workdir:
+        arguments_file = Path(workdir) / "arguments.json"
+        result_file = Path(workdir) / "result.json"
+        arguments_json = json.dumps(arguments)
+        arguments_file.write_text(arguments_json)
+        command = _command(language, script, func or "", arguments_file, result_file)
+        child_env = {
+            **os.environ,
+            **(env or {}),
+            "JOB_ARGUMENTS": arguments_json,
+            "INTERLINKED_SCRIPT": str(script),
+            "INTERLINKED_FUNC": func or "",
+            "PYTHONUNBUFFERED": "1",
+        }
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env=child_env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        stdout_lines: list[str] = []
+        stderr_lines: list[str] = []
+        pumps = [
+            threading.Thread(
+                target=_pump, args=(process.stdout, "stdout", on_line, stdout_lines), daemon=True
+            ),
+            threading.Thread(
+                target=_pump, args=(process.stderr, "stderr", on_line, stderr_lines), daemon=True
+            ),
+        ]
+        for pump in pumps:
+            pump.start()
+        try:
+            process.stdin.write(arguments_json.encode())
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # the script did not read its stdin; that's allowed
+        timed_out = False
+        try:
+            process.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(process)
+        for pump in pumps:
+            pump.join(timeout=10)
+        duration = time.monotonic() - started
+
+        outcome = ScriptOutcome(exit_code=process.returncode, timed_out=timed_out, duration=duration)
+        if timed_out:
+            outcome.error = f"timed out after {timeout_seconds:g} s: the script was killed"
+        elif process.returncode != 0:
+            last = next((line.strip() for line in reversed(stderr_lines) if line.strip()), "")
+            outcome.error = f"script exited with code {process.returncode}" + (f": {last}" if last else "")
+        elif language == "shell":
+            outcome.has_result, outcome.result = _shell_result(stdout_lines)
+        elif result_file.exists():
+            outcome.has_result, outcome.result = True, json.loads(result_file.read_text())
+        else:
+            outcome.error = "script finished without writing a result"
+        return outcome

@@ -1,0 +1,73 @@
+variable "region" {
+  description = "AWS region of the stack."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "environment" {
+  description = "Environment part of the resource names (dev, staging, prod)."
+  type        = string
+  default     = "dev"
+}
+
+variable "prefect_api_url" {
+  description = "PREFECT_API_URL: a self-hosted server (https://prefect.example.org/api) or a Prefect Cloud workspace URL."
+  type        = string
+}
+
+variable "prefect_api_key_secret_arn" {
+  description = "Existing Secrets Manager secret with the Prefect API key. null = the stack creates \"<name>-<env>/prefect-api-key\" (put its value with aws secretsmanager put-secret-value)."
+  type        = string
+  default     = null
+}
+
+variable "prefect_api_key_env_name" {
+  description = "PREFECT_API_KEY (Prefect Cloud) or PREFECT_API_AUTH_STRING (self-hosted server with basic auth)."
+  type        = string
+  default     = "PREFECT_API_KEY"
+}
+
+variable "container_image" {
+  description = "Project image in ECR (for example 123456789012.dkr.ecr.us-east-1.amazonaws.com/interlinked:1.0.0)."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "VPC of the worker, flow-run tasks and Batch compute."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Private subnets (with NAT or VPC endpoints) of the worker, flow-run tasks and Batch compute."
+  type        = list(string)
+}
+
+variable "security_group_egress_ports" {
+  description = "TCP ports the created security group allows out (443; add the Prefect server port if it differs)."
+  type        = list(number)
+  default     = [443]
+}
+
+variable "batch_compute_type" {
+  description = "Batch compute: FARGATE, FARGATE_SPOT, SPOT or EC2."
+  type        = string
+  default     = "FARGATE_SPOT"
+}
+
+variable "analysis_submission_groups" {
+  description = "Groups whose {group}/submissions/*.json uploads trigger the event bridge (empty = every *.json of the analysis bucket, filtered by the bridge)."
+  type        = list(string)
+  default     = []
+}
+
+variable "bridge_package_path" {
+  description = "Event-bridge zip. null = infra/terraform/build/bridge.zip (the default output of scripts/package_lambda.py)."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Extra tags for every taggable resource."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,83 @@
+# The root stack against a moto server (`moto_server -H 127.0.0.1 -p 5055`, or `interlinked up`).
+# Also the integration-test fixture of tests/terraform.
+
+provider "aws" {
+  region     = "us-east-1"
+  access_key = "test"
+  secret_key = "test"
+
+  s3_use_path_style           = true
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+
+  endpoints {
+    batch          = var.aws_endpoint_url
+    cloudwatch     = var.aws_endpoint_url
+    cloudwatchlogs = var.aws_endpoint_url
+    ec2            = var.aws_endpoint_url
+    ecr            = var.aws_endpoint_url
+    ecs            = var.aws_endpoint_url
+    events         = var.aws_endpoint_url
+    iam            = var.aws_endpoint_url
+    kms            = var.aws_endpoint_url
+    lambda         = var.aws_endpoint_url
+    s3             = var.aws_endpoint_url
+    secretsmanager = var.aws_endpoint_url
+    sns            = var.aws_endpoint_url
+    sqs            = var.aws_endpoint_url
+    ssm            = var.aws_endpoint_url
+    sts            = var.aws_endpoint_url
+  }
+
+  default_tags {
+    tags = { Stack = "interlinked-local" }
+  }
+}
+
+# moto creates a default VPC with one subnet per availability zone in every region.
+data "aws_vpc" "default" {
+  default = true
+}
+
+data "aws_subnets" "default" {
+  filter {
+    name   = "vpc-id"
+    values = [data.aws_vpc.default.id]
+  }
+}
+
+module "interlinked" {
+  source = "../.."
+
+  name        = "interlinked"
+  environment = var.environment
+  tags        = var.tags
+
+  prefect_api_url  = var.prefect_api_url
+  aws_endpoint_url = var.aws_endpoint_url
+
+  # The local Prefect server runs without authentication and ignores this placeholder; the secret
+  # exists so the secret wiring (ECS/Batch secrets, bridge env + IAM) is exercised locally too.
+  create_prefect_api_key_secret = true
+  prefect_api_key               = "local-no-auth"
+
+  force_destroy_buckets   = true
+  topic_subscriber_queues = ["job_events", "work_results"]
+
+  container_image = "interlinked:local"
+  vpc_id          = data.aws_vpc.default.id
+  subnet_ids      = slice(sort(data.aws_subnets.default.ids), 0, 2)
+
+  # moto's CreateComputeEnvironment requires an explicit serviceRole (AWS uses its service-linked
+  # role when none is given), so the local stack creates one.
+  create_batch_service_role = true
+  log_retention_days        = 7
+
+  bridge_package_path = coalesce(var.bridge_package_path, "${path.module}/../../build/bridge.zip")
+  # moto runs an enabled SQS event source mapping synchronously inside SendMessage and invokes the
+  # function in a Docker container; locally the bridge runs as a process polling the events queue,
+  # so the mapping is created but disabled.
+  bridge_event_source_mapping_enabled = false
+}

@@ -1,0 +1,733 @@
+# ECS cluster + Prefect worker service, IAM roles, log groups and AWS Batch for flow runs.
+#
+# Roles:
+#   execution role       ECS/Batch agent: pull the image, write logs, read the Prefect API key secret
+#   worker task role     the Prefect ECS worker: register task definitions, run/stop tasks in this
+#                        cluster, pass the two flow-run roles, submit Batch jobs
+#   flow-run task role   the flow runs (ECS tasks and Batch jobs): the buckets, queues and topics
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+
+  create_security_group = length(var.security_group_ids) == 0
+  security_group_ids    = local.create_security_group ? [aws_security_group.this[0].id] : var.security_group_ids
+
+  worker_image = coalesce(var.worker_image, var.image)
+
+  cluster_name = var.name_prefix
+  cluster_arn  = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/${local.cluster_name}"
+
+  log_group_names = {
+    worker    = "/interlinked/${var.name_prefix}/prefect-worker"
+    flow_runs = "/interlinked/${var.name_prefix}/flow-runs"
+    batch     = "/interlinked/${var.name_prefix}/batch"
+  }
+
+  ecr_repository_arns = length(var.ecr_repository_arns) > 0 ? var.ecr_repository_arns : [
+    "arn:${local.partition}:ecr:${local.region}:${local.account_id}:repository/*"
+  ]
+
+  secret_env = var.prefect_api_key_secret_arn == null ? [] : [{
+    name      = var.prefect_api_key_env_name
+    valueFrom = var.prefect_api_key_secret_arn
+  }]
+
+  batch_is_fargate       = contains(["FARGATE", "FARGATE_SPOT"], var.batch_compute_type)
+  batch_needs_instances  = var.enable_batch && !local.batch_is_fargate
+  batch_service_role_arn = var.create_batch_service_role ? aws_iam_role.batch_service[0].arn : var.batch_service_role_arn
+  batch_job_definition   = "${var.name_prefix}-flow-run"
+  batch_job_queue        = "${var.name_prefix}-flow-runs"
+
+  batch_container = {
+    image            = var.image
+    command          = ["python", "-m", "prefect.engine"]
+    jobRoleArn       = aws_iam_role.flow_run.arn
+    executionRoleArn = aws_iam_role.execution.arn
+    resourceRequirements = [
+      { type = "VCPU", value = var.batch_job_vcpu },
+      { type = "MEMORY", value = tostring(var.batch_job_memory) },
+    ]
+    environment = [
+      for name, value in merge(
+        { PREFECT_API_URL = var.prefect_api_url, AWS_REGION = local.region },
+        var.flow_run_environment,
+      ) : { name = name, value = value }
+    ]
+    secrets = local.secret_env
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.this["batch"].name
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "flow-run"
+      }
+    }
+  }
+  batch_fargate = {
+    fargatePlatformConfiguration = { platformVersion = "LATEST" }
+    networkConfiguration         = { assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED" }
+  }
+}
+
+################################################################################
+# Network
+################################################################################
+
+resource "aws_security_group" "this" {
+  count = local.create_security_group ? 1 : 0
+
+  name        = "${var.name_prefix}-compute"
+  description = "Egress-only security group of the interlinked Prefect worker, flow-run tasks and Batch jobs"
+  vpc_id      = var.vpc_id
+
+  dynamic "egress" {
+    for_each = toset(var.security_group_egress_ports)
+
+    content {
+      description = "Outbound TCP ${egress.value}"
+      from_port   = egress.value
+      to_port     = egress.value
+      protocol    = "tcp"
+      cidr_blocks = var.security_group_egress_cidr_blocks
+    }
+  }
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-compute" })
+
+  lifecycle {
+    precondition {
+      condition     = var.vpc_id != null
+      error_message = "vpc_id is required when security_group_ids is empty (a security group is created)."
+    }
+  }
+}
+
+################################################################################
+# Log groups
+################################################################################
+
+resource "aws_cloudwatch_log_group" "this" {
+  #checkov:skip=CKV_AWS_338:Retention is a cost decision of the deployer (var.log_retention_days, default 30 days); flow results and job logs are kept in S3.
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs always encrypts at rest; a customer managed key is optional (var.kms_key_arn, used by examples/aws).
+  for_each = local.log_group_names
+
+  name              = each.value
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+
+  tags = merge(var.tags, { Name = each.value })
+}
+
+################################################################################
+# ECS cluster
+################################################################################
+
+resource "aws_ecs_cluster" "this" {
+  name = local.cluster_name
+
+  setting {
+    name  = "containerInsights"
+    value = var.container_insights ? "enabled" : "disabled"
+  }
+
+  tags = merge(var.tags, { Name = local.cluster_name })
+}
+
+resource "aws_ecs_cluster_capacity_providers" "this" {
+  cluster_name       = aws_ecs_cluster.this.name
+  capacity_providers = ["FARGATE", "FARGATE_SPOT"]
+
+  default_capacity_provider_strategy {
+    capacity_provider = "FARGATE"
+    weight            = 1
+    base              = 0
+  }
+}
+
+################################################################################
+# IAM: shared trust policy for ECS tasks (and Batch Fargate jobs)
+################################################################################
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    sid     = "EcsTasksAssumeRole"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+################################################################################
+# IAM: execution role
+################################################################################
+
+resource "aws_iam_role" "execution" {
+  name                 = "${var.name_prefix}-ecs-execution"
+  description          = "ECS/Batch execution role of interlinked: image pull, logs, Prefect API key secret"
+  assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_assume.json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-ecs-execution" })
+}
+
+data "aws_iam_policy_document" "execution" {
+  statement {
+    sid       = "EcrAuthToken"
+    effect    = "Allow"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"] # GetAuthorizationToken has no resource-level permissions.
+  }
+
+  statement {
+    sid    = "EcrPull"
+    effect = "Allow"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:GetDownloadUrlForLayer",
+    ]
+    resources = local.ecr_repository_arns
+  }
+
+  statement {
+    sid       = "WriteLogs"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [for group in aws_cloudwatch_log_group.this : "${group.arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.prefect_api_key_secret_arn == null ? [] : [var.prefect_api_key_secret_arn]
+
+    content {
+      sid       = "ReadPrefectApiKey"
+      effect    = "Allow"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "DecryptWithKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "execution"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+################################################################################
+# IAM: flow-run task role (ECS flow-run tasks and Batch jobs)
+################################################################################
+
+resource "aws_iam_role" "flow_run" {
+  name                 = "${var.name_prefix}-flow-run"
+  description          = "Task role of interlinked flow runs (ECS tasks, Batch jobs): buckets, queues, topics"
+  assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_assume.json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-flow-run" })
+}
+
+data "aws_iam_policy_document" "flow_run" {
+  dynamic "statement" {
+    for_each = length(var.bucket_arns) == 0 ? [] : [1]
+
+    content {
+      sid       = "ListBuckets"
+      effect    = "Allow"
+      actions   = ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"]
+      resources = var.bucket_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.bucket_arns) == 0 ? [] : [1]
+
+    content {
+      sid    = "ReadWriteObjects"
+      effect = "Allow"
+      actions = [
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:GetObjectTagging",
+        "s3:ListMultipartUploadParts",
+        "s3:PutObject",
+        "s3:PutObjectTagging",
+      ]
+      resources = [for arn in var.bucket_arns : "${arn}/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.queue_arns) == 0 ? [] : [1]
+
+    content {
+      sid    = "UseQueues"
+      effect = "Allow"
+      actions = [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",
+      ]
+      resources = var.queue_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.topic_arns) == 0 ? [] : [1]
+
+    content {
+      sid       = "PublishTopics"
+      effect    = "Allow"
+      actions   = ["sns:GetTopicAttributes", "sns:Publish"]
+      resources = var.topic_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "UseKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+
+  # Keeps the document valid when no resource was handed in.
+  statement {
+    sid       = "ReadOwnIdentity"
+    effect    = "Allow"
+    actions   = ["sts:GetCallerIdentity"]
+    resources = ["*"] # GetCallerIdentity has no resource-level permissions.
+  }
+}
+
+resource "aws_iam_role_policy" "flow_run" {
+  name   = "flow-run"
+  role   = aws_iam_role.flow_run.id
+  policy = data.aws_iam_policy_document.flow_run.json
+}
+
+################################################################################
+# IAM: worker task role (launches flow runs)
+################################################################################
+
+resource "aws_iam_role" "worker" {
+  name                 = "${var.name_prefix}-prefect-worker"
+  description          = "Task role of the interlinked Prefect ECS worker: launch flow-run tasks and Batch jobs"
+  assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_assume.json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-prefect-worker" })
+}
+
+data "aws_iam_policy_document" "worker" {
+  #checkov:skip=CKV_AWS_111:ecs:RegisterTaskDefinition/DeregisterTaskDefinition have no resource-level permissions; the ECS worker registers one task definition per deployment.
+  #checkov:skip=CKV_AWS_356:Only actions without resource-level permissions (task-definition registration, Describe*/List*) use "*".
+  statement {
+    sid    = "ManageTaskDefinitions"
+    effect = "Allow"
+    actions = [
+      "ecs:DeregisterTaskDefinition",
+      "ecs:DescribeTaskDefinition",
+      "ecs:ListTaskDefinitions",
+      "ecs:RegisterTaskDefinition",
+    ]
+    resources = ["*"] # No resource-level permissions for these actions.
+  }
+
+  statement {
+    sid       = "RunTasksInCluster"
+    effect    = "Allow"
+    actions   = ["ecs:RunTask"]
+    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition/*"]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+
+  statement {
+    sid       = "ManageTasksInCluster"
+    effect    = "Allow"
+    actions   = ["ecs:DescribeTasks", "ecs:StopTask", "ecs:TagResource"]
+    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${local.cluster_name}/*"]
+  }
+
+  statement {
+    sid       = "DescribeCluster"
+    effect    = "Allow"
+    actions   = ["ecs:DescribeClusters"]
+    resources = [aws_ecs_cluster.this.arn]
+  }
+
+  statement {
+    sid       = "PassFlowRunRoles"
+    effect    = "Allow"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.execution.arn, aws_iam_role.flow_run.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid    = "DescribeNetwork"
+    effect = "Allow"
+    actions = [
+      "ec2:DescribeSecurityGroups",
+      "ec2:DescribeSubnets",
+      "ec2:DescribeVpcs",
+    ]
+    resources = ["*"] # Describe* has no resource-level permissions.
+  }
+
+  statement {
+    sid       = "StreamFlowRunLogs"
+    effect    = "Allow"
+    actions   = ["logs:GetLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.this["flow_runs"].arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.enable_batch ? [1] : []
+
+    content {
+      sid     = "SubmitBatchFlowRuns"
+      effect  = "Allow"
+      actions = ["batch:SubmitJob"]
+      resources = [
+        aws_batch_job_queue.this[0].arn,
+        "arn:${local.partition}:batch:${local.region}:${local.account_id}:job-definition/${local.batch_job_definition}",
+        "arn:${local.partition}:batch:${local.region}:${local.account_id}:job-definition/${local.batch_job_definition}:*",
+      ]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.enable_batch ? [1] : []
+
+    content {
+      sid       = "ManageBatchJobs"
+      effect    = "Allow"
+      actions   = ["batch:TerminateJob"]
+      resources = ["arn:${local.partition}:batch:${local.region}:${local.account_id}:job/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.enable_batch ? [1] : []
+
+    content {
+      sid       = "DescribeBatchJobs"
+      effect    = "Allow"
+      actions   = ["batch:DescribeJobs", "batch:ListJobs"]
+      resources = ["*"] # No resource-level permissions for these actions.
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "worker" {
+  name   = "prefect-worker"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+################################################################################
+# Prefect worker service
+################################################################################
+
+resource "aws_ecs_task_definition" "worker" {
+  count = var.enable_worker_service ? 1 : 0
+
+  family                   = "${var.name_prefix}-prefect-worker"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.worker_cpu
+  memory                   = var.worker_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.worker.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  # Scratch space for a read-only root file system (Prefect home and temp files).
+  volume {
+    name = "scratch"
+  }
+
+  container_definitions = jsonencode([{
+    name                   = "prefect-worker"
+    image                  = local.worker_image
+    essential              = true
+    readonlyRootFilesystem = true
+    command                = ["prefect", "worker", "start", "--pool", var.worker_pool_name, "--type", "ecs"]
+
+    environment = [
+      for name, value in merge(
+        {
+          PREFECT_API_URL = var.prefect_api_url
+          PREFECT_HOME    = "/scratch/prefect"
+          TMPDIR          = "/scratch/tmp"
+          AWS_REGION      = local.region
+        },
+        var.worker_environment,
+      ) : { name = name, value = value }
+    ]
+    secrets = local.secret_env
+
+    mountPoints = [{
+      sourceVolume  = "scratch"
+      containerPath = "/scratch"
+      readOnly      = false
+    }]
+
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.this["worker"].name
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "worker"
+      }
+    }
+  }])
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-prefect-worker" })
+}
+
+resource "aws_ecs_service" "worker" {
+  count = var.enable_worker_service ? 1 : 0
+
+  name                               = "${var.name_prefix}-prefect-worker"
+  cluster                            = aws_ecs_cluster.this.arn
+  task_definition                    = aws_ecs_task_definition.worker[0].arn
+  desired_count                      = var.worker_desired_count
+  launch_type                        = "FARGATE"
+  platform_version                   = "LATEST"
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  enable_ecs_managed_tags            = true
+  propagate_tags                     = "SERVICE"
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = local.security_group_ids
+    assign_public_ip = var.assign_public_ip
+  }
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-prefect-worker" })
+
+  depends_on = [aws_iam_role_policy.execution, aws_iam_role_policy.worker]
+}
+
+################################################################################
+# AWS Batch: flow runs
+################################################################################
+
+data "aws_iam_policy_document" "batch_assume" {
+  count = var.enable_batch && var.create_batch_service_role ? 1 : 0
+
+  statement {
+    sid     = "BatchAssumeRole"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["batch.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "batch_service" {
+  count = var.enable_batch && var.create_batch_service_role ? 1 : 0
+
+  name                 = "${var.name_prefix}-batch-service"
+  description          = "AWS Batch service role of the interlinked compute environment"
+  assume_role_policy   = data.aws_iam_policy_document.batch_assume[0].json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-batch-service" })
+}
+
+resource "aws_iam_role_policy_attachment" "batch_service" {
+  count = var.enable_batch && var.create_batch_service_role ? 1 : 0
+
+  role       = aws_iam_role.batch_service[0].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSBatchServiceRole"
+}
+
+data "aws_iam_policy_document" "ec2_assume" {
+  count = local.batch_needs_instances ? 1 : 0
+
+  statement {
+    sid     = "Ec2AssumeRole"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "batch_instance" {
+  count = local.batch_needs_instances ? 1 : 0
+
+  name                 = "${var.name_prefix}-batch-instance"
+  description          = "ECS container instance role of the interlinked Batch EC2/Spot compute environment"
+  assume_role_policy   = data.aws_iam_policy_document.ec2_assume[0].json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-batch-instance" })
+}
+
+resource "aws_iam_role_policy_attachment" "batch_instance" {
+  count = local.batch_needs_instances ? 1 : 0
+
+  role       = aws_iam_role.batch_instance[0].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+}
+
+resource "aws_iam_instance_profile" "batch_instance" {
+  count = local.batch_needs_instances ? 1 : 0
+
+  name = "${var.name_prefix}-batch-instance"
+  role = aws_iam_role.batch_instance[0].name
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-batch-instance" })
+}
+
+resource "aws_batch_compute_environment" "this" {
+  count = var.enable_batch ? 1 : 0
+
+  compute_environment_name = "${var.name_prefix}-${lower(replace(var.batch_compute_type, "_", "-"))}"
+  type                     = "MANAGED"
+  state                    = "ENABLED"
+  service_role             = local.batch_service_role_arn
+
+  compute_resources {
+    type               = var.batch_compute_type
+    max_vcpus          = var.batch_max_vcpus
+    subnets            = var.subnet_ids
+    security_group_ids = local.security_group_ids
+
+    # EC2 / Spot only (Fargate rejects these).
+    min_vcpus           = local.batch_is_fargate ? null : 0
+    instance_type       = local.batch_is_fargate ? null : var.batch_instance_types
+    instance_role       = local.batch_needs_instances ? aws_iam_instance_profile.batch_instance[0].arn : null
+    allocation_strategy = local.batch_is_fargate ? null : (var.batch_compute_type == "SPOT" ? "SPOT_PRICE_CAPACITY_OPTIMIZED" : "BEST_FIT_PROGRESSIVE")
+    bid_percentage      = var.batch_compute_type == "SPOT" ? var.batch_spot_bid_percentage : null
+
+    dynamic "ec2_configuration" {
+      for_each = local.batch_is_fargate ? [] : [1]
+
+      content {
+        image_type = "ECS_AL2023"
+      }
+    }
+  }
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-${lower(var.batch_compute_type)}" })
+
+  depends_on = [aws_iam_role_policy_attachment.batch_service, aws_iam_role_policy_attachment.batch_instance]
+}
+
+resource "aws_batch_job_queue" "this" {
+  count = var.enable_batch ? 1 : 0
+
+  name     = local.batch_job_queue
+  state    = "ENABLED"
+  priority = 1
+
+  compute_environment_order {
+    order               = 1
+    compute_environment = aws_batch_compute_environment.this[0].arn
+  }
+
+  tags = merge(var.tags, { Name = local.batch_job_queue })
+}
+
+resource "aws_batch_job_definition" "flow_run" {
+  count = var.enable_batch ? 1 : 0
+
+  name                  = local.batch_job_definition
+  type                  = "container"
+  platform_capabilities = [local.batch_is_fargate ? "FARGATE" : "EC2"]
+  propagate_tags        = true
+
+  retry_strategy {
+    attempts = var.batch_job_attempts
+
+    # Retry infrastructure losses (Spot reclaim, host gone); an application failure ends the job.
+    evaluate_on_exit {
+      on_status_reason = "Host EC2*"
+      action           = "RETRY"
+    }
+
+    evaluate_on_exit {
+      on_reason = "*"
+      action    = "EXIT"
+    }
+  }
+
+  timeout {
+    attempt_duration_seconds = var.batch_job_timeout_seconds
+  }
+
+  # The submitter passes the flow run id as containerOverrides.environment PREFECT__FLOW_RUN_ID.
+  container_properties = local.batch_is_fargate ? jsonencode(merge(local.batch_container, local.batch_fargate)) : jsonencode(local.batch_container)
+
+  tags = merge(var.tags, { Name = local.batch_job_definition })
+}

@@ -1,0 +1,275 @@
+variable "name_prefix" {
+  description = "Prefix for every name this module creates (cluster, service, roles, log groups, Batch resources)."
+  type        = string
+}
+
+################################################################################
+# Network
+################################################################################
+
+variable "vpc_id" {
+  description = "VPC of the subnets. Required when security_group_ids is empty (a security group is created in it)."
+  type        = string
+  default     = null
+}
+
+variable "subnet_ids" {
+  description = "Subnets for the worker service, ECS flow-run tasks and Batch compute (private subnets with a NAT or VPC endpoints, or public ones with assign_public_ip)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) > 0
+    error_message = "subnet_ids must name at least one subnet."
+  }
+}
+
+variable "security_group_ids" {
+  description = "Security groups for the worker, flow-run tasks and Batch compute. Empty = create one with egress only (security_group_egress_ports)."
+  type        = list(string)
+  default     = []
+}
+
+variable "security_group_egress_ports" {
+  description = "TCP ports the created security group allows out (443: AWS APIs, ECR, Prefect Cloud; add 4200 for a self-hosted Prefect server on its default port)."
+  type        = list(number)
+  default     = [443]
+}
+
+variable "security_group_egress_cidr_blocks" {
+  description = "IPv4 destinations the created security group allows out."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "assign_public_ip" {
+  description = "Give the worker, ECS flow-run tasks and Fargate Batch jobs a public IP (only for public subnets without NAT)."
+  type        = bool
+  default     = false
+}
+
+################################################################################
+# Prefect
+################################################################################
+
+variable "image" {
+  description = "Container image with the project installed (prefect, prefect-aws, flows): runs flow runs on Batch and is suggested for ECS flow runs."
+  type        = string
+
+  validation {
+    condition     = can(regex("\\S", var.image))
+    error_message = "image is required (the project image, for example <account>.dkr.ecr.<region>.amazonaws.com/interlinked:<tag>)."
+  }
+}
+
+variable "worker_image" {
+  description = "Image of the Prefect worker (needs prefect and prefect-aws). null = var.image."
+  type        = string
+  default     = null
+}
+
+variable "prefect_api_url" {
+  description = "PREFECT_API_URL for the worker and flow runs (self-hosted server, e.g. https://prefect.example.org/api, or Prefect Cloud https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>)."
+  type        = string
+}
+
+variable "prefect_api_key_secret_arn" {
+  description = "Secrets Manager secret holding the Prefect API key (Prefect Cloud) or basic-auth string (self-hosted), injected as prefect_api_key_env_name. null = no authentication."
+  type        = string
+  default     = null
+}
+
+variable "prefect_api_key_env_name" {
+  description = "Environment variable the secret is injected as: PREFECT_API_KEY (Prefect Cloud) or PREFECT_API_AUTH_STRING (self-hosted server with basic auth)."
+  type        = string
+  default     = "PREFECT_API_KEY"
+
+  validation {
+    condition     = contains(["PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"], var.prefect_api_key_env_name)
+    error_message = "prefect_api_key_env_name must be PREFECT_API_KEY or PREFECT_API_AUTH_STRING."
+  }
+}
+
+variable "worker_pool_name" {
+  description = "Name of the Prefect ECS work pool the worker polls (prefect worker start --pool <name> --type ecs)."
+  type        = string
+  default     = "interlinked-ecs"
+}
+
+variable "enable_worker_service" {
+  description = "Run the Prefect worker as an ECS service (the roles, cluster and log groups exist either way)."
+  type        = bool
+  default     = true
+}
+
+variable "worker_desired_count" {
+  description = "Number of worker tasks."
+  type        = number
+  default     = 1
+}
+
+variable "worker_cpu" {
+  description = "Fargate CPU units of the worker task."
+  type        = number
+  default     = 512
+}
+
+variable "worker_memory" {
+  description = "Fargate memory (MiB) of the worker task."
+  type        = number
+  default     = 1024
+}
+
+variable "worker_environment" {
+  description = "Extra environment variables of the worker container (for example PREFECT_LOGGING_LEVEL)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "flow_run_environment" {
+  description = "Extra environment variables of Batch flow-run containers (for example AWS_DEFAULT_REGION or WORKER_QUEUE)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "cpu_architecture" {
+  description = "CPU architecture of the worker task (X86_64 or ARM64); must match the image."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "container_insights" {
+  description = "Enable CloudWatch Container Insights on the ECS cluster."
+  type        = bool
+  default     = true
+}
+
+################################################################################
+# Resources the flow runs may use (least privilege)
+################################################################################
+
+variable "bucket_arns" {
+  description = "Buckets flow runs may read and write (objects and listing)."
+  type        = list(string)
+  default     = []
+}
+
+variable "queue_arns" {
+  description = "SQS queues flow runs may send to and consume from."
+  type        = list(string)
+  default     = []
+}
+
+variable "topic_arns" {
+  description = "SNS topics flow runs may publish to."
+  type        = list(string)
+  default     = []
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key of the buckets/topics/log groups, if any: granted to the roles and used for the log groups. null = AWS owned/managed keys."
+  type        = string
+  default     = null
+}
+
+variable "ecr_repository_arns" {
+  description = "ECR repositories the execution role may pull from. Empty = every repository of this account and region."
+  type        = list(string)
+  default     = []
+}
+
+variable "log_retention_days" {
+  description = "Retention of the worker, flow-run and Batch log groups (days; a CloudWatch-supported value)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs supports (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...)."
+  }
+}
+
+################################################################################
+# AWS Batch
+################################################################################
+
+variable "enable_batch" {
+  description = "Create the Batch compute environment, job queue and flow-run job definition."
+  type        = bool
+  default     = true
+}
+
+variable "batch_compute_type" {
+  description = "Batch compute: FARGATE, FARGATE_SPOT, SPOT (EC2 Spot) or EC2 (on demand)."
+  type        = string
+  default     = "FARGATE"
+
+  validation {
+    condition     = contains(["FARGATE", "FARGATE_SPOT", "SPOT", "EC2"], var.batch_compute_type)
+    error_message = "batch_compute_type must be FARGATE, FARGATE_SPOT, SPOT or EC2."
+  }
+}
+
+variable "batch_max_vcpus" {
+  description = "Maximum vCPUs of the Batch compute environment."
+  type        = number
+  default     = 16
+}
+
+variable "batch_instance_types" {
+  description = "EC2 instance types for SPOT/EC2 compute (ignored on Fargate)."
+  type        = list(string)
+  default     = ["optimal"]
+}
+
+variable "batch_spot_bid_percentage" {
+  description = "Maximum Spot price as a percentage of the On-Demand price (SPOT only)."
+  type        = number
+  default     = 100
+}
+
+variable "create_batch_service_role" {
+  description = "Create an IAM service role for the compute environment. false = use batch_service_role_arn, or AWS Batch's service-linked role when that is null (recommended on AWS)."
+  type        = bool
+  default     = false
+}
+
+variable "batch_service_role_arn" {
+  description = "Existing Batch service role (used when create_batch_service_role is false). null = service-linked role."
+  type        = string
+  default     = null
+}
+
+variable "batch_job_vcpu" {
+  description = "vCPUs of a flow-run Batch job (Fargate: 0.25, 0.5, 1, 2, 4, 8, 16)."
+  type        = string
+  default     = "1"
+}
+
+variable "batch_job_memory" {
+  description = "Memory (MiB) of a flow-run Batch job (must fit the vCPU on Fargate)."
+  type        = number
+  default     = 2048
+}
+
+variable "batch_job_attempts" {
+  description = "Batch attempts per flow-run job (Spot reclaims are retried; application failures are not)."
+  type        = number
+  default     = 2
+}
+
+variable "batch_job_timeout_seconds" {
+  description = "Batch attempt timeout (seconds)."
+  type        = number
+  default     = 86400
+}
+
+variable "tags" {
+  description = "Tags added to every taggable resource of this module."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,231 @@
+################################################################################
+# The contract: `interlinked env --json`
+################################################################################
+
+output "interlinked_env" {
+  description = "The `interlinked env --json` document of this stack: prefect_api_url, aws_endpoint_url (null on real AWS), region, buckets{data,analysis}, queues{work,events} (URLs), topics{work_results,job_events} (ARNs)."
+  value = {
+    prefect_api_url  = var.prefect_api_url
+    aws_endpoint_url = var.aws_endpoint_url
+    region           = data.aws_region.current.name
+    buckets = {
+      data     = module.storage.data_bucket_name
+      analysis = module.storage.analysis_bucket_name
+    }
+    queues = {
+      work   = module.messaging.work_queue_url
+      events = module.messaging.events_queue_url
+    }
+    topics = {
+      work_results = module.messaging.work_results_topic_arn
+      job_events   = module.messaging.job_events_topic_arn
+    }
+  }
+}
+
+################################################################################
+# Storage
+################################################################################
+
+output "data_bucket_name" {
+  description = "Name of the data bucket."
+  value       = module.storage.data_bucket_name
+}
+
+output "data_bucket_arn" {
+  description = "ARN of the data bucket."
+  value       = module.storage.data_bucket_arn
+}
+
+output "analysis_bucket_name" {
+  description = "Name of the analysis bucket."
+  value       = module.storage.analysis_bucket_name
+}
+
+output "analysis_bucket_arn" {
+  description = "ARN of the analysis bucket."
+  value       = module.storage.analysis_bucket_arn
+}
+
+output "access_logs_bucket_name" {
+  description = "Bucket receiving S3 server access logs (null when access logging is off)."
+  value       = module.storage.access_logs_bucket_name
+}
+
+################################################################################
+# Messaging
+################################################################################
+
+output "work_queue_url" {
+  description = "URL of the work FIFO queue."
+  value       = module.messaging.work_queue_url
+}
+
+output "work_queue_arn" {
+  description = "ARN of the work FIFO queue."
+  value       = module.messaging.work_queue_arn
+}
+
+output "work_queue_name" {
+  description = "Name of the work FIFO queue (WORKER_QUEUE)."
+  value       = module.messaging.work_queue_name
+}
+
+output "work_dlq_url" {
+  description = "URL of the work queue's DLQ."
+  value       = module.messaging.work_dlq_url
+}
+
+output "work_dlq_arn" {
+  description = "ARN of the work queue's DLQ."
+  value       = module.messaging.work_dlq_arn
+}
+
+output "events_queue_url" {
+  description = "URL of the events queue."
+  value       = module.messaging.events_queue_url
+}
+
+output "events_queue_arn" {
+  description = "ARN of the events queue."
+  value       = module.messaging.events_queue_arn
+}
+
+output "events_dlq_url" {
+  description = "URL of the events queue's DLQ."
+  value       = module.messaging.events_dlq_url
+}
+
+output "events_dlq_arn" {
+  description = "ARN of the events queue's DLQ."
+  value       = module.messaging.events_dlq_arn
+}
+
+output "work_results_topic_arn" {
+  description = "ARN of the work_results topic."
+  value       = module.messaging.work_results_topic_arn
+}
+
+output "job_events_topic_arn" {
+  description = "ARN of the job_events topic."
+  value       = module.messaging.job_events_topic_arn
+}
+
+output "topic_subscriber_queue_urls" {
+  description = "URLs of the queues subscribed to topics (raw delivery), keyed by topic key."
+  value       = module.messaging.topic_subscriber_queue_urls
+}
+
+output "s3_event_routes" {
+  description = "S3 event routes in force (bucket, destination, filters, notification id)."
+  value       = module.messaging.s3_notification_routes
+}
+
+################################################################################
+# Compute (null when enable_compute is false)
+################################################################################
+
+output "ecs_cluster_arn" {
+  description = "ARN of the ECS cluster."
+  value       = try(module.compute[0].cluster_arn, null)
+}
+
+output "ecs_cluster_name" {
+  description = "Name of the ECS cluster."
+  value       = try(module.compute[0].cluster_name, null)
+}
+
+output "worker_service_name" {
+  description = "Name of the Prefect worker ECS service."
+  value       = try(module.compute[0].worker_service_name, null)
+}
+
+output "worker_pool_name" {
+  description = "Prefect ECS work pool the worker polls."
+  value       = var.worker_pool_name
+}
+
+output "execution_role_arn" {
+  description = "ARN of the ECS/Batch execution role."
+  value       = try(module.compute[0].execution_role_arn, null)
+}
+
+output "task_role_arn" {
+  description = "ARN of the flow-run task role (ECS flow-run tasks, Batch jobs)."
+  value       = try(module.compute[0].flow_run_task_role_arn, null)
+}
+
+output "worker_task_role_arn" {
+  description = "ARN of the Prefect worker's task role."
+  value       = try(module.compute[0].worker_task_role_arn, null)
+}
+
+output "security_group_ids" {
+  description = "Security groups of the compute resources."
+  value       = try(module.compute[0].security_group_ids, null)
+}
+
+output "log_group_name" {
+  description = "Log group of ECS flow-run tasks (work pool cloudwatch_logs_options)."
+  value       = try(module.compute[0].flow_run_log_group_name, null)
+}
+
+output "log_group_names" {
+  description = "Every log group of the stack keyed \"worker\", \"flow_runs\", \"batch\", \"bridge\"."
+  value = merge(
+    try(module.compute[0].log_group_names, {}),
+    var.enable_bridge ? { bridge = module.bridge[0].log_group_name } : {},
+  )
+}
+
+output "batch_job_queue_arn" {
+  description = "ARN of the Batch job queue for flow runs."
+  value       = try(module.compute[0].batch_job_queue_arn, null)
+}
+
+output "batch_job_definition_arn" {
+  description = "ARN (with revision) of the flow-run Batch job definition."
+  value       = try(module.compute[0].batch_job_definition_arn, null)
+}
+
+output "batch_job_definition_name" {
+  description = "Name of the flow-run Batch job definition (submit by name to get the latest revision)."
+  value       = try(module.compute[0].batch_job_definition_name, null)
+}
+
+output "ecs_work_pool_job_variables" {
+  description = "job_variables for ECS deployments in prefect.yaml / the ECS work pool base job template."
+  value       = try(module.compute[0].ecs_work_pool_job_variables, null)
+}
+
+################################################################################
+# Event bridge and secrets (null when disabled)
+################################################################################
+
+output "bridge_function_name" {
+  description = "Name of the event-bridge Lambda."
+  value       = try(module.bridge[0].function_name, null)
+}
+
+output "bridge_function_arn" {
+  description = "ARN of the event-bridge Lambda."
+  value       = try(module.bridge[0].function_arn, null)
+}
+
+output "bridge_dlq_url" {
+  description = "URL of the event-bridge Lambda's own DLQ."
+  value       = try(module.bridge[0].dlq_url, null)
+}
+
+output "prefect_api_key_secret_arn" {
+  description = "Secrets Manager ARN of the Prefect API key (null = no authentication)."
+  value       = local.prefect_api_key_secret_arn
+}
+
+output "dlq_urls" {
+  description = "Every dead-letter queue URL keyed \"work\", \"events\", \"bridge\"."
+  value = merge(
+    { work = module.messaging.work_dlq_url, events = module.messaging.events_dlq_url },
+    var.enable_bridge ? { bridge = module.bridge[0].dlq_url } : {},
+  )
+}

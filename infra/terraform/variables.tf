@@ -1,0 +1,275 @@
+################################################################################
+# Naming and tagging
+################################################################################
+
+variable "name" {
+  description = "Project name, first part of every resource name."
+  type        = string
+  default     = "interlinked"
+}
+
+variable "environment" {
+  description = "Environment name (dev, staging, prod, local, ...), second part of every resource name."
+  type        = string
+  default     = "dev"
+}
+
+variable "tags" {
+  description = "Tags added to every taggable resource (merged with Project/Environment/ManagedBy)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key for buckets, topics, log groups, the Prefect API key secret and the Lambda environment. null = AWS owned/managed keys (AES256 buckets, alias/aws/sns topics)."
+  type        = string
+  default     = null
+}
+
+################################################################################
+# Prefect and endpoints
+################################################################################
+
+variable "prefect_api_url" {
+  description = "PREFECT_API_URL of the worker, flow runs and the event bridge (self-hosted server or Prefect Cloud workspace URL)."
+  type        = string
+}
+
+variable "aws_endpoint_url" {
+  description = "AWS endpoint the clients use (moto/LocalStack), reported in the interlinked_env output. null on real AWS."
+  type        = string
+  default     = null
+}
+
+variable "prefect_api_key_secret_arn" {
+  description = "Existing Secrets Manager secret holding the Prefect API key / basic-auth string. Takes precedence over create_prefect_api_key_secret. null with create_prefect_api_key_secret = false means no authentication."
+  type        = string
+  default     = null
+}
+
+variable "create_prefect_api_key_secret" {
+  description = "Create a Secrets Manager secret for the Prefect API key (value from prefect_api_key, or put later with aws secretsmanager put-secret-value)."
+  type        = bool
+  default     = false
+}
+
+variable "prefect_api_key" {
+  description = "Value stored in the created secret (it is also kept in Terraform state; prefer put-secret-value outside Terraform on shared stacks). null = create the secret without a value."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "prefect_api_key_env_name" {
+  description = "Environment variable the secret is injected as in ECS/Batch containers: PREFECT_API_KEY (Prefect Cloud) or PREFECT_API_AUTH_STRING (self-hosted with basic auth)."
+  type        = string
+  default     = "PREFECT_API_KEY"
+}
+
+################################################################################
+# Storage
+################################################################################
+
+variable "data_bucket_name" {
+  description = "Data bucket name. null = \"<name>-<environment>-data-<account id>\"."
+  type        = string
+  default     = null
+}
+
+variable "analysis_bucket_name" {
+  description = "Analysis bucket name. null = \"<name>-<environment>-analysis-<account id>\"."
+  type        = string
+  default     = null
+}
+
+variable "force_destroy_buckets" {
+  description = "Let terraform destroy delete non-empty buckets (throw-away stacks only)."
+  type        = bool
+  default     = false
+}
+
+variable "enable_access_logging" {
+  description = "Create an access-logs bucket and send the buckets' S3 server access logs to it."
+  type        = bool
+  default     = true
+}
+
+variable "logs_expiration_days" {
+  description = "Expiry (days) of objects under logs/ in the data bucket."
+  type        = number
+  default     = 90
+}
+
+variable "cache_expiration_days" {
+  description = "Expiry (days) of objects under cache/ in the data bucket."
+  type        = number
+  default     = 14
+}
+
+################################################################################
+# Messaging
+################################################################################
+
+variable "work_queue_name" {
+  description = "Name of the work FIFO queue (WORKER_QUEUE of the analysis service)."
+  type        = string
+  default     = "development-queue.fifo"
+}
+
+variable "max_receive_count" {
+  description = "Receives before a message moves to its queue's DLQ."
+  type        = number
+  default     = 5
+}
+
+variable "analysis_submission_groups" {
+  description = "Groups of the analysis bucket whose {group}/submissions/*.json uploads notify the events queue. Empty = every *.json upload of the analysis bucket notifies and the consumer keeps keys matching ^[^/]+/submissions/[^/]+\\.json$ (S3 filters have no inner wildcard). Ignored when s3_event_routes is set."
+  type        = list(string)
+  default     = []
+}
+
+variable "s3_event_routes" {
+  description = "Full override of the S3 event routing (see the messaging module's s3_notifications). null = analysis submissions and data jobs/incoming/*.json to the events queue."
+  type = list(object({
+    bucket        = string
+    destination   = string
+    filter_prefix = optional(string)
+    filter_suffix = optional(string)
+    events        = optional(list(string), ["s3:ObjectCreated:*"])
+  }))
+  default = null
+}
+
+variable "topic_subscriber_queues" {
+  description = "Topics (\"work_results\", \"job_events\") that get a subscribed SQS queue with raw delivery, for pollers such as `interlinked submit --wait`."
+  type        = list(string)
+  default     = ["job_events"]
+}
+
+################################################################################
+# Compute
+################################################################################
+
+variable "enable_compute" {
+  description = "Create the ECS cluster, roles, log groups, the Prefect worker service and (with enable_batch) AWS Batch."
+  type        = bool
+  default     = true
+}
+
+variable "enable_worker_service" {
+  description = "Run the Prefect ECS worker as an ECS service (with enable_compute)."
+  type        = bool
+  default     = true
+}
+
+variable "enable_batch" {
+  description = "Create the Batch compute environment, job queue and flow-run job definition (with enable_compute)."
+  type        = bool
+  default     = true
+}
+
+variable "container_image" {
+  description = "Image with the project installed; runs the Prefect worker and flow runs. Required with enable_compute."
+  type        = string
+  default     = null
+}
+
+variable "worker_pool_name" {
+  description = "Prefect ECS work pool the worker polls."
+  type        = string
+  default     = "interlinked-ecs"
+}
+
+variable "worker_desired_count" {
+  description = "Number of Prefect worker tasks."
+  type        = number
+  default     = 1
+}
+
+variable "vpc_id" {
+  description = "VPC of the compute resources (required with enable_compute unless security_group_ids is given)."
+  type        = string
+  default     = null
+}
+
+variable "subnet_ids" {
+  description = "Subnets of the worker, flow-run tasks and Batch compute (required with enable_compute)."
+  type        = list(string)
+  default     = []
+}
+
+variable "security_group_ids" {
+  description = "Security groups of the compute resources. Empty = an egress-only group is created."
+  type        = list(string)
+  default     = []
+}
+
+variable "security_group_egress_ports" {
+  description = "TCP ports the created security group allows out (add the Prefect server port when it is not 443)."
+  type        = list(number)
+  default     = [443]
+}
+
+variable "assign_public_ip" {
+  description = "Public IPs for tasks and Fargate jobs (public subnets without NAT only)."
+  type        = bool
+  default     = false
+}
+
+variable "batch_compute_type" {
+  description = "Batch compute: FARGATE, FARGATE_SPOT, SPOT (EC2 Spot) or EC2."
+  type        = string
+  default     = "FARGATE"
+}
+
+variable "batch_max_vcpus" {
+  description = "Maximum vCPUs of the Batch compute environment."
+  type        = number
+  default     = 16
+}
+
+variable "create_batch_service_role" {
+  description = "Create an explicit Batch service role instead of using the AWS Batch service-linked role."
+  type        = bool
+  default     = false
+}
+
+variable "log_retention_days" {
+  description = "Retention (days) of every CloudWatch log group of the stack."
+  type        = number
+  default     = 30
+}
+
+################################################################################
+# Event bridge
+################################################################################
+
+variable "enable_bridge" {
+  description = "Create the event-bridge Lambda (needs bridge_package_path)."
+  type        = bool
+  default     = true
+}
+
+variable "bridge_package_path" {
+  description = "Prebuilt zip of the event bridge (python infra/terraform/scripts/package_lambda.py --output PATH). Required with enable_bridge."
+  type        = string
+  default     = null
+}
+
+variable "bridge_handler" {
+  description = "Handler of the event-bridge Lambda."
+  type        = string
+  default     = "interlinked.bridge.lambda_handler.handler"
+}
+
+variable "bridge_event_source_mapping_enabled" {
+  description = "Enable the events-queue -> Lambda event source mapping."
+  type        = bool
+  default     = true
+}
+
+variable "bridge_environment" {
+  description = "Extra environment variables of the event-bridge Lambda (merged over the stack's bucket/topic names)."
+  type        = map(string)
+  default     = {}
+}

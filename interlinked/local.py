@@ -1,0 +1,298 @@
+"""`interlinked up | down | env`: the embedded local stack, composed from its parts.
+
+Order of `up`: moto server and Prefect server (started together, both slow to start) → AWS
+resources → blocks → the `local` work pool → the deployments of prefect.yaml → the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from interlinked.provision import Resources, ensure_resources, save_blocks
+from interlinked.settings import PROJECT_ROOT, Settings
+from interlinked.stack import (
+    LOCAL_AWS_CREDENTIALS,
+    LocalStack,
+    Part,
+    StackError,
+    moto_ready,
+    prefect_ready,
+    python_tool,
+    stack_env,
+)
+
+WORKER_NAME = "interlinked-local-worker"
+# Stopped first so nothing is left talking to servers that are going away.
+STOP_ORDER = ("worker", "prefect-server", "aws")
+
+
+def _server_env(settings: Settings) -> dict[str, str]:
+    home = settings.state_dir / "prefect"
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{settings.state_dir / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": settings.host,
+        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        "PREFECT_UI_API_URL": settings.prefect_api_url,
+    }
+
+
+def client_env(settings: Settings) -> dict[str, str]:
+    """Environment of every process that talks to the stack (workers, services, CLI children)."""
+    return {
+        **stack_env(settings),
+        "PREFECT_HOME": str(settings.state_dir / "prefect"),
+        "INTERLINKED_CODE_DIR": str(PROJECT_ROOT),
+        # The stock process worker polls every 10 s by default; locally we want runs to start promptly.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+
+
+def _parts(settings: Settings) -> dict[str, Part]:
+    host = settings.host
+    return {
+        "aws": Part(
+            name="aws",
+            command=[python_tool("moto_server"), "-H", host, "-p", str(settings.aws_port)],
+            ready=lambda: moto_ready(settings),
+            port=settings.aws_port,
+        ),
+        "prefect-server": Part(
+            name="prefect-server",
+            command=[
+                python_tool("prefect"),
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(settings.prefect_port),
+            ],
+            ready=lambda: prefect_ready(settings),
+            port=settings.prefect_port,
+            env=_server_env(settings),
+        ),
+        "worker": Part(
+            name="worker",
+            command=[
+                python_tool("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                settings.work_pool,
+                "--type",
+                "process",
+                "--name",
+                WORKER_NAME,
+            ],
+            ready=lambda: _worker_online(settings),
+            env=client_env(settings),
+        ),
+    }
+
+
+def _worker_online(settings: Settings) -> bool:
+    import httpx
+
+    try:
+        response = httpx.post(
+            f"{settings.prefect_api_url}/work_pools/{settings.work_pool}/workers/filter",
+            json={},
+            timeout=5,
+        )
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    return any(
+        worker.get("name") == WORKER_NAME and worker.get("status") == "ONLINE" for worker in response.json()
+    )
+
+
+def _ensure_work_pool(settings: Settings) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(
+            WorkPoolCreate(
+                name=settings.work_pool,
+                type="process",
+                description="Local stack: runs flows as processes on this machine.",
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+            )
+        )
+
+
+def _deployment_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in [PROJECT_ROOT / "prefect.yaml", *sorted((PROJECT_ROOT / "flows").rglob("*.py"))]:
+        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def local_deployment_names() -> list[str]:
+    """``flow/deployment`` names of the local set declared in prefect.yaml."""
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    names = []
+    for deployment in config.get("deployments", []):
+        if deployment.get("name") == "local":
+            flow_function = deployment["entrypoint"].split(":")[-1]
+            names.append(f"{flow_function.replace('_', '-')}/local")
+    return names
+
+
+def _missing_deployments(names: list[str]) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    missing = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                missing.append(name)
+    return missing
+
+
+def _deploy(settings: Settings, echo: Callable[[str], None]) -> None:
+    """`prefect deploy --name local`, skipped when nothing it depends on changed."""
+    stamp = settings.state_dir / "deployed.sha256"
+    fingerprint = _deployment_fingerprint()
+    expected = local_deployment_names()
+    if stamp.exists() and stamp.read_text() == fingerprint and not _missing_deployments(expected):
+        return
+    echo(f"deploying {', '.join(expected)} from prefect.yaml")
+    log = settings.logs_dir / "deploy.log"
+    with log.open("ab") as out:
+        result = subprocess.run(
+            [python_tool("prefect"), "--no-prompt", "deploy", "--name", "local"],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **client_env(settings)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    missing = _missing_deployments(expected)
+    if result.returncode != 0 or missing:
+        tail = "\n    ".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise StackError(
+            f"deployments: `prefect deploy --name local` exited {result.returncode}"
+            f"{'; missing ' + ', '.join(missing) if missing else ''}; its log is {log}\n    {tail}"
+        )
+    stamp.write_text(fingerprint)
+
+
+def stack_file(settings: Settings) -> Path:
+    return settings.state_dir / "stack.json"
+
+
+def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
+    """Bring the whole local stack up (idempotent) and return what `env --json` prints."""
+    started_at = time.monotonic()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    # This process talks to the stack too (resources, blocks, deployments).
+    os.environ.update(client_env(settings))
+    stack = LocalStack(settings, echo=echo)
+    parts = _parts(settings)
+
+    servers = [parts["aws"], parts["prefect-server"]]
+    for part in servers:
+        if stack.start(part):
+            echo(f"starting {part.name} on {settings.host}:{part.port} (log: {stack.log_path(part.name)})")
+    for part in servers:
+        stack.wait_ready(part)
+
+    try:
+        resources = ensure_resources(settings)
+    except Exception as error:  # any boto3 failure here is a stack failure with a reason
+        raise StackError(
+            f"aws resources: could not create them on {settings.aws_endpoint_url}: {error}"
+        ) from error
+    resources.aws_endpoint_url = settings.aws_endpoint_url
+    save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
+    _ensure_work_pool(settings)
+    _deploy(settings, echo)
+
+    worker = parts["worker"]
+    if stack.start(worker):
+        echo(f"starting worker for pool '{settings.work_pool}' (log: {stack.log_path(worker.name)})")
+    stack.wait_ready(worker)
+
+    description = describe(settings, resources)
+    stack_file(settings).write_text(json.dumps(description, indent=2))
+    echo(f"local stack up in {time.monotonic() - started_at:.1f} s — Prefect UI: {settings.prefect_ui_url}")
+    return description
+
+
+def describe(settings: Settings, resources: Resources) -> dict:
+    """The `interlinked env --json` document (the fixed contract plus a few extras)."""
+    return {
+        "prefect_api_url": settings.prefect_api_url,
+        "prefect_ui_url": settings.prefect_ui_url,
+        "aws_endpoint_url": settings.aws_endpoint_url,
+        "region": resources.region,
+        "buckets": resources.buckets,
+        "queues": resources.queues,
+        "dead_letter_queues": resources.dead_letter_queues,
+        "topics": resources.topics,
+        "work_pool": settings.work_pool,
+        "state_dir": str(settings.state_dir),
+    }
+
+
+def read_description(settings: Settings) -> dict:
+    path = stack_file(settings)
+    if not path.exists():
+        raise StackError(
+            f"the local stack has not been brought up here ({path} is missing): run `interlinked up`"
+        )
+    return json.loads(path.read_text())
+
+
+def env_lines(settings: Settings) -> list[str]:
+    """`export NAME=value` lines for a shell: Prefect and boto3 then reach the local stack."""
+    description = read_description(settings)
+    variables = {
+        **stack_env(settings),
+        "INTERLINKED_DATA_BUCKET": description["buckets"]["data"],
+        "INTERLINKED_ANALYSIS_BUCKET": description["buckets"]["analysis"],
+        "INTERLINKED_WORK_QUEUE_URL": description["queues"]["work"],
+        "INTERLINKED_EVENTS_QUEUE_URL": description["queues"]["events"],
+        "INTERLINKED_WORK_RESULTS_TOPIC_ARN": description["topics"]["work_results"],
+        "INTERLINKED_JOB_EVENTS_TOPIC_ARN": description["topics"]["job_events"],
+    }
+    return [f"export {name}={_shell_quote(value)}" for name, value in variables.items()]
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+def down(settings: Settings, *, echo: Callable[[str], None] = print) -> list[str]:
+    """Stop what `up` started (and only that); return the names stopped."""
+    stack = LocalStack(settings, echo=echo)
+    stopped = stack.stop_all(STOP_ORDER)
+    for name in stopped:
+        echo(f"stopped {name}")
+    if not stopped:
+        echo("nothing of ours was running")
+    return stopped

@@ -1,0 +1,86 @@
+"""One typed settings object for the whole system.
+
+Values come from ``INTERLINKED_*`` environment variables or a ``.env`` file in the working
+directory. AWS access itself is *not* configured here: boto3 reads ``AWS_ENDPOINT_URL``, the region
+and the credentials from its own standard sources, so the same code runs against the moto server,
+LocalStack or real AWS.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository root when installed editable (the supported way); state lives next to the code
+# so that two checkouts never share a Prefect database.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Resource names, the local stack's ports and its state directory."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INTERLINKED_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # -- local stack ------------------------------------------------------------------------
+    state_dir: Path = Field(
+        default=PROJECT_ROOT / ".interlinked",
+        description="Where the local stack keeps its database, logs and process ids.",
+    )
+    host: str = Field(default="127.0.0.1", description="Loopback address every local service binds to.")
+    prefect_port: int = Field(default=4200, description="Port of the local Prefect server (API and UI).")
+    aws_port: int = Field(default=5055, description="Port of the local moto server (the AWS emulator).")
+    start_timeout: float = Field(default=180.0, description="Seconds `up` waits for a part to answer.")
+    region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("INTERLINKED_REGION", "AWS_DEFAULT_REGION", "AWS_REGION"),
+        description="AWS region used by the local stack (and as the default elsewhere).",
+    )
+
+    # -- AWS resource names (Terraform outputs feed these on AWS) -------------------------------
+    data_bucket: str = Field(default="interlinked-data", description="Scripts, jobs, results, logs.")
+    analysis_bucket: str = Field(default="interlinked-analysis", description="Group submissions.")
+    work_queue: str = Field(
+        default="development-queue.fifo",
+        validation_alias=AliasChoices("INTERLINKED_WORK_QUEUE", "WORKER_QUEUE"),
+        description="FIFO queue the analysis service reads (the seed's WORKER_QUEUE).",
+    )
+    events_queue: str = Field(default="interlinked-events", description="Queue the event bridge reads.")
+    work_results_topic: str = Field(default="interlinked-work-results", description="WorkResponses.")
+    job_events_topic: str = Field(default="interlinked-job-events", description="Final job states.")
+    max_receive_count: int = Field(default=5, description="Receives before a message goes to its DLQ.")
+
+    # -- Prefect ------------------------------------------------------------------------------
+    work_pool: str = Field(default="local", description="Work pool the local deployments run on.")
+    deployment_set: str = Field(
+        default="local", description="Which deployments of prefect.yaml submissions target (name suffix)."
+    )
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.aws_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def deployment(self, flow_name: str) -> str:
+        """Full ``flow/deployment`` name of a flow's deployment in the configured set."""
+        return f"{flow_name}/{self.deployment_set}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,233 @@
+"""The local stack: a Prefect server, a moto server and the workers, all on loopback.
+
+Each part is started only when nothing answers on its port yet, records the process id (and the
+process start time, so a recycled pid is never mistaken for ours) under the state directory, and
+logs to ``{state_dir}/logs/{part}.log``. ``down`` stops exactly the processes that ``up`` started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from interlinked.settings import PROJECT_ROOT, Settings
+
+# Fake credentials: moto accepts any, and boto3 refuses to sign without some.
+LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+class StackError(RuntimeError):
+    """A part of the local stack did not come up; the message says which, where and why."""
+
+
+@dataclass
+class Part:
+    """One long-running process of the local stack."""
+
+    name: str
+    command: list[str]
+    # Answers True once the part is ready to serve.
+    ready: Callable[[], bool]
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = PROJECT_ROOT
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """Environment that points Prefect and boto3 at the local stack (what `interlinked env` prints)."""
+    return {
+        "PREFECT_API_URL": settings.prefect_api_url,
+        "PREFECT_UI_URL": settings.prefect_ui_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_REGION": settings.region,
+        **LOCAL_AWS_CREDENTIALS,
+    }
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def prefect_ready(settings: Settings) -> bool:
+    return _http_ok(f"{settings.prefect_api_url}/health")
+
+
+def moto_ready(settings: Settings) -> bool:
+    # moto's own management API: answers only if the thing on the port really is moto.
+    return _http_ok(f"{settings.aws_endpoint_url}/moto-api/data.json")
+
+
+class LocalStack:
+    """Start, inspect and stop the processes of the local stack."""
+
+    def __init__(self, settings: Settings, *, echo: Callable[[str], None] = print):
+        self.settings = settings
+        self.echo = echo
+        self.pid_dir = settings.state_dir / "pids"
+        self.logs_dir = settings.logs_dir
+
+    # -- process bookkeeping -------------------------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self.pid_dir / f"{name}.json"
+
+    def recorded_process(self, name: str) -> psutil.Process | None:
+        """The live process `up` started for ``name``, or None (stale records are removed)."""
+        pid_file = self._pid_file(name)
+        if not pid_file.exists():
+            return None
+        try:
+            record = json.loads(pid_file.read_text())
+            process = psutil.Process(record["pid"])
+            same_process = abs(process.create_time() - record["create_time"]) < 1.0
+            if same_process and process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except (psutil.Error, KeyError, ValueError, json.JSONDecodeError):
+            pass
+        pid_file.unlink(missing_ok=True)
+        return None
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def start(self, part: Part) -> bool:
+        """Start ``part`` unless it already answers; return True when a process was started here."""
+        if part.ready():
+            return False
+        if self.recorded_process(part.name) is not None:
+            # Ours and still starting (e.g. a second `up` while the first waits): just wait for it.
+            return False
+        if part.port is not None and port_in_use(self.settings.host, part.port):
+            raise StackError(
+                f"{part.name}: port {self.settings.host}:{part.port} is taken by something that is not "
+                f"a {part.name} we can use; stop it or choose another port (INTERLINKED_*_PORT)."
+            )
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path(part.name).open("ab")
+        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(part.command)}\n".encode())
+        log.flush()
+        env = {**os.environ, **part.env}
+        process = subprocess.Popen(
+            part.command,
+            cwd=part.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own process group: `down` stops the part and whatever it spawned, nothing else.
+            start_new_session=True,
+        )
+        log.close()
+        record = {
+            "pid": process.pid,
+            "create_time": psutil.Process(process.pid).create_time(),
+            "command": part.command,
+            "port": part.port,
+        }
+        self._pid_file(part.name).write_text(json.dumps(record))
+        return True
+
+    def wait_ready(self, part: Part, *, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.settings.start_timeout)
+        while time.monotonic() < deadline:
+            if part.ready():
+                return
+            recorded = self._pid_file(part.name).exists()
+            if recorded and self.recorded_process(part.name) is None:
+                raise StackError(self._failure(part, "exited before it answered"))
+            time.sleep(0.25)
+        raise StackError(
+            self._failure(part, f"did not answer within {timeout or self.settings.start_timeout:.0f} s")
+        )
+
+    def _failure(self, part: Part, what: str) -> str:
+        where = f" on {self.settings.host}:{part.port}" if part.port else ""
+        tail = ""
+        log = self.log_path(part.name)
+        if log.exists():
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            tail = "\n    " + "\n    ".join(lines)
+        return f"{part.name}{where} {what}; its log is {log}{tail}"
+
+    def stop(self, name: str, *, grace: float = 10.0) -> bool:
+        """Stop the process group `up` started for ``name``; True if something was stopped."""
+        process = self.recorded_process(name)
+        if process is None:
+            return False
+        try:
+            group = os.getpgid(process.pid)
+            os.killpg(group, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            group = None
+        try:
+            process.wait(timeout=grace)
+        except psutil.TimeoutExpired:
+            if group is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            process.wait(timeout=5)
+        # Children that left the group (rare) but were ours: end them too.
+        if group is not None:
+            for orphan in _processes_in_group(group):
+                with contextlib.suppress(psutil.Error):
+                    orphan.kill()
+        self._pid_file(name).unlink(missing_ok=True)
+        return True
+
+    def running(self) -> dict[str, int]:
+        """Name → pid of every part `up` started that is still alive."""
+        if not self.pid_dir.exists():
+            return {}
+        alive = {}
+        for pid_file in sorted(self.pid_dir.glob("*.json")):
+            process = self.recorded_process(pid_file.stem)
+            if process is not None:
+                alive[pid_file.stem] = process.pid
+        return alive
+
+    def stop_all(self, order: Iterable[str] = ()) -> list[str]:
+        """Stop every part `up` started: the ones in ``order`` first, then the rest."""
+        names = list(order) + [name for name in self.running() if name not in order]
+        return [name for name in names if self.stop(name)]
+
+
+def _processes_in_group(group: int) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(process.pid) == group:
+                found.append(process)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
+def python_tool(name: str) -> str:
+    """Path of a console script installed next to the running interpreter (the project venv)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
