@@ -1,0 +1,95 @@
+"""The test session's local stack: environment, CLI runner and handle.
+
+Integration tests share one real local stack (a Prefect server, a moto server and a worker),
+started once per session through the real `interlinked up` on free ports and a temporary state
+directory, so a developer's own stack is never touched. The environment is set here, at import
+time, because Prefect reads its settings when it is first imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERLINKED = str(Path(sys.executable).with_name("interlinked"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_STATE_DIR = Path(tempfile.mkdtemp(prefix="interlinked-test-"))
+_PREFECT_PORT = _free_port()
+_AWS_PORT = _free_port()
+TEST_ENV = {
+    "INTERLINKED_STATE_DIR": str(_STATE_DIR / "state"),
+    "INTERLINKED_PREFECT_PORT": str(_PREFECT_PORT),
+    "INTERLINKED_AWS_PORT": str(_AWS_PORT),
+    "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
+    "PREFECT_UI_URL": f"http://127.0.0.1:{_PREFECT_PORT}",
+    "PREFECT_HOME": str(_STATE_DIR / "prefect-home"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_AWS_PORT}",
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+os.environ.update(TEST_ENV)
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 600, cwd: Path | None = None):
+    """Run the real `interlinked` console script with the test stack's environment."""
+    return subprocess.run(
+        [INTERLINKED, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **TEST_ENV},
+        cwd=cwd or ROOT,
+    )
+
+
+class StackHandle:
+    """The session's local stack; a test that stops it leaves it to be started again on demand."""
+
+    def __init__(self) -> None:
+        self.state_dir = Path(TEST_ENV["INTERLINKED_STATE_DIR"])
+        self.description: dict | None = None
+        self.ups = 0
+
+    def ensure_up(self) -> dict:
+        if self.description is None:
+            result = run_cli("up")
+            self.ups += 1
+            if result.returncode != 0:
+                pytest.fail(
+                    f"`interlinked up` failed ({result.returncode}):\n{result.stderr}\n{result.stdout}"
+                )
+            self.description = json.loads(run_cli("env", "--json").stdout)
+        return self.description
+
+    def mark_down(self) -> None:
+        self.description = None
+
+    def pids(self) -> dict[str, int]:
+        pid_dir = self.state_dir / "pids"
+        return (
+            {p.stem: json.loads(p.read_text())["pid"] for p in pid_dir.glob("*.json")}
+            if pid_dir.exists()
+            else {}
+        )
+
+
+STACK = StackHandle()

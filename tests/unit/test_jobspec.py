@@ -1,0 +1,58 @@
+import pytest
+
+from flows.jobspec import JobSpecError, language_of, parse_job_spec
+
+SEED_JOB = {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "name": "Test job", "script": "test.r"}
+
+
+def test_seed_job_description_is_valid_and_r():
+    spec = parse_job_spec(SEED_JOB)
+    assert spec.language == "r"
+    assert spec.func == "myfunc"
+    assert spec.arguments == {"a": 1, "b": 2}
+    assert spec.retries == 0 and spec.timeout_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("script", "language"),
+    [("a.py", "python"), ("x/b.sh", "shell"), ("c.R", "r"), ("c.r", "r"), ("d.txt", None), ("noext", None)],
+)
+def test_language_from_extension(script, language):
+    assert language_of(script) == language
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"name": None}, "name", "missing"),
+        ({"name": ""}, "name", "at least 1"),
+        ({"script": "job.txt"}, "script", "cannot tell the language"),
+        ({"script": "job.py", "func": None}, "func", "required for python"),
+        ({"func": "not a name!"}, "func", "not a function name"),
+        ({"arguments": [1, 2]}, "arguments", "dictionary"),
+        ({"argumnets": {}}, "argumnets", "unknown field"),
+        ({"timeout_seconds": 0}, "timeout_seconds", "greater than 0"),
+        ({"retries": 99}, "retries", "less than or equal to 10"),
+        ({"language": "cobol"}, "language", "python"),
+    ],
+)
+def test_invalid_descriptions_name_the_bad_field(change, field, words):
+    document = {**SEED_JOB, **change}
+    document = {key: value for key, value in document.items() if value is not None}
+    with pytest.raises(JobSpecError) as raised:
+        parse_job_spec(document)
+    assert raised.value.field == field
+    assert words in str(raised.value)
+    assert str(raised.value).startswith(f"invalid job description: {field}:")
+
+
+def test_not_an_object():
+    with pytest.raises(JobSpecError, match="expected a JSON object, got list"):
+        parse_job_spec([SEED_JOB])
+
+
+def test_shell_func_is_optional_and_explicit_language_wins():
+    spec = parse_job_spec({"name": "wc", "script": "count.sh"})
+    assert spec.language == "shell" and spec.func is None
+    spec = parse_job_spec({"name": "x", "script": "tool", "language": "shell"})
+    assert spec.language == "shell"

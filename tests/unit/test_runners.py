@@ -1,0 +1,164 @@
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.runners import ScriptRuntimeMissing, rscript_path, run_script
+
+needs_r = pytest.mark.skipif(
+    rscript_path() is None, reason="Rscript is not installed (apt-get install r-base-core r-cran-jsonlite)"
+)
+
+
+def _run(tmp_path: Path, name: str, source: str, **options):
+    script = tmp_path / name
+    script.write_text(source)
+    lines: list[tuple[str, str]] = []
+    outcome = run_script(script=script, on_line=lambda stream, line: lines.append((stream, line)), **options)
+    return outcome, lines
+
+
+def test_python_calls_func_with_arguments_mapping(tmp_path):
+    outcome, lines = _run(
+        tmp_path,
+        "add.py",
+        "def myfunc(args):\n    print('sum of', sorted(args))\n    return args['a'] + args['b']\n",
+        language="python",
+        func="myfunc",
+        arguments={"a": 1, "b": 2},
+    )
+    assert outcome.succeeded and outcome.has_result and outcome.result == 3
+    assert ("stdout", "sum of ['a', 'b']") in lines
+
+
+def test_python_numpy_values_become_json(tmp_path):
+    outcome, _ = _run(
+        tmp_path,
+        "np.py",
+        "import numpy as np\ndef f(args):\n    return {'mean': np.float64(2.5), 'v': np.arange(3)}\n",
+        language="python",
+        func="f",
+        arguments={},
+    )
+    assert outcome.result == {"mean": 2.5, "v": [0, 1, 2]}
+
+
+def test_python_error_streams_user_traceback(tmp_path):
+    outcome, lines = _run(
+        tmp_path,
+        "bad.py",
+        "def f(args):\n    raise ValueError('no good: ' + args['x'])\n",
+        language="python",
+        func="f",
+        arguments={"x": "42"},
+    )
+    assert not outcome.succeeded and outcome.exit_code == 1
+    stderr = "\n".join(line for stream, line in lines if stream == "stderr")
+    assert "Traceback" in stderr and 'bad.py", line 2, in f' in stderr
+    assert "script_entry.py" not in stderr  # our own frame is hidden
+    assert outcome.error.endswith("ValueError: no good: 42")
+
+
+def test_python_missing_function_and_unserialisable_result(tmp_path):
+    outcome, _ = _run(tmp_path, "m.py", "x = 1\n", language="python", func="nope", arguments={})
+    assert outcome.exit_code == 2 and "function 'nope' is not defined in m.py" in outcome.error
+    outcome, _ = _run(
+        tmp_path, "o.py", "def f(a):\n    return object()\n", language="python", func="f", arguments={}
+    )
+    assert outcome.exit_code == 2 and "cannot be stored as JSON" in outcome.error
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    marker = tmp_path / "child-alive"
+    source = (
+        "import subprocess, sys, time\n"
+        "def f(args):\n"
+        f"    subprocess.Popen(['bash', '-c', 'sleep 3; touch {marker}'])\n"
+        "    time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    outcome, _ = _run(
+        tmp_path, "hang.py", source, language="python", func="f", arguments={}, timeout_seconds=1
+    )
+    assert outcome.timed_out and not outcome.succeeded
+    assert "timed out after 1 s" in outcome.error
+    assert time.monotonic() - started < 15
+    time.sleep(3.5)
+    assert not marker.exists(), "a grandchild of the timed-out script survived"
+
+
+def test_shell_reads_arguments_and_returns_json_stdout(tmp_path):
+    source = "echo \"working\" >&2\nsum() { python3 -c \"import json,sys; d=json.load(sys.stdin); print(json.dumps({'s': d['a'] + d['b']}))\"; }\n"
+    outcome, lines = _run(tmp_path, "s.sh", source, language="shell", func="sum", arguments={"a": 2, "b": 5})
+    assert outcome.succeeded and outcome.result == {"s": 7}
+    assert ("stderr", "working") in lines
+
+
+def test_shell_without_func_uses_env_and_last_json_line(tmp_path):
+    source = 'echo "progress: starting"\necho "$JOB_ARGUMENTS" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))"\n'
+    outcome, _ = _run(
+        tmp_path, "t.sh", source, language="shell", func=None, arguments={"a": 1, "b": 2, "c": 3}
+    )
+    assert outcome.result == 3
+
+
+def test_shell_non_json_output_has_no_result_and_failure_has_code(tmp_path):
+    outcome, _ = _run(tmp_path, "n.sh", "echo hello world\n", language="shell", func=None, arguments={})
+    assert outcome.succeeded and not outcome.has_result and outcome.result is None
+    outcome, _ = _run(tmp_path, "f.sh", "echo oops >&2\nexit 3\n", language="shell", func=None, arguments={})
+    assert outcome.exit_code == 3 and outcome.error == "script exited with code 3: oops"
+
+
+@needs_r
+def test_r_calls_func_with_list_arguments(tmp_path):
+    outcome, lines = _run(
+        tmp_path,
+        "test.r",
+        "myfunc <- function(args) {\n  cat('in R\\n')\n  args$a + args$b\n}\n",
+        language="r",
+        func="myfunc",
+        arguments={"a": 1, "b": 2},
+    )
+    assert outcome.succeeded and outcome.result == 3
+    assert ("stdout", "in R") in lines
+
+
+@needs_r
+def test_r_structures_and_errors(tmp_path):
+    outcome, _ = _run(
+        tmp_path,
+        "s.R",
+        "f <- function(args) list(n = length(args$xs), total = sum(args$xs), name = args$who)\n",
+        language="r",
+        func="f",
+        arguments={"xs": [1, 2, 3.5], "who": "ada"},
+    )
+    assert outcome.result == {"n": 3, "total": 6.5, "name": "ada"}
+    outcome, lines = _run(
+        tmp_path, "e.R", "f <- function(args) stop('R says no')\n", language="r", func="f", arguments={}
+    )
+    assert outcome.exit_code == 1 and "R says no" in outcome.error
+    assert any("Traceback" in line for _, line in lines)
+
+
+def test_r_missing_runtime_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("flows.runners.shutil.which", lambda name: None)
+    script = tmp_path / "x.R"
+    script.write_text("f <- function(a) 1\n")
+    with pytest.raises(ScriptRuntimeMissing, match="Rscript"):
+        run_script(language="r", script=script, func="f", arguments={}, on_line=lambda *a: None)
+
+
+def test_arguments_file_is_json(tmp_path):
+    outcome, _ = _run(
+        tmp_path,
+        "echo.py",
+        "def f(args):\n    return args\n",
+        language="python",
+        func="f",
+        arguments={"nested": {"list": [1, "two", None]}, "unicode": "ü"},
+    )
+    assert json.dumps(outcome.result, sort_keys=True) == json.dumps(
+        {"nested": {"list": [1, "two", None]}, "unicode": "ü"}, sort_keys=True
+    )

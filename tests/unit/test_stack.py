@@ -1,0 +1,93 @@
+"""The process bookkeeping of the local stack, on a harmless stand-in process."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from interlinked.settings import Settings
+from interlinked.stack import LocalStack, Part, StackError
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(_env_file=None, state_dir=tmp_path / "state", start_timeout=5)
+
+
+def _sleeper(name: str, ready=lambda: False, port=None, seconds: int = 60) -> Part:
+    # A parent that also spawns a child, like a server with workers.
+    code = f"import subprocess,time; subprocess.Popen(['sleep','{seconds}']); time.sleep({seconds})"
+    return Part(name=name, command=[sys.executable, "-c", code], ready=ready, port=port)
+
+
+def test_start_records_and_stop_ends_the_whole_group(settings):
+    stack = LocalStack(settings, echo=lambda _: None)
+    assert stack.start(_sleeper("dummy"))
+    process = stack.recorded_process("dummy")
+    assert process is not None
+    time.sleep(0.5)
+    children = process.children(recursive=True)
+    assert children, "the stand-in should have spawned a child"
+    assert stack.running() == {"dummy": process.pid}
+    assert stack.stop("dummy")
+    time.sleep(0.2)
+    for proc in [process, *children]:
+        assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    assert stack.running() == {}
+    assert not stack.stop("dummy"), "stopping twice must be a no-op"
+
+
+def test_stale_or_recycled_pid_records_are_ignored(settings):
+    stack = LocalStack(settings, echo=lambda _: None)
+    stack.pid_dir.mkdir(parents=True)
+    # A pid that exists (this test process) but a different start time: not ours, never killed.
+    (stack.pid_dir / "ghost.json").write_text(f'{{"pid": {psutil.Process().pid}, "create_time": 1.0}}')
+    assert stack.recorded_process("ghost") is None
+    assert not (stack.pid_dir / "ghost.json").exists()
+    assert stack.stop_all() == []
+
+
+def test_part_already_answering_is_not_started(settings):
+    stack = LocalStack(settings, echo=lambda _: None)
+    assert stack.start(_sleeper("ready", ready=lambda: True)) is False
+    assert stack.running() == {}
+
+
+def test_port_taken_by_something_else_is_a_clear_error(settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        stack = LocalStack(settings, echo=lambda _: None)
+        with pytest.raises(StackError, match=f"port 127.0.0.1:{port} is taken"):
+            stack.start(_sleeper("server", port=port))
+
+
+def test_part_that_exits_reports_its_log(settings):
+    stack = LocalStack(settings, echo=lambda _: None)
+    part = Part(
+        name="crasher",
+        command=[sys.executable, "-c", "print('boom: bad config'); raise SystemExit(3)"],
+        ready=lambda: False,
+    )
+    stack.start(part)
+    with pytest.raises(StackError) as raised:
+        stack.wait_ready(part)
+    message = str(raised.value)
+    assert "crasher exited before it answered" in message
+    assert str(stack.log_path("crasher")) in message and "boom: bad config" in message
+
+
+def test_part_that_never_answers_times_out_with_its_name(settings):
+    stack = LocalStack(settings, echo=lambda _: None)
+    part = _sleeper("slow", seconds=30)
+    stack.start(part)
+    try:
+        with pytest.raises(StackError, match="slow did not answer within 1 s"):
+            stack.wait_ready(part, timeout=1)
+    finally:
+        stack.stop("slow")
+    assert subprocess.run(["true"]).returncode == 0
