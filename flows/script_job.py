@@ -442,6 +442,7 @@ def job_status(job_id: str, *, ui_url: str | None = None) -> dict[str, Any]:
         "state": "NOT_STARTED",
         "state_name": None,
         "state_message": None,
+        "error": None,
         "flow_run_id": None,
         "start_time": None,
         "end_time": None,
@@ -461,6 +462,12 @@ def job_status(job_id: str, *, ui_url: str | None = None) -> dict[str, Any]:
             start_time=run.start_time.isoformat() if run.start_time else None,
             end_time=run.end_time.isoformat() if run.end_time else None,
         )
+        if run.state and run.state.is_failed() or status["state"] in ("CRASHED", "CANCELLED"):
+            # The job's own reason, without Prefect's wrapper text.
+            message = run.state.message or ""
+            status["error"] = message.split("ScriptJobError: ", 1)[-1].removeprefix(
+                "Flow run encountered an exception: "
+            )
         if ui_url:
             status["ui_url"] = f"{ui_url.rstrip('/')}/runs/flow-run/{run.id}"
     if status["state"] == "COMPLETED":

@@ -96,7 +96,7 @@ def _print_status(status: dict, *, as_json: bool) -> None:
         return
     rows = [
         ("job", f"{status['job_id']}" + (f" ({status['name']})" if status.get("name") else "")),
-        ("state", status["state"] + (f" — {status['state_message']}" if status.get("state_message") else "")),
+        ("state", status["state"] + (f" — {status['error']}" if status.get("error") else "")),
         ("started", status.get("start_time") or "-"),
         ("ended", status.get("end_time") or "-"),
         ("spec", status["spec"]),
@@ -155,7 +155,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     elif status["state"] == "COMPLETED":
         print(json.dumps(status["result_value"]))
     else:
-        print(f"job {status['state']}: {status.get('state_message') or ''}", file=sys.stderr)
+        print(f"job {status['state']}: {status.get('error') or status.get('state_message') or ''}", file=sys.stderr)
         print(f"log: {status['log']}", file=sys.stderr)
     if status["state"] == "COMPLETED":
         return 0

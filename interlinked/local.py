@@ -101,21 +101,33 @@ def _parts(settings: Settings) -> dict[str, Part]:
 
 
 def _worker_online(settings: Settings) -> bool:
+    """Our worker process is alive and has sent a heartbeat since it started.
+
+    The server remembers a worker as ONLINE for a while after it stopped, so the status alone would
+    mistake a worker stopped by `down` for a running one.
+    """
+    from datetime import datetime
+
     import httpx
 
+    process = LocalStack(settings, echo=lambda _: None).recorded_process("worker")
+    if process is None:
+        return False
     try:
         response = httpx.post(
-            f"{settings.prefect_api_url}/work_pools/{settings.work_pool}/workers/filter",
-            json={},
-            timeout=5,
+            f"{settings.prefect_api_url}/work_pools/{settings.work_pool}/workers/filter", json={}, timeout=5
         )
     except httpx.HTTPError:
         return False
     if response.status_code != 200:
         return False
-    return any(
-        worker.get("name") == WORKER_NAME and worker.get("status") == "ONLINE" for worker in response.json()
-    )
+    for worker in response.json():
+        heartbeat = worker.get("last_heartbeat_time")
+        if worker.get("name") != WORKER_NAME or not heartbeat:
+            continue
+        if datetime.fromisoformat(heartbeat.replace("Z", "+00:00")).timestamp() >= process.create_time():
+            return True
+    return False
 
 
 def _ensure_work_pool(settings: Settings) -> None:
