@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
@@ -99,5 +101,60 @@ def scratch_anndata(
     return AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=gene_names.copy()))
 
 
-def is_sparse(matrix: object) -> bool:
-    return sp.issparse(matrix)
+def compute_neighbors(
+    adata: AnnData,
+    *,
+    n_neighbors: int,
+    random_state: int,
+    n_pcs: int | None = None,
+    use_rep: str | None = None,
+) -> None:
+    """:func:`scanpy.pp.neighbors` with scanpy's default algorithm, working around an incompatibility.
+
+    For 8,192 cells or more scanpy uses pynndescent's ``PyNNDescentTransformer`` (with UMAP's
+    ``n_trees``/``n_iters``). pynndescent 0.7 returns a ``scipy.sparse.csr_array`` there, which
+    scanpy 1.11 cannot handle (``'csr_array' object has no attribute 'getnnz'``). Passing the same
+    transformer, configured exactly as scanpy would, that returns a ``csr_matrix`` gives scanpy's
+    result on every version.
+    """
+    transformer = None
+    if adata.n_obs >= _SCANPY_PYNNDESCENT_MIN_CELLS:
+        transformer = _csr_matrix_pynndescent_transformer()(
+            n_neighbors=n_neighbors,
+            metric="euclidean",
+            metric_kwds={},
+            random_state=random_state,
+            n_jobs=sc.settings.n_jobs,
+            n_trees=min(64, 5 + round(adata.n_obs**0.5 / 20.0)),
+            n_iters=max(5, round(np.log2(adata.n_obs))),
+        )
+    sc.pp.neighbors(
+        adata,
+        n_neighbors=n_neighbors,
+        n_pcs=n_pcs,
+        use_rep=use_rep,
+        random_state=random_state,
+        transformer=transformer,
+    )
+
+
+# Below this many cells scanpy computes exact neighbours with scikit-learn (see `_handle_transformer`).
+_SCANPY_PYNNDESCENT_MIN_CELLS = 8192
+
+
+@functools.cache
+def _csr_matrix_pynndescent_transformer() -> type:
+    """``PyNNDescentTransformer`` whose graphs are ``csr_matrix`` (what scanpy expects).
+
+    Built on first use: importing pynndescent is slow and most calls never need it.
+    """
+    from pynndescent import PyNNDescentTransformer
+
+    class CsrMatrixPyNNDescentTransformer(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **fit_params):
+            return sp.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+        def transform(self, X, y=None):
+            return sp.csr_matrix(super().transform(X, y))
+
+    return CsrMatrixPyNNDescentTransformer

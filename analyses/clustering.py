@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from typing import Literal, TypedDict
 
 import igraph
-import leidenalg
 import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._utils import check_choice, check_int, check_positive_float
+from ._utils import check_choice, check_int, check_positive_float, compute_neighbors
 from .embedding import _scratch_with_pca
 from .errors import InvalidRequestError
 
@@ -52,12 +52,12 @@ def cluster_cells(
     method
         ``"leiden"``: :func:`scanpy.tl.leiden` with ``flavor="igraph"`` (undirected, modularity),
         so results are identical to scanpy's given the same graph and parameters.
-        ``"louvain"``: the Louvain algorithm run by :mod:`leidenalg` with the refinement step
-        switched off (``Optimiser.refine_partition = False``) on an
-        ``RBConfigurationVertexPartition``. This is the algorithm of the ``louvain`` package behind
-        :func:`scanpy.tl.louvain` (same author, same quality function and resolution), used here
-        because that package is not a dependency and igraph's ``community_multilevel`` in scanpy
-        ignores the resolution and seed.
+        ``"louvain"``: the Louvain (multilevel) algorithm of igraph,
+        ``Graph.community_multilevel(weights="weight", resolution=resolution)``, on the undirected
+        neighbours graph, with a private seeded random generator. The ``louvain`` package behind
+        :func:`scanpy.tl.louvain` is not a dependency, scanpy's ``flavor="igraph"`` ignores the
+        resolution and the seed, and leidenalg's Louvain mode (``refine_partition=False``) crashes in
+        leidenalg 0.12; hence this implementation. Clusters are numbered by decreasing size.
     resolution
         Resolution of the modularity quality function; higher gives more, smaller clusters.
     n_neighbors
@@ -65,7 +65,8 @@ def cluster_cells(
     use_stored_graph
         Use the stored neighbours graph when there is one.
     n_iterations
-        Optimisation iterations; ``-1`` runs until the partition stops improving.
+        Leiden optimisation iterations; ``-1`` runs until the partition stops improving. Louvain
+        always runs until no move improves the modularity.
     random_state
         Seed (the result is deterministic for a given seed).
 
@@ -91,7 +92,7 @@ def cluster_cells(
     adjacency = stored_connectivities(adata) if use_stored_graph else None
     if adjacency is None:
         scratch = _scratch_with_pca(adata, random_state=random_state)
-        sc.pp.neighbors(
+        compute_neighbors(
             scratch, n_neighbors=min(n_neighbors, adata.n_obs - 1), use_rep="X_pca", random_state=random_state
         )
         adjacency = scratch.obsp["connectivities"]
@@ -134,24 +135,36 @@ def cluster_graph(
             key_added="cluster",
         )
         return holder.obs["cluster"].to_numpy().astype(np.int64)
-    return _louvain_membership(adjacency, resolution=resolution, n_iterations=n_iterations, seed=random_state)
+    return _louvain_membership(adjacency, resolution=resolution, seed=random_state)
 
 
-def _louvain_membership(
-    adjacency: sp.spmatrix, *, resolution: float, n_iterations: int, seed: int
-) -> np.ndarray:
+def _louvain_membership(adjacency: sp.spmatrix, *, resolution: float, seed: int) -> np.ndarray:
     # Each undirected edge once, from the upper triangle of the symmetrised graph.
     symmetric = sp.csr_matrix(adjacency)
     symmetric = (symmetric + symmetric.T) / 2
     upper = sp.triu(symmetric, k=1).tocoo()
-    graph = igraph.Graph(n=adjacency.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
-    graph.es["weight"] = upper.data.astype(np.float64)
-    partition = leidenalg.RBConfigurationVertexPartition(
-        graph, weights="weight", resolution_parameter=resolution
+    graph = igraph.Graph(
+        n=adjacency.shape[0],
+        edges=list(zip(upper.row.tolist(), upper.col.tolist(), strict=True)),
+        directed=False,
     )
-    optimiser = leidenalg.Optimiser()
-    optimiser.set_rng_seed(int(seed))
-    optimiser.refine_partition = False  # Louvain = Leiden without the refinement phase.
-    optimiser.optimise_partition(partition, n_iterations=n_iterations)
-    # leidenalg numbers communities by decreasing size, as scanpy does for louvain.
-    return np.asarray(partition.membership, dtype=np.int64)
+    graph.es["weight"] = upper.data.astype(np.float64)
+    # igraph draws from one process-wide generator (Python's `random` by default): seed a private
+    # one for this call and put the default back afterwards.
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        membership = np.asarray(
+            graph.community_multilevel(weights="weight", resolution=resolution).membership, dtype=np.int64
+        )
+    finally:
+        igraph.set_random_number_generator(random)
+    return _number_by_size(membership)
+
+
+def _number_by_size(membership: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0, 1, ... by decreasing size (ties: order of first appearance)."""
+    labels, first_seen, sizes = np.unique(membership, return_index=True, return_counts=True)
+    ranking = np.lexsort((first_seen, -sizes))
+    new_label = np.empty(len(labels), dtype=np.int64)
+    new_label[ranking] = np.arange(len(labels))
+    return new_label[np.searchsorted(labels, membership)]

@@ -9,7 +9,7 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 
-from ._utils import check_choice, check_int
+from ._utils import check_choice, check_int, compute_neighbors
 from .errors import EmbeddingUnavailableError
 
 __all__ = ["EMBEDDING_METHODS", "EmbeddingMethod", "embedding"]
@@ -147,7 +147,7 @@ def _ensure_neighbors(adata: AnnData, scratch: AnnData, *, n_neighbors: int, ran
                 "params": dict(neighbors.get("params", {"method": "umap"})),
             }
             return
-    sc.pp.neighbors(
+    compute_neighbors(
         scratch,
         n_neighbors=min(n_neighbors, adata.n_obs - 1),
         use_rep="X_pca",

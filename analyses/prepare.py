@@ -14,7 +14,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._utils import check_choice, check_int, check_positive_float
+from ._utils import check_choice, check_int, check_positive_float, compute_neighbors
 from ._version import ANALYSIS_VERSION
 from .clustering import CLUSTERING_METHODS, cluster_graph
 from .errors import InvalidInputDataError, InvalidRequestError, MissingInputFileError, NoCellsLeftError
@@ -284,7 +284,7 @@ def prepare_anndata(
     finished("pca")
 
     n_neighbors_used = min(n_neighbors, adata.n_obs - 1)
-    sc.pp.neighbors(adata, n_neighbors=n_neighbors_used, n_pcs=n_comps, random_state=random_state)
+    compute_neighbors(adata, n_neighbors=n_neighbors_used, n_pcs=n_comps, random_state=random_state)
     finished("neighbors")
 
     membership = cluster_graph(

@@ -40,7 +40,7 @@ _MITO_GENES = (
     "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB",
 )  # fmt: skip
 _FEATURE_TYPE = "Gene Expression"
-_CELLS_PER_CHUNK = 10_000
+_CELLS_PER_CHUNK = 4_096
 # Library sizes are snapped to 2**(k / _LEVELS_PER_OCTAVE) so cells share burst rates.
 _LEVELS_PER_OCTAVE = 16
 _BARCODE_LENGTH = 16
@@ -127,7 +127,7 @@ def generate_counts(
     n_clusters
         Number of cell populations (sizes are uneven, drawn from a Dirichlet distribution).
     n_markers
-        Marker genes per cluster; default ``max(5, n_genes // 100)``.
+        Marker genes per cluster; default ``max(10, n_genes // 40)``.
     marker_fold_change
         Mean up-regulation of a cluster's markers in that cluster (each marker gets a fold change
         drawn around this value).
@@ -150,7 +150,7 @@ def generate_counts(
     design = _design(
         n_genes,
         n_clusters=n_clusters,
-        n_markers=max(5, n_genes // 100) if n_markers is None else n_markers,
+        n_markers=max(10, n_genes // 40) if n_markers is None else n_markers,
         marker_fold_change=marker_fold_change,
         rng=np.random.default_rng(design_seed),
     )

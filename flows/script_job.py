@@ -462,7 +462,7 @@ def job_status(job_id: str, *, ui_url: str | None = None) -> dict[str, Any]:
             start_time=run.start_time.isoformat() if run.start_time else None,
             end_time=run.end_time.isoformat() if run.end_time else None,
         )
-        if run.state and run.state.is_failed() or status["state"] in ("CRASHED", "CANCELLED"):
+        if run.state and status["state"] in ("FAILED", "CRASHED", "CANCELLED"):
             # The job's own reason, without Prefect's wrapper text.
             message = run.state.message or ""
             status["error"] = message.split("ScriptJobError: ", 1)[-1].removeprefix(

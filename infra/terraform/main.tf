@@ -22,7 +22,7 @@ locals {
   # the events queue.
   default_s3_event_routes = concat(
     length(var.analysis_submission_groups) == 0 ? [
-      { bucket = "analysis", destination = "events", filter_prefix = null, filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
+      { bucket = "analysis", destination = "events", filter_prefix = tostring(null), filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
       ] : [
       for group in var.analysis_submission_groups :
       { bucket = "analysis", destination = "events", filter_prefix = "${group}/submissions/", filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
@@ -73,6 +73,7 @@ module "storage" {
   logs_expiration_days      = var.logs_expiration_days
   cache_expiration_days     = var.cache_expiration_days
   force_destroy             = var.force_destroy_buckets
+  deny_insecure_transport   = var.deny_insecure_transport
 
   tags = local.tags
 }
@@ -80,13 +81,15 @@ module "storage" {
 module "messaging" {
   source = "./modules/messaging"
 
-  name_prefix             = local.name_prefix
-  work_queue_name         = var.work_queue_name
-  max_receive_count       = var.max_receive_count
-  topic_kms_master_key_id = coalesce(var.kms_key_arn, "alias/aws/sns")
-  topic_subscriber_queues = var.topic_subscriber_queues
-  buckets                 = module.storage.buckets
-  s3_notifications        = local.s3_event_routes
+  name_prefix                  = local.name_prefix
+  work_queue_name              = var.work_queue_name
+  max_receive_count            = var.max_receive_count
+  restrict_dlq_redrive_sources = var.restrict_dlq_redrive_sources
+  deny_insecure_transport      = var.deny_insecure_transport
+  topic_kms_master_key_id      = coalesce(var.kms_key_arn, "alias/aws/sns")
+  topic_subscriber_queues      = var.topic_subscriber_queues
+  buckets                      = module.storage.buckets
+  s3_notifications             = local.s3_event_routes
 
   tags = local.tags
 }
@@ -123,11 +126,12 @@ module "compute" {
     JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
   }
 
-  enable_batch              = var.enable_batch
-  batch_compute_type        = var.batch_compute_type
-  batch_max_vcpus           = var.batch_max_vcpus
-  create_batch_service_role = var.create_batch_service_role
-  log_retention_days        = var.log_retention_days
+  enable_batch                = var.enable_batch
+  batch_compute_type          = var.batch_compute_type
+  batch_max_vcpus             = var.batch_max_vcpus
+  create_batch_service_role   = var.create_batch_service_role
+  attach_aws_managed_policies = var.attach_aws_managed_policies
+  log_retention_days          = var.log_retention_days
 
   tags = local.tags
 }
@@ -145,6 +149,8 @@ module "bridge" {
   prefect_api_key_secret_arn   = local.prefect_api_key_secret_arn
   kms_key_arn                  = var.kms_key_arn
   log_retention_days           = var.log_retention_days
+  attach_aws_managed_policies  = var.attach_aws_managed_policies
+  deny_insecure_transport      = var.deny_insecure_transport
 
   environment = merge(
     {

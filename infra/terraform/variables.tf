@@ -20,6 +20,12 @@ variable "tags" {
   default     = {}
 }
 
+variable "deny_insecure_transport" {
+  description = "Bucket, queue and topic policies deny requests without TLS. false only for plain-HTTP emulators (moto evaluates bucket policies but not their Bool conditions, so the deny would block every S3 request)."
+  type        = bool
+  default     = true
+}
+
 variable "kms_key_arn" {
   description = "Customer managed KMS key for buckets, topics, log groups, the Prefect API key secret and the Lambda environment. null = AWS owned/managed keys (AES256 buckets, alias/aws/sns topics)."
   type        = string
@@ -140,6 +146,12 @@ variable "s3_event_routes" {
   default = null
 }
 
+variable "restrict_dlq_redrive_sources" {
+  description = "Give each DLQ a redrive allow policy naming only its source queue."
+  type        = bool
+  default     = true
+}
+
 variable "topic_subscriber_queues" {
   description = "Topics (\"work_results\", \"job_events\") that get a subscribed SQS queue with raw delivery, for pollers such as `interlinked submit --wait`."
   type        = list(string)
@@ -232,6 +244,12 @@ variable "create_batch_service_role" {
   description = "Create an explicit Batch service role instead of using the AWS Batch service-linked role."
   type        = bool
   default     = false
+}
+
+variable "attach_aws_managed_policies" {
+  description = "Attach AWS managed policies where a role needs one (Batch service/instance roles, Lambda VPC access). false only on emulators without them (moto unless MOTO_IAM_LOAD_MANAGED_POLICIES=true)."
+  type        = bool
+  default     = true
 }
 
 variable "log_retention_days" {

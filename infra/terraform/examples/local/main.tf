@@ -63,8 +63,14 @@ module "interlinked" {
   create_prefect_api_key_secret = true
   prefect_api_key               = "local-no-auth"
 
-  force_destroy_buckets   = true
-  topic_subscriber_queues = ["job_events", "work_results"]
+  force_destroy_buckets = true
+  # The emulator speaks plain HTTP, and moto evaluates bucket policies without their Bool
+  # conditions: a DenyInsecureTransport statement would deny every S3 request.
+  deny_insecure_transport = false
+  # moto 5 ignores the RedriveAllowPolicy queue attribute, and the provider would wait for it to
+  # read back until it times out; the redrive policies of the source queues are unaffected.
+  restrict_dlq_redrive_sources = false
+  topic_subscriber_queues      = ["job_events", "work_results"]
 
   container_image = "interlinked:local"
   vpc_id          = data.aws_vpc.default.id
@@ -73,7 +79,10 @@ module "interlinked" {
   # moto's CreateComputeEnvironment requires an explicit serviceRole (AWS uses its service-linked
   # role when none is given), so the local stack creates one.
   create_batch_service_role = true
-  log_retention_days        = 7
+  # moto ships no AWS managed policies unless started with MOTO_IAM_LOAD_MANAGED_POLICIES=true, so
+  # AWSBatchServiceRole cannot be attached; the role itself is all moto checks.
+  attach_aws_managed_policies = false
+  log_retention_days          = 7
 
   bridge_package_path = coalesce(var.bridge_package_path, "${path.module}/../../build/bridge.zip")
   # moto runs an enabled SQS event source mapping synchronously inside SendMessage and invokes the

@@ -26,7 +26,7 @@ resource "aws_sqs_queue" "dlq" {
   message_retention_seconds = var.dlq_message_retention_seconds
   sqs_managed_sse_enabled   = true
 
-  policy = jsonencode({
+  policy = !var.deny_insecure_transport ? null : jsonencode({
     Version = "2012-10-17"
     Statement = [{
       Sid       = "DenyInsecureTransport"
@@ -155,7 +155,7 @@ resource "aws_iam_role_policy" "this" {
 }
 
 resource "aws_iam_role_policy_attachment" "vpc" {
-  count = local.in_vpc ? 1 : 0
+  count = local.in_vpc && var.attach_aws_managed_policies ? 1 : 0
 
   role       = aws_iam_role.this.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"

@@ -135,6 +135,12 @@ variable "security_group_ids" {
   default     = []
 }
 
+variable "attach_aws_managed_policies" {
+  description = "Attach AWSLambdaVPCAccessExecutionRole when the function is in a VPC. false only on emulators that do not ship AWS managed policies."
+  type        = bool
+  default     = true
+}
+
 variable "kms_key_arn" {
   description = "Customer managed KMS key for the environment variables and the log group. null = AWS managed keys."
   type        = string
@@ -145,6 +151,12 @@ variable "log_retention_days" {
   description = "Retention of the function's log group (days; a CloudWatch-supported value)."
   type        = number
   default     = 30
+}
+
+variable "deny_insecure_transport" {
+  description = "Add a policy statement denying requests made without TLS (aws:SecureTransport = false). Turn off only for plain-HTTP emulators: moto evaluates bucket policies but not the Bool condition, so the statement would deny every request."
+  type        = bool
+  default     = true
 }
 
 variable "tags" {

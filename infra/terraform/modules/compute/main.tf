@@ -80,6 +80,7 @@ locals {
 ################################################################################
 
 resource "aws_security_group" "this" {
+  #checkov:skip=CKV2_AWS_5:Attached to the worker service, the Batch compute environment and flow-run tasks through local.security_group_ids (a conditional checkov cannot follow).
   count = local.create_security_group ? 1 : 0
 
   name        = "${var.name_prefix}-compute"
@@ -601,7 +602,7 @@ resource "aws_iam_role" "batch_service" {
 }
 
 resource "aws_iam_role_policy_attachment" "batch_service" {
-  count = var.enable_batch && var.create_batch_service_role ? 1 : 0
+  count = var.enable_batch && var.create_batch_service_role && var.attach_aws_managed_policies ? 1 : 0
 
   role       = aws_iam_role.batch_service[0].name
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSBatchServiceRole"
@@ -634,7 +635,7 @@ resource "aws_iam_role" "batch_instance" {
 }
 
 resource "aws_iam_role_policy_attachment" "batch_instance" {
-  count = local.batch_needs_instances ? 1 : 0
+  count = local.batch_needs_instances && var.attach_aws_managed_policies ? 1 : 0
 
   role       = aws_iam_role.batch_instance[0].name
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"

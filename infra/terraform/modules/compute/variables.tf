@@ -238,6 +238,12 @@ variable "create_batch_service_role" {
   default     = false
 }
 
+variable "attach_aws_managed_policies" {
+  description = "Attach the AWS managed policies the Batch service/instance roles need (AWSBatchServiceRole, AmazonEC2ContainerServiceforEC2Role). false only on emulators that do not ship AWS managed policies."
+  type        = bool
+  default     = true
+}
+
 variable "batch_service_role_arn" {
   description = "Existing Batch service role (used when create_batch_service_role is false). null = service-linked role."
   type        = string

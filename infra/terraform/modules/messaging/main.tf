@@ -41,12 +41,20 @@ locals {
     ])
   }
 
+  # Queue policy statements, keyed by queue name; a queue without statements gets no policy.
   deny_insecure_transport_sqs = {
-    Sid       = "DenyInsecureTransport"
-    Effect    = "Deny"
-    Principal = "*"
-    Action    = "sqs:*"
-    Condition = { Bool = { "aws:SecureTransport" = "false" } }
+    for name in concat(
+      [local.work_queue_name, local.work_dlq_name, local.events_queue_name, local.events_dlq_name],
+      values(local.subscriber_queue_names),
+    ) :
+    name => var.deny_insecure_transport ? [{
+      Sid       = "DenyInsecureTransport"
+      Effect    = "Deny"
+      Principal = "*"
+      Action    = "sqs:*"
+      Resource  = "${local.sqs_arn}:${name}"
+      Condition = { Bool = { "aws:SecureTransport" = "false" } }
+    }] : []
   }
 }
 
@@ -61,15 +69,15 @@ resource "aws_sqs_queue" "work_dlq" {
   message_retention_seconds   = var.dlq_message_retention_seconds
   sqs_managed_sse_enabled     = true
 
-  redrive_allow_policy = jsonencode({
+  redrive_allow_policy = var.restrict_dlq_redrive_sources ? jsonencode({
     redrivePermission = "byQueue"
     sourceQueueArns   = ["${local.sqs_arn}:${local.work_queue_name}"]
-  })
+  }) : null
 
-  policy = jsonencode({
+  policy = var.deny_insecure_transport ? jsonencode({
     Version   = "2012-10-17"
-    Statement = [merge(local.deny_insecure_transport_sqs, { Resource = "${local.sqs_arn}:${local.work_dlq_name}" })]
-  })
+    Statement = local.deny_insecure_transport_sqs[local.work_dlq_name]
+  }) : null
 
   tags = merge(var.tags, { Name = local.work_dlq_name })
 }
@@ -79,15 +87,15 @@ resource "aws_sqs_queue" "events_dlq" {
   message_retention_seconds = var.dlq_message_retention_seconds
   sqs_managed_sse_enabled   = true
 
-  redrive_allow_policy = jsonencode({
+  redrive_allow_policy = var.restrict_dlq_redrive_sources ? jsonencode({
     redrivePermission = "byQueue"
     sourceQueueArns   = ["${local.sqs_arn}:${local.events_queue_name}"]
-  })
+  }) : null
 
-  policy = jsonencode({
+  policy = var.deny_insecure_transport ? jsonencode({
     Version   = "2012-10-17"
-    Statement = [merge(local.deny_insecure_transport_sqs, { Resource = "${local.sqs_arn}:${local.events_dlq_name}" })]
-  })
+    Statement = local.deny_insecure_transport_sqs[local.events_dlq_name]
+  }) : null
 
   tags = merge(var.tags, { Name = local.events_dlq_name })
 }
@@ -110,10 +118,10 @@ resource "aws_sqs_queue" "work" {
     maxReceiveCount     = var.max_receive_count
   })
 
-  policy = jsonencode({
+  policy = var.deny_insecure_transport ? jsonencode({
     Version   = "2012-10-17"
-    Statement = [merge(local.deny_insecure_transport_sqs, { Resource = "${local.sqs_arn}:${local.work_queue_name}" })]
-  })
+    Statement = local.deny_insecure_transport_sqs[local.work_queue_name]
+  }) : null
 
   tags = merge(var.tags, { Name = local.work_queue_name })
 }
@@ -130,7 +138,7 @@ resource "aws_sqs_queue" "events" {
     maxReceiveCount     = var.max_receive_count
   })
 
-  policy = jsonencode({
+  policy = length(local.route_source_arns["events"]) == 0 && !var.deny_insecure_transport ? null : jsonencode({
     Version = "2012-10-17"
     Statement = concat(
       length(local.route_source_arns["events"]) == 0 ? [] : [{
@@ -144,7 +152,7 @@ resource "aws_sqs_queue" "events" {
           StringEquals = { "aws:SourceAccount" = local.account_id }
         }
       }],
-      [merge(local.deny_insecure_transport_sqs, { Resource = "${local.sqs_arn}:${local.events_queue_name}" })],
+      local.deny_insecure_transport_sqs[local.events_queue_name],
     )
   })
 
@@ -212,21 +220,25 @@ data "aws_iam_policy_document" "topic" {
     }
   }
 
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["SNS:Publish", "SNS:Subscribe"]
-    resources = [each.value.arn]
+  dynamic "statement" {
+    for_each = var.deny_insecure_transport ? [1] : []
 
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
+    content {
+      sid       = "DenyInsecureTransport"
+      effect    = "Deny"
+      actions   = ["SNS:Publish", "SNS:Subscribe"]
+      resources = [each.value.arn]
 
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
+      principals {
+        type        = "*"
+        identifiers = ["*"]
+      }
+
+      condition {
+        test     = "Bool"
+        variable = "aws:SecureTransport"
+        values   = ["false"]
+      }
     }
   }
 }
@@ -252,17 +264,17 @@ resource "aws_sqs_queue" "subscriber" {
 
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [
-      {
+    Statement = concat(
+      [{
         Sid       = "AllowTopicDelivery"
         Effect    = "Allow"
         Principal = { Service = "sns.amazonaws.com" }
         Action    = "sqs:SendMessage"
         Resource  = "${local.sqs_arn}:${each.value}"
         Condition = { ArnEquals = { "aws:SourceArn" = aws_sns_topic.this[each.key].arn } }
-      },
-      merge(local.deny_insecure_transport_sqs, { Resource = "${local.sqs_arn}:${each.value}" }),
-    ]
+      }],
+      local.deny_insecure_transport_sqs[each.value],
+    )
   })
 
   tags = merge(var.tags, { Name = each.value, "interlinked:topic" = each.key })

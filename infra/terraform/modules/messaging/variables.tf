@@ -47,6 +47,12 @@ variable "max_receive_count" {
   }
 }
 
+variable "restrict_dlq_redrive_sources" {
+  description = "Set a redrive allow policy on each DLQ so only its own source queue may use it as dead-letter target."
+  type        = bool
+  default     = true
+}
+
 variable "work_visibility_timeout_seconds" {
   description = "Visibility timeout of the work queue: longer than the slowest analysis task handled in-line by the service."
   type        = number
@@ -150,6 +156,12 @@ variable "s3_notifications" {
     condition     = alltrue([for r in var.s3_notifications : contains(["events", "work_results", "job_events"], r.destination)])
     error_message = "s3_notifications[*].destination must be \"events\", \"work_results\" or \"job_events\"."
   }
+}
+
+variable "deny_insecure_transport" {
+  description = "Add a policy statement denying requests made without TLS (aws:SecureTransport = false). Turn off only for plain-HTTP emulators: moto evaluates bucket policies but not the Bool condition, so the statement would deny every request."
+  type        = bool
+  default     = true
 }
 
 variable "tags" {

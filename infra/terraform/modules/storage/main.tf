@@ -42,6 +42,7 @@ locals {
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:Cross-region replication is a disaster-recovery choice (second region, double storage cost) left to the deployer; versioning is on so it can be added without data changes.
   #checkov:skip=CKV2_AWS_62:Event notifications are configured by the messaging module (aws_s3_bucket_notification), which checkov cannot link across modules.
+  #checkov:skip=CKV_AWS_145:SSE-S3 (AES256) is the documented default; SSE-KMS is one variable away (kms_key_arn) and is used by examples/aws.
   for_each = local.buckets
 
   bucket        = each.value
@@ -141,7 +142,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 }
 
 data "aws_iam_policy_document" "bucket" {
-  for_each = aws_s3_bucket.this
+  for_each = { for key, bucket in aws_s3_bucket.this : key => bucket if var.deny_insecure_transport }
 
   statement {
     sid     = "DenyInsecureTransport"
@@ -166,10 +167,10 @@ data "aws_iam_policy_document" "bucket" {
 }
 
 resource "aws_s3_bucket_policy" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = data.aws_iam_policy_document.bucket
 
   bucket = each.value.id
-  policy = data.aws_iam_policy_document.bucket[each.key].json
+  policy = each.value.json
 
   # S3 rejects bucket policies while the public access block is being applied.
   depends_on = [aws_s3_bucket_public_access_block.this]
@@ -193,6 +194,7 @@ resource "aws_s3_bucket" "access_logs" {
   #checkov:skip=CKV_AWS_18:This is the access-log destination itself; logging it into itself would loop.
   #checkov:skip=CKV_AWS_144:Access logs are audit data with a short retention; cross-region replication is not worth double storage.
   #checkov:skip=CKV2_AWS_62:Nobody consumes events for access-log objects.
+  #checkov:skip=CKV_AWS_145:S3 server access log delivery only supports SSE-S3 (AES256) destination buckets.
   count = local.create_access_logs_bucket ? 1 : 0
 
   bucket        = local.access_logs_bucket_name_planned
@@ -298,24 +300,28 @@ data "aws_iam_policy_document" "access_logs" {
     }
   }
 
-  statement {
-    sid     = "DenyInsecureTransport"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.access_logs[0].arn,
-      "${aws_s3_bucket.access_logs[0].arn}/*",
-    ]
+  dynamic "statement" {
+    for_each = var.deny_insecure_transport ? [1] : []
 
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
+    content {
+      sid     = "DenyInsecureTransport"
+      effect  = "Deny"
+      actions = ["s3:*"]
+      resources = [
+        aws_s3_bucket.access_logs[0].arn,
+        "${aws_s3_bucket.access_logs[0].arn}/*",
+      ]
 
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
+      principals {
+        type        = "*"
+        identifiers = ["*"]
+      }
+
+      condition {
+        test     = "Bool"
+        variable = "aws:SecureTransport"
+        values   = ["false"]
+      }
     }
   }
 }

@@ -99,6 +99,12 @@ variable "abort_incomplete_multipart_upload_days" {
   }
 }
 
+variable "deny_insecure_transport" {
+  description = "Add a policy statement denying requests made without TLS (aws:SecureTransport = false). Turn off only for plain-HTTP emulators: moto evaluates bucket policies but not the Bool condition, so the statement would deny every request."
+  type        = bool
+  default     = true
+}
+
 variable "force_destroy" {
   description = "Allow terraform destroy to delete non-empty buckets (all objects and versions are lost). Keep false outside throw-away stacks."
   type        = bool
