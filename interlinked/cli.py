@@ -155,7 +155,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     elif status["state"] == "COMPLETED":
         print(json.dumps(status["result_value"]))
     else:
-        print(f"job {status['state']}: {status.get('error') or status.get('state_message') or ''}", file=sys.stderr)
+        print(
+            f"job {status['state']}: {status.get('error') or status.get('state_message') or ''}",
+            file=sys.stderr,
+        )
         print(f"log: {status['log']}", file=sys.stderr)
     if status["state"] == "COMPLETED":
         return 0

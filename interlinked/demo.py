@@ -43,17 +43,27 @@ def script_jobs_section(settings: Settings) -> list[Row]:
     from flows.script_job import submit_script_job, wait_for_job
 
     jobs = [
-        ("seed example (Python)", {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "script": "add.py"}, "COMPLETED"),
+        (
+            "seed example (Python)",
+            {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "script": "add.py"},
+            "COMPLETED",
+        ),
         (
             "expression summary (Python)",
-            {"func": "summarise", "arguments": {"cells": 2000, "genes": 500, "seed": 7},
-             "script": "expression_summary.py"},
+            {
+                "func": "summarise",
+                "arguments": {"cells": 2000, "genes": 500, "seed": 7},
+                "script": "expression_summary.py",
+            },
             "COMPLETED",
         ),
         (
             "word count (shell)",
-            {"func": "count_words", "arguments": {"text": "to be or not to be that is the question"},
-             "script": "word_count.sh"},
+            {
+                "func": "count_words",
+                "arguments": {"text": "to be or not to be that is the question"},
+                "script": "word_count.sh",
+            },
             "COMPLETED",
         ),
         (
@@ -63,15 +73,22 @@ def script_jobs_section(settings: Settings) -> list[Row]:
         ),
     ]
     if rscript_path():
-        jobs.insert(1, ("seed example (R)", {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "script": "add.R"},
-                        "COMPLETED"))
+        jobs.insert(
+            1,
+            (
+                "seed example (R)",
+                {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "script": "add.R"},
+                "COMPLETED",
+            ),
+        )
     else:
         _say("  (Rscript not found: the R job is left out; install r-base-core and r-cran-jsonlite)")
 
     submitted = []
     for title, description, expected in jobs:
-        job = submit_script_job({**description, "name": title}, deployment=settings.deployment("script-job"),
-                                base_dir=DEMO_JOBS)
+        job = submit_script_job(
+            {**description, "name": title}, deployment=settings.deployment("script-job"), base_dir=DEMO_JOBS
+        )
         submitted.append((title, job, expected, time.monotonic()))
         _say(f"  submitted {title}: job {job.job_id}")
 
@@ -84,8 +101,17 @@ def script_jobs_section(settings: Settings) -> list[Row]:
         else:
             detail = status.get("error") or ""
             where = status["log"]
-        rows.append(Row(title, f"script job ({job.spec.language})", expected, status["state"],
-                        time.monotonic() - started, detail, where))
+        rows.append(
+            Row(
+                title,
+                f"script job ({job.spec.language})",
+                expected,
+                status["state"],
+                time.monotonic() - started,
+                detail,
+                where,
+            )
+        )
     return rows
 
 
@@ -105,8 +131,10 @@ def print_summary(rows: list[Row], settings: Settings, total_seconds: float) -> 
     print("-" * (len(header) + 45))
     for row in rows:
         mark = "ok" if row.as_expected else "!!"
-        print(f"{mark:<3}{_truncate(row.what, 30):<30} {row.expected:<10} {row.state:<10} {row.seconds:6.1f}  "
-              f"{_truncate(row.detail, 60)}")
+        print(
+            f"{mark:<3}{_truncate(row.what, 30):<30} {row.expected:<10} {row.state:<10} {row.seconds:6.1f}  "
+            f"{_truncate(row.detail, 60)}"
+        )
     print()
     print("Where the results are:")
     for row in rows:
@@ -116,7 +144,7 @@ def print_summary(rows: list[Row], settings: Settings, total_seconds: float) -> 
     good = sum(row.as_expected for row in rows)
     print(f"{good}/{len(rows)} ended as expected in {total_seconds:.1f} s.")
     print(f"Open the Prefect UI at {settings.prefect_ui_url} (flow runs, logs, artifacts).")
-    print("Use the stack from a shell with: eval \"$(.venv/bin/interlinked env)\"")
+    print('Use the stack from a shell with: eval "$(.venv/bin/interlinked env)"')
     print("Stop it with: .venv/bin/interlinked down   (or: make down)")
 
 
