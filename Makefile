@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock up down clean
+.PHONY: install demo test lint lock lock-checkov checkov up down clean
 
 install: $(BIN)/.installed
 
@@ -25,7 +25,13 @@ $(BIN)/.installed: requirements.lock pyproject.toml | $(UV)
 demo: install
 	$(BIN)/interlinked demo
 
-test: install
+# checkov lives in its own venv: its pins cannot share the project's lock.
+CHECKOV_STAMP := .tools/checkov-venv/.lock.sha256
+
+$(CHECKOV_STAMP): infra/checkov-requirements.lock infra/install-checkov.sh | $(UV)
+	UV=$(UV) bash infra/install-checkov.sh
+
+test: install $(CHECKOV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -36,6 +42,12 @@ lint: install
 # Re-pin every package with hashes (no download addresses are recorded).
 lock: | $(UV)
 	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --no-header --python $(PYTHON) -o requirements.lock
+
+lock-checkov: | $(UV)
+	$(UV) pip compile infra/checkov-requirements.in --generate-hashes --no-header --python-version 3.11 -o infra/checkov-requirements.lock
+
+checkov: $(CHECKOV_STAMP)
+	.tools/checkov-venv/bin/checkov -d infra/terraform --framework terraform --skip-download --compact --quiet
 
 up: install
 	$(BIN)/interlinked up

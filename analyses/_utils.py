@@ -98,7 +98,11 @@ def scratch_anndata(
         raise InvalidRequestError("adata", "The experiment has no expression matrix (.X is None)")
     if obs is None:
         obs = pd.DataFrame(index=adata.obs_names.copy())
-    return AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=gene_names.copy()))
+    scratch = AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=gene_names.copy()))
+    if "log1p" in adata.uns:
+        # rank_genes_groups reads the log base from here to compute fold changes.
+        scratch.uns["log1p"] = dict(adata.uns["log1p"])
+    return scratch
 
 
 def compute_neighbors(

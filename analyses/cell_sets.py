@@ -40,17 +40,29 @@ def _categorical_columns(adata: AnnData) -> list[str]:
     ]
 
 
-def _cell_set_lookup(adata: AnnData) -> dict[str, tuple[str, int]]:
-    """Map every cell set id to ``(obs column, category code)``.
+def _locate(adata: AnnData, columns: list[str], cell_set_id_: str) -> tuple[str, int] | None:
+    """``(obs column, category code)`` of a cell set id, or ``None`` if it does not exist.
 
-    When two (column, category) pairs spell the same id (possible when column names contain
-    ``-``), the first column in ``.obs`` order wins, so resolution is deterministic.
+    Looks the category up in its column's categories instead of listing every cell set, so
+    resolving stays fast even with high-cardinality categorical columns. When two
+    (column, category) pairs spell the same id (possible when column names contain ``-``), the
+    first column in ``.obs`` order wins, so resolution is deterministic.
     """
-    lookup: dict[str, tuple[str, int]] = {}
-    for column in _categorical_columns(adata):
-        for code, category in enumerate(adata.obs[column].cat.categories):
-            lookup.setdefault(cell_set_id(column, category), (column, code))
-    return lookup
+    for column in columns:
+        prefix = f"{column}-"
+        if not cell_set_id_.startswith(prefix):
+            continue
+        categories = adata.obs[column].cat.categories
+        labels = categories if categories.dtype == object else categories.astype(str)
+        try:
+            code = labels.get_loc(cell_set_id_[len(prefix) :])
+        except KeyError:
+            continue
+        if isinstance(code, int | np.integer):
+            return column, int(code)
+        # Distinct categories that print alike (e.g. 1 and "1"): the first one wins.
+        return column, int(np.flatnonzero(np.asarray(labels) == cell_set_id_[len(prefix) :])[0])
+    return None
 
 
 def list_cell_sets(adata: AnnData) -> list[CellSet]:
@@ -119,15 +131,16 @@ def resolve_cell_sets(
     if cell_set_ids is None:
         return np.arange(adata.n_obs, dtype=np.int64)
     ids = _as_id_list(cell_set_ids, field=field)
-    lookup = _cell_set_lookup(adata)
-    unknown = [cell_set_id_ for cell_set_id_ in ids if cell_set_id_ not in lookup]
+    columns = _categorical_columns(adata)
+    located = {cell_set_id_: _locate(adata, columns, cell_set_id_) for cell_set_id_ in dict.fromkeys(ids)}
+    unknown = [cell_set_id_ for cell_set_id_, where in located.items() if where is None]
     if unknown:
         raise UnknownCellSetError(unknown, field=field)
 
     # Group requested categories by column so each column's codes are scanned once.
     codes_by_column: dict[str, list[int]] = {}
-    for cell_set_id_ in ids:
-        column, code = lookup[cell_set_id_]
+    for where in located.values():
+        column, code = where  # type: ignore[misc]
         codes_by_column.setdefault(column, []).append(code)
     selected = np.zeros(adata.n_obs, dtype=bool)
     for column, codes in codes_by_column.items():

@@ -127,30 +127,15 @@ def prepare_experiment(
     Reads the directory (:func:`read_10x_matrix_dir`) and runs :func:`prepare_anndata`; see there
     for the steps, parameters and what the result holds.
     """
-    _check_parameters(locals())
+    parameters = {name: value for name, value in locals().items() if name in _PARAMETER_NAMES}
+    _check_parameters(parameters)
     started = time.perf_counter()
     adata = read_10x_matrix_dir(matrix_dir)
     read_seconds = time.perf_counter() - started
     if progress is not None:
         progress("read", _STEP_WEIGHTS["read"])
-    return prepare_anndata(
-        adata,
-        min_genes=min_genes,
-        min_cells=min_cells,
-        max_pct_mito=max_pct_mito,
-        mito_prefix=mito_prefix,
-        target_sum=target_sum,
-        n_top_genes=n_top_genes,
-        n_pcs=n_pcs,
-        n_neighbors=n_neighbors,
-        clustering_method=clustering_method,
-        resolution=resolution,
-        compute_umap=compute_umap,
-        store_raw=store_raw,
-        random_state=random_state,
-        progress=progress,
-        _timings={"read": read_seconds},
-        _source=str(matrix_dir),
+    return _run_pipeline(
+        adata, parameters, progress=progress, timings={"read": read_seconds}, source=str(matrix_dir)
     )
 
 
@@ -171,8 +156,6 @@ def prepare_anndata(
     store_raw: bool = True,
     random_state: int = 0,
     progress: ProgressCallback | None = None,
-    _timings: dict[str, float] | None = None,
-    _source: str = "anndata",
 ) -> AnnData:
     """Process raw counts into an experiment ready for the analysis service.
 
@@ -234,23 +217,47 @@ def prepare_anndata(
     NoCellsLeftError
         If QC removes every cell or every gene, or too few remain to analyse.
     """
-    parameters = {
-        "min_genes": min_genes,
-        "min_cells": min_cells,
-        "max_pct_mito": max_pct_mito,
-        "mito_prefix": mito_prefix,
-        "target_sum": target_sum,
-        "n_top_genes": n_top_genes,
-        "n_pcs": n_pcs,
-        "n_neighbors": n_neighbors,
-        "clustering_method": clustering_method,
-        "resolution": resolution,
-        "compute_umap": compute_umap,
-        "store_raw": store_raw,
-        "random_state": random_state,
-    }
+    parameters = {name: value for name, value in locals().items() if name in _PARAMETER_NAMES}
     _check_parameters(parameters)
-    timings = dict(_timings or {})
+    return _run_pipeline(adata, parameters, progress=progress, timings={}, source="anndata")
+
+
+# --------------------------------------------------------------------------------------------- #
+
+# The processing parameters shared by prepare_experiment and prepare_anndata (recorded in .uns).
+_PARAMETER_NAMES = (
+    "min_genes",
+    "min_cells",
+    "max_pct_mito",
+    "mito_prefix",
+    "target_sum",
+    "n_top_genes",
+    "n_pcs",
+    "n_neighbors",
+    "clustering_method",
+    "resolution",
+    "compute_umap",
+    "store_raw",
+    "random_state",
+)
+
+
+def _run_pipeline(
+    adata: AnnData,
+    parameters: dict[str, object],
+    *,
+    progress: ProgressCallback | None,
+    timings: dict[str, float],
+    source: str,
+) -> AnnData:
+    """The steps of :func:`prepare_anndata` on validated ``parameters``."""
+    min_genes, min_cells = int(parameters["min_genes"]), int(parameters["min_cells"])
+    max_pct_mito, mito_prefix = float(parameters["max_pct_mito"]), str(parameters["mito_prefix"])
+    target_sum, n_top_genes = float(parameters["target_sum"]), int(parameters["n_top_genes"])
+    n_pcs, n_neighbors = int(parameters["n_pcs"]), int(parameters["n_neighbors"])
+    clustering_method, resolution = str(parameters["clustering_method"]), float(parameters["resolution"])
+    compute_umap, store_raw = bool(parameters["compute_umap"]), bool(parameters["store_raw"])
+    random_state = int(parameters["random_state"])
     done = sum(_STEP_WEIGHTS[step] for step in timings)
     clock = time.perf_counter()
 
@@ -307,7 +314,7 @@ def prepare_anndata(
 
     adata.uns["interlinked"] = {
         "analysis_version": ANALYSIS_VERSION,
-        "source": _source,
+        "source": source,
         "parameters": {
             **parameters,
             "effective": {"n_top_genes": n_hvg, "n_pcs": n_comps, "n_neighbors": n_neighbors_used},
@@ -317,9 +324,6 @@ def prepare_anndata(
         "timings": timings,
     }
     return adata
-
-
-# --------------------------------------------------------------------------------------------- #
 
 
 def _quality_control(

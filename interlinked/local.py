@@ -6,7 +6,6 @@ resources → blocks → the `local` work pool → the deployments of prefect.ya
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -90,7 +89,7 @@ def _parts(settings: Settings) -> dict[str, Part]:
                 "--pool",
                 settings.work_pool,
                 "--type",
-                "process",
+                settings.worker_type,
                 "--name",
                 WORKER_NAME,
             ],
@@ -130,21 +129,40 @@ def _worker_online(settings: Settings) -> bool:
     return False
 
 
-def _ensure_work_pool(settings: Settings) -> None:
+def ensure_work_pool(name: str, worker_type: str, description: str) -> bool:
+    """Create the pool with the worker type's default job template; replace it if its type differs.
+
+    Returns True when the pool was (re)created: deployments must then be applied again, since a
+    replaced pool's queues are new.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect.workers.process import ProcessWorker
+    from prefect.exceptions import ObjectNotFound
+    from prefect.plugins import load_prefect_collections
+    from prefect.workers.base import BaseWorker
 
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+    load_prefect_collections()
+    worker_class = BaseWorker.get_worker_class_from_type(worker_type)
+    if worker_class is None:
+        raise StackError(f"work pool {name}: unknown worker type {worker_type!r}")
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_work_pool(name)
+        except ObjectNotFound:
+            existing = None
+        if existing is not None and existing.type == worker_type:
+            return False
+        if existing is not None:
+            client.delete_work_pool(name)
         client.create_work_pool(
             WorkPoolCreate(
-                name=settings.work_pool,
-                type="process",
-                description="Local stack: runs flows as processes on this machine.",
-                base_job_template=ProcessWorker.get_default_base_job_template(),
+                name=name,
+                type=worker_type,
+                description=description,
+                base_job_template=worker_class.get_default_base_job_template(),
             )
         )
+    return True
 
 
 def _deployment_fingerprint() -> str:
@@ -182,12 +200,13 @@ def _missing_deployments(names: list[str]) -> list[str]:
     return missing
 
 
-def _deploy(settings: Settings, echo: Callable[[str], None]) -> None:
+def _deploy(settings: Settings, echo: Callable[[str], None], *, force: bool = False) -> None:
     """`prefect deploy --name local`, skipped when nothing it depends on changed."""
     stamp = settings.state_dir / "deployed.sha256"
     fingerprint = _deployment_fingerprint()
     expected = local_deployment_names()
-    if stamp.exists() and stamp.read_text() == fingerprint and not _missing_deployments(expected):
+    unchanged = not force and stamp.exists() and stamp.read_text() == fingerprint
+    if unchanged and not _missing_deployments(expected):
         return
     echo(f"deploying {', '.join(expected)} from prefect.yaml")
     log = settings.logs_dir / "deploy.log"
@@ -239,8 +258,10 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
         ) from error
     resources.aws_endpoint_url = settings.aws_endpoint_url
     save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
-    _ensure_work_pool(settings)
-    _deploy(settings, echo)
+    pool_created = ensure_work_pool(
+        settings.work_pool, settings.worker_type, "Local stack: runs flows as processes on this machine."
+    )
+    _deploy(settings, echo, force=pool_created)
 
     worker = parts["worker"]
     if stack.start(worker):

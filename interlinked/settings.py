@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     # -- Prefect ------------------------------------------------------------------------------
     work_pool: str = Field(default="local", description="Work pool the local deployments run on.")
+    worker_type: str = Field(
+        default="warm-process",
+        description="Worker type of the local pool: `warm-process` (fork server) or the stock `process`.",
+    )
     deployment_set: str = Field(
         default="local", description="Which deployments of prefect.yaml submissions target (name suffix)."
     )

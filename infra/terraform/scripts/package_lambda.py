@@ -13,6 +13,8 @@ compression level), so the function is only redeployed when the code changes.
 Sources are directories or files, relative to --base-dir (default: the repository root); they
 keep their relative paths inside the zip, so ``interlinked/bridge/lambda_handler.py`` is importable
 as ``interlinked.bridge.lambda_handler``. Byte-code caches, tests and VCS data are left out.
+Third-party packages the Lambda runtime lacks (it ships boto3) go in with --extra-root DIR, a
+directory filled by ``pip install --target DIR ...``: its content lands at the zip root.
 Prints the zip path and its base64 SHA-256 (what Terraform's filebase64sha256 returns).
 """
 
@@ -50,13 +52,17 @@ EXCLUDED_DIRS = {
     "*.dist-info",
 }
 EXCLUDED_FILES = {"*.pyc", "*.pyo", ".DS_Store", "*.swp", "*~"}
+# Installed dependencies keep their tests and *.dist-info (importlib.metadata reads it).
+DEPENDENCY_EXCLUDED_DIRS = {"__pycache__"}
 
 
 def _excluded(name: str, patterns: set[str]) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-def collect(base_dir: Path, sources: list[str]) -> list[tuple[str, Path]]:
+def collect(
+    base_dir: Path, sources: list[str], excluded_dirs: set[str] = EXCLUDED_DIRS
+) -> list[tuple[str, Path]]:
     """Return sorted (archive name, file path) pairs for the given sources."""
     entries: dict[str, Path] = {}
     for source in sources:
@@ -68,7 +74,7 @@ def collect(base_dir: Path, sources: list[str]) -> list[tuple[str, Path]]:
         else:
             files = []
             for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not _excluded(d, EXCLUDED_DIRS))
+                dirs[:] = sorted(d for d in dirs if not _excluded(d, excluded_dirs))
                 files.extend(Path(root) / n for n in names if not _excluded(n, EXCLUDED_FILES))
         for file in files:
             try:
@@ -109,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         "-o", "--output", type=Path, default=DEFAULT_OUTPUT, help=f"zip to write (default: {DEFAULT_OUTPUT})"
     )
     parser.add_argument(
+        "--extra-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory whose content goes to the zip root (pip install --target DIR ...); repeatable",
+    )
+    parser.add_argument(
         "--base-dir",
         type=Path,
         default=REPO_ROOT,
@@ -116,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        entries = collect(args.base_dir, args.sources)
+        merged: dict[str, Path] = {}
+        for root in args.extra_root:
+            merged.update(collect(root, ["."], DEPENDENCY_EXCLUDED_DIRS))
+        merged.update(collect(args.base_dir, args.sources))  # our code wins over a dependency
+        entries = sorted(merged.items())
         digest = build(args.output, entries)
     except (FileNotFoundError, ValueError) as exc:
         print(f"package_lambda: {exc}", file=sys.stderr)

@@ -21,7 +21,6 @@ locals {
   worker_image = coalesce(var.worker_image, var.image)
 
   cluster_name = var.name_prefix
-  cluster_arn  = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/${local.cluster_name}"
 
   log_group_names = {
     worker    = "/interlinked/${var.name_prefix}/prefect-worker"

@@ -82,7 +82,6 @@ resource "aws_s3_bucket_versioning" "this" {
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
-  #checkov:skip=CKV_AWS_145:SSE-S3 (AES256) is the documented default; SSE-KMS is one variable away (kms_key_arn) and is used by examples/aws.
   for_each = aws_s3_bucket.this
 
   bucket = each.value.id
@@ -234,7 +233,6 @@ resource "aws_s3_bucket_versioning" "access_logs" {
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
-  #checkov:skip=CKV_AWS_145:S3 server access log delivery only supports SSE-S3 (AES256) destination buckets.
   count = local.create_access_logs_bucket ? 1 : 0
 
   bucket = aws_s3_bucket.access_logs[0].id

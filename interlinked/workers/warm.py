@@ -1,0 +1,256 @@
+"""The warm local work pool: flow runs start from a pre-imported fork server, not a cold interpreter.
+
+A stock process worker polls every few seconds and then starts ``python -m prefect.engine``, which
+spends seconds importing Prefect and the flow's libraries before the flow begins. This worker:
+
+- keeps a zygote (``interlinked.workers.zygote``) that has imported Prefect, boto3 and every flow
+  module once, and forks it per flow run (milliseconds);
+- listens to the Prefect server's event stream and fetches new runs the moment one of its pool
+  is scheduled, instead of waiting for the next poll (polling stays on as a safety net).
+
+It accepts the same job variables as the ``process`` pool (env, working_dir, ...), reports the
+child's pid as the run's infrastructure id, and stops the child's whole process group when a run
+is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pkgutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import InfrastructureNotFound
+from prefect.settings import get_current_settings
+from prefect.workers.base import BaseWorker, BaseWorkerResult
+from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
+
+WORKER_TYPE = "warm-process"
+
+
+def default_preload() -> list[str]:
+    """Every module of the ``flows`` package: what the deployments' entrypoints import."""
+    modules = []
+    try:
+        import flows
+
+        modules = [f"flows.{info.name}" for info in pkgutil.iter_modules(flows.__path__)]
+    except ImportError:
+        pass
+    extra = os.environ.get("INTERLINKED_WARM_PRELOAD", "")
+    return modules + [name.strip() for name in extra.split(",") if name.strip()]
+
+
+class WarmProcessResult(BaseWorkerResult):
+    """How a forked flow-run process ended."""
+
+
+class Zygote:
+    """The worker's handle on its fork server: spawn requests and exit notifications."""
+
+    def __init__(self, preload: list[str]):
+        self.preload = preload
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+        self._spawned: dict[str, asyncio.Future] = {}
+        self._exits: dict[int, asyncio.Future] = {}
+        self._early_exits: dict[int, int] = {}
+        self._lock = asyncio.Lock()
+        self.ready_info: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "interlinked.workers.zygote", *self.preload,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            limit=1 << 20,
+        )
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the warm pool's fork server exited while starting (see the worker log)")
+        self.ready_info = json.loads(line)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def _read(self) -> None:
+        assert self.process is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                break
+            message = json.loads(line)
+            op = message.get("op")
+            if op == "spawned":
+                future = self._spawned.pop(message["key"], None)
+                if future and not future.done():
+                    future.set_result(message["pid"])
+            elif op == "error":
+                future = self._spawned.pop(message.get("key"), None)
+                if future and not future.done():
+                    future.set_exception(RuntimeError(message["message"]))
+            elif op == "exited":
+                future = self._exits.pop(message["pid"], None)
+                if future and not future.done():
+                    future.set_result(message["code"])
+                else:
+                    self._early_exits[message["pid"]] = message["code"]
+        # The fork server is gone: nobody will report on these any more.
+        for future in [*self._spawned.values(), *self._exits.values()]:
+            if not future.done():
+                future.set_exception(RuntimeError("the warm pool's fork server exited"))
+        self._spawned.clear()
+        self._exits.clear()
+
+    async def spawn(self, key: str, flow_run_id: str, env: dict[str, str], cwd: str) -> int:
+        async with self._lock:
+            if not self.alive:
+                await self.start()
+            future = asyncio.get_running_loop().create_future()
+            self._spawned[key] = future
+            request = {"op": "spawn", "key": key, "flow_run_id": flow_run_id, "env": env, "cwd": cwd}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            await self.process.stdin.drain()
+        return await future
+
+    async def wait(self, pid: int) -> int:
+        if pid in self._early_exits:
+            return self._early_exits.pop(pid)
+        future = self._exits.setdefault(pid, asyncio.get_running_loop().create_future())
+        return await future
+
+    async def stop(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+        if self.process and self.process.returncode is None:
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=10)
+            except TimeoutError:
+                self.process.kill()
+
+
+class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmProcessResult]):
+    """Runs flow runs as processes forked from a pre-imported fork server."""
+
+    type = WORKER_TYPE
+    job_configuration = ProcessJobConfiguration
+    job_configuration_variables = ProcessVariables
+    _description = (
+        "Execute flow runs as local processes forked from a pre-imported Python process; new runs are "
+        "picked up from the server's event stream. Same job variables as the process pool."
+    )
+    _display_name = "Warm process"
+    _documentation_url = "https://docs.prefect.io/latest/concepts/work-pools/"
+    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/main/docs/images/logos/prefect-logo-mark.png"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._zygote = Zygote(default_preload())
+        self._listener: asyncio.Task | None = None
+
+    async def __aenter__(self) -> WarmProcessWorker:
+        await self._zygote.start()
+        self._logger.info(
+            "fork server ready in %.1f s (pre-imported %d flow modules%s)",
+            self._zygote.ready_info.get("seconds", 0),
+            len(self._zygote.preload),
+            f"; could not import {self._zygote.ready_info['failed']}" if self._zygote.ready_info.get("failed") else "",
+        )
+        await super().__aenter__()
+        self._listener = asyncio.get_running_loop().create_task(self._listen_for_scheduled_runs())
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            await self._zygote.stop()
+
+    async def _listen_for_scheduled_runs(self) -> None:
+        """Fetch runs as soon as the server announces one scheduled in our pool."""
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run.Scheduled"]))
+        while True:
+            try:
+                async with get_events_subscriber(filter=event_filter, reconnect_on_clean_close=True) as events:
+                    async for event in events:
+                        pool = self._work_pool
+                        related = {resource.id for resource in event.related}
+                        if pool is None or f"prefect.work-pool.{pool.id}" in related:
+                            await self.get_and_submit_flow_runs()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the poll loop still runs; retry the stream shortly
+                self._logger.debug("event stream interrupted (%s); reconnecting", error)
+                await asyncio.sleep(2)
+
+    def _environment(self, flow_run: FlowRun, configuration: ProcessJobConfiguration) -> dict[str, str]:
+        # The same environment `python -m prefect.engine` gets from the stock process worker.
+        env: dict[str, str] = dict(os.environ)
+        env.update({key: value for key, value in configuration.env.items() if value is not None})
+        env.update(get_current_settings().to_environment_variables(exclude_unset=True))
+        env.update(
+            {
+                "PREFECT__FLOW_RUN_ID": str(flow_run.id),
+                "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false",
+            }
+        )
+        env.pop("PREFECT__WORKER_NAME", None)
+        return env
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> WarmProcessResult:
+        working_dir = tempfile.TemporaryDirectory(prefix="prefect-warm-") if not configuration.working_dir else None
+        cwd = str(configuration.working_dir or Path(working_dir.name))
+        try:
+            pid = await self._zygote.spawn(str(flow_run.id), str(flow_run.id), self._environment(flow_run, configuration), cwd)
+            if task_status is not None:
+                task_status.started(pid)
+            code = await self._zygote.wait(pid)
+        finally:
+            if working_dir is not None:
+                working_dir.cleanup()
+        return WarmProcessResult(status_code=code, identifier=str(pid))
+
+    async def kill_infrastructure(
+        self,
+        infrastructure_pid: str,
+        configuration: ProcessJobConfiguration,
+        grace_seconds: int = 30,
+    ) -> None:
+        """Stop a run's process group: SIGTERM, then SIGKILL after ``grace_seconds``."""
+        pid = int(infrastructure_pid.split(":")[-1])
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            raise InfrastructureNotFound(f"no process group {pid} for this flow run") from None
+        with anyio.move_on_after(grace_seconds):
+            while True:
+                try:
+                    os.killpg(pid, 0)
+                except ProcessLookupError:
+                    return
+                await anyio.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,297 @@
+"""Helpers of the Terraform tests: tool discovery, terraform runner, the local-stack launcher.
+
+Imported by tests/terraform/conftest.py (fixtures) and the test modules (constants).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+TF_DIR = REPO / "infra" / "terraform"
+PACKAGE_SCRIPT = TF_DIR / "scripts" / "package_lambda.py"
+# Configurations checked with init + validate, relative to infra/terraform.
+CONFIG_DIRS = (
+    ".",
+    "modules/storage",
+    "modules/messaging",
+    "modules/compute",
+    "modules/bridge",
+    "examples/local",
+    "examples/aws",
+)
+LOCAL_REGION = "us-east-1"
+LOCAL_STACK_TIMEOUT = 420  # seconds for moto start + init + apply
+
+
+################################################################################
+# Tools
+################################################################################
+
+
+def find_terraform() -> str | None:
+    return shutil.which("terraform")
+
+
+def find_plugin_dir() -> Path | None:
+    """The offline provider mirror (HOST/hashicorp/aws/VERSION/PLATFORM layout), or None."""
+    candidates: list[Path] = []
+    if os.environ.get("TF_PLUGIN_DIR"):
+        candidates.append(Path(os.environ["TF_PLUGIN_DIR"]))
+    helper = REPO.parent / "shared" / "tools" / "tf-plugin-dir"
+    if helper.exists():
+        try:
+            out = subprocess.run(
+                ["bash", str(helper)], capture_output=True, text=True, timeout=60, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        if out:
+            candidates.append(Path(out))
+    candidates.append(Path("/opt/tf-plugins"))
+    for candidate in candidates:
+        if list(candidate.glob("*/hashicorp/aws/*/linux_*")):
+            return candidate
+    return None
+
+
+def find_checkov() -> str | None:
+    local = REPO / ".tools" / "checkov-venv" / "bin" / "checkov"
+    if local.exists():
+        return str(local)
+    return shutil.which("checkov")
+
+
+def find_moto_server() -> str | None:
+    beside = Path(sys.executable).with_name("moto_server")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("moto_server")
+
+
+def terraform_env(tmp_root: Path) -> dict[str, str]:
+    """A clean environment for terraform: no AWS_* from the test session, no user CLI config."""
+    cli_config = tmp_root / "terraformrc"
+    cli_config.touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))}
+    env.update(
+        TF_CLI_CONFIG_FILE=str(cli_config),
+        TF_IN_AUTOMATION="1",
+        TF_INPUT="0",
+        CHECKPOINT_DISABLE="1",
+    )
+    return env
+
+
+def copy_tree(dest: Path) -> Path:
+    """Copy infra/terraform (sources only) to dest and return the copy."""
+    shutil.copytree(
+        TF_DIR,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".terraform", "build", "*.tfstate", "*.tfstate.*", ".terraform.lock.hcl"
+        ),
+    )
+    return dest
+
+
+@dataclass
+class Terraform:
+    binary: str
+    plugin_dir: Path
+    env: dict[str, str]
+
+    def run(
+        self, cwd: Path, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [self.binary, f"-chdir={cwd}", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"terraform {' '.join(args)} in {cwd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def init(self, cwd: Path) -> subprocess.CompletedProcess:
+        return self.run(cwd, "init", "-backend=false", "-no-color", f"-plugin-dir={self.plugin_dir}")
+
+
+################################################################################
+# Static checks: one workspace, every configuration initialized and validated
+################################################################################
+
+
+@dataclass
+class ValidatedWorkspace:
+    root: Path
+    results: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
+
+
+################################################################################
+# The local stack: moto server + terraform apply of examples/local
+################################################################################
+
+
+@dataclass
+class TerraformLocalStack:
+    """examples/local applied to a private moto server.
+
+    outputs:      every root-stack output (`module.interlinked`), plain values
+    env:          the `interlinked_env` output (the `interlinked env --json` contract)
+    endpoint_url: the moto server every client must use
+    package_path: the bridge zip that was deployed
+    """
+
+    endpoint_url: str
+    region: str
+    outputs: dict[str, Any]
+    env: dict[str, Any]
+    package_path: Path
+    workdir: Path
+
+    def client(self, service: str):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """Environment variables pointing boto3 / the AWS CLI at this stack."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class _LocalStackLauncher:
+    """Starts moto and applies examples/local in a background thread; `result()` waits for it."""
+
+    def __init__(self, terraform: Terraform, moto_server: str, tmp_root: Path) -> None:
+        self.terraform = terraform
+        self.moto_server = moto_server
+        self.tmp_root = tmp_root
+        self.moto: subprocess.Popen | None = None
+        self._stack: TerraformLocalStack | None = None
+        self._error: BaseException | None = None
+        self.seconds: float | None = None
+        self._thread = threading.Thread(target=self._run, name="terraform-local-stack", daemon=True)
+
+    def start(self) -> _LocalStackLauncher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            self._stack = self._launch()
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+        self.seconds = time.monotonic() - started
+
+    def _launch(self) -> TerraformLocalStack:
+        port = _free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        log = open(self.tmp_root / "moto.log", "wb")  # noqa: SIM115 - lives as long as the server
+        moto_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.moto = subprocess.Popen(
+            [self.moto_server, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=moto_env,
+            start_new_session=True,
+        )
+        _wait_http(f"{endpoint}/moto-api/", timeout=60)
+
+        workdir = copy_tree(self.tmp_root / "terraform")
+        package = workdir / "build" / "bridge.zip"
+        subprocess.run(
+            [sys.executable, str(PACKAGE_SCRIPT), "--output", str(package)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        example = workdir / "examples" / "local"
+        self.terraform.init(example)
+        self.terraform.run(
+            example,
+            "apply",
+            "-auto-approve",
+            "-no-color",
+            "-parallelism=20",
+            f"-var=aws_endpoint_url={endpoint}",
+            f"-var=bridge_package_path={package}",
+            timeout=LOCAL_STACK_TIMEOUT,
+        )
+        raw = json.loads(self.terraform.run(example, "output", "-json", "-no-color").stdout)
+        return TerraformLocalStack(
+            endpoint_url=endpoint,
+            region=LOCAL_REGION,
+            outputs=raw["stack"]["value"],
+            env=raw["interlinked_env"]["value"],
+            package_path=package,
+            workdir=example,
+        )
+
+    def result(self) -> TerraformLocalStack:
+        self._thread.join(LOCAL_STACK_TIMEOUT + 120)
+        if self._thread.is_alive():
+            raise RuntimeError("terraform apply of examples/local did not finish in time")
+        if self._error is not None:
+            raise self._error
+        assert self._stack is not None
+        return self._stack
+
+    def stop(self) -> None:
+        self._thread.join(LOCAL_STACK_TIMEOUT + 120)
+        if self.moto is not None and self.moto.poll() is None:
+            self.moto.terminate()
+            try:
+                self.moto.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.moto.kill()
+                self.moto.wait(timeout=10)
