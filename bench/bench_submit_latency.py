@@ -4,8 +4,9 @@
 
 (a) interlinked: `submit_script_job` (validate, upload script, store spec, create the flow run) and
     wait until `result.json` is readable — what `interlinked submit --wait` does.
-(b) stock Prefect: `run_deployment` of a trivial flow (`bench/stock_flow.py`) on the same work pool,
-    waiting for its final state — no S3, no script, nothing stored.
+    on the local stack's warm pool.
+(b) stock Prefect: `run_deployment` of a trivial flow (`bench/stock_flow.py`) on a stock process
+    worker with Prefect's default settings, waiting for its final state — no S3, no script.
 Both run on the local stack (`interlinked up` is called first), one at a time, alternating.
 """
 
@@ -20,29 +21,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import print_table, summarise  # noqa: E402
+from _pools import deploy, stock_worker  # noqa: E402
 
 from interlinked.local import up  # noqa: E402
 from interlinked.settings import get_settings  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
     settings = get_settings()
     up(settings, echo=lambda line: print(line, file=sys.stderr))
 
-    from prefect import flow
     from prefect.deployments import run_deployment
 
     from flows.script_job import submit_script_job, wait_for_job
 
-    stock = flow.from_source(source=str(ROOT), entrypoint="bench/stock_flow.py:noop")
-    stock.deploy(name="bench", work_pool_name=settings.work_pool, print_next_steps=False)
+    worker = stock_worker(settings)
+    stock = deploy("bench/stock_flow.py:noop", name="bench-stock", pool=worker.__enter__())
 
     script = ROOT / "interlinked" / "demo_jobs" / "add.py"
-    description = {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "name": "bench trivial", "script": str(script)}
+    description = {
+        "func": "myfunc",
+        "arguments": {"a": 1, "b": 2},
+        "name": "bench trivial",
+        "script": str(script),
+    }
     ours, theirs = [], []
     for index in range(args.runs):
         started = time.perf_counter()
@@ -52,16 +60,20 @@ def main() -> None:
         ours.append(time.perf_counter() - started)
 
         started = time.perf_counter()
-        run = run_deployment("bench-noop/bench", timeout=300, poll_interval=0.1, as_subflow=False)
+        run = run_deployment(stock, timeout=300, poll_interval=0.1, as_subflow=False)
         assert run.state.is_completed(), run.state
         theirs.append(time.perf_counter() - started)
-        print(f"run {index + 1}/{args.runs}: interlinked {ours[-1]:.2f} s, stock {theirs[-1]:.2f} s", file=sys.stderr)
+        print(
+            f"run {index + 1}/{args.runs}: interlinked {ours[-1]:.2f} s, stock {theirs[-1]:.2f} s",
+            file=sys.stderr,
+        )
 
+    worker.__exit__(None, None, None)
     print_table(
-        f"Submit → result of a trivial job, {args.runs} runs each (stock process worker, pool '{settings.work_pool}')",
+        f"Submit → result of a trivial job, {args.runs} runs each",
         {
-            "interlinked submit + wait (script job)": summarise(ours),
-            "stock run_deployment of a no-op flow": summarise(theirs),
+            f"interlinked submit + wait ({settings.worker_type} pool)": summarise(ours),
+            "stock run_deployment, no-op flow (process)": summarise(theirs),
         },
     )
 
