@@ -105,9 +105,9 @@ def main() -> None:
     print(f"\nwarm p50 is {stock_p50 / warm_p50:.1f}x faster than stock")
     if throughput:
         print(f"\nThroughput: {args.burst} trivial runs created at once")
-        print(f"{'':<42}{'completed':>10}{'seconds':>10}{'runs/min':>10}")
+        print(f"{'':<48}{'completed':>10}{'seconds':>10}{'runs/min':>10}")
         for name, (seconds, done) in throughput.items():
-            print(f"{name + ' pool':<42}{done:>10}{seconds:>10.1f}{done / seconds * 60:>10.1f}")
+            print(f"{name + ' pool':<48}{done:>10}{seconds:>10.1f}{done / seconds * 60:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -41,9 +41,19 @@ def main() -> None:
 
     from flows.script_job import submit_script_job, wait_for_job
 
-    worker = stock_worker(settings)
-    stock = deploy("bench/stock_flow.py:noop", name="bench-stock", pool=worker.__enter__())
+    with stock_worker(settings) as stock_pool:
+        stock = deploy("bench/stock_flow.py:noop", name="bench-stock", pool=stock_pool)
+        ours, theirs = _measure(settings, stock, args.runs, submit_script_job, wait_for_job, run_deployment)
+    print_table(
+        f"Submit → result of a trivial job, {args.runs} runs each",
+        {
+            f"interlinked submit + wait ({settings.worker_type} pool)": summarise(ours),
+            "stock run_deployment, no-op flow (process)": summarise(theirs),
+        },
+    )
 
+
+def _measure(settings, stock, runs, submit_script_job, wait_for_job, run_deployment):
     script = ROOT / "interlinked" / "demo_jobs" / "add.py"
     description = {
         "func": "myfunc",
@@ -52,7 +62,7 @@ def main() -> None:
         "script": str(script),
     }
     ours, theirs = [], []
-    for index in range(args.runs):
+    for index in range(runs):
         started = time.perf_counter()
         job = submit_script_job(description, deployment=settings.deployment("script-job"))
         status = wait_for_job(job.job_id, timeout=300, poll=0.1)
@@ -64,18 +74,11 @@ def main() -> None:
         assert run.state.is_completed(), run.state
         theirs.append(time.perf_counter() - started)
         print(
-            f"run {index + 1}/{args.runs}: interlinked {ours[-1]:.2f} s, stock {theirs[-1]:.2f} s",
+            f"run {index + 1}/{runs}: interlinked {ours[-1]:.2f} s, stock {theirs[-1]:.2f} s",
             file=sys.stderr,
         )
 
-    worker.__exit__(None, None, None)
-    print_table(
-        f"Submit → result of a trivial job, {args.runs} runs each",
-        {
-            f"interlinked submit + wait ({settings.worker_type} pool)": summarise(ours),
-            "stock run_deployment, no-op flow (process)": summarise(theirs),
-        },
-    )
+    return ours, theirs
 
 
 if __name__ == "__main__":
