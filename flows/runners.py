@@ -189,6 +189,11 @@ def run_script(
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(process)
+        except BaseException:
+            # Cancellation (Prefect turns SIGTERM into an exception here) or an interrupt: the script
+            # runs in its own process group, so stop it explicitly rather than orphan it.
+            _kill_group(process)
+            raise
         for pump in pumps:
             pump.join(timeout=10)
         duration = time.monotonic() - started

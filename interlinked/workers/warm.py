@@ -31,6 +31,7 @@ import anyio.abc
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import InfrastructureNotFound
 from prefect.settings import get_current_settings
+from prefect.states import Cancelled
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
 
@@ -69,8 +70,13 @@ class Zygote:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "interlinked.workers.zygote", *self.preload,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            sys.executable,
+            "-m",
+            "interlinked.workers.zygote",
+            *self.preload,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
             limit=1 << 20,
         )
         line = await self.process.stdout.readline()
@@ -152,12 +158,16 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
     )
     _display_name = "Warm process"
     _documentation_url = "https://docs.prefect.io/latest/concepts/work-pools/"
-    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/main/docs/images/logos/prefect-logo-mark.png"
+    _logo_url = (
+        "https://raw.githubusercontent.com/PrefectHQ/prefect/main/docs/images/logos/prefect-logo-mark.png"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._zygote = Zygote(default_preload())
         self._listener: asyncio.Task | None = None
+        # Runs this worker started and that are still alive: flow run id → "cancel requested" flag.
+        self._cancel_requests: dict[str, asyncio.Event] = {}
 
     async def __aenter__(self) -> WarmProcessWorker:
         await self._zygote.start()
@@ -165,7 +175,9 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             "fork server ready in %.1f s (pre-imported %d flow modules%s)",
             self._zygote.ready_info.get("seconds", 0),
             len(self._zygote.preload),
-            f"; could not import {self._zygote.ready_info['failed']}" if self._zygote.ready_info.get("failed") else "",
+            f"; could not import {self._zygote.ready_info['failed']}"
+            if self._zygote.ready_info.get("failed")
+            else "",
         )
         await super().__aenter__()
         self._listener = asyncio.get_running_loop().create_task(self._listen_for_scheduled_runs())
@@ -182,24 +194,57 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             await self._zygote.stop()
 
     async def _listen_for_scheduled_runs(self) -> None:
-        """Fetch runs as soon as the server announces one scheduled in our pool."""
+        """React to the server's events: fetch runs the moment one of our pool is scheduled, and stop
+        a running run of ours the moment it is cancelled (the stock worker only cancels runs that
+        have not started)."""
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventFilter, EventNameFilter
 
-        event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run.Scheduled"]))
+        event_filter = EventFilter(
+            event=EventNameFilter(prefix=["prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"])
+        )
         while True:
             try:
-                async with get_events_subscriber(filter=event_filter, reconnect_on_clean_close=True) as events:
+                async with get_events_subscriber(
+                    filter=event_filter, reconnect_on_clean_close=True
+                ) as events:
                     async for event in events:
+                        if event.event.endswith(".Cancelling"):
+                            request = self._cancel_requests.get(event.resource.id.rsplit(".", 1)[-1])
+                            if request is not None:
+                                request.set()
+                            continue
                         pool = self._work_pool
                         related = {resource.id for resource in event.related}
                         if pool is None or f"prefect.work-pool.{pool.id}" in related:
                             await self.get_and_submit_flow_runs()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # the poll loop still runs; retry the stream shortly
+            except Exception as error:  # the poll loops still run; retry the stream shortly
                 self._logger.debug("event stream interrupted (%s); reconnecting", error)
                 await asyncio.sleep(2)
+
+    async def _watch_for_cancellation(self, flow_run_id: str, request: asyncio.Event) -> None:
+        """Set ``request`` when the run is Cancelling; a slow poll backs up the event stream."""
+        while not request.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(request.wait(), timeout=5)
+                return
+            try:
+                run = await self.client.read_flow_run(flow_run_id)
+            except Exception:
+                continue
+            if run.state is not None and run.state.name == "Cancelling":
+                request.set()
+
+    async def _stop_group(self, pid: int, exit_code: asyncio.Future, grace_seconds: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(exit_code), timeout=grace_seconds)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
     def _environment(self, flow_run: FlowRun, configuration: ProcessJobConfiguration) -> dict[str, str]:
         # The same environment `python -m prefect.engine` gets from the stock process worker.
@@ -221,16 +266,44 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         configuration: ProcessJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> WarmProcessResult:
-        working_dir = tempfile.TemporaryDirectory(prefix="prefect-warm-") if not configuration.working_dir else None
+        run_id = str(flow_run.id)
+        working_dir = (
+            tempfile.TemporaryDirectory(prefix="prefect-warm-") if not configuration.working_dir else None
+        )
         cwd = str(configuration.working_dir or Path(working_dir.name))
+        request = self._cancel_requests.setdefault(run_id, asyncio.Event())
+        watcher = asyncio.get_running_loop().create_task(self._watch_for_cancellation(run_id, request))
+        cancelled = False
         try:
-            pid = await self._zygote.spawn(str(flow_run.id), str(flow_run.id), self._environment(flow_run, configuration), cwd)
+            pid = await self._zygote.spawn(run_id, run_id, self._environment(flow_run, configuration), cwd)
             if task_status is not None:
                 task_status.started(pid)
-            code = await self._zygote.wait(pid)
+            exit_code = asyncio.ensure_future(self._zygote.wait(pid))
+            cancel = asyncio.ensure_future(request.wait())
+            await asyncio.wait({exit_code, cancel}, return_when=asyncio.FIRST_COMPLETED)
+            if not exit_code.done():
+                cancelled = True
+                self.get_flow_run_logger(flow_run).info(
+                    "cancelling: stopping the run's process group %d", pid
+                )
+                await self._stop_group(pid, exit_code, grace_seconds=10)
+            cancel.cancel()
+            code = await exit_code
         finally:
+            watcher.cancel()
+            self._cancel_requests.pop(run_id, None)
             if working_dir is not None:
                 working_dir.cleanup()
+        if cancelled:
+            # The engine reports a SIGTERM as a crash; the truth is that the user cancelled the run.
+            current = await self.client.read_flow_run(flow_run.id)
+            if current.state is None or current.state.type.value != "CANCELLED":
+                await self.client.set_flow_run_state(
+                    flow_run.id,
+                    Cancelled(message="Cancelled: the worker stopped the run's processes."),
+                    force=True,
+                )
+            code = 0  # the run's outcome is Cancelled, not a crash of its infrastructure
         return WarmProcessResult(status_code=code, identifier=str(pid))
 
     async def kill_infrastructure(

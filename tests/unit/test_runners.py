@@ -1,4 +1,5 @@
 import json
+import os
 import time
 from pathlib import Path
 
@@ -162,3 +163,37 @@ def test_arguments_file_is_json(tmp_path):
     assert json.dumps(outcome.result, sort_keys=True) == json.dumps(
         {"nested": {"list": [1, "two", None]}, "unicode": "ü"}, sort_keys=True
     )
+
+
+def test_interrupting_the_runner_stops_the_script_group(tmp_path):
+    import signal
+    import threading
+
+    marker = tmp_path / "pid"
+    script = tmp_path / "sleepy.py"
+    script.write_text(
+        "import subprocess, time\n"
+        "def f(args):\n"
+        f"    open({str(marker)!r}, 'w').write(str(subprocess.Popen(['sleep', '60']).pid))\n"
+        "    time.sleep(60)\n"
+    )
+
+    def interrupt_when_started():
+        for _ in range(200):
+            if marker.exists() and marker.read_text():
+                break
+            time.sleep(0.05)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_script(language="python", script=script, func="f", arguments={}, on_line=lambda *a: None)
+    grandchild = int(marker.read_text())
+    for _ in range(50):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the script's child survived the interrupted runner")

@@ -1,0 +1,66 @@
+"""The warm-process pool: runs are forked from the pre-imported fork server and can be cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psutil
+import pytest
+
+from _stack import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(predicate, timeout=60, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def test_local_pool_is_warm_and_cancellation_stops_the_run_process_group(stack, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(stack["work_pool"]).type == "warm-process"
+
+    marker = tmp_path / "grandchild.pid"
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import subprocess, time\n"
+        "def hang(args):\n"
+        "    child = subprocess.Popen(['sleep', '600'])\n"
+        f"    open({str(marker)!r}, 'w').write(str(child.pid))\n"
+        "    print('hanging', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"func": "hang", "name": "to be cancelled", "script": str(script)}))
+    submitted = run_cli("submit", str(job), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    flow_run_id = json.loads(submitted.stdout)["flow_run_id"]
+
+    with get_client(sync_client=True) as client:
+        run = _wait(
+            lambda: (r := client.read_flow_run(flow_run_id)).state.is_running() and r.infrastructure_pid and r
+        )
+        grandchild_pid = int(_wait(lambda: marker.exists() and marker.read_text()))
+        run_process = psutil.Process(int(run.infrastructure_pid))
+        # Forked from the fork server, not started as a fresh interpreter by the worker.
+        assert "interlinked.workers.zygote" in " ".join(run_process.parent().cmdline())
+
+        client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+        final = _wait(lambda: (r := client.read_flow_run(flow_run_id)).state.is_final() and r, timeout=90)
+    assert final.state.type.value == "CANCELLED"
+    for pid in (run_process.pid, grandchild_pid):
+        _wait(
+            lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        )
+    assert os.environ.get("PREFECT_API_URL") == stack["prefect_api_url"]
