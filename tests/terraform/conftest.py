@@ -108,3 +108,215 @@ def package_lambda_module():
     assert spec.loader is not None
     spec.loader.exec_module(module)
     return module
+
+
+################################################################################
+# Work pools on the Terraform-created compute (test_ecs_pool.py, test_batch_pool.py)
+################################################################################
+
+
+class PoolHarness:
+    """The session's Prefect server driving work pools whose AWS side is the Terraform moto server.
+
+    Flow runs are created on the real Prefect server of the session stack; workers are real
+    `prefect worker start` processes; AWS is reached through an AwsCredentials block whose
+    client parameters point at the moto server that examples/local was applied to.
+    """
+
+    def __init__(self, tf: TerraformLocalStack, tmp_dir):
+        import uuid
+
+        from prefect_aws import AwsClientParameters, AwsCredentials
+
+        self.tf = tf
+        self.tmp_dir = tmp_dir
+        self.workers: list[tuple[subprocess.Popen, object]] = []
+        block_name = f"tf-moto-{uuid.uuid4().hex[:8]}"
+        AwsCredentials(
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name=tf.region,
+            aws_client_parameters=AwsClientParameters(endpoint_url=tf.endpoint_url),
+        ).save(block_name)
+        self.credentials_block_name = block_name
+        self.credentials_block_id = AwsCredentials.load(block_name)._block_document_id
+        # How a pool's template (or the UI) refers to a saved block.
+        self.credentials_ref = {"$ref": {"block_document_id": str(self.credentials_block_id)}}
+
+    @staticmethod
+    def client():
+        from prefect.client.orchestration import get_client
+
+        return get_client(sync_client=True)
+
+    def create_pool(self, name: str, worker_type: str, defaults: dict, edit=None) -> dict:
+        """A work pool whose base job template is the worker type's default with `defaults` set
+        (and `edit(template)` applied)."""
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.workers.base import BaseWorker
+
+        template = BaseWorker.get_worker_class_from_type(worker_type).get_default_base_job_template()
+        properties = template["variables"]["properties"]
+        for key, value in defaults.items():
+            assert key in properties, f"{worker_type} pools have no variable {key!r}"
+            properties[key]["default"] = value
+        if edit is not None:
+            edit(template)
+        with self.client() as client:
+            client.create_work_pool(
+                WorkPoolCreate(name=name, type=worker_type, base_job_template=template), overwrite=True
+            )
+        return template
+
+    def create_deployment(self, pool: str, name: str, job_variables: dict | None = None):
+        with self.client() as client:
+            flow_id = client.create_flow_from_name("script-job")
+            return client.create_deployment(
+                flow_id=flow_id,
+                name=name,
+                work_pool_name=pool,
+                entrypoint="flows/script_job.py:script_job",
+                job_variables=job_variables or {},
+                pull_steps=[
+                    {
+                        "prefect.deployments.steps.set_working_directory": {
+                            "directory": "{{ $INTERLINKED_CODE_DIR }}"
+                        }
+                    }
+                ],
+            )
+
+    def run(self, deployment_id, job_variables: dict | None = None):
+        with self.client() as client:
+            return client.create_flow_run_from_deployment(
+                deployment_id, parameters={"job_id": "pool-test"}, job_variables=job_variables or {}
+            )
+
+    def read(self, flow_run_id):
+        with self.client() as client:
+            return client.read_flow_run(flow_run_id)
+
+    def wait_for(self, flow_run_id, predicate, what: str, timeout: float = 60):
+        import time
+
+        deadline = time.monotonic() + timeout
+        flow_run = self.read(flow_run_id)
+        while time.monotonic() < deadline:
+            if predicate(flow_run):
+                return flow_run
+            time.sleep(0.3)
+            flow_run = self.read(flow_run_id)
+        state = flow_run.state
+        raise AssertionError(
+            f"flow run {flow_run_id}: {what} not reached within {timeout} s; state "
+            f"{state.type.value if state else None} {state.message if state else ''!r}, "
+            f"infrastructure_pid {flow_run.infrastructure_pid!r}\n--- worker log ---\n{self.worker_log()}"
+        )
+
+    def logs(self, flow_run_id) -> list[str]:
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        with self.client() as client:
+            found = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        return [log.message for log in found]
+
+    def wait_for_log(self, flow_run_id, fragment: str, timeout: float = 20) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.logs(flow_run_id)
+            for message in messages:
+                if fragment in message:
+                    return message
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {fragment!r} in flow run {flow_run_id}: {messages}")
+            time.sleep(0.5)
+
+    def worker_env(self) -> dict[str, str]:
+        import os
+
+        return {
+            **os.environ,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+        }
+
+    def start_worker(self, pool: str, worker_type: str) -> subprocess.Popen:
+        import sys
+        from pathlib import Path
+
+        log = open(self.tmp_dir / f"worker-{pool}.log", "wb")  # noqa: SIM115 - closed with the worker
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("prefect")),
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                worker_type,
+                "--name",
+                f"{pool}-worker",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.worker_env(),
+            start_new_session=True,
+        )
+        self.workers.append((process, log))
+        return process
+
+    def run_worker_once(self, pool: str, worker_type: str, timeout: float = 120) -> str:
+        import sys
+        from pathlib import Path
+
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("prefect")),
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                worker_type,
+                "--run-once",
+            ],
+            capture_output=True,
+            text=True,
+            env=self.worker_env(),
+            timeout=timeout,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, (
+            f"`prefect worker start --run-once` exited {result.returncode}:\n{output}"
+        )
+        return output
+
+    def worker_log(self) -> str:
+        chunks = []
+        for path in sorted(self.tmp_dir.glob("worker-*.log")):
+            chunks.append(f"[{path.name}]\n" + path.read_text(errors="replace")[-6000:])
+        return "\n".join(chunks) or "(no long-running worker)"
+
+    def stop_workers(self) -> None:
+        for process, log in self.workers:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+            log.close()
+        self.workers.clear()
+
+
+@pytest.fixture(scope="session")
+def pool_harness(stack_handle, terraform_local_stack, tmp_path_factory):
+    """Work pools of the session's Prefect server on the Terraform-created moto resources."""
+    stack_handle.ensure_up()
+    harness = PoolHarness(terraform_local_stack, tmp_path_factory.mktemp("pools"))
+    yield harness
+    harness.stop_workers()
