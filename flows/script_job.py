@@ -21,10 +21,6 @@ from typing import Any
 
 from botocore.exceptions import (
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
 )
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -34,22 +30,12 @@ from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 import blocks
+from flows.aws_errors import is_transient
 from flows.jobspec import JobSpec, parse_job_spec
 from flows.runners import ScriptRuntimeMissing, run_script
 
 FLOW_NAME = "script-job"
 SCRIPTS_PREFIX = "scripts/"
-_TRANSIENT_AWS_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "RequestThrottled",
-}
 
 
 def job_spec_key(job_id: str) -> str:
@@ -72,14 +58,8 @@ def is_transient_aws_error(task, task_run, state) -> bool:
     """Retry condition: only throttling, 5xx and connection problems are worth retrying."""
     try:
         state.result()
-    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError):
-        return True
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in _TRANSIENT_AWS_CODES or status >= 500
-    except Exception:
-        return False
+    except Exception as error:
+        return is_transient(error)
     return False
 
 

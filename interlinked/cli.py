@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id", metavar="JOB_ID")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    from interlinked.commands import register
+
+    register(commands)
     return parser
 
 

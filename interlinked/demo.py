@@ -115,8 +115,23 @@ def script_jobs_section(settings: Settings) -> list[Row]:
     return rows
 
 
+def analysis_section(settings: Settings) -> list[Row]:
+    # Imported here: those modules import Row from this one.
+    from interlinked.demo_analysis import analysis_service_section
+
+    return analysis_service_section(settings)
+
+
+def events_section(settings: Settings) -> list[Row]:
+    from interlinked.demo_events import event_paths_section
+
+    return event_paths_section(settings)
+
+
 SECTIONS: list[tuple[str, Callable[[Settings], list[Row]]]] = [
     ("Script jobs (seed 000)", script_jobs_section),
+    ("Analysis service (seed 001)", analysis_section),
+    ("Work started by events: S3 submissions (seed 003) and script jobs by S3/SNS (seed 000)", events_section),
 ]
 
 
@@ -125,21 +140,21 @@ def _truncate(text: str, width: int) -> str:
 
 
 def print_summary(rows: list[Row], settings: Settings, total_seconds: float) -> None:
-    header = f"{'':3}{'what':<30} {'expected':<10} {'state':<10} {'secs':>6}  result / reason"
+    header = f"{'':3}{'what':<34} {'expected':<12} {'state':<12} {'secs':>6}  result / reason"
     print()
     print(header)
-    print("-" * (len(header) + 45))
+    print("-" * (len(header) + 41))
     for row in rows:
         mark = "ok" if row.as_expected else "!!"
         print(
-            f"{mark:<3}{_truncate(row.what, 30):<30} {row.expected:<10} {row.state:<10} {row.seconds:6.1f}  "
+            f"{mark:<3}{_truncate(row.what, 34):<34} {row.expected:<12} {row.state:<12} {row.seconds:6.1f}  "
             f"{_truncate(row.detail, 60)}"
         )
     print()
     print("Where the results are:")
     for row in rows:
         if row.where:
-            print(f"  {_truncate(row.what, 30):<30} {row.where}")
+            print(f"  {_truncate(row.what, 34):<34} {row.where}")
     print()
     good = sum(row.as_expected for row in rows)
     print(f"{good}/{len(rows)} ended as expected in {total_seconds:.1f} s.")

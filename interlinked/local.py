@@ -1,7 +1,9 @@
 """`interlinked up | down | env`: the embedded local stack, composed from its parts.
 
 Order of `up`: moto server and Prefect server (started together, both slow to start) → AWS
-resources → blocks → the `local` work pool → the deployments of prefect.yaml → the worker.
+resources and their event wiring (S3 → events queue) → blocks → the `local` work pool → the
+deployments of prefect.yaml → the worker, the analysis service and the event bridge (started
+together; the services are long-running processes, not flow runs, so they answer at once).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +31,9 @@ from interlinked.stack import (
 )
 
 WORKER_NAME = "interlinked-local-worker"
-# Stopped first so nothing is left talking to servers that are going away.
-STOP_ORDER = ("worker", "prefect-server", "aws")
+SERVICES = ("worker", "analysis-service", "bridge")
+# Services first, so nothing is left talking to servers that are going away.
+STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "aws")
 
 
 def _server_env(settings: Settings) -> dict[str, str]:
@@ -96,7 +100,52 @@ def _parts(settings: Settings) -> dict[str, Part]:
             ready=lambda: _worker_online(settings),
             env=client_env(settings),
         ),
+        "analysis-service": Part(
+            name="analysis-service",
+            command=[
+                sys.executable,
+                "-m",
+                "flows.analysis_service",
+                "--status-file",
+                str(_status_file(settings, "analysis-service")),
+            ],
+            ready=lambda: _service_ready(settings, "analysis-service"),
+            # moto evaluates FIFO group locks only when a long poll starts: short polls keep a
+            # follow-up request in a busy group from waiting out a 20 s poll.
+            env={**client_env(settings), "INTERLINKED_ANALYSIS_POLL_SECONDS": "2"},
+        ),
+        "bridge": Part(
+            name="bridge",
+            command=[
+                sys.executable,
+                "-m",
+                "interlinked.bridge",
+                "--status-file",
+                str(_status_file(settings, "bridge")),
+            ],
+            ready=lambda: _service_ready(settings, "bridge"),
+            env=client_env(settings),
+        ),
     }
+
+
+def _status_file(settings: Settings, name: str) -> Path:
+    return settings.state_dir / f"{name}-status.json"
+
+
+def _service_ready(settings: Settings, name: str) -> bool:
+    """The process `up` recorded for ``name`` is the one writing a fresh, ready status file."""
+    process = LocalStack(settings, echo=lambda _: None).recorded_process(name)
+    if process is None:
+        return False
+    path = _status_file(settings, name)
+    if name == "bridge":
+        from interlinked.bridge.consumer import is_ready
+
+        return is_ready(path, pid=process.pid)
+    from flows.analysis_protocol import service_ready
+
+    return service_ready(path, pid=process.pid)
 
 
 def _worker_online(settings: Settings) -> bool:
@@ -257,16 +306,26 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
             f"aws resources: could not create them on {settings.aws_endpoint_url}: {error}"
         ) from error
     resources.aws_endpoint_url = settings.aws_endpoint_url
+    try:
+        from interlinked.bridge.notifications import ensure_event_sources
+
+        wiring = ensure_event_sources(buckets=resources.buckets, events_queue_url=resources.queues["events"])
+    except Exception as error:
+        raise StackError(f"aws resources: could not wire S3/SNS to the events queue: {error}") from error
+    resources.topics.setdefault("job_requests", wiring["job_requests_topic"])
     save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
     pool_created = ensure_work_pool(
         settings.work_pool, settings.worker_type, "Local stack: runs flows as processes on this machine."
     )
     _deploy(settings, echo, force=pool_created)
 
-    worker = parts["worker"]
-    if stack.start(worker):
-        echo(f"starting worker for pool '{settings.work_pool}' (log: {stack.log_path(worker.name)})")
-    stack.wait_ready(worker)
+    services = [parts[name] for name in SERVICES]
+    for part in services:
+        if stack.start(part):
+            what = f"worker for pool '{settings.work_pool}'" if part.name == "worker" else part.name
+            echo(f"starting {what} (log: {stack.log_path(part.name)})")
+    for part in services:
+        stack.wait_ready(part)
 
     description = describe(settings, resources)
     stack_file(settings).write_text(json.dumps(description, indent=2))

@@ -1,0 +1,475 @@
+"""The analysis service's wire contract (seed 001): task JSON in, WorkResponse out.
+
+Pure and light (no scanpy, no Prefect, no AWS calls) so that the CLI, the service, the
+``prepare-experiment`` flow and the tests share one definition of:
+
+- the tasks and their body fields (:data:`TASK_FIELDS`), validated by :func:`parse_task`;
+- the error codes (:class:`ErrorCode`) and :class:`ServiceError`;
+- both ``timeout`` forms of the seed (``2021-01-01T00:00:00Z``, ``2099-12-31 00:00:00`` = UTC);
+- the WorkResponse document (:func:`work_response`, :func:`error_response`);
+- the S3 layout: experiments, the content-addressed result cache, the response records;
+- the service's status file (its readiness check for the local stack).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson comes with Prefect
+    _orjson = None
+
+# Bump when the result bodies the service builds from analysis results change shape: with
+# ``analyses.ANALYSIS_VERSION`` it keys the result cache.
+RESULT_FORMAT_VERSION = "1"
+
+#: Largest SNS message (256 KiB, attributes included); bigger responses carry ``resultKey``.
+SNS_MAX_BYTES = 256 * 1024
+# Room kept for the message attributes and SNS' own envelope.
+_SNS_MARGIN_BYTES = 4 * 1024
+
+EXPERIMENTS_PREFIX = "experiments/"
+RESULT_CACHE_PREFIX = "analysis-cache/"
+RESPONSE_RECORD_PREFIX = "analysis-responses/"
+PROCESSED_FILE = "processed.h5ad"
+
+PREPARE_EXPERIMENT = "PrepareExperiment"
+
+
+class ErrorCode:
+    """Stable ``errorCode`` values of error WorkResponses."""
+
+    TASK_EXPIRED = "TASK_EXPIRED"
+    UNKNOWN_TASK = "UNKNOWN_TASK"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    EXPERIMENT_NOT_FOUND = "EXPERIMENT_NOT_FOUND"
+    INVALID_EXPERIMENT = "INVALID_EXPERIMENT"
+    UNKNOWN_CELL_SET = "UNKNOWN_CELL_SET"
+    UNKNOWN_GENE = "UNKNOWN_GENE"
+    EMBEDDING_UNAVAILABLE = "EMBEDDING_UNAVAILABLE"
+    SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    MISSING_INPUT_FILE = "MISSING_INPUT_FILE"
+    INVALID_INPUT_DATA = "INVALID_INPUT_DATA"
+    NO_CELLS_LEFT = "NO_CELLS_LEFT"
+    PREPARE_FAILED = "PREPARE_FAILED"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+ALL_ERROR_CODES = tuple(value for name, value in vars(ErrorCode).items() if name.isupper())
+
+
+class ServiceError(Exception):
+    """A request that gets an error WorkResponse: ``code`` is its ``errorCode``, the message its
+    ``userMessage`` (written for the person who sent the request)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UnparseableMessage(Exception):
+    """A queue message that is not a task at all (not JSON, or not a JSON object): it cannot be
+    answered, since a WorkResponse carries the original task; it goes to the dead-letter queue."""
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One body field: its JSON types (as named in messages), whether it is required."""
+
+    kinds: tuple[str, ...]
+    required: bool = False
+
+
+def _f(*kinds: str, required: bool = False) -> Field:
+    return Field(kinds, required)
+
+
+# Body fields per task (besides "name"). Values are checked further by the analyses themselves.
+TASK_FIELDS: dict[str, dict[str, Field]] = {
+    "GetEmbedding": {
+        "type": _f("string", required=True),
+        "computeIfMissing": _f("boolean"),
+        "nNeighbors": _f("integer"),
+        "randomState": _f("integer"),
+    },
+    "ListGenes": {
+        "selectFields": _f("string list"),
+        "orderBy": _f("string", "null"),
+        "orderDirection": _f("string"),
+        "offset": _f("integer"),
+        "limit": _f("integer", "null"),
+        "geneNamesFilter": _f("string", "null"),
+    },
+    "GeneExpression": {
+        "genes": _f("string list", required=True),
+        "cellSets": _f("string list", "null"),
+    },
+    "ClusterCells": {
+        "type": _f("string"),
+        "resolution": _f("number"),
+        "nNeighbors": _f("integer"),
+        "randomState": _f("integer"),
+    },
+    "DifferentialExpression": {
+        "cellSet": _f("string", "string list", required=True),
+        "compareWith": _f("string", "string list"),
+        "method": _f("string"),
+        "correctionMethod": _f("string"),
+        "nGenes": _f("integer", "null"),
+    },
+    "MarkerGenes": {
+        "groupBy": _f("string"),
+        "nGenes": _f("integer"),
+        "method": _f("string"),
+    },
+    PREPARE_EXPERIMENT: {
+        "sourceBucket": _f("string", required=True),
+        "sourceMatrixPath": _f("string", required=True),
+        "config": _f("object"),
+    },
+}
+TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
+
+# PrepareExperiment "config" keys -> analyses.prepare_experiment parameters.
+PREPARE_CONFIG = {
+    "minGenes": "min_genes",
+    "minCells": "min_cells",
+    "maxPctMito": "max_pct_mito",
+    "mitoPrefix": "mito_prefix",
+    "targetSum": "target_sum",
+    "nTopGenes": "n_top_genes",
+    "nPcs": "n_pcs",
+    "nNeighbors": "n_neighbors",
+    "clusteringMethod": "clustering_method",
+    "resolution": "resolution",
+    "computeUmap": "compute_umap",
+    "randomState": "random_state",
+}
+
+EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated task: the original JSON plus what the service needs from it."""
+
+    request: dict[str, Any]
+    name: str
+    experiment_id: str
+    body: dict[str, Any]
+    deadline: datetime | None
+
+    @property
+    def uuid(self) -> str:
+        return str(self.request.get("uuid"))
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.deadline is not None and (now or datetime.now(UTC)) >= self.deadline
+
+
+def decode_message(text: str | bytes) -> dict[str, Any]:
+    """The JSON object of a queue message, or :class:`UnparseableMessage` saying why not."""
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        preview = text[:80] if isinstance(text, str) else text[:80].decode("utf-8", "replace")
+        raise UnparseableMessage(f"the message is not JSON ({error}); it starts with {preview!r}") from None
+    if not isinstance(value, dict):
+        raise UnparseableMessage(
+            f"the message is JSON but not an object (a task); got {type(value).__name__}"
+        )
+    return value
+
+
+def parse_timeout(value: object) -> datetime | None:
+    """A task's ``timeout`` as an aware UTC datetime (``None`` when absent).
+
+    Accepts ISO 8601 with ``T`` or a space, with ``Z``, an offset or none (then UTC).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"timeout must be a date-time string like '2099-12-31 00:00:00' or '2021-01-01T00:00:00Z', got {value!r}",
+        )
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"timeout {value!r} is not a date-time; use '2099-12-31 00:00:00' (UTC) or '2021-01-01T00:00:00Z'",
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_task(request: dict[str, Any], *, check_expiry: bool = True) -> Task:
+    """Validate a task (the decoded message) and return it; :class:`ServiceError` otherwise.
+
+    Order of checks: the envelope (``uuid``, ``experimentId``, ``body.name``), the task name
+    (``UNKNOWN_TASK``), the ``timeout`` (``TASK_EXPIRED`` when past), then the body's fields.
+    """
+    uuid = request.get("uuid")
+    if not isinstance(uuid, str) or not uuid:
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"uuid must be a non-empty string, got {uuid!r}")
+    body = request.get("body")
+    if not isinstance(body, dict):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, f"body must be an object with the task's 'name', got {body!r}"
+        )
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"body.name must be the task name, got {name!r}")
+    if name not in TASK_FIELDS:
+        raise ServiceError(
+            ErrorCode.UNKNOWN_TASK, f"Unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}"
+        )
+    experiment_id = request.get("experimentId")
+    if not isinstance(experiment_id, str) or not EXPERIMENT_ID_PATTERN.match(experiment_id):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            "experimentId must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or "
+            f"digit), got {experiment_id!r}",
+        )
+    deadline = parse_timeout(request.get("timeout"))
+    if check_expiry and deadline is not None and datetime.now(UTC) >= deadline:
+        raise ServiceError(
+            ErrorCode.TASK_EXPIRED,
+            f"The task expired at {deadline.isoformat().replace('+00:00', 'Z')} before it could be "
+            "started; send it again with a later timeout",
+        )
+    _check_body(name, body)
+    return Task(request=request, name=name, experiment_id=experiment_id, body=body, deadline=deadline)
+
+
+def _check_body(name: str, body: dict[str, Any]) -> None:
+    fields = TASK_FIELDS[name]
+    unknown = sorted(key for key in body if key != "name" and key not in fields)
+    if unknown:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"{name}: unknown body field(s) {', '.join(map(repr, unknown))}; "
+            f"{name} accepts {', '.join(fields) or 'no fields'}",
+        )
+    for field_name, field in fields.items():
+        if field_name not in body:
+            if field.required:
+                raise ServiceError(
+                    ErrorCode.INVALID_REQUEST, f"{name}: body field {field_name!r} is required"
+                )
+            continue
+        value = body[field_name]
+        if not any(_is_kind(value, kind) for kind in field.kinds):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"{name}: body field {field_name!r} must be {' or '.join(field.kinds)}, got {value!r}",
+            )
+
+
+def _is_kind(value: object, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "null":
+        return value is None
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "string list":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind == "object":
+        return isinstance(value, dict)
+    raise AssertionError(kind)
+
+
+def prepare_parameters(body: dict[str, Any]) -> dict[str, Any]:
+    """``analyses.prepare_experiment`` keyword arguments from a PrepareExperiment body's ``config``."""
+    config = body.get("config") or {}
+    unknown = sorted(set(config) - set(PREPARE_CONFIG))
+    if unknown:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"PrepareExperiment: unknown config key(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(PREPARE_CONFIG)}",
+        )
+    return {PREPARE_CONFIG[key]: value for key, value in config.items()}
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+def work_response(request: dict[str, Any], body: str) -> dict[str, Any]:
+    """A successful WorkResponse carrying ``body`` (JSON text) inline."""
+    return {
+        "type": "WorkResponse",
+        "request": request,
+        "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": True},
+        "results": [{"type": "application/json", "body": body}],
+    }
+
+
+def offloaded_response(request: dict[str, Any], *, bucket: str, key: str) -> dict[str, Any]:
+    """A successful WorkResponse whose result is too large for SNS and lives at ``s3://bucket/key``."""
+    return {
+        "type": "WorkResponse",
+        "request": request,
+        "response": {
+            "error": False,
+            "errorCode": None,
+            "userMessage": None,
+            "cacheable": True,
+            "resultKey": key,
+            "resultBucket": bucket,
+        },
+        "results": [],
+    }
+
+
+def error_response(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    return {
+        "type": "WorkResponse",
+        "request": request,
+        "response": {"error": True, "errorCode": code, "userMessage": message, "cacheable": False},
+        "results": [],
+    }
+
+
+def encode(document: Any) -> str:
+    """Compact JSON text of a result or response.
+
+    Uses orjson (a Prefect dependency): result bodies of large experiments hold millions of floats,
+    which it encodes about ten times faster than the standard library. Non-finite floats become
+    ``null``, the convention of :mod:`analyses` (which already returns ``None`` for them).
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(document).decode()
+        except TypeError:  # a type orjson does not know: let json raise its own message
+            pass
+    return json.dumps(_finite(document), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def fits_sns(message: str) -> bool:
+    return len(message.encode()) <= SNS_MAX_BYTES - _SNS_MARGIN_BYTES
+
+
+def response_attributes(request: dict[str, Any], response: dict[str, Any]) -> dict[str, str]:
+    """SNS message attributes of a WorkResponse (for subscription filter policies)."""
+    body = request.get("body") if isinstance(request.get("body"), dict) else {}
+    attributes = {
+        "type": "WorkResponse",
+        "error": "true" if response["response"]["error"] else "false",
+    }
+    for name, value in (
+        ("uuid", request.get("uuid")),
+        ("experimentId", request.get("experimentId")),
+        ("taskName", body.get("name")),
+        ("errorCode", response["response"].get("errorCode")),
+    ):
+        if isinstance(value, str) and value:
+            attributes[name] = value[:256]
+    return attributes
+
+
+# ---- S3 layout ----------------------------------------------------------------------------------
+
+
+def experiment_key(experiment_id: str) -> str:
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/{PROCESSED_FILE}"
+
+
+def cache_key(*, experiment_id: str, version: str, body: dict[str, Any], analysis_version: str) -> str:
+    """Content address of a result: experiment version + request body + analysis version."""
+    material = json.dumps(
+        {
+            "experiment": experiment_id,
+            "version": version,
+            "body": body,
+            "analysis": analysis_version,
+            "format": RESULT_FORMAT_VERSION,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256(material.encode()).hexdigest()
+    return f"{RESULT_CACHE_PREFIX}{experiment_id}/{digest}.json"
+
+
+def response_record_key(response_id: str) -> str:
+    """Where the record "a response to this delivery was published" lives."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", response_id)[:200]
+    return f"{RESPONSE_RECORD_PREFIX}{safe}.json"
+
+
+def request_identity(request: dict[str, Any]) -> str:
+    """A stable id of a request when no queue message id is known (uuid + body hash)."""
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{request.get('uuid', 'no-uuid')}-{digest}"
+
+
+# ---- status file (readiness of the service) ------------------------------------------------------
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    """Replace the status file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(status, indent=2, default=str))
+    os.replace(temporary, path)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def service_ready(path: Path, *, pid: int | None = None, max_age: float = 15.0) -> bool:
+    """Whether the service that writes ``path`` is up: ready, alive and its heartbeat fresh.
+
+    ``pid`` (e.g. the pid the local stack recorded) must match when given; otherwise the pid in
+    the file must be a live process started at the recorded time (a recycled pid does not count).
+    """
+    status = read_status(path)
+    if not status or not status.get("ready"):
+        return False
+    if pid is not None and status.get("pid") != pid:
+        return False
+    if time.time() - float(status.get("heartbeat", 0)) > max_age:
+        return False
+    try:
+        import psutil
+
+        process = psutil.Process(int(status["pid"]))
+        return abs(process.create_time() - float(status.get("process_started", 0))) < 1.0
+    except Exception:
+        return False

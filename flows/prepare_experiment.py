@@ -1,0 +1,285 @@
+"""PrepareExperiment (seed 001) as a flow: a 10x count matrix in S3 → a ready experiment.
+
+``prepare-experiment`` downloads ``s3://{sourceBucket}/{sourceMatrixPath}`` (a 10x matrix
+directory: ``matrix.mtx[.gz]``, ``barcodes.tsv[.gz]``, ``features.tsv[.gz]``/``genes.tsv[.gz]``; or
+one ``.h5`` 10x HDF5 file or ``.h5ad`` of raw counts), runs :func:`analyses.prepare_experiment`
+(QC, normalisation, highly variable genes, PCA, neighbours, clustering, UMAP), stores
+``s3://{data}/experiments/{experimentId}/processed.h5ad`` and then publishes the task's
+WorkResponse on the ``work_results`` topic — exactly once per ``response_id`` (a response record in
+S3, shared with the analysis service, is checked first). A failure is answered too, with the
+analysis' stable code (``SOURCE_NOT_FOUND``, ``MISSING_INPUT_FILE``, ``INVALID_INPUT_DATA``,
+``NO_CELLS_LEFT``, ``INVALID_REQUEST``, else ``PREPARE_FAILED``), and the run then fails.
+
+It is heavy (minutes and GBs for 100k cells), so it runs as a flow run of the
+``prepare-experiment`` deployment (local pool here, ECS/Batch on AWS), started by the analysis
+service, or by hand: ``prefect deployment run prepare-experiment/local -p request='{...task...}'``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+
+import blocks
+from flows.analysis_protocol import (
+    ErrorCode,
+    ServiceError,
+    encode,
+    error_response,
+    experiment_key,
+    parse_task,
+    prepare_parameters,
+    request_identity,
+    response_attributes,
+    response_record_key,
+    work_response,
+)
+from flows.aws_errors import is_missing
+from flows.script_job import _s3, aws_task, data_bucket
+
+FLOW_NAME = "prepare-experiment"
+_MATRIX_NAMES = {
+    "matrix.mtx",
+    "matrix.mtx.gz",
+    "barcodes.tsv",
+    "barcodes.tsv.gz",
+    "features.tsv",
+    "features.tsv.gz",
+    "genes.tsv",
+    "genes.tsv.gz",
+}
+
+
+class PrepareFailed(RuntimeError):
+    """The experiment could not be prepared; the requester got an error response saying why."""
+
+
+@aws_task
+def download_source(bucket: str, path: str, destination: Path) -> Path:
+    """Download the source matrix (a 10x directory, or one .h5/.h5ad file); returns the local path."""
+    s3 = _s3()
+    path = path.lstrip("/")
+    if path.endswith((".h5", ".h5ad")):
+        target = destination / PurePosixPath(path).name
+        try:
+            s3.download_file(bucket, path, str(target))
+        except ClientError as error:
+            if is_missing(error):
+                raise ServiceError(
+                    ErrorCode.SOURCE_NOT_FOUND, f"No source matrix at s3://{bucket}/{path}"
+                ) from None
+            raise
+        return target
+    prefix = path if not path or path.endswith("/") else path + "/"
+    found = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            found += [item["Key"] for item in page.get("Contents", [])]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+            raise ServiceError(
+                ErrorCode.SOURCE_NOT_FOUND, f"Source bucket {bucket!r} does not exist"
+            ) from None
+        raise
+    wanted = [key for key in found if PurePosixPath(key).name in _MATRIX_NAMES]
+    if not wanted:
+        listed = ", ".join(PurePosixPath(key).name for key in found[:10]) or "nothing"
+        raise ServiceError(
+            ErrorCode.SOURCE_NOT_FOUND,
+            f"s3://{bucket}/{prefix} holds no 10x matrix files (matrix.mtx.gz, barcodes.tsv.gz, "
+            f"features.tsv.gz); found {listed}",
+        )
+    directory = destination / "matrix"
+    directory.mkdir()
+    for key in wanted:
+        s3.download_file(bucket, key, str(directory / PurePosixPath(key).name))
+    return directory
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def run_preparation(source: Path, parameters: dict[str, Any]) -> Any:
+    """The analysis itself, with progress in the run log and a progress artifact."""
+    import anndata
+    import scanpy as sc
+
+    import analyses
+
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(progress=0.0, description="Preparing the experiment")
+
+    def progress(step: str, fraction: float) -> None:
+        logger.info("%s done (%.0f %%)", step, fraction * 100)
+        update_progress_artifact(progress_id, progress=round(fraction * 100, 1))
+
+    try:
+        if source.suffix == ".h5ad":
+            return analyses.prepare_anndata(anndata.read_h5ad(source), progress=progress, **parameters)
+        if source.suffix == ".h5":
+            return analyses.prepare_anndata(sc.read_10x_h5(source), progress=progress, **parameters)
+        return analyses.prepare_experiment(source, progress=progress, **parameters)
+    except analyses.AnalysisError as error:
+        raise ServiceError(error.code, error.message) from None
+
+
+@aws_task
+def store_experiment(adata: Any, experiment_id: str, workdir: Path) -> dict[str, str]:
+    path = workdir / "processed.h5ad"
+    adata.write_h5ad(path)
+    bucket = data_bucket().bucket_name
+    key = experiment_key(experiment_id)
+    _s3().upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/x-hdf5"})
+    head = _s3().head_object(Bucket=bucket, Key=key)
+    return {
+        "uri": f"s3://{bucket}/{key}",
+        "version": head["ETag"].strip('"'),
+        "bytes": str(path.stat().st_size),
+    }
+
+
+@aws_task
+def publish_response(response: dict[str, Any], response_id: str, topic_arn: str | None) -> str | None:
+    """Publish once per ``response_id``: skipped (None) when its response record already exists."""
+    s3 = _s3()
+    bucket = data_bucket().bucket_name
+    record_key = response_record_key(response_id)
+    try:
+        s3.head_object(Bucket=bucket, Key=record_key)
+        get_run_logger().info("a response for %s was already published; not publishing again", response_id)
+        return None
+    except ClientError as error:
+        if not is_missing(error):
+            raise
+    topic = blocks.SnsTopic.load(blocks.WORK_RESULTS_TOPIC)
+    if topic_arn:
+        topic = topic.model_copy(update={"topic_arn": topic_arn})
+    message_id = topic.publish(
+        encode(response), attributes=response_attributes(response["request"], response)
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=record_key,
+        Body=json.dumps(
+            {
+                "messageId": response_id,
+                "uuid": response["request"].get("uuid"),
+                "snsMessageId": message_id,
+                "error": response["response"]["error"],
+                "errorCode": response["response"].get("errorCode"),
+                "by": f"flow run {get_run_context().task_run.flow_run_id}",
+            }
+        ).encode(),
+        ContentType="application/json",
+    )
+    return message_id
+
+
+@flow(
+    name=FLOW_NAME,
+    description="Prepare an experiment from a 10x count matrix in S3 and publish the PrepareExperiment response.",
+    persist_result=False,
+)
+def prepare_experiment(
+    request: dict[str, Any],
+    response_id: str | None = None,
+    topic_arn: str | None = None,
+) -> dict[str, Any]:
+    """Run a PrepareExperiment task (the seed's JSON) and answer it on the work-results topic.
+
+    Parameters
+    ----------
+    request
+        The task: ``experimentId``, ``body.sourceBucket``, ``body.sourceMatrixPath`` and optional
+        ``body.config`` (``minGenes``, ``nTopGenes``, ``resolution``, ... see
+        ``flows.analysis_protocol.PREPARE_CONFIG``).
+    response_id
+        Identity of the delivery being answered (the analysis service passes the SQS message id);
+        one response is published per id. Default: the request's uuid and a hash of it.
+    topic_arn
+        Topic to answer on; default: the ``work_results`` block.
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    response_id = response_id or request_identity(request)
+    summary: dict[str, Any] | None = None
+    failure: ServiceError | None = None
+    try:
+        task_ = parse_task(request, check_expiry=False)
+        if task_.name != "PrepareExperiment":
+            raise ServiceError(ErrorCode.INVALID_REQUEST, f"prepare-experiment got a {task_.name} task")
+        parameters = prepare_parameters(task_.body)
+        with tempfile.TemporaryDirectory(prefix="interlinked-prepare-") as workdir:
+            source = download_source(
+                task_.body["sourceBucket"], task_.body["sourceMatrixPath"], Path(workdir)
+            )
+            adata = run_preparation(source, parameters)
+            stored = store_experiment(adata, task_.experiment_id, Path(workdir))
+            provenance = adata.uns["interlinked"]
+            summary = {
+                "experimentId": task_.experiment_id,
+                "location": stored["uri"],
+                "version": stored["version"],
+                "cells": int(adata.n_obs),
+                "genes": int(adata.n_vars),
+                "clusters": int(provenance["n_clusters"]),
+                "clusteringColumn": str(provenance["parameters"]["clustering_method"]),
+                "embeddings": sorted(str(key).removeprefix("X_") for key in adata.obsm),
+                "qc": {key: int(value) for key, value in provenance["qc"].items()},
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            del adata
+        response = work_response(request, encode(summary))
+    except ServiceError as error:
+        failure = error
+        response = error_response(request, error.code, error.message)
+    except Exception as error:
+        failure = ServiceError(ErrorCode.PREPARE_FAILED, f"{type(error).__name__}: {error}")
+        response = error_response(
+            request,
+            ErrorCode.PREPARE_FAILED,
+            f"Preparing the experiment failed: {type(error).__name__}: {error}"[:800],
+        )
+    publish_response(response, response_id, topic_arn)
+    _report(request, summary, failure)
+    if failure is not None:
+        logger.error("PrepareExperiment failed (%s): %s", failure.code, failure.message)
+        raise PrepareFailed(f"{failure.code}: {failure.message}")
+    logger.info("experiment %s ready at %s", summary["experimentId"], summary["location"])
+    return summary
+
+
+def _report(request: dict[str, Any], summary: dict[str, Any] | None, failure: ServiceError | None) -> None:
+    experiment = request.get("experimentId", "?")
+    body = request.get("body") if isinstance(request.get("body"), dict) else {}
+    lines = [
+        f"# PrepareExperiment `{experiment}`",
+        "",
+        f"Source: `s3://{body.get('sourceBucket')}/{body.get('sourceMatrixPath')}`",
+        "",
+    ]
+    if failure is not None:
+        lines += [f"**Failed** with `{failure.code}`:", "", f"> {failure.message}"]
+    else:
+        lines += [
+            "| | |",
+            "|---|---|",
+            f"| experiment | `{summary['location']}` (version `{summary['version']}`) |",
+            f"| cells x genes | {summary['cells']} x {summary['genes']} |",
+            f"| clusters | {summary['clusters']} (`{summary['clusteringColumn']}`) |",
+            f"| embeddings | {', '.join(summary['embeddings'])} |",
+            f"| QC | {json.dumps(summary['qc'])} |",
+            f"| seconds | {summary['seconds']} |",
+        ]
+    create_markdown_artifact(
+        key=f"prepare-{experiment}".lower().replace("_", "-").replace(".", "-")[:100],
+        markdown="\n".join(lines),
+        description=f"PrepareExperiment {experiment}: {'failed' if failure else 'ready'}",
+    )

@@ -1,0 +1,415 @@
+"""The long-running front end: consume the events queue and hand every message to the routing core.
+
+    python -m interlinked.bridge [--queue-url URL] [--routes FILE] [--status-file PATH]
+
+Started by ``interlinked up`` locally; on AWS the same command runs as an ECS service (or the
+Lambda front end is used instead). Configuration comes from the environment: the queue from
+``INTERLINKED_EVENTS_QUEUE_URL`` (or the name ``INTERLINKED_EVENTS_QUEUE``), its dead-letter queue
+and max receives from the queue's own redrive policy, Prefect from ``PREFECT_API_URL`` (+
+``PREFECT_API_KEY`` / ``PREFECT_API_AUTH_STRING``), AWS from boto3's own configuration.
+
+Per message: route it, create the flow run with its idempotency key, record the Prefect event,
+then delete it. A failure leaves the message in the queue, back in view after a short delay
+(``--retry-seconds`` for messages that cannot succeed, exponential for transient trouble); on the
+queue's last allowed receive a message that cannot succeed (malformed, unroutable, refused by
+Prefect) is moved to the dead-letter queue with the reason attached. One that failed only because
+Prefect was busy or down is sent again as a new message instead (same body and identity; at most
+``max_requeues`` times, then it too is dead-lettered with its reason). While the Prefect API is
+unreachable no message is received at all, and after a 503 the pollers pause briefly (back-pressure
+on a busy server).
+
+A status file (``{state_dir}/bridge-status.json``) is rewritten every couple of seconds with the
+pid, a heartbeat and the counters; :func:`is_ready` reads it (the local stack's readiness check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from interlinked.bridge import dead_letter
+from interlinked.bridge.core import (
+    PERMANENT,
+    UNAVAILABLE,
+    Bridge,
+    BridgeFailure,
+    Message,
+    Stats,
+    dead_letter_event,
+)
+from interlinked.bridge.prefect_api import PrefectApi, auth_header_from_env
+from interlinked.bridge.routes import load_routes
+
+logger = logging.getLogger("interlinked.bridge")
+MAX_VISIBILITY_DELAY = 120
+BUSY_PAUSE_SECONDS = 2.0
+REQUEUES = "interlinked.requeues"
+ORIGINAL_ID = "interlinked.message-id"  # keeps a requeued message's identity (its original id)
+
+
+@dataclass
+class ConsumerConfig:
+    queue_url: str
+    dead_letter_url: str | None
+    max_receives: int
+    prefect_api_url: str
+    routes_file: str | None = None
+    status_file: Path | None = None
+    pollers: int = 2
+    wait_seconds: int = 5
+    retry_seconds: int = 2
+    max_requeues: int = 20
+
+
+def queue_redrive(sqs, queue_url: str) -> tuple[str | None, int | None]:
+    """The queue's dead-letter queue URL and max receive count, from its RedrivePolicy."""
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get(
+        "Attributes", {}
+    )
+    policy = attributes.get("RedrivePolicy")
+    if not policy:
+        return None, None
+    policy = json.loads(policy)
+    arn = policy["deadLetterTargetArn"]
+    _, _, _, _, account, name = arn.split(":", 5)
+    url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return url, int(policy["maxReceiveCount"])
+
+
+class Consumer:
+    def __init__(self, config: ConsumerConfig, *, sqs=None, api: PrefectApi | None = None):
+        import boto3
+
+        self.config = config
+        self.sqs = sqs or boto3.session.Session().client("sqs")
+        self.api = api or PrefectApi(config.prefect_api_url, authorization=auth_header_from_env())
+        self.table = load_routes(config.routes_file)
+        self.stats = Stats()
+        self.bridge = Bridge(self.table, self.api, stats=self.stats)
+        self.stop_event = threading.Event()
+        self.api_down = threading.Event()
+        self.busy_until = 0.0
+        self.started_at = datetime.now(UTC).isoformat()
+
+    # -- loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        logger.info(
+            "event bridge consuming %s (dead letters: %s after %d receives; routes: %s; Prefect: %s)",
+            self.config.queue_url,
+            self.config.dead_letter_url or "the queue's redrive",
+            self.config.max_receives,
+            self.table.source,
+            self.config.prefect_api_url,
+        )
+        heartbeat = threading.Thread(target=self._heartbeat, name="bridge-heartbeat", daemon=True)
+        heartbeat.start()
+        pollers = [
+            threading.Thread(target=self._poll, name=f"bridge-poller-{index}", daemon=True)
+            for index in range(self.config.pollers)
+        ]
+        for poller in pollers:
+            poller.start()
+        try:
+            while not self.stop_event.wait(0.5):
+                if not any(poller.is_alive() for poller in pollers):
+                    logger.error("every poller stopped; exiting")
+                    break
+        finally:
+            self.stop_event.set()
+            for poller in pollers:
+                poller.join(timeout=self.config.wait_seconds + 30)
+            self._write_status()
+            logger.info("event bridge stopped: %s", json.dumps(self.stats.snapshot()))
+
+    def stop(self, *_: Any) -> None:
+        self.stop_event.set()
+
+    def _poll(self) -> None:
+        while not self.stop_event.is_set():
+            if self.api_down.is_set():
+                self._wait_for_api()
+                continue
+            pause = self.busy_until - time.monotonic()
+            if pause > 0:
+                self.stop_event.wait(pause)
+                continue
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.config.queue_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=self.config.wait_seconds,
+                    MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageDeduplicationId"],
+                ).get("Messages", [])
+            except Exception as error:  # SQS unreachable: keep trying, never die
+                logger.warning("receiving from %s failed: %s", self.config.queue_url, error)
+                self.stop_event.wait(2)
+                continue
+            if messages:
+                self.process_batch(messages)
+
+    def _wait_for_api(self) -> None:
+        logger.warning("Prefect API unavailable: pausing receives until %s/health answers", self.api.api_url)
+        while not self.stop_event.is_set():
+            if self.api.health():
+                logger.info("Prefect API is back")
+                self.api_down.clear()
+                return
+            self.stop_event.wait(2)
+
+    def process_batch(self, messages: list[dict[str, Any]]) -> None:
+        """Route a received batch (one bulk run creation per deployment), then delete what is done."""
+        self.stats.add("received", len(messages))
+        incoming = [
+            Message(
+                body=message["Body"],
+                message_id=message.get("MessageId"),
+                attributes=dead_letter.plain_attributes(message.get("MessageAttributes")),
+                dedup_id=message.get("Attributes", {}).get("MessageDeduplicationId"),
+            )
+            for message in messages
+        ]
+        try:
+            results = self.bridge.handle_batch(incoming)
+        except Exception as error:  # a bug must not stop the bridge; the messages are retried
+            logger.exception("unexpected error on a batch of %d messages", len(messages))
+            results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(messages)
+        done = []
+        for index, (message, result) in enumerate(zip(messages, results, strict=True)):
+            if isinstance(result, BridgeFailure):
+                receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+                if not self._failed(message, result, receive_count):
+                    continue
+            done.append({"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]})
+        if done:
+            try:
+                reply = self.sqs.delete_message_batch(QueueUrl=self.config.queue_url, Entries=done)
+                for failure in reply.get("Failed", []):
+                    # Harmless: the message comes back and its key finds the existing run.
+                    logger.warning("could not delete a handled message: %s", failure)
+            except Exception as error:
+                logger.warning("could not delete %d handled messages (they will be seen again): %s", len(done), error)
+
+    def process_message(self, message: dict[str, Any]) -> bool:
+        """Handle one message on its own; True when it may be deleted (done, ignored or dead-lettered)."""
+        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        incoming = Message(
+            body=message["Body"],
+            message_id=message.get("MessageId"),
+            attributes=dead_letter.plain_attributes(message.get("MessageAttributes")),
+            dedup_id=message.get("Attributes", {}).get("MessageDeduplicationId"),
+        )
+        try:
+            [result] = self.bridge.handle_batch([incoming])
+        except Exception as error:
+            logger.exception("unexpected error on message %s", message.get("MessageId"))
+            result = BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")
+        if isinstance(result, BridgeFailure):
+            return self._failed(message, result, receive_count)
+        return True
+
+    def _failed(self, message: dict[str, Any], failure: BridgeFailure, receive_count: int) -> bool:
+        message_id = message.get("MessageId")
+        if failure.category == UNAVAILABLE:
+            if "unreachable" in failure.reason:
+                self.api_down.set()
+            else:  # busy (503/429) or erroring: ease off for a moment
+                self.busy_until = max(self.busy_until, time.monotonic() + BUSY_PAUSE_SECONDS)
+        if receive_count >= self.config.max_receives:
+            # Prefect being busy or down is no reason to give up on an event: start it over as a
+            # new message (same body, same identity), a bounded number of times.
+            if failure.category == UNAVAILABLE and self._requeue(message, failure):
+                return True
+            if self.config.dead_letter_url:
+                return self._dead_letter(message, failure, receive_count)
+        if failure.category in PERMANENT:
+            delay = self.config.retry_seconds
+        else:
+            delay = min(MAX_VISIBILITY_DELAY, self.config.retry_seconds * 2 ** max(0, receive_count - 1))
+        self.stats.add("retried")
+        logger.warning(
+            "message %s failed (receive %d of %d, %s): %s — back in %d s",
+            message_id, receive_count, self.config.max_receives, failure.category, failure.reason, delay,
+        )
+        try:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.config.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=delay
+            )
+        except Exception as error:
+            logger.debug("could not shorten the visibility of %s: %s", message_id, error)
+        return False
+
+    def _requeue(self, message: dict[str, Any], failure: BridgeFailure) -> bool:
+        attributes = dict(message.get("MessageAttributes") or {})
+        plain = dead_letter.plain_attributes(attributes)
+        requeues = int(plain.get(REQUEUES, "0"))
+        if requeues >= self.config.max_requeues or self.config.queue_url.endswith(".fifo"):
+            return False
+        attributes[REQUEUES] = {"DataType": "Number", "StringValue": str(requeues + 1)}
+        attributes.setdefault(ORIGINAL_ID, {"DataType": "String", "StringValue": message.get("MessageId") or "-"})
+        if len(attributes) > dead_letter.MAX_ATTRIBUTES:
+            return False
+        try:
+            self.sqs.send_message(
+                QueueUrl=self.config.queue_url,
+                MessageBody=message["Body"],
+                MessageAttributes=attributes,
+                DelaySeconds=min(900, self.config.retry_seconds * 2 ** min(requeues, 8)),
+            )
+        except Exception as error:
+            logger.warning("could not requeue %s (it stays): %s", message.get("MessageId"), error)
+            return False
+        self.stats.add("requeued")
+        logger.warning(
+            "message %s: Prefect still unavailable after %d receives (%s); requeued (%d of %d)",
+            message.get("MessageId"), self.config.max_receives, failure.reason, requeues + 1, self.config.max_requeues,
+        )
+        return True
+
+    def _dead_letter(self, message: dict[str, Any], failure: BridgeFailure, receive_count: int) -> bool:
+        message_id = message.get("MessageId")
+        params = dead_letter.dead_letter_message(
+            queue_url=self.config.dead_letter_url,
+            body=message["Body"],
+            attributes=message.get("MessageAttributes"),
+            reason=failure.reason,
+            category=failure.category,
+            source=self.config.queue_url,
+            message_id=message_id,
+            receive_count=receive_count,
+        )
+        try:
+            self.sqs.send_message(**params)
+        except Exception as error:
+            logger.error("could not dead-letter %s (kept in the queue): %s", message_id, error)
+            return False
+        self.stats.add("dead_lettered")
+        self.stats.add(f"dead_lettered_{failure.category}")
+        logger.error("dead-lettered message %s after %d receives: %s", message_id, receive_count, failure.reason)
+        try:
+            self.api.emit_events([dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)])
+        except Exception as error:  # the dead letter itself holds the reason
+            logger.debug("could not emit the dead-letter event: %s", error)
+        return True
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "heartbeat": time.time(),
+            "queue_url": self.config.queue_url,
+            "dead_letter_url": self.config.dead_letter_url,
+            "max_receives": self.config.max_receives,
+            "routes": self.table.source,
+            "prefect_api_url": self.config.prefect_api_url,
+            "prefect_api_available": not self.api_down.is_set(),
+            "stopping": self.stop_event.is_set(),
+            "counts": self.stats.snapshot(),
+        }
+
+    def _write_status(self) -> None:
+        path = self.config.status_file
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.status(), indent=2))
+            temporary.replace(path)
+        except OSError as error:
+            logger.debug("could not write the status file %s: %s", path, error)
+
+    def _heartbeat(self) -> None:
+        while True:
+            self._write_status()
+            if self.stop_event.wait(2):
+                return
+
+
+def read_status(status_file: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(status_file).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_ready(status_file: str | Path, *, pid: int | None = None, max_age: float = 15.0) -> bool:
+    """The bridge is up: its status file is fresh (and written by ``pid`` when given)."""
+    status = read_status(status_file)
+    if not status or status.get("stopping"):
+        return False
+    if pid is not None and status.get("pid") != pid:
+        return False
+    return time.time() - float(status.get("heartbeat", 0)) <= max_age
+
+
+def default_status_file() -> Path:
+    from interlinked.settings import get_settings
+
+    return get_settings().state_dir / "bridge-status.json"
+
+
+def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerConfig, Any]:
+    import boto3
+
+    from interlinked.settings import get_settings
+
+    settings = get_settings()
+    sqs = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or settings.region).client("sqs")
+    queue_url = (
+        getattr(args, "queue_url", None)
+        or os.environ.get("INTERLINKED_EVENTS_QUEUE_URL")
+        or sqs.get_queue_url(QueueName=settings.events_queue)["QueueUrl"]
+    )
+    dead_letter_url, max_receives = queue_redrive(sqs, queue_url)
+    dead_letter_url = os.environ.get("BRIDGE_DLQ_URL") or dead_letter_url
+    status_file = getattr(args, "status_file", None) or os.environ.get("INTERLINKED_BRIDGE_STATUS_FILE")
+    config = ConsumerConfig(
+        queue_url=queue_url,
+        dead_letter_url=dead_letter_url,
+        max_receives=max_receives or settings.max_receive_count,
+        prefect_api_url=os.environ.get("PREFECT_API_URL") or settings.prefect_api_url,
+        routes_file=getattr(args, "routes", None),
+        status_file=Path(status_file) if status_file else settings.state_dir / "bridge-status.json",
+        pollers=int(getattr(args, "pollers", None) or os.environ.get("INTERLINKED_BRIDGE_POLLERS", 2)),
+        wait_seconds=int(os.environ.get("INTERLINKED_BRIDGE_WAIT_SECONDS", 5)),
+        retry_seconds=int(getattr(args, "retry_seconds", None) or os.environ.get("INTERLINKED_BRIDGE_RETRY_SECONDS", 2)),
+    )
+    return config, sqs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m interlinked.bridge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queue-url", help="events queue (default: INTERLINKED_EVENTS_QUEUE_URL or its name)")
+    parser.add_argument("--routes", help="routes file (default: INTERLINKED_BRIDGE_ROUTES or the built-in one)")
+    parser.add_argument("--status-file", help="status/heartbeat file (default: {state_dir}/bridge-status.json)")
+    parser.add_argument("--pollers", type=int, help="concurrent receive-and-route loops (default 2)")
+    parser.add_argument("--retry-seconds", type=int, help="delay before a failed message is retried (default 2)")
+    parser.add_argument("--log-level", default=os.environ.get("INTERLINKED_BRIDGE_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config, sqs = config_from_env(args)
+        consumer = Consumer(config, sqs=sqs)
+    except Exception as error:
+        logger.error("the event bridge cannot start: %s: %s", type(error).__name__, error)
+        return 3
+    signal.signal(signal.SIGTERM, consumer.stop)
+    signal.signal(signal.SIGINT, consumer.stop)
+    consumer.run()
+    return 0

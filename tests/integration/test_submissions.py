@@ -1,0 +1,320 @@
+"""S3 submissions end to end: upload → S3 event → bridge → process-submission → results + end.txt."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from test_bridge_fixtures import bridge_env, listing, put_json, read_text, runs_for_key, wait_for_object
+
+from _stack import ROOT, TEST_ENV
+
+pytestmark = pytest.mark.integration
+
+GROUP = "lab-sub"
+OTHER = "lab-other"
+
+
+@pytest.fixture(scope="module")
+def env(stack_handle, aws, tmp_path_factory):
+    environment = bridge_env(stack_handle, aws, tmp_path_factory)
+    yield environment
+    environment.consumer.stop()
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The submissions commands, run the way `interlinked submissions ...` runs them."""
+    return subprocess.run(
+        [sys.executable, "-m", "interlinked.commands.submissions", "submissions", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **TEST_ENV},
+        cwd=ROOT,
+    )
+
+
+def prefix(env, timestamp: str, group: str = GROUP) -> str:
+    return f"{group}/results/job__{env.analysis}_{timestamp}/"
+
+
+def end_of(env, timestamp: str, group: str = GROUP, timeout: float = 90) -> str:
+    return wait_for_object(
+        env.s3,
+        env.analysis,
+        prefix(env, timestamp, group) + "process_results/end.txt",
+        timeout=timeout,
+        consumer=env.consumer,
+    )
+
+
+def certificate(env, timestamp: str, group: str = GROUP) -> str:
+    return read_text(env.s3, env.analysis, prefix(env, timestamp, group) + "logs/certificate.txt") or ""
+
+
+def submit(env, name: str, document: dict, group: str = GROUP) -> str:
+    key = f"{group}/submissions/{name}.json"
+    put_json(env.s3, env.analysis, key, document)
+    return key
+
+
+@pytest.fixture(scope="module")
+def data(env, tmp_path_factory):
+    """Inputs and configs of both groups, and every submission of this module at once."""
+    import analyses
+
+    directory = tmp_path_factory.mktemp("submission-data")
+    s3, bucket = env.s3, env.analysis
+    s3.put_object(Bucket=bucket, Key=f"{GROUP}/inputs/good.csv", Body=b"x,y,label\n1,2.5,a\n2,3.5,b\n3,,a\n")
+    s3.put_object(Bucket=bucket, Key=f"{GROUP}/inputs/broken.csv", Body=b"")
+    put_json(s3, bucket, f"{GROUP}/inputs/records.json", [{"v": 1}, {"v": 4}, {"v": 10}])
+    put_json(s3, bucket, f"{GROUP}/configs/describe.json", {"analysis": "describe", "duration_hours": 0.01})
+    put_json(s3, bucket, f"{GROUP}/configs/unknown.json", {"analysis": "telepathy"})
+    put_json(
+        s3,
+        bucket,
+        f"{GROUP}/configs/cells.json",
+        {
+            "analysis": "single-cell",
+            "params": {"min_genes": 10, "n_top_genes": 150, "n_pcs": 15, "n_marker_genes": 3},
+        },
+    )
+    s3.put_object(Bucket=bucket, Key=f"{OTHER}/inputs/secret.csv", Body=b"secret\n42\n")
+    put_json(s3, bucket, f"{OTHER}/configs/describe.json", {"analysis": "describe"})
+    cells = directory / "cells.h5ad"
+    analyses.synthetic_anndata(300, 200, seed=5).write_h5ad(cells)
+    s3.upload_file(str(cells), bucket, f"{GROUP}/inputs/cells.h5ad")
+
+    csv, cfg = f"{GROUP}/inputs/good.csv", f"{GROUP}/configs/describe.json"
+    # Every refusal rule is unit-tested (tests/unit/test_submission_validation.py, with Hypothesis);
+    # here one of each kind runs through the whole path.
+    refusals = {
+        "cross-group": (
+            {"dataname": f"{OTHER}/inputs/secret.csv", "configname": cfg},
+            "belongs to group 'lab-other'",
+        ),
+        "cross-config": (
+            {"dataname": csv, "configname": f"{OTHER}/configs/describe.json"},
+            "belongs to group 'lab-other'",
+        ),
+        "traversal": (
+            {"dataname": f"{GROUP}/inputs/../../{OTHER}/inputs/secret.csv", "configname": cfg},
+            "contains '..'",
+        ),
+        "missing-data": ({"dataname": f"{GROUP}/inputs/nope.csv", "configname": cfg}, "does not exist"),
+        "unknown-analysis": (
+            {"dataname": csv, "configname": f"{GROUP}/configs/unknown.json"},
+            "'telepathy' is not registered",
+        ),
+    }
+    before = {
+        **listing(s3, bucket, f"{OTHER}/"),
+        **listing(s3, bucket, f"{GROUP}/inputs/"),
+        **listing(s3, bucket, f"{GROUP}/configs/"),
+    }
+    for name, (document, _) in refusals.items():
+        submit(env, name, {**document, "timestamp": f"refused-{name}"})
+    # Not even JSON, and a timestamp that is not a safe path segment: refusal folders of their own.
+    env.s3.put_object(Bucket=bucket, Key=f"{GROUP}/submissions/garbled.json", Body=b"{ not json")
+    submit(env, "unsafe-timestamp", {"dataname": csv, "configname": cfg, "timestamp": "../../escape"})
+    submit(
+        env,
+        "fan-out",
+        {
+            "dataname": [csv, f"{GROUP}/inputs/broken.csv", f"{GROUP}/inputs/records.json"],
+            "configname": cfg,
+            "timestamp": "fan-out",
+        },
+    )
+    submit(
+        env,
+        "cells",
+        {
+            "dataname": f"{GROUP}/inputs/cells.h5ad",
+            "configname": f"{GROUP}/configs/cells.json",
+            "timestamp": "cells",
+        },
+    )
+    return {"refusals": refusals, "before": before, "directory": directory}
+
+
+def test_cli_upload_then_watch_until_end(env, tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n1,2\n3,4\n")
+    config = tmp_path / "summary.json"
+    config.write_text(json.dumps({"analysis": "describe", "params": {"include": "number"}}))
+    uploaded = cli("upload", GROUP, str(table), str(config), "--timestamp", "via-cli")
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert uploaded.stdout.strip() == f"s3://{env.analysis}/{prefix(env, 'via-cli')}"
+    watched = cli("watch", uploaded.stdout.strip(), "--timeout", "90")
+    assert watched.returncode == 0, watched.stderr + watched.stdout
+    for words in ("VALIDATED", "ACCEPTED", "table.csv: SUCCESS", "end.txt: COMPLETED"):
+        assert words in watched.stdout
+    summary = json.loads(
+        read_text(env.s3, env.analysis, prefix(env, "via-cli") + "process_results/table.csv/summary.json")
+    )
+    assert summary["rows"] == 2 and summary["describe"]["b"]["mean"] == 3.0
+    again = cli("upload", GROUP, str(table), str(config), "--timestamp", "via-cli")
+    assert again.returncode == 2 and "already used" in again.stderr
+
+
+def test_status_files_and_end_written_last(env):
+    assert end_of(env, "via-cli").startswith("COMPLETED")
+    objects = env.s3.list_objects_v2(Bucket=env.analysis, Prefix=prefix(env, "via-cli"))["Contents"]
+    end = next(o for o in objects if o["Key"].endswith("process_results/end.txt"))
+    assert all(o["LastModified"] <= end["LastModified"] for o in objects)
+    status = json.loads(
+        read_text(env.s3, env.analysis, prefix(env, "via-cli") + "logs/DATASET_NAME:table.csv_STATUS.txt")
+    )
+    assert status["status"] == "SUCCESS" and status["analysis"] == "describe" and status["reason"] is None
+    assert (
+        status["input"] == f"s3://{env.analysis}/{GROUP}/inputs/table.csv"
+        and status["start"]
+        and status["end"]
+    )
+
+
+def test_fan_out_with_one_failing_dataset_is_partial(env, data):
+    end = end_of(env, "fan-out")
+    assert end.startswith("PARTIAL") and "2 of 3 dataset(s) succeeded" in end and "broken.csv" in end
+    text = certificate(env, "fan-out")
+    assert "good.csv: SUCCESS" in text and "records.json: SUCCESS" in text and "broken.csv: FAILED" in text
+    broken = json.loads(
+        read_text(env.s3, env.analysis, prefix(env, "fan-out") + "logs/DATASET_NAME:broken.csv_STATUS.txt")
+    )
+    assert broken["status"] == "FAILED" and "cannot read broken.csv" in broken["reason"]
+    records = json.loads(
+        read_text(env.s3, env.analysis, prefix(env, "fan-out") + "process_results/records.json/summary.json")
+    )
+    assert records["describe"]["v"]["max"] == 10.0
+    [run] = runs_for_key(f"{GROUP}/submissions/fan-out.json")
+    assert run.state.name == "Partially completed"
+    assert "group:lab-sub" in run.tags
+
+
+def test_single_cell_analysis_writes_plot_and_tables(env, data):
+    end = end_of(env, "cells", timeout=150)
+    assert end.startswith("COMPLETED"), certificate(env, "cells")
+    base = prefix(env, "cells") + "process_results/cells.h5ad/"
+    png = env.s3.get_object(Bucket=env.analysis, Key=base + "embedding.png")["Body"].read()
+    assert png.startswith(b"\x89PNG")
+    summary = json.loads(read_text(env.s3, env.analysis, base + "summary.json"))
+    assert summary["n_clusters"] >= 2 and summary["qc"]["cells_after"] == summary["cells"]
+    clusters = read_text(env.s3, env.analysis, base + "clusters.csv").splitlines()
+    assert clusters[0].startswith("cell,cluster,umap_1,umap_2") and len(clusters) == summary["cells"] + 1
+    assert read_text(env.s3, env.analysis, base + "markers.csv").startswith("cluster,rank,gene")
+
+
+def test_refusals_say_why_and_touch_nothing_else(env, data):
+    for name, (_, words) in data["refusals"].items():
+        timestamp = f"refused-{name}"
+        end = end_of(env, timestamp)
+        assert end.startswith("REFUSED") and words in end, (name, end)
+        text = certificate(env, timestamp)
+        assert "status       REFUSED" in text and words in text, (name, text)
+        assert not listing(env.s3, env.analysis, prefix(env, timestamp) + "process_results/").keys() - {
+            prefix(env, timestamp) + "process_results/end.txt"
+        }
+        [run] = runs_for_key(f"{GROUP}/submissions/{name}.json")
+        assert run.state.name == "Refused" and words in run.state.message
+    after = {
+        **listing(env.s3, env.analysis, f"{OTHER}/"),
+        **listing(env.s3, env.analysis, f"{GROUP}/inputs/"),
+        **listing(env.s3, env.analysis, f"{GROUP}/configs/"),
+    }
+    # The CLI test uploads table.csv and summary.json (before or after `before` was taken).
+    def unchanged(listing_: dict) -> dict:
+        return {k: v for k, v in listing_.items() if "table.csv" not in k and "summary.json" not in k}
+
+    assert unchanged(after) == unchanged(data["before"])
+    assert not listing(env.s3, env.analysis, f"{OTHER}/results/")
+
+
+def test_refusals_without_a_usable_timestamp_get_their_own_folder(env, data):
+    deadline = time.monotonic() + 60
+    folders: dict[str, str] = {}
+    while time.monotonic() < deadline and len(folders) < 2:
+        for key in listing(env.s3, env.analysis, f"{GROUP}/results/"):
+            if key.endswith("process_results/end.txt") and "__refused-" in key:
+                folders[key] = read_text(env.s3, env.analysis, key)
+        time.sleep(0.5)
+    texts = "\n".join(folders.values())
+    assert "not valid JSON" in texts and "'../../escape' is not a safe path segment" in texts
+    assert any(f"job__{env.analysis}_garbled__refused-" in key for key in folders)
+    assert not listing(env.s3, env.analysis, f"{GROUP}/escape")
+
+
+def test_a_reused_timestamp_is_refused_and_the_first_job_untouched(env, data):
+    assert end_of(env, "fan-out")
+    first = listing(env.s3, env.analysis, prefix(env, "fan-out"))
+    key = submit(
+        env,
+        "fan-out-again",
+        {
+            "dataname": f"{GROUP}/inputs/good.csv",
+            "configname": f"{GROUP}/configs/describe.json",
+            "timestamp": "fan-out",
+        },
+    )
+    deadline = time.monotonic() + 60
+    refusal = None
+    while time.monotonic() < deadline and refusal is None:
+        for found in listing(env.s3, env.analysis, f"{GROUP}/results/job__{env.analysis}_fan-out__refused-"):
+            if found.endswith("process_results/end.txt"):
+                refusal = read_text(env.s3, env.analysis, found)
+        time.sleep(0.3)
+    assert (
+        refusal
+        and refusal.startswith("REFUSED")
+        and "already used by" in refusal
+        and "fan-out.json" in refusal
+    )
+    assert listing(env.s3, env.analysis, prefix(env, "fan-out")) == first
+    [run] = runs_for_key(key)
+    assert run.state.name == "Refused"
+
+
+def test_group_quotas_refuse_over_budget_and_over_concurrency(env, data):
+    from prefect.variables import Variable
+
+    from flows.submission_io import job_slot
+
+    Variable.set(
+        "submission-quotas",
+        {"groups": {"lab-poor": {"budget": 0.001}, "lab-busy": {"max_concurrent_jobs": 1}}},
+        overwrite=True,
+    )
+    for group in ("lab-poor", "lab-busy"):
+        env.s3.put_object(Bucket=env.analysis, Key=f"{group}/inputs/t.csv", Body=b"a\n1\n")
+        put_json(
+            env.s3, env.analysis, f"{group}/configs/c.json", {"analysis": "describe", "duration_hours": 1}
+        )
+    try:
+        submit(
+            env,
+            "poor",
+            {"dataname": "lab-poor/inputs/t.csv", "configname": "lab-poor/configs/c.json", "timestamp": "t"},
+            group="lab-poor",
+        )
+        with job_slot("lab-busy", 1):  # someone else's job holds the group's only slot
+            submit(
+                env,
+                "busy",
+                {
+                    "dataname": "lab-busy/inputs/t.csv",
+                    "configname": "lab-busy/configs/c.json",
+                    "timestamp": "t",
+                },
+                group="lab-busy",
+            )
+            busy = end_of(env, "t", group="lab-busy")
+        poor = end_of(env, "t", group="lab-poor")
+    finally:
+        Variable.unset("submission-quotas")
+    assert busy.startswith("REFUSED") and "already runs 1 job(s)" in busy
+    assert poor.startswith("REFUSED") and "exceeds the remaining budget of group 'lab-poor'" in poor
+    assert "estimate: 1 h x 1 dataset(s) x 1 per hour" in certificate(env, "t", group="lab-poor")

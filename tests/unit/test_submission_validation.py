@@ -1,0 +1,208 @@
+"""Submit-file validation: every refusal, with examples and with Hypothesis properties."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from flows.submission_validation import (
+    SAFE_SEGMENT,
+    SubmissionRefused,
+    check_key,
+    parse_submission,
+    refusal_prefix,
+    results_prefix,
+    status_file_name,
+)
+
+BUCKET = "cianalysispermastack"
+KEY = "traviscipermagroup/submissions/submit.json"
+GROUP = "traviscipermagroup"
+
+
+def submit(**changes):
+    document = {
+        "dataname": f"{GROUP}/inputs/dataset1.json",
+        "configname": f"{GROUP}/configs/config_None_None.json",
+        "timestamp": "value_text",
+    }
+    document.update(changes)
+    return {name: value for name, value in document.items() if value is not ...}
+
+
+def test_the_seed_example_is_accepted_with_the_seed_layout():
+    submission = parse_submission(BUCKET, KEY, submit())
+    assert submission.group == GROUP
+    assert submission.results_prefix == f"{GROUP}/results/job__{BUCKET}_value_text/"
+    [dataset] = submission.datasets
+    assert dataset.key == f"{GROUP}/inputs/dataset1.json"
+    assert status_file_name(dataset) == "DATASET_NAME:dataset1.json_STATUS.txt"
+
+
+def test_neurocaas_style_timestamps_are_accepted():
+    submission = parse_submission(BUCKET, KEY, submit(timestamp="23:05:47.219155condition_0_2"))
+    assert submission.results_prefix.endswith("job__cianalysispermastack_23:05:47.219155condition_0_2/")
+
+
+def test_a_list_fans_out_with_unique_labels_and_directories():
+    submission = parse_submission(
+        BUCKET,
+        KEY,
+        submit(dataname=[f"{GROUP}/inputs/a/x.csv", f"{GROUP}/inputs/b/x.csv", f"{GROUP}/inputs/pbmc/"]),
+    )
+    assert [d.label for d in submission.datasets] == ["x.csv", "x.csv-2", "pbmc"]
+    assert [d.is_directory for d in submission.datasets] == [False, False, True]
+
+
+REFUSALS = [
+    # shape
+    (["not", "an", "object"], "must be a JSON object"),
+    (submit(extra=1), "unknown field(s) ['extra']"),
+    (submit(dataname=...), "dataname is missing"),
+    (submit(configname=...), "configname is missing"),
+    (submit(timestamp=...), "timestamp is missing"),
+    (submit(dataname=7), "dataname must be a string or a list of strings"),
+    (submit(dataname=[]), "dataname is an empty list"),
+    (submit(dataname=[f"{GROUP}/inputs/a.csv", 3]), "dataname[1] must be a string"),
+    (submit(dataname=[f"{GROUP}/inputs/a.csv"] * 2), "more than once"),
+    (submit(dataname=[f"{GROUP}/inputs/{i}.csv" for i in range(101)]), "at most 100"),
+    (submit(configname=None), "configname must be a string"),
+    (submit(dataname=""), "dataname is empty"),
+    # cross-group, other buckets, absolute paths, traversal
+    (submit(dataname="othergroup/inputs/dataset1.json"), "belongs to group 'othergroup'"),
+    (submit(configname="othergroup/configs/config.json"), "belongs to group 'othergroup'"),
+    (submit(dataname=f"{GROUP}/inputs/../../othergroup/inputs/x.json"), "contains '..'"),
+    (submit(dataname=f"{GROUP}/inputs/.."), "contains '..'"),
+    (submit(configname=f"{GROUP}/configs/../inputs/x.json"), "contains '..'"),
+    (submit(dataname=f"/{GROUP}/inputs/dataset1.json"), "absolute path"),
+    (submit(dataname=f"s3://otherbucket/{GROUP}/inputs/dataset1.json"), "is a URL"),
+    (submit(dataname=f"https://example.org/{GROUP}/inputs/x"), "is a URL"),
+    (submit(dataname=f"{GROUP}/inputs\\..\\x"), "backslash"),
+    (submit(dataname=f"{GROUP}/inputs/a\\b.csv"), "backslash"),
+    (submit(dataname=f"{GROUP}/inputs//x.json"), "empty or '.' path segment"),
+    (submit(dataname=f"{GROUP}/inputs/./x.json"), "empty or '.' path segment"),
+    (submit(dataname=f"{GROUP}/inputs/x\x00.json"), "control characters"),
+    (submit(dataname=f"{GROUP}/configs/config.json"), "is not under traviscipermagroup/inputs/"),
+    (submit(dataname=f"{GROUP}/results/job__x/out.csv"), "is not under traviscipermagroup/inputs/"),
+    (submit(dataname=f"{GROUP}/inputs/"), "names the inputs/ folder itself"),
+    (submit(configname=f"{GROUP}/configs/config.yaml"), "must be a .json file"),
+    (submit(dataname="x" * 2000), "longer than 1024"),
+    # timestamps
+    (submit(timestamp=5), "timestamp must be a string"),
+    (submit(timestamp="../../other"), "not a safe path segment"),
+    (submit(timestamp="a/b"), "not a safe path segment"),
+    (submit(timestamp=""), "not a safe path segment"),
+    (submit(timestamp="a..b"), "not a safe path segment"),
+    (submit(timestamp=".hidden"), "not a safe path segment"),
+    (submit(timestamp="t__refused-0000"), "not a safe path segment"),
+    (submit(timestamp="x" * 129), "not a safe path segment"),
+    (submit(timestamp="with space"), "not a safe path segment"),
+]
+
+
+@pytest.mark.parametrize(("document", "words"), REFUSALS)
+def test_every_refusal_says_why(document, words):
+    with pytest.raises(SubmissionRefused) as refused:
+        parse_submission(BUCKET, KEY, document)
+    assert words in refused.value.reason
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("group/submit.json", "is not a submission key"),
+        ("group/submissions/nested/submit.json", "is not a submission key"),
+        ("group/submissions/submit.txt", "is not a submission key"),
+        ("../submissions/submit.json", "not a safe name"),
+        ("gr oup/submissions/submit.json", "not a safe name"),
+    ],
+)
+def test_the_group_comes_from_a_well_formed_key(key, words):
+    with pytest.raises(SubmissionRefused, match=words):
+        parse_submission(BUCKET, key, submit())
+
+
+def test_refusal_folders_never_collide_with_job_folders():
+    refused = refusal_prefix(GROUP, BUCKET, "value_text", "identity")
+    assert refused.startswith(f"{GROUP}/results/job__{BUCKET}_value_text__refused-")
+    assert refused != results_prefix(GROUP, BUCKET, "value_text")
+    with pytest.raises(SubmissionRefused):  # no timestamp can name a refusal folder
+        parse_submission(BUCKET, KEY, submit(timestamp=refused.rstrip("/").rsplit("_value_text", 1)[1]))
+
+
+# ---- properties ----------------------------------------------------------------------------------
+
+groups = st.from_regex(r"\A[a-z][a-z0-9-]{0,15}\Z")
+segments = st.text(alphabet=string.ascii_letters + string.digits + "._-", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..")
+)
+anything = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(group=groups, value=st.one_of(anything, st.lists(segments, min_size=0, max_size=6).map("/".join)))
+@example(group="lab", value="lab/inputs/../../other/inputs/x")
+@example(group="lab", value="lab/inputs/%2e%2e/x")
+def test_an_accepted_dataname_is_always_inside_the_groups_inputs(group, value):
+    """Whatever the string, acceptance implies: under {group}/inputs/, relative, no traversal."""
+    try:
+        accepted = check_key(value, group=group, area="inputs", field="dataname", allow_directory=True)
+    except SubmissionRefused:
+        return
+    assert accepted.startswith(f"{group}/inputs/")
+    parts = accepted.rstrip("/").split("/")
+    assert ".." not in parts and "." not in parts and "" not in parts and len(parts) >= 3
+    assert "://" not in accepted and "\\" not in accepted and not accepted.startswith("/")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    group=groups,
+    other=groups,
+    tail=st.lists(segments, min_size=1, max_size=4).map("/".join),
+    area=st.sampled_from(["inputs", "configs"]),
+)
+def test_another_groups_paths_are_always_refused(group, other, tail, area):
+    assume(other != group)
+    name = f"{other}/{area}/{tail}"
+    with pytest.raises(SubmissionRefused) as refused:
+        check_key(name, group=group, area=area, field="dataname")
+    assert f"belongs to group {other!r}" in refused.value.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    group=groups,
+    before=st.lists(segments, min_size=0, max_size=3),
+    after=st.lists(segments, min_size=0, max_size=3),
+    dots=st.sampled_from(["..", "../..", "../../.."]),
+)
+def test_traversal_anywhere_is_refused(group, before, after, dots):
+    name = "/".join([group, "inputs", *before, dots, *after])
+    with pytest.raises(SubmissionRefused, match=r"contains '\.\.'"):
+        check_key(name, group=group, area="inputs", field="dataname")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    group=groups,
+    prefix=st.sampled_from(["/", "s3://", "S3://", "https://", "file://", "arn:aws:s3:::"]),
+    rest=anything,
+)
+def test_absolute_paths_and_urls_are_refused(group, prefix, rest):
+    with pytest.raises(SubmissionRefused):
+        check_key(prefix + f"{group}/inputs/" + rest, group=group, area="inputs", field="dataname")
+
+
+@settings(max_examples=300, deadline=None)
+@given(timestamp=anything)
+def test_an_accepted_timestamp_is_one_safe_segment(timestamp):
+    try:
+        parse_submission(BUCKET, KEY, submit(timestamp=timestamp))
+    except SubmissionRefused:
+        return
+    assert SAFE_SEGMENT.match(timestamp) and "/" not in timestamp and ".." not in timestamp
+    assert results_prefix(GROUP, BUCKET, timestamp).count("/") == 3
