@@ -1,5 +1,6 @@
-# interlinked root stack: storage + messaging, and optionally compute (ECS worker, Batch) and the
-# event bridge. The provider is configured by the caller (examples/aws, examples/local).
+# interlinked root stack: storage + messaging, and optionally compute (ECS cluster with the Prefect
+# ECS and aws-batch workers, Batch, the analysis service, the event bridge as an ECS service) and the
+# event-bridge Lambda. The provider is configured by the caller (examples/aws, examples/local).
 
 data "aws_region" "current" {}
 
@@ -32,6 +33,18 @@ locals {
     ],
   )
   s3_event_routes = var.s3_event_routes == null ? local.default_s3_event_routes : var.s3_event_routes
+
+  # Both bridge front ends (Lambda, ECS service) route with the same bucket names and create runs of
+  # the deployments of one set (interlinked/bridge/routes.json: "<flow>/{deployment_set}").
+  bridge_environment = merge(
+    {
+      INTERLINKED_DATA_BUCKET     = module.storage.data_bucket_name
+      INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
+      INTERLINKED_DEPLOYMENT_SET  = var.deployment_set
+      JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
+    },
+    var.bridge_environment,
+  )
 }
 
 ################################################################################
@@ -113,6 +126,27 @@ module "compute" {
   enable_worker_service      = var.enable_worker_service
   worker_desired_count       = var.worker_desired_count
 
+  enable_batch_worker_service = var.enable_batch_worker_service
+  batch_worker_pool_name      = var.batch_worker_pool_name
+
+  bridge_service = !var.enable_bridge_service ? null : {
+    events_queue_arn      = module.messaging.events_queue_arn
+    events_queue_url      = module.messaging.events_queue_url
+    dead_letter_queue_arn = module.messaging.events_dlq_arn
+    environment           = local.bridge_environment
+  }
+
+  analysis_service = !var.enable_analysis_service ? null : {
+    work_queue_arn         = module.messaging.work_queue_arn
+    work_queue_url         = module.messaging.work_queue_url
+    dead_letter_queue_arn  = module.messaging.work_dlq_arn
+    work_results_topic_arn = module.messaging.work_results_topic_arn
+    data_bucket_arn        = module.storage.data_bucket_arn
+    data_bucket_name       = module.storage.data_bucket_name
+    prepare_deployment     = "prepare-experiment/${var.deployment_set}"
+    environment            = var.analysis_service_environment
+  }
+
   bucket_arns = [module.storage.data_bucket_arn, module.storage.analysis_bucket_arn]
   queue_arns  = module.messaging.queue_arns
   topic_arns  = values(module.messaging.topic_arns)
@@ -152,14 +186,7 @@ module "bridge" {
   attach_aws_managed_policies  = var.attach_aws_managed_policies
   deny_insecure_transport      = var.deny_insecure_transport
 
-  environment = merge(
-    {
-      INTERLINKED_DATA_BUCKET     = module.storage.data_bucket_name
-      INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
-      JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
-    },
-    var.bridge_environment,
-  )
+  environment = local.bridge_environment
 
   tags = local.tags
 }

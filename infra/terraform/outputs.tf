@@ -141,8 +141,33 @@ output "worker_service_name" {
 }
 
 output "worker_pool_name" {
-  description = "Prefect ECS work pool the worker polls."
+  description = "Prefect ECS work pool the ECS worker service polls."
   value       = var.worker_pool_name
+}
+
+output "batch_worker_pool_name" {
+  description = "Prefect aws-batch work pool the Batch worker service polls."
+  value       = var.batch_worker_pool_name
+}
+
+output "batch_worker_service_name" {
+  description = "Name of the Prefect aws-batch worker ECS service (null when not enabled)."
+  value       = try(module.compute[0].service_names["batch_worker"], null)
+}
+
+output "bridge_service_name" {
+  description = "Name of the event-bridge ECS service (null when enable_bridge_service is false)."
+  value       = try(module.compute[0].service_names["bridge_service"], null)
+}
+
+output "analysis_service_name" {
+  description = "Name of the analysis-service ECS service (null when enable_analysis_service is false)."
+  value       = try(module.compute[0].service_names["analysis_service"], null)
+}
+
+output "service_task_role_arns" {
+  description = "Task role ARNs of the enabled long-running services, keyed \"batch_worker\", \"bridge_service\", \"analysis_service\"."
+  value       = try(module.compute[0].service_task_role_arns, {})
 }
 
 output "execution_role_arn" {
@@ -171,7 +196,7 @@ output "log_group_name" {
 }
 
 output "log_group_names" {
-  description = "Every log group of the stack keyed \"worker\", \"flow_runs\", \"batch\", \"bridge\"."
+  description = "Every log group of the stack keyed \"worker\", \"flow_runs\", \"batch\", \"bridge\" (the Lambda), and \"batch_worker\", \"bridge_service\", \"analysis_service\" for the enabled services."
   value = merge(
     try(module.compute[0].log_group_names, {}),
     var.enable_bridge ? { bridge = module.bridge[0].log_group_name } : {},
@@ -194,8 +219,13 @@ output "batch_job_definition_name" {
 }
 
 output "ecs_work_pool_job_variables" {
-  description = "job_variables for ECS deployments in prefect.yaml / the ECS work pool base job template."
+  description = "Defaults of the ECS work pool's base job template (prefect work-pool create <worker_pool_name> --type ecs): cluster, roles, image, network, CloudWatch logs, Prefect API key secret."
   value       = try(module.compute[0].ecs_work_pool_job_variables, null)
+}
+
+output "batch_work_pool_job_variables" {
+  description = "Defaults of the aws-batch work pool's base job template (prefect work-pool create <batch_worker_pool_name> --type aws-batch): job_queue, job_definition."
+  value       = try(module.compute[0].batch_work_pool_job_variables, null)
 }
 
 ################################################################################

@@ -180,14 +180,49 @@ variable "enable_batch" {
   default     = true
 }
 
+variable "enable_batch_worker_service" {
+  description = "Run the Prefect aws-batch worker (polling batch_worker_pool_name) as an ECS service (with enable_compute and enable_batch)."
+  type        = bool
+  default     = true
+}
+
+variable "batch_worker_pool_name" {
+  description = "Prefect aws-batch work pool the Batch worker service polls."
+  type        = string
+  default     = "interlinked-batch"
+}
+
+variable "enable_analysis_service" {
+  description = "Run the analysis service (python -m flows.analysis_service) as a long-running ECS service (with enable_compute)."
+  type        = bool
+  default     = false
+}
+
+variable "analysis_service_environment" {
+  description = "Extra environment variables of the analysis service container (INTERLINKED_ANALYSIS_* tuning, e.g. INTERLINKED_ANALYSIS_MAX_EXPERIMENTS)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "deployment_set" {
+  description = "Deployment set of prefect.yaml the event bridge and the analysis service create runs in (\"ecs\" or \"batch\" on AWS, \"local\" for the local stack): INTERLINKED_DEPLOYMENT_SET and prepare-experiment/<set>."
+  type        = string
+  default     = "ecs"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]+$", var.deployment_set))
+    error_message = "deployment_set must be a deployment name such as ecs, batch or local."
+  }
+}
+
 variable "container_image" {
-  description = "Image with the project installed; runs the Prefect worker and flow runs. Required with enable_compute."
+  description = "Image with the project installed (Dockerfile); runs the Prefect workers, the services and the flow runs. Required with enable_compute."
   type        = string
   default     = null
 }
 
 variable "worker_pool_name" {
-  description = "Prefect ECS work pool the worker polls."
+  description = "Prefect ECS work pool the ECS worker service polls."
   type        = string
   default     = "interlinked-ecs"
 }
@@ -263,7 +298,7 @@ variable "log_retention_days" {
 ################################################################################
 
 variable "enable_bridge" {
-  description = "Create the event-bridge Lambda (needs bridge_package_path)."
+  description = "Create the event-bridge Lambda (needs bridge_package_path). The alternative is enable_bridge_service; enable only one front end with a live consumer."
   type        = bool
   default     = true
 }
@@ -286,8 +321,14 @@ variable "bridge_event_source_mapping_enabled" {
   default     = true
 }
 
+variable "enable_bridge_service" {
+  description = "Run the event bridge as a long-running ECS service (python -m interlinked.bridge, with enable_compute) instead of the Lambda: it consumes the same events queue, so keep it off while the Lambda's event source mapping is enabled."
+  type        = bool
+  default     = false
+}
+
 variable "bridge_environment" {
-  description = "Extra environment variables of the event-bridge Lambda (merged over the stack's bucket/topic names)."
+  description = "Extra environment variables of the event bridge, Lambda and ECS service (merged over the stack's bucket names, deployment set and job_events topic)."
   type        = map(string)
   default     = {}
 }

@@ -12,12 +12,27 @@ pytestmark = pytest.mark.integration
 
 def test_up_twice_is_harmless(stack, stack_handle):
     before = stack_handle.pids()
-    assert {"aws", "prefect-server", "worker"} <= set(before)
+    assert set(before) == {"aws", "prefect-server", "worker", "analysis-service", "bridge"}
     result = run_cli("up")
     assert result.returncode == 0, result.stderr
     assert "starting" not in result.stderr
     assert stack_handle.pids() == before
     assert stack["prefect_ui_url"] in result.stdout
+
+
+def test_up_restarts_a_service_that_died(stack, stack_handle):
+    before = stack_handle.pids()
+    bridge = psutil.Process(before["bridge"])
+    bridge.kill()
+    bridge.wait(timeout=10)
+    result = run_cli("up")
+    assert result.returncode == 0, result.stderr
+    assert "starting bridge" in result.stderr
+    after = stack_handle.pids()
+    assert after["bridge"] != before["bridge"] and psutil.pid_exists(after["bridge"])
+    assert {name: pid for name, pid in after.items() if name != "bridge"} == {
+        name: pid for name, pid in before.items() if name != "bridge"
+    }
 
 
 def test_down_leaves_no_process_of_ours(stack, stack_handle):

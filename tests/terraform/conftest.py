@@ -267,7 +267,9 @@ class PoolHarness:
         self.workers.append((process, log))
         return process
 
-    def run_worker_once(self, pool: str, worker_type: str, timeout: float = 120) -> str:
+    def run_worker_once(
+        self, pool: str, worker_type: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> str:
         import sys
         from pathlib import Path
 
@@ -284,7 +286,7 @@ class PoolHarness:
             ],
             capture_output=True,
             text=True,
-            env=self.worker_env(),
+            env={**self.worker_env(), **(env or {})},
             timeout=timeout,
             check=False,
         )

@@ -95,8 +95,7 @@ def batch_pool(pool_harness, terraform_local_stack):
         "aws-batch",
         {
             # What README's `terraform output` → `prefect work-pool create` steps put there.
-            "job_queue": tf.outputs["batch_job_queue_arn"],
-            "job_definition": tf.outputs["batch_job_definition_name"],
+            **tf.outputs["batch_work_pool_job_variables"],
             "aws_credentials": pool_harness.credentials_ref,
             "poll_interval_seconds": 0.5,
         },

@@ -36,8 +36,6 @@ def test_ecs_worker_registers_the_task_definition_and_runs_it_on_the_terraform_c
         {
             **variables,
             "aws_credentials": pool_harness.credentials_ref,
-            # Self-hosted server: the Terraform secret holds PREFECT_API_AUTH_STRING.
-            "prefect_api_auth_string_secret_arn": outputs["prefect_api_key_secret_arn"],
             "memory": 2048,
         },
         edit=container_memory_for_moto,
@@ -47,7 +45,10 @@ def test_ecs_worker_registers_the_task_definition_and_runs_it_on_the_terraform_c
     )
     flow_run = pool_harness.run(deployment_id)
 
-    output = pool_harness.run_worker_once(pool, "ecs")
+    # As in the Terraform worker service, whose container gets the secret as PREFECT_API_KEY (the
+    # local server ignores it). prefect-aws removes the worker's own key from the flow run's plain
+    # environment when prefect_api_key_secret_arn is set, and expects it to be there.
+    output = pool_harness.run_worker_once(pool, "ecs", env={"PREFECT_API_KEY": "local-no-auth"})
     flow_run = pool_harness.read(flow_run.id)
     assert flow_run.infrastructure_pid, f"the worker did not record a task:\n{output}"
     cluster, task_arn = flow_run.infrastructure_pid.split("::")
@@ -70,8 +71,10 @@ def test_ecs_worker_registers_the_task_definition_and_runs_it_on_the_terraform_c
     logs = container["logConfiguration"]
     assert logs["logDriver"] == "awslogs"
     assert logs["options"]["awslogs-group"] == outputs["log_group_name"]
+    # The Terraform secret, named in the job variables after prefect_api_key_env_name (PREFECT_API_KEY).
+    assert variables["prefect_api_key_secret_arn"] == outputs["prefect_api_key_secret_arn"]
     assert {
-        "name": "PREFECT_API_AUTH_STRING",
+        "name": "PREFECT_API_KEY",
         "valueFrom": outputs["prefect_api_key_secret_arn"],
     } in container["secrets"]
 
@@ -83,7 +86,7 @@ def test_ecs_worker_registers_the_task_definition_and_runs_it_on_the_terraform_c
     assert env["PREFECT__FLOW_RUN_ID"] == str(flow_run.id)
     assert env["PREFECT_API_URL"] == stack["prefect_api_url"]
     assert env["INTERLINKED_MARK"] == "ecs-pool-test"
-    assert "PREFECT_API_AUTH_STRING" not in env, "the secret, not a plain variable, carries it"
+    assert "PREFECT_API_KEY" not in env, "the secret, not a plain variable, carries it"
 
     tags = {tag["key"]: tag["value"] for tag in task.get("tags", [])}
     assert tags.get("prefect.io/flow-run-id") == str(flow_run.id)

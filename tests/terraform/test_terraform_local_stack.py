@@ -252,7 +252,9 @@ def test_ecs_cluster_and_worker_service(terraform_local_stack):
         "--type",
         "ecs",
     ]
-    assert {"name": "PREFECT_API_URL", "value": "http://127.0.0.1:4200/api"} in container["environment"]
+    env = {item["name"]: item["value"] for item in container["environment"]}
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+    assert env["PREFECT_WORKER_ENABLE_CANCELLATION"] == "true"
     assert container["secrets"] == [
         {"name": "PREFECT_API_KEY", "valueFrom": out["prefect_api_key_secret_arn"]}
     ]
@@ -283,8 +285,7 @@ def test_roles_are_least_privilege(terraform_local_stack):
         worker["PassFlowRunRoles"]["Condition"]["StringEquals"]["iam:PassedToService"]
         == "ecs-tasks.amazonaws.com"
     )
-    submit = worker["SubmitBatchFlowRuns"]["Resource"]
-    assert out["batch_job_queue_arn"] in submit
+    assert not [sid for sid in worker if "Batch" in sid], "Batch permissions belong to the Batch worker"
 
     flow_run = statements(out["task_role_arn"], "flow-run")
     assert sorted(flow_run["ListBuckets"]["Resource"]) == sorted(
@@ -320,7 +321,8 @@ def test_batch_queue_and_job_definition(terraform_local_stack):
     assert definition["status"] == "ACTIVE"
     assert definition["platformCapabilities"] == ["FARGATE"]
     container = definition["containerProperties"]
-    assert container["command"] == ["python", "-m", "prefect.engine"]
+    # The same command the aws-batch worker sends (prefect flow-run execute reads PREFECT__FLOW_RUN_ID).
+    assert container["command"] == ["prefect", "flow-run", "execute"]
     assert container["image"] == "interlinked:local"
     assert container["jobRoleArn"] == out["task_role_arn"]
     assert container["executionRoleArn"] == out["execution_role_arn"]
@@ -356,6 +358,10 @@ def test_bridge_lambda(terraform_local_stack):
     assert config["CodeSha256"] == digest
     env = config["Environment"]["Variables"]
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+    # Runs of the deployments `interlinked up` deploys (prefect.yaml's `local` set).
+    assert env["INTERLINKED_DEPLOYMENT_SET"] == "local"
+    assert env["INTERLINKED_DATA_BUCKET"] == terraform_local_stack.env["buckets"]["data"]
+    assert env["INTERLINKED_ANALYSIS_BUCKET"] == terraform_local_stack.env["buckets"]["analysis"]
     assert env["PREFECT_API_KEY_SECRET_ARN"] == out["prefect_api_key_secret_arn"]
     assert env["BRIDGE_DLQ_URL"] == out["bridge_dlq_url"] == out["dlq_urls"]["bridge"]
     assert sm.get_secret_value(SecretId=env["PREFECT_API_KEY_SECRET_ARN"])["SecretString"]

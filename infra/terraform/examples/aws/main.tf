@@ -1,5 +1,7 @@
 # The root stack on real AWS with every feature on, including a customer managed KMS key for the
-# buckets, topics, log groups, the Prefect API key secret and the Lambda environment.
+# buckets, topics, log groups, the Prefect API key secret and the Lambda environment: the Prefect
+# ECS and aws-batch workers and the analysis service as ECS services, and the event bridge as the
+# Lambda (default) or as an ECS service (bridge_runs_on = "ecs"; no zip is needed then).
 #
 #   python infra/terraform/scripts/package_lambda.py        # -> infra/terraform/build/bridge.zip
 #   terraform -chdir=infra/terraform/examples/aws init
@@ -84,6 +86,8 @@ module "interlinked" {
   enable_compute              = true
   enable_worker_service       = true
   enable_batch                = true
+  enable_batch_worker_service = true
+  enable_analysis_service     = var.enable_analysis_service
   container_image             = var.container_image
   vpc_id                      = var.vpc_id
   subnet_ids                  = var.subnet_ids
@@ -91,6 +95,11 @@ module "interlinked" {
   batch_compute_type          = var.batch_compute_type
   log_retention_days          = 90
 
-  enable_bridge       = true
-  bridge_package_path = coalesce(var.bridge_package_path, "${path.module}/../../build/bridge.zip")
+  deployment_set = var.deployment_set
+
+  # The event bridge runs either as the Lambda (default) or as an ECS service: both would consume
+  # the same events queue, so exactly one of them exists.
+  enable_bridge         = var.bridge_runs_on == "lambda"
+  enable_bridge_service = var.bridge_runs_on == "ecs"
+  bridge_package_path   = var.bridge_runs_on == "lambda" ? coalesce(var.bridge_package_path, "${path.module}/../../build/bridge.zip") : null
 }

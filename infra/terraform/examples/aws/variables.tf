@@ -60,8 +60,31 @@ variable "analysis_submission_groups" {
   default     = []
 }
 
+variable "bridge_runs_on" {
+  description = "Where the event bridge runs: \"lambda\" (the event-bridge Lambda with its SQS event source mapping) or \"ecs\" (python -m interlinked.bridge as an ECS service). They are alternatives."
+  type        = string
+  default     = "lambda"
+
+  validation {
+    condition     = contains(["lambda", "ecs"], var.bridge_runs_on)
+    error_message = "bridge_runs_on must be \"lambda\" or \"ecs\"."
+  }
+}
+
+variable "enable_analysis_service" {
+  description = "Run the analysis service as a long-running ECS service (instead of starting the analysis-service/ecs deployment as a flow run)."
+  type        = bool
+  default     = true
+}
+
+variable "deployment_set" {
+  description = "Deployments (prefect.yaml names) the event bridge and the analysis service start runs of: \"ecs\" or \"batch\"."
+  type        = string
+  default     = "ecs"
+}
+
 variable "bridge_package_path" {
-  description = "Event-bridge zip. null = infra/terraform/build/bridge.zip (the default output of scripts/package_lambda.py)."
+  description = "Event-bridge zip (bridge_runs_on = \"lambda\"). null = infra/terraform/build/bridge.zip (the default output of scripts/package_lambda.py)."
   type        = string
   default     = null
 }

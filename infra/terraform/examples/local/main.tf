@@ -84,6 +84,17 @@ module "interlinked" {
   attach_aws_managed_policies = false
   log_retention_days          = 7
 
+  # `interlinked up` deploys the `local` set of prefect.yaml: the bridge and the analysis service
+  # start runs of those deployments.
+  deployment_set = "local"
+
+  # moto records ECS services without running their tasks; created here so that their task
+  # definitions, roles and log groups are checked against the emulator (tests/terraform). Locally
+  # `interlinked up` runs the bridge and the analysis service as processes.
+  enable_batch_worker_service = true
+  enable_bridge_service       = true
+  enable_analysis_service     = true
+
   bridge_package_path = coalesce(var.bridge_package_path, "${path.module}/../../build/bridge.zip")
   # moto runs an enabled SQS event source mapping synchronously inside SendMessage and invokes the
   # function in a Docker container; locally the bridge runs as a process polling the events queue,

@@ -3,8 +3,11 @@
 # Roles:
 #   execution role       ECS/Batch agent: pull the image, write logs, read the Prefect API key secret
 #   worker task role     the Prefect ECS worker: register task definitions, run/stop tasks in this
-#                        cluster, pass the two flow-run roles, submit Batch jobs
+#                        cluster, pass the two flow-run roles
 #   flow-run task role   the flow runs (ECS tasks and Batch jobs): the buckets, queues and topics
+#   service task roles   (services.tf) the optional long-running services: the aws-batch worker
+#                        (submit/describe/terminate jobs on this queue), the event bridge (events
+#                        queue) and the analysis service (work queue, work_results topic, data bucket)
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -22,15 +25,42 @@ locals {
 
   cluster_name = var.name_prefix
 
-  log_group_names = {
-    worker    = "/interlinked/${var.name_prefix}/prefect-worker"
-    flow_runs = "/interlinked/${var.name_prefix}/flow-runs"
-    batch     = "/interlinked/${var.name_prefix}/batch"
+  # One log group per workload; the optional services (services.tf) add theirs.
+  log_group_names = merge(
+    {
+      worker    = "/interlinked/${var.name_prefix}/prefect-worker"
+      flow_runs = "/interlinked/${var.name_prefix}/flow-runs"
+      batch     = "/interlinked/${var.name_prefix}/batch"
+    },
+    { for key, service in local.services : key => "/interlinked/${var.name_prefix}/${service.name}" },
+  )
+
+  # Environment of every long-running Prefect container (workers and services) before its own
+  # variables: the API, a writable Prefect home and temp dir on the scratch volume (the root file
+  # system is read-only), the region.
+  service_base_environment = {
+    PREFECT_API_URL = var.prefect_api_url
+    PREFECT_HOME    = "/scratch/prefect"
+    TMPDIR          = "/scratch/tmp"
+    AWS_REGION      = local.region
   }
+  # Workers also stop the infrastructure of runs cancelled before they started (Prefect's
+  # worker-side cancellation is off by default).
+  worker_base_environment = merge(local.service_base_environment, {
+    PREFECT_WORKER_ENABLE_CANCELLATION = "true"
+  })
 
   ecr_repository_arns = length(var.ecr_repository_arns) > 0 ? var.ecr_repository_arns : [
     "arn:${local.partition}:ecr:${local.region}:${local.account_id}:repository/*"
   ]
+
+  # The ECS worker's job variable that injects the same secret into ECS flow-run tasks.
+  ecs_secret_job_variables = {
+    for name, arn in {
+      prefect_api_key_secret_arn         = var.prefect_api_key_env_name == "PREFECT_API_KEY" ? var.prefect_api_key_secret_arn : null
+      prefect_api_auth_string_secret_arn = var.prefect_api_key_env_name == "PREFECT_API_AUTH_STRING" ? var.prefect_api_key_secret_arn : null
+    } : name => arn if arn != null
+  }
 
   secret_env = var.prefect_api_key_secret_arn == null ? [] : [{
     name      = var.prefect_api_key_env_name
@@ -41,11 +71,14 @@ locals {
   batch_needs_instances  = var.enable_batch && !local.batch_is_fargate
   batch_service_role_arn = var.create_batch_service_role ? aws_iam_role.batch_service[0].arn : var.batch_service_role_arn
   batch_job_definition   = "${var.name_prefix}-flow-run"
+  batch_flow_run_command = ["prefect", "flow-run", "execute"]
   batch_job_queue        = "${var.name_prefix}-flow-runs"
 
   batch_container = {
-    image            = var.image
-    command          = ["python", "-m", "prefect.engine"]
+    image = var.image
+    # What the aws-batch worker also sends as containerOverrides.command: the Prefect engine runs
+    # the flow run named by PREFECT__FLOW_RUN_ID (an environment override of every submission).
+    command          = local.batch_flow_run_command
     jobRoleArn       = aws_iam_role.flow_run.arn
     executionRoleArn = aws_iam_role.execution.arn
     resourceRequirements = [
@@ -346,7 +379,7 @@ resource "aws_iam_role_policy" "flow_run" {
 
 resource "aws_iam_role" "worker" {
   name                 = "${var.name_prefix}-prefect-worker"
-  description          = "Task role of the interlinked Prefect ECS worker: launch flow-run tasks and Batch jobs"
+  description          = "Task role of the interlinked Prefect ECS worker: launch flow-run tasks in the cluster"
   assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_assume.json
   max_session_duration = 3600
 
@@ -425,43 +458,6 @@ data "aws_iam_policy_document" "worker" {
     actions   = ["logs:GetLogEvents"]
     resources = ["${aws_cloudwatch_log_group.this["flow_runs"].arn}:*"]
   }
-
-  dynamic "statement" {
-    for_each = var.enable_batch ? [1] : []
-
-    content {
-      sid     = "SubmitBatchFlowRuns"
-      effect  = "Allow"
-      actions = ["batch:SubmitJob"]
-      resources = [
-        aws_batch_job_queue.this[0].arn,
-        "arn:${local.partition}:batch:${local.region}:${local.account_id}:job-definition/${local.batch_job_definition}",
-        "arn:${local.partition}:batch:${local.region}:${local.account_id}:job-definition/${local.batch_job_definition}:*",
-      ]
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.enable_batch ? [1] : []
-
-    content {
-      sid       = "ManageBatchJobs"
-      effect    = "Allow"
-      actions   = ["batch:TerminateJob"]
-      resources = ["arn:${local.partition}:batch:${local.region}:${local.account_id}:job/*"]
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.enable_batch ? [1] : []
-
-    content {
-      sid       = "DescribeBatchJobs"
-      effect    = "Allow"
-      actions   = ["batch:DescribeJobs", "batch:ListJobs"]
-      resources = ["*"] # No resource-level permissions for these actions.
-    }
-  }
 }
 
 resource "aws_iam_role_policy" "worker" {
@@ -504,12 +500,7 @@ resource "aws_ecs_task_definition" "worker" {
 
     environment = [
       for name, value in merge(
-        {
-          PREFECT_API_URL = var.prefect_api_url
-          PREFECT_HOME    = "/scratch/prefect"
-          TMPDIR          = "/scratch/tmp"
-          AWS_REGION      = local.region
-        },
+        local.worker_base_environment,
         var.worker_environment,
       ) : { name = name, value = value }
     ]

@@ -9,7 +9,7 @@ output "cluster_name" {
 }
 
 output "worker_service_name" {
-  description = "Name of the Prefect worker ECS service (null when enable_worker_service is false)."
+  description = "Name of the Prefect ECS worker service (null when enable_worker_service is false)."
   value       = try(aws_ecs_service.worker[0].name, null)
 }
 
@@ -49,7 +49,7 @@ output "subnet_ids" {
 }
 
 output "log_group_names" {
-  description = "CloudWatch log groups keyed \"worker\", \"flow_runs\" (ECS flow-run tasks), \"batch\"."
+  description = "CloudWatch log groups keyed \"worker\", \"flow_runs\" (ECS flow-run tasks), \"batch\" (Batch jobs), and \"batch_worker\", \"bridge_service\", \"analysis_service\" for the services that are enabled."
   value       = { for key, group in aws_cloudwatch_log_group.this : key => group.name }
 }
 
@@ -84,8 +84,8 @@ output "batch_job_definition_name" {
 }
 
 output "ecs_work_pool_job_variables" {
-  description = "Values for the ECS work pool base job template / prefect.yaml job_variables of ECS deployments."
-  value = {
+  description = "Defaults for the ECS work pool's base job template (prefect work-pool create --type ecs): cluster, roles, image, network, CloudWatch logs, and the Prefect API key secret (prefect_api_key_secret_arn or prefect_api_auth_string_secret_arn, after prefect_api_key_env_name)."
+  value = merge(local.ecs_secret_job_variables, {
     cluster            = aws_ecs_cluster.this.arn
     execution_role_arn = aws_iam_role.execution.arn
     task_role_arn      = aws_iam_role.flow_run.arn
@@ -102,5 +102,28 @@ output "ecs_work_pool_job_variables" {
       awslogs-region        = local.region
       awslogs-stream-prefix = "flow-run"
     }
+  })
+}
+
+output "batch_worker_pool_name" {
+  description = "Prefect aws-batch work pool the Batch worker service polls."
+  value       = var.batch_worker_pool_name
+}
+
+output "batch_work_pool_job_variables" {
+  description = "Defaults for the aws-batch work pool's base job template (prefect work-pool create --type aws-batch): job_queue (ARN) and job_definition (name: the latest revision). vCPU, memory, retry strategy and timeout stay the job definition's unless a deployment sets them. null when enable_batch is false."
+  value = !var.enable_batch ? null : {
+    job_queue      = aws_batch_job_queue.this[0].arn
+    job_definition = aws_batch_job_definition.flow_run[0].name
   }
+}
+
+output "service_names" {
+  description = "ECS service names of the optional long-running services that are enabled, keyed \"batch_worker\", \"bridge_service\", \"analysis_service\"."
+  value       = { for key, service in aws_ecs_service.service : key => service.name }
+}
+
+output "service_task_role_arns" {
+  description = "Task role ARNs of the optional long-running services that are enabled, keyed \"batch_worker\", \"bridge_service\", \"analysis_service\"."
+  value       = { for key, role in aws_iam_role.service : key => role.arn }
 }

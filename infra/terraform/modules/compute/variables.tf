@@ -96,7 +96,7 @@ variable "worker_pool_name" {
 }
 
 variable "enable_worker_service" {
-  description = "Run the Prefect worker as an ECS service (the roles, cluster and log groups exist either way)."
+  description = "Run the Prefect ECS worker as an ECS service (the roles, cluster and log groups exist either way)."
   type        = bool
   default     = true
 }
@@ -272,6 +272,79 @@ variable "batch_job_timeout_seconds" {
   description = "Batch attempt timeout (seconds)."
   type        = number
   default     = 86400
+}
+
+################################################################################
+# Optional long-running services (services.tf)
+################################################################################
+
+variable "enable_batch_worker_service" {
+  description = "Run the Prefect aws-batch worker (prefect worker start --pool <batch_worker_pool_name> --type aws-batch) as an ECS service. Needs enable_batch."
+  type        = bool
+  default     = false
+}
+
+variable "batch_worker_pool_name" {
+  description = "Name of the Prefect aws-batch work pool the Batch worker polls."
+  type        = string
+  default     = "interlinked-batch"
+}
+
+variable "batch_worker_desired_count" {
+  description = "Number of aws-batch worker tasks."
+  type        = number
+  default     = 1
+}
+
+variable "batch_worker_cpu" {
+  description = "Fargate CPU units of the aws-batch worker task."
+  type        = number
+  default     = 512
+}
+
+variable "batch_worker_memory" {
+  description = "Fargate memory (MiB) of the aws-batch worker task."
+  type        = number
+  default     = 1024
+}
+
+variable "batch_worker_environment" {
+  description = "Extra environment variables of the aws-batch worker container (merged over PREFECT_API_URL, PREFECT_HOME, PREFECT_WORKER_ENABLE_CANCELLATION=true, ...)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "bridge_service" {
+  description = "Run the event bridge as a long-running ECS service (python -m interlinked.bridge), the alternative to the event-bridge Lambda. null = no service. Its role may consume and re-send to the events queue and send to its DLQ; it reads no bucket."
+  type = object({
+    events_queue_arn      = string
+    events_queue_url      = string
+    dead_letter_queue_arn = string
+    environment           = optional(map(string), {})
+    desired_count         = optional(number, 1)
+    cpu                   = optional(number, 256)
+    memory                = optional(number, 512)
+  })
+  default = null
+}
+
+variable "analysis_service" {
+  description = "Run the analysis service (python -m flows.analysis_service) as a long-running ECS service. null = no service. Its role may consume the work queue, send to its DLQ, publish to work_results, list the data bucket, read experiments/ analysis-cache/ analysis-responses/ and write the latter two."
+  type = object({
+    work_queue_arn         = string
+    work_queue_url         = string
+    dead_letter_queue_arn  = string
+    work_results_topic_arn = string
+    data_bucket_arn        = string
+    data_bucket_name       = string
+    prepare_deployment     = optional(string, "prepare-experiment/ecs")
+    workers                = optional(number, 4)
+    environment            = optional(map(string), {})
+    desired_count          = optional(number, 1)
+    cpu                    = optional(number, 2048)
+    memory                 = optional(number, 8192)
+  })
+  default = null
 }
 
 variable "tags" {
