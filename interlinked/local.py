@@ -14,7 +14,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from interlinked.provision import Resources, ensure_resources, save_blocks
@@ -278,6 +279,19 @@ def _deploy(settings: Settings, echo: Callable[[str], None], *, force: bool = Fa
     stamp.write_text(fingerprint)
 
 
+@contextmanager
+def _stack_api(settings: Settings) -> Iterator[None]:
+    """Point this process's Prefect client at the stack.
+
+    Prefect reads its settings from the environment once, when it is first imported; a caller
+    that imported it before `up` set PREFECT_API_URL would otherwise talk to a temporary server.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
+        yield
+
+
 def stack_file(settings: Settings) -> Path:
     return settings.state_dir / "stack.json"
 
@@ -313,11 +327,12 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     except Exception as error:
         raise StackError(f"aws resources: could not wire S3/SNS to the events queue: {error}") from error
     resources.topics.setdefault("job_requests", wiring["job_requests_topic"])
-    save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
-    pool_created = ensure_work_pool(
-        settings.work_pool, settings.worker_type, "Local stack: runs flows as processes on this machine."
-    )
-    _deploy(settings, echo, force=pool_created)
+    with _stack_api(settings):
+        save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
+        pool_created = ensure_work_pool(
+            settings.work_pool, settings.worker_type, "Local stack: runs flows as processes on this machine."
+        )
+        _deploy(settings, echo, force=pool_created)
 
     services = [parts[name] for name in SERVICES]
     for part in services:
