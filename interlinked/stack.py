@@ -78,8 +78,9 @@ def prefect_ready(settings: Settings) -> bool:
 
 
 def moto_ready(settings: Settings) -> bool:
-    # moto's own management API: answers only if the thing on the port really is moto.
-    return _http_ok(f"{settings.aws_endpoint_url}/moto-api/data.json")
+    # moto's own management API answers only if the thing on the port really is moto. Its config
+    # endpoint is tiny; data.json serialises every stored object and fails on some of them.
+    return _http_ok(f"{settings.aws_endpoint_url}/moto-api/config")
 
 
 class LocalStack:
