@@ -332,13 +332,14 @@ def main() -> None:
 
     from datetime import UTC, datetime
 
-    from flows.analysis_client import import_example
-    from flows.analysis_protocol import read_status, service_ready
     from interlinked.local import up
     from interlinked.settings import get_settings
 
     settings = get_settings()
     up(settings, echo=lambda line: print(line, file=sys.stderr))
+    # Imported after `up` has set PREFECT_API_URL: Prefect reads its settings once, at import.
+    from flows.analysis_client import import_example
+    from flows.analysis_protocol import read_status, service_ready
     import_example("pbmc68k_reduced", EXPERIMENT_ID)
     import scanpy as sc
 
