@@ -146,6 +146,22 @@ class Zygote:
                 self.process.kill()
 
 
+async def _open_control_channel(logger: Any) -> Any:
+    """Prefect's (internal) attempt-control channel, or None where this Prefect has none."""
+    try:
+        from prefect.runner._control_channel import ControlChannel
+    except ImportError:
+        logger.info("this Prefect has no attempt-control channel: cancelled runs report a crash first")
+        return None
+    try:
+        channel = await ControlChannel().__aenter__()
+        channel.port  # noqa: B018 -- raises when the listener could not bind (Prefect logged why)
+        return channel
+    except Exception as error:  # kill-only cancellation still works
+        logger.warning("no attempt-control channel (%s): cancelled runs report a crash first", error)
+        return None
+
+
 class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmProcessResult]):
     """Runs flow runs as processes forked from a pre-imported fork server."""
 
@@ -166,11 +182,15 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         super().__init__(*args, **kwargs)
         self._zygote = Zygote(default_preload())
         self._listener: asyncio.Task | None = None
+        # Prefect's attempt-control channel: tells a run's engine "this SIGTERM is a cancel", so the
+        # run goes Cancelling → Cancelled itself (on_cancellation hooks) instead of Crashed first.
+        self._control: Any = None
         # Runs this worker started and that are still alive: flow run id → "cancel requested" flag.
         self._cancel_requests: dict[str, asyncio.Event] = {}
 
     async def __aenter__(self) -> WarmProcessWorker:
         await self._zygote.start()
+        self._control = await _open_control_channel(self._logger)
         self._logger.info(
             "fork server ready in %.1f s (pre-imported %d flow modules%s)",
             self._zygote.ready_info.get("seconds", 0),
@@ -191,6 +211,9 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         try:
             await super().__aexit__(*exc_info)
         finally:
+            if self._control is not None:
+                with contextlib.suppress(Exception):
+                    await self._control.__aexit__(None, None, None)
             await self._zygote.stop()
 
     async def _listen_for_scheduled_runs(self) -> None:
@@ -274,8 +297,12 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         request = self._cancel_requests.setdefault(run_id, asyncio.Event())
         watcher = asyncio.get_running_loop().create_task(self._watch_for_cancellation(run_id, request))
         cancelled = False
+        env = self._environment(flow_run, configuration)
+        if self._control is not None:
+            port, token = self._control.register(flow_run.id)
+            env.update({"PREFECT__CONTROL_PORT": str(port), "PREFECT__CONTROL_TOKEN": token})
         try:
-            pid = await self._zygote.spawn(run_id, run_id, self._environment(flow_run, configuration), cwd)
+            pid = await self._zygote.spawn(run_id, run_id, env, cwd)
             if task_status is not None:
                 task_status.started(pid)
             exit_code = asyncio.ensure_future(self._zygote.wait(pid))
@@ -286,12 +313,17 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                 self.get_flow_run_logger(flow_run).info(
                     "cancelling: stopping the run's process group %d", pid
                 )
+                if self._control is not None:
+                    with contextlib.suppress(Exception):
+                        await self._control.signal(flow_run.id, "cancel")
                 await self._stop_group(pid, exit_code, grace_seconds=10)
             cancel.cancel()
             code = await exit_code
         finally:
             watcher.cancel()
             self._cancel_requests.pop(run_id, None)
+            if self._control is not None:
+                self._control.unregister(flow_run.id)
             if working_dir is not None:
                 working_dir.cleanup()
         if cancelled:
