@@ -12,25 +12,14 @@ import os
 import sys
 from pathlib import Path
 
+from interlinked.commands.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_STACK,
+    report_error,
+    use_stack_defaults,
+)
 from interlinked.settings import get_settings
-
-EXIT_FAILED, EXIT_INVALID, EXIT_STACK = 1, 2, 3
-
-
-def _error(message: str, code: int) -> int:
-    print(f"interlinked: error: {message}", file=sys.stderr)
-    return code
-
-
-def _use_stack_defaults() -> None:
-    """Point Prefect at the local stack unless the user already chose an API (e.g. Prefect Cloud).
-
-    Must run before prefect is imported: Prefect reads its settings at import time.
-    """
-    settings = get_settings()
-    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
-    os.environ.setdefault("PREFECT_UI_URL", settings.prefect_ui_url)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _ui_url() -> str | None:
@@ -48,7 +37,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         up(settings, echo=lambda line: print(line, file=sys.stderr))
     except StackError as error:
-        return _error(str(error), EXIT_STACK)
+        return report_error(str(error), EXIT_STACK)
     print(f"Prefect UI: {settings.prefect_ui_url}")
     print('Use it from a shell: eval "$(interlinked env)"; stop it with: interlinked down')
     return 0
@@ -72,7 +61,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         else:
             print("\n".join(env_lines(settings)))
     except StackError as error:
-        return _error(str(error), EXIT_STACK)
+        return report_error(str(error), EXIT_STACK)
     return 0
 
 
@@ -111,7 +100,7 @@ def _print_status(status: dict, *, as_json: bool) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    _use_stack_defaults()
+    use_stack_defaults()
     from flows.jobspec import JobSpecError
     from flows.script_job import ScriptJobError, submit_script_job, wait_for_job
 
@@ -119,18 +108,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         description = _load_description(args.job)
     except ValueError as error:
-        return _error(str(error), EXIT_INVALID)
+        return report_error(str(error), EXIT_INVALID)
     base_dir = Path.cwd() if args.job == "-" else Path(args.job).resolve().parent
     try:
         submitted = submit_script_job(
             description, deployment=settings.deployment("script-job"), base_dir=base_dir
         )
     except JobSpecError as error:
-        return _error(str(error), EXIT_INVALID)
+        return report_error(str(error), EXIT_INVALID)
     except ScriptJobError as error:
-        return _error(str(error), EXIT_INVALID)
+        return report_error(str(error), EXIT_INVALID)
     except Exception as error:  # Prefect or AWS unreachable, deployment missing, ...
-        return _error(f"could not submit the job: {type(error).__name__}: {error}", EXIT_STACK)
+        return report_error(f"could not submit the job: {type(error).__name__}: {error}", EXIT_STACK)
 
     if not args.wait:
         if args.json:
@@ -163,20 +152,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if status["state"] == "COMPLETED":
         return 0
     if status["state"] not in ("FAILED", "CRASHED", "CANCELLED"):
-        return _error(f"gave up waiting after {args.timeout:g} s; the job is {status['state']}", EXIT_FAILED)
+        return report_error(
+            f"gave up waiting after {args.timeout:g} s; the job is {status['state']}", EXIT_FAILED
+        )
     return EXIT_FAILED
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _use_stack_defaults()
+    use_stack_defaults()
     from flows.script_job import ScriptJobError, job_status
 
     try:
         status = job_status(args.job_id, ui_url=_ui_url())
     except ScriptJobError as error:
-        return _error(str(error), EXIT_INVALID)
+        return report_error(str(error), EXIT_INVALID)
     except Exception as error:
-        return _error(f"could not read the job's status: {type(error).__name__}: {error}", EXIT_STACK)
+        return report_error(f"could not read the job's status: {type(error).__name__}: {error}", EXIT_STACK)
     _print_status(status, as_json=args.json)
     return 0
 

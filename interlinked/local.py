@@ -101,33 +101,25 @@ def _parts(settings: Settings) -> dict[str, Part]:
             ready=lambda: _worker_online(settings),
             env=client_env(settings),
         ),
-        "analysis-service": Part(
-            name="analysis-service",
-            command=[
-                sys.executable,
-                "-m",
-                "flows.analysis_service",
-                "--status-file",
-                str(_status_file(settings, "analysis-service")),
-            ],
-            ready=lambda: _service_ready(settings, "analysis-service"),
-            # moto evaluates FIFO group locks only when a long poll starts: short polls keep a
-            # follow-up request in a busy group from waiting out a 20 s poll.
-            env={**client_env(settings), "INTERLINKED_ANALYSIS_POLL_SECONDS": "2"},
+        # moto evaluates FIFO group locks only when a long poll starts: short polls keep a
+        # follow-up request in a busy group from waiting out a 20 s poll.
+        "analysis-service": _service_part(
+            settings, "analysis-service", "flows.analysis_service", {"INTERLINKED_ANALYSIS_POLL_SECONDS": "2"}
         ),
-        "bridge": Part(
-            name="bridge",
-            command=[
-                sys.executable,
-                "-m",
-                "interlinked.bridge",
-                "--status-file",
-                str(_status_file(settings, "bridge")),
-            ],
-            ready=lambda: _service_ready(settings, "bridge"),
-            env=client_env(settings),
-        ),
+        "bridge": _service_part(settings, "bridge", "interlinked.bridge"),
     }
+
+
+def _service_part(
+    settings: Settings, name: str, module: str, extra_env: dict[str, str] | None = None
+) -> Part:
+    """A long-running service (`python -m MODULE --status-file ...`) with a heartbeat file."""
+    return Part(
+        name=name,
+        command=[sys.executable, "-m", module, "--status-file", str(_status_file(settings, name))],
+        ready=lambda: _service_ready(settings, name),
+        env={**client_env(settings), **(extra_env or {})},
+    )
 
 
 def _status_file(settings: Settings, name: str) -> Path:

@@ -9,34 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-EXIT_FAILED, EXIT_INVALID, EXIT_STACK = 1, 2, 3
-
-
-def _error(message: str, code: int) -> int:
-    print(f"interlinked: error: {message}", file=sys.stderr)
-    return code
-
-
-def _use_stack_defaults() -> None:
-    """Point Prefect at the local stack unless an API was chosen (must run before importing prefect)."""
-    from interlinked.settings import get_settings
-
-    settings = get_settings()
-    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
-    os.environ.setdefault("PREFECT_UI_URL", settings.prefect_ui_url)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from interlinked.commands.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_STACK,
+    report_error,
+    use_stack_defaults,
+)
 
 
 def cmd_experiments_import(args: argparse.Namespace) -> int:
     if bool(args.file) == bool(args.example):
-        return _error("give either FILE.h5ad or --example NAME", EXIT_INVALID)
+        return report_error("give either FILE.h5ad or --example NAME", EXIT_INVALID)
     if args.file and not Path(args.file).is_file():
-        return _error(f"cannot read {args.file}: no such file", EXIT_INVALID)
-    _use_stack_defaults()
+        return report_error(f"cannot read {args.file}: no such file", EXIT_INVALID)
+    use_stack_defaults()
     from flows.analysis_client import import_example, import_experiment
     from flows.analysis_protocol import ErrorCode, ServiceError
 
@@ -51,9 +41,9 @@ def cmd_experiments_import(args: argparse.Namespace) -> int:
             if error.code in (ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_EXPERIMENT)
             else EXIT_STACK
         )
-        return _error(error.message, code)
+        return report_error(error.message, code)
     except Exception as error:
-        return _error(f"could not import the experiment: {type(error).__name__}: {error}", EXIT_STACK)
+        return report_error(f"could not import the experiment: {type(error).__name__}: {error}", EXIT_STACK)
     if args.json:
         print(json.dumps(imported.__dict__, indent=2))
     else:
@@ -83,8 +73,8 @@ def cmd_request(args: argparse.Namespace) -> int:
     try:
         task = _read_task(args.task)
     except ValueError as error:
-        return _error(str(error), EXIT_INVALID)
-    _use_stack_defaults()
+        return report_error(str(error), EXIT_INVALID)
+    use_stack_defaults()
     from flows.analysis_client import request
 
     try:
@@ -92,12 +82,12 @@ def cmd_request(args: argparse.Namespace) -> int:
             [task], wait=args.wait, timeout=args.timeout, group_id=args.group_id
         )
     except Exception as error:
-        return _error(f"could not send the task: {type(error).__name__}: {error}", EXIT_STACK)
+        return report_error(f"could not send the task: {type(error).__name__}: {error}", EXIT_STACK)
     if not args.wait:
         print(json.dumps({"uuid": sent["uuid"], "messageId": message_id}))
         return 0
     if response is None:
-        return _error(
+        return report_error(
             f"no response to task {sent['uuid']} within {args.timeout:g} s (is the analysis service running?)",
             EXIT_FAILED,
         )

@@ -27,26 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-EXIT_FAILED, EXIT_INVALID, EXIT_STACK = 1, 2, 3
+from interlinked.commands.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_STACK,
+    report_error,
+    use_stack_defaults,
+)
 
 
 class UploadError(ValueError):
     """Invalid input: nothing was uploaded."""
-
-
-def _error(message: str, code: int) -> int:
-    print(f"interlinked: error: {message}", file=sys.stderr)
-    return code
-
-
-def _use_stack_defaults() -> None:
-    """Point Prefect at the local stack unless the user chose an API (read before prefect is imported)."""
-    from interlinked.settings import get_settings
-
-    settings = get_settings()
-    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
-    os.environ.setdefault("PREFECT_UI_URL", settings.prefect_ui_url)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def analysis_s3(bucket: str | None = None) -> tuple[Any, str]:
@@ -151,7 +142,9 @@ def upload_submission(
                 raise UploadError(f"data {item} is neither a local path nor an object in s3://{bucket}")
             key = item
         else:
-            raise UploadError(f"data {item} is neither a local file or directory nor a key under {group}/inputs/")
+            raise UploadError(
+                f"data {item} is neither a local file or directory nor a key under {group}/inputs/"
+            )
         datanames.append(key)
     try:
         check_inputs(analysis_config, datanames)
@@ -179,7 +172,10 @@ def upload_submission(
     s3.upload_file(str(config_path), bucket, configname)
     # Last: the submit file is what starts the job.
     s3.put_object(
-        Bucket=bucket, Key=submission_key, Body=json.dumps(document, indent=2).encode(), ContentType="application/json"
+        Bucket=bucket,
+        Key=submission_key,
+        Body=json.dumps(document, indent=2).encode(),
+        ContentType="application/json",
     )
     return Uploaded(
         bucket=bucket,
@@ -230,7 +226,10 @@ def watch_results(
         if certificate is not None:
             header, _, log = certificate.partition("\nlog:\n")
             if not printed_header:
-                print("\n".join(line for line in header.splitlines() if not line.startswith("updated")), file=out)
+                print(
+                    "\n".join(line for line in header.splitlines() if not line.startswith("updated")),
+                    file=out,
+                )
                 print("log:", file=out)
                 printed_header = True
             lines = [line for line in log.splitlines() if line.strip()]
@@ -248,13 +247,15 @@ def watch_results(
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    _use_stack_defaults()
+    use_stack_defaults()
     try:
-        uploaded = upload_submission(args.group, args.data, args.config, timestamp=args.timestamp, bucket=args.bucket)
+        uploaded = upload_submission(
+            args.group, args.data, args.config, timestamp=args.timestamp, bucket=args.bucket
+        )
     except UploadError as error:
-        return _error(str(error), EXIT_INVALID)
+        return report_error(str(error), EXIT_INVALID)
     except Exception as error:  # Prefect (blocks) or S3 unreachable
-        return _error(f"could not upload the submission: {type(error).__name__}: {error}", EXIT_STACK)
+        return report_error(f"could not upload the submission: {type(error).__name__}: {error}", EXIT_STACK)
     if args.json:
         print(json.dumps(uploaded.as_dict(), indent=2))
     else:
@@ -268,46 +269,63 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    _use_stack_defaults()
+    use_stack_defaults()
     try:
         s3, default_bucket = analysis_s3(args.bucket)
         bucket, prefix = parse_results_path(args.results_path, default_bucket)
         status = watch_results(s3, bucket, prefix, timeout=args.timeout, interval=args.interval)
     except UploadError as error:
-        return _error(str(error), EXIT_INVALID)
+        return report_error(str(error), EXIT_INVALID)
     except KeyboardInterrupt:
         return 130
     except Exception as error:
-        return _error(f"could not read the results: {type(error).__name__}: {error}", EXIT_STACK)
+        return report_error(f"could not read the results: {type(error).__name__}: {error}", EXIT_STACK)
     if status is None:
-        return _error(f"gave up waiting after {args.timeout:g} s (no end.txt yet)", EXIT_FAILED)
+        return report_error(f"gave up waiting after {args.timeout:g} s (no end.txt yet)", EXIT_FAILED)
     return 0 if status == "COMPLETED" else EXIT_FAILED
 
 
 def register(subparsers) -> None:
     """Add the ``submissions`` command to the ``interlinked`` argument parser."""
     parser = subparsers.add_parser(
-        "submissions", help="S3 submissions (NeuroCAAS layout): upload inputs + config + submit file, watch results"
+        "submissions",
+        help="S3 submissions (NeuroCAAS layout): upload inputs + config + submit file, watch results",
     )
     actions = parser.add_subparsers(dest="submissions_command", required=True, metavar="ACTION")
 
-    upload = actions.add_parser("upload", help="upload data, config and the submit file; print the results path")
+    upload = actions.add_parser(
+        "upload", help="upload data, config and the submit file; print the results path"
+    )
     upload.add_argument("group", metavar="GROUP", help="the group (first segment of every key)")
     upload.add_argument(
-        "data", metavar="DATA", nargs="+",
+        "data",
+        metavar="DATA",
+        nargs="+",
         help="local file, local 10x directory, or a key under GROUP/inputs/ (several: one analysis each)",
     )
-    upload.add_argument("config", metavar="CONFIG", help='local config JSON: {"analysis": NAME, "params": {...}}')
-    upload.add_argument("--timestamp", help="names the results folder (default: the current UTC time + 4 hex)")
+    upload.add_argument(
+        "config", metavar="CONFIG", help='local config JSON: {"analysis": NAME, "params": {...}}'
+    )
+    upload.add_argument(
+        "--timestamp", help="names the results folder (default: the current UTC time + 4 hex)"
+    )
     upload.add_argument("--bucket", help="analysis bucket (default: the stack's)")
     upload.add_argument("--json", action="store_true", help="machine-readable output")
     upload.set_defaults(func=cmd_upload)
 
     watch = actions.add_parser("watch", help="print certificate.txt as it changes until end.txt appears")
-    watch.add_argument("results_path", metavar="RESULTS_PATH", help="s3://BUCKET/GROUP/results/job__.../ (or without s3://BUCKET/)")
-    watch.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for end.txt (default 3600)")
+    watch.add_argument(
+        "results_path",
+        metavar="RESULTS_PATH",
+        help="s3://BUCKET/GROUP/results/job__.../ (or without s3://BUCKET/)",
+    )
+    watch.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds to wait for end.txt (default 3600)"
+    )
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between reads (default 1)")
-    watch.add_argument("--bucket", help="bucket for a path without s3:// (default: the stack's analysis bucket)")
+    watch.add_argument(
+        "--bucket", help="bucket for a path without s3:// (default: the stack's analysis bucket)"
+    )
     watch.set_defaults(func=cmd_watch)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from sklearn.neighbors import KNeighborsTransformer
@@ -22,7 +21,7 @@ def _points(n_cells: int) -> ad.AnnData:
 
 
 def test_large_data_uses_scanpys_pynndescent_settings_despite_csr_array_output(monkeypatch) -> None:
-    pynndescent = pytest.importorskip("pynndescent")
+    import pynndescent  # in the lock (scanpy's umap-learn dependency)
     configurations: list[dict] = []
 
     def exact_graph_as_csr_array(self, X, y=None, **kwargs):

@@ -315,8 +315,7 @@ def _batch_deployments() -> list[dict]:
 
 def test_prefect_yaml_batch_deployments_render_on_the_aws_batch_template():
     deployments = _batch_deployments()
-    if not deployments:
-        pytest.skip("prefect.yaml has no `batch` deployments yet")
+    assert deployments, "prefect.yaml declares `batch` deployments"
     template = BatchWorker.get_default_base_job_template()
     properties = template["variables"]["properties"]
     # What `prefect work-pool create --base-job-template` gets from Terraform (README).
