@@ -40,10 +40,10 @@ Request path (no Prefect API round trip, no synchronous S3 call for a warm exper
   lists the requests answered in the last second (uuid, task, experiment, error code, cache,
   times) and relates them to the flow run and to ``interlinked.experiment.{id}``; failures, dead
   letters, retries and duplicates also get an event each (``interlinked.analysis.request.*``).
-  Measured on the local stack (``bench/bench_analysis_recording.py``): on the request path
-  ``emit_event`` costs ~60 µs, a run-logger line ~270 µs, a task run ~3.6 ms (p99 31 ms), an API
-  round trip ~27 ms; and the Prefect server spends ~2 ms of CPU per event it ingests, which on a
-  2-core machine shared with the emulator showed in the round trip — hence one event per second.
+  Measured on the local stack (``bench/bench_analysis_recording.py``, figures in the README): on
+  the request path ``emit_event`` costs tens of µs, a task run milliseconds, an API round trip
+  tens of ms; and every event the Prefect server ingests costs it CPU, which on a 2-core machine
+  shared with the emulator showed in the round trip — hence one event per second.
 
 FIFO groups: messages of one ``MessageGroupId`` are answered in order, and a PrepareExperiment
 holds its group until the experiment is ready (later requests of that group then find it).
