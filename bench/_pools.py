@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from interlinked.local import client_env, ensure_work_pool
+from interlinked.local.processes import python_tool
 from interlinked.settings import Settings
-from interlinked.stack import python_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK_POOL = "bench-stock"

@@ -10,7 +10,7 @@
      statistics, z-scores, as Python lists) and its JSON encoding;
    - stock: ``adata[:, genes].X.toarray()`` on the CSR matrix.
 2. Memory: a child process loads the experiment from an ``.h5ad`` exactly as the service does
-   (``flows.analysis_experiments.read_experiment_file``: read, build the index, share one copy),
+   (``flows.analysis.experiments.read_experiment_file``: read, build the index, share one copy),
    and reports its peak and steady resident memory against the matrix's own size.
 
 At the default density (median 2,500 UMIs/cell at 20,000 genes) 1,000,000 cells hold ~1.5e9
@@ -75,8 +75,8 @@ def lookup(args) -> None:
     import numpy as np
 
     from analyses import ExpressionIndex, gene_expression
-    from flows.analysis_experiments import matrix_bytes
-    from flows.analysis_protocol import encode
+    from flows.analysis.experiments import matrix_bytes
+    from flows.analysis.protocol import encode
 
     adata = _experiment(args.cells, args.genes, args.median_counts)
     csr = adata.X
@@ -146,8 +146,8 @@ def memory_child(path: str) -> None:
     import scanpy  # noqa: F401
 
     import analyses  # noqa: F401
-    import flows.analysis_tasks  # noqa: F401
-    from flows.analysis_experiments import matrix_bytes, read_experiment_file
+    import flows.analysis.tasks  # noqa: F401
+    from flows.analysis.experiments import matrix_bytes, read_experiment_file
 
     baseline = rss_bytes()
     started = time.perf_counter()

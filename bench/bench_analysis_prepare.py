@@ -54,7 +54,7 @@ def child_ours(args) -> None:
     import scanpy  # noqa: F401  (imports before the clock, as in the stock child)
 
     import analyses  # noqa: F401
-    from flows.prepare_experiment import prepare_experiment
+    from flows.analysis.prepare import prepare_experiment
 
     request = {
         "uuid": str(uuid.uuid4()),

@@ -7,9 +7,9 @@ delivery) to the response topic, one request at a time, on a warm experiment (pb
 imported once), for GeneExpression, ListGenes and GetEmbedding. Every request has a distinct body
 (another gene pair, page or option), so no variant answers from a result cache.
 
-(ours)  the analysis service (`python -m flows.analysis_service`), recording every request in
+(ours)  the analysis service (`python -m flows.analysis.service`), recording every request in
         Prefect (events + summary artifact);
-(a)     a bare boto3 loop: receive → the same compute (`flows.analysis_tasks.run_task` on an
+(a)     a bare boto3 loop: receive → the same compute (`flows.analysis.tasks.run_task` on an
         in-memory experiment) → publish → delete: the floor on this emulator;
 (b)     the same request routed through a Prefect background task: a router receives, calls
         `answer.delay(task)` and deletes; a task worker (`prefect.task_worker.serve`) computes and
@@ -62,8 +62,8 @@ def _load_experiment(s3, bucket: str):
     """The experiment in memory exactly as the service holds it."""
     import tempfile
 
-    from flows.analysis_experiments import clean_etag, read_experiment_file
-    from flows.analysis_protocol import experiment_key
+    from flows.analysis.experiments import clean_etag, read_experiment_file
+    from flows.analysis.protocol import experiment_key
 
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "processed.h5ad"
@@ -74,8 +74,8 @@ def _load_experiment(s3, bucket: str):
 
 def _compute(request: dict, experiment) -> dict:
     """Parse, compute and build the WorkResponse: the same work the service does for a cache miss."""
-    from flows.analysis_protocol import ServiceError, encode, error_response, parse_task, work_response
-    from flows.analysis_tasks import run_task
+    from flows.analysis.protocol import ServiceError, encode, error_response, parse_task, work_response
+    from flows.analysis.tasks import run_task
 
     try:
         task = parse_task(request)
@@ -338,8 +338,8 @@ def main() -> None:
     settings = get_settings()
     up(settings, echo=lambda line: print(line, file=sys.stderr))
     # Imported after `up` has set PREFECT_API_URL: Prefect reads its settings once, at import.
-    from flows.analysis_client import import_example
-    from flows.analysis_protocol import read_status, service_ready
+    from flows.analysis.client import import_example
+    from flows.analysis.protocol import read_status, service_ready
     import_example("pbmc68k_reduced", EXPERIMENT_ID)
     import scanpy as sc
 
@@ -381,7 +381,7 @@ def main() -> None:
                     [
                         python,
                         "-m",
-                        "flows.analysis_service",
+                        "flows.analysis.service",
                         "--status-file",
                         str(status),
                         "--queue-url",

@@ -39,7 +39,7 @@ def main() -> None:
 
     from prefect.deployments import run_deployment
 
-    from flows.script_job import submit_script_job, wait_for_job
+    from flows.script_jobs.client import submit_script_job, wait_for_job
 
     with stock_worker(settings) as stock_pool:
         stock = deploy("bench/stock_flow.py:noop", name="bench-stock", pool=stock_pool)

@@ -31,7 +31,7 @@ def _ui_url() -> str | None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from interlinked.local import up
-    from interlinked.stack import StackError
+    from interlinked.local.processes import StackError
 
     settings = get_settings()
     try:
@@ -52,7 +52,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     from interlinked.local import env_lines, read_description
-    from interlinked.stack import StackError
+    from interlinked.local.processes import StackError
 
     settings = get_settings()
     try:
@@ -101,8 +101,8 @@ def _print_status(status: dict, *, as_json: bool) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     use_stack_defaults()
-    from flows.jobspec import JobSpecError
-    from flows.script_job import ScriptJobError, submit_script_job, wait_for_job
+    from flows.script_jobs.client import ScriptJobError, submit_script_job, wait_for_job
+    from flows.script_jobs.spec import JobSpecError
 
     settings = get_settings()
     try:
@@ -160,7 +160,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     use_stack_defaults()
-    from flows.script_job import ScriptJobError, job_status
+    from flows.script_jobs.client import ScriptJobError, job_status
 
     try:
         status = job_status(args.job_id, ui_url=_ui_url())

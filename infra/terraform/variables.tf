@@ -193,7 +193,7 @@ variable "batch_worker_pool_name" {
 }
 
 variable "enable_analysis_service" {
-  description = "Run the analysis service (python -m flows.analysis_service) as a long-running ECS service (with enable_compute)."
+  description = "Run the analysis service (python -m flows.analysis.service) as a long-running ECS service (with enable_compute)."
   type        = bool
   default     = false
 }

@@ -1,6 +1,6 @@
 """`interlinked experiments import` and `interlinked request`: the analysis service from a shell.
 
-Thin: argument parsing, output and exit codes; the work is in ``flows.analysis_client``.
+Thin: argument parsing, output and exit codes; the work is in ``flows.analysis.client``.
 Exit codes: 0 success, 1 the request got an error response (or no response in time), 2 invalid
 input (nothing was sent), 3 the stack or an AWS/Prefect call failed.
 """
@@ -27,8 +27,8 @@ def cmd_experiments_import(args: argparse.Namespace) -> int:
     if args.file and not Path(args.file).is_file():
         return report_error(f"cannot read {args.file}: no such file", EXIT_INVALID)
     use_stack_defaults()
-    from flows.analysis_client import import_example, import_experiment
-    from flows.analysis_protocol import ErrorCode, ServiceError
+    from flows.analysis.client import import_example, import_experiment
+    from flows.analysis.protocol import ErrorCode, ServiceError
 
     try:
         if args.example:
@@ -75,7 +75,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     except ValueError as error:
         return report_error(str(error), EXIT_INVALID)
     use_stack_defaults()
-    from flows.analysis_client import request
+    from flows.analysis.client import request
 
     try:
         [(sent, message_id, response)] = request(

@@ -39,12 +39,17 @@ WORKER_TYPE = "warm-process"
 
 
 def default_preload() -> list[str]:
-    """Every module of the ``flows`` package: what the deployments' entrypoints import."""
+    """Every module of the ``flows`` packages: what the deployments' entrypoints import."""
     modules = []
     try:
         import flows
 
-        modules = [f"flows.{info.name}" for info in pkgutil.iter_modules(flows.__path__)]
+        modules = [
+            info.name
+            for info in pkgutil.walk_packages(flows.__path__, prefix="flows.")
+            # `python -m` entry points run when imported; their packages are preloaded anyway.
+            if not info.name.endswith(".__main__")
+        ]
     except ImportError:
         pass
     extra = os.environ.get("INTERLINKED_WARM_PRELOAD", "")

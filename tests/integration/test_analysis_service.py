@@ -1,6 +1,6 @@
 """The analysis service end to end on the real local stack.
 
-SQS (FIFO work queue) → the service (`python -m flows.analysis_service`, a subprocess) → SNS → a
+SQS (FIFO work queue) → the service (`python -m flows.analysis.service`, a subprocess) → SNS → a
 test queue subscribed to the topic. Results are compared with scanpy run directly on the same
 data. The module uses its own work queue, dead-letter queue and topic, so a service started by
 `interlinked up` (which reads the default queue) never interferes.
@@ -62,7 +62,7 @@ class ServiceProcess:
                 [
                     sys.executable,
                     "-m",
-                    "flows.analysis_service",
+                    "flows.analysis.service",
                     "--queue-url",
                     self.queue_url,
                     "--topic-arn",
@@ -79,7 +79,7 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float = 120) -> ServiceProcess:
-        from flows.analysis_protocol import read_status, service_ready
+        from flows.analysis.protocol import read_status, service_ready
 
         deadline = time.monotonic() + timeout
         while not service_ready(self.status_file, pid=self.process.pid):
@@ -106,7 +106,7 @@ class ServiceProcess:
         return self.process.returncode if self.process else 0
 
     def current(self) -> dict:
-        from flows.analysis_protocol import read_status
+        from flows.analysis.protocol import read_status
 
         return read_status(self.status_file) or {}
 
@@ -117,7 +117,7 @@ def endpoints(stack_handle):
     description = stack_handle.ensure_up()
     import boto3
 
-    from flows.analysis_client import Endpoints
+    from flows.analysis.client import Endpoints
 
     session = boto3.session.Session()
     sqs, sns, s3 = session.client("sqs"), session.client("sns"), session.client("s3")
@@ -143,7 +143,7 @@ def endpoints(stack_handle):
 
 @pytest.fixture(scope="module")
 def listener(endpoints):
-    from flows.analysis_client import ResponseListener
+    from flows.analysis.client import ResponseListener
 
     with ResponseListener(endpoints) as listening:
         yield listening
@@ -154,7 +154,7 @@ def pbmc(endpoints):
     """pbmc68k_reduced as the ready experiment PBMC (and the same data in memory for scanpy)."""
     import scanpy as sc
 
-    from flows.analysis_experiments import upload_anndata
+    from flows.analysis.experiments import upload_anndata
 
     adata = sc.datasets.pbmc68k_reduced()
     upload_anndata(endpoints.s3, endpoints.bucket, adata, PBMC)
@@ -167,14 +167,14 @@ def prepare_deployment(stack_handle):
     stack_handle.ensure_up()
     from prefect.client.orchestration import get_client
 
-    from flows.prepare_experiment import prepare_experiment
+    from flows.analysis.prepare import prepare_experiment
 
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("prepare-experiment")
         client.create_deployment(
             flow_id=flow_id,
             name="local",
-            entrypoint="flows/prepare_experiment.py:prepare_experiment",
+            entrypoint="flows/analysis/prepare.py:prepare_experiment",
             work_pool_name="local",
             path=str(ROOT),
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
@@ -253,7 +253,7 @@ def ask(endpoints, listener, *tasks: dict, timeout: float = 60) -> list[dict]:
 
 
 def result(response: dict):
-    from flows.analysis_client import result_of
+    from flows.analysis.client import result_of
 
     assert not response["response"]["error"], response["response"]
     return result_of(response, response_endpoints())
@@ -306,7 +306,7 @@ def test_seed_gene_expression_shape_and_values(service, endpoints, listener, pbm
 def test_embeddings_match_scanpy(service, endpoints, listener, pbmc):
     import scanpy as sc
 
-    from flows.analysis_experiments import upload_anndata
+    from flows.analysis.experiments import upload_anndata
 
     # Without a stored PCA the service computes one: it must be scanpy's, up to the sign of each axis.
     bare = pbmc.copy()
@@ -481,7 +481,7 @@ def test_every_error_is_a_response_with_a_stable_code(service, endpoints, listen
 
 
 def test_unreadable_experiment_is_an_error_response(service, endpoints, listener):
-    from flows.analysis_protocol import experiment_key
+    from flows.analysis.protocol import experiment_key
 
     endpoints.s3.put_object(
         Bucket=endpoints.bucket, Key=experiment_key("test-garbage"), Body=b"not an h5ad file"
@@ -531,7 +531,7 @@ def test_unparseable_message_goes_to_the_dlq_with_its_reason(service, endpoints,
 
 def test_result_cache_hits_do_not_recompute(service, endpoints, listener):
     from analyses import ANALYSIS_VERSION
-    from flows.analysis_protocol import cache_key, experiment_key
+    from flows.analysis.protocol import cache_key, experiment_key
 
     version = endpoints.s3.head_object(Bucket=endpoints.bucket, Key=experiment_key(PBMC))["ETag"].strip('"')
     # A result already in the S3 cache is served as stored: plant one nobody computed.
@@ -564,7 +564,7 @@ def test_result_cache_hits_do_not_recompute(service, endpoints, listener):
 
 
 def test_changed_experiment_is_reloaded(service, endpoints, listener, pbmc):
-    from flows.analysis_experiments import upload_anndata
+    from flows.analysis.experiments import upload_anndata
 
     renamed = pbmc.copy()
     upload_anndata(endpoints.s3, endpoints.bucket, renamed, "test-refresh")
@@ -725,7 +725,7 @@ def test_cli_import_and_request(service, endpoints, tmp_path, capsys, monkeypatc
     assert run("experiments", "import", str(tmp_path / "missing.h5ad"), "--id", "x") == 2
 
     # `request` talks to the queue and topic of the blocks; point them at this module's service.
-    from flows import analysis_client
+    from flows.analysis import client as analysis_client
 
     monkeypatch.setattr(
         analysis_client.Endpoints,
@@ -759,8 +759,8 @@ def test_cli_import_and_request(service, endpoints, tmp_path, capsys, monkeypatc
 
 
 def test_killed_mid_request_answers_exactly_once_after_restart(service, endpoints, listener, pbmc):
-    from flows.analysis_experiments import upload_anndata
-    from flows.analysis_protocol import response_record_key
+    from flows.analysis.experiments import upload_anndata
+    from flows.analysis.protocol import response_record_key
 
     # t-SNE is not stored: computing it takes a few seconds, the time to kill the service.
     upload_anndata(endpoints.s3, endpoints.bucket, pbmc[:300].copy(), "test-pbmc-300")

@@ -157,7 +157,7 @@ class BridgeEnv:
 
 def bridge_env(stack_handle, aws, tmp_path_factory) -> BridgeEnv:
     """Everything the event path needs: the session stack with its own bridge and wiring."""
-    from interlinked.bridge.notifications import ensure_event_sources
+    from interlinked.local.wiring import ensure_event_sources
 
     stack = stack_handle.ensure_up()
     # Idempotent: reports what `up` wired (and changes nothing).

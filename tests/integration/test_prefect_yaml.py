@@ -11,7 +11,7 @@ import yaml
 
 from _stack import ROOT, TEST_ENV
 from interlinked.local import ensure_work_pool, local_deployment_names
-from interlinked.stack import python_tool
+from interlinked.local.processes import python_tool
 
 CONFIG = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 DEPLOYMENTS = CONFIG["deployments"]

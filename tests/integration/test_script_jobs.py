@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from _stack import INTERLINKED, TEST_ENV, run_cli
-from flows.runners import rscript_path
+from flows.script_jobs.runners import rscript_path
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def jobs(stack_handle, script_dir, tmp_path_factory):
 
 def _wait(job_id: str) -> dict:
     result = run_cli("status", job_id, "--json")
-    from flows.script_job import wait_for_job
+    from flows.script_jobs.client import wait_for_job
 
     status = wait_for_job(job_id, timeout=180)
     assert status["state"] in ("COMPLETED", "FAILED"), (

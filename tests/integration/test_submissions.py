@@ -278,10 +278,10 @@ def test_a_reused_timestamp_is_refused_and_the_first_job_untouched(env, data):
     assert run.state.name == "Refused"
 
 
-def test_group_quotas_refuse_over_budget_and_over_concurrency(env, data):
+def test_group_quotas_queue_over_concurrency_and_refuse_over_budget(env, data):
     from prefect.variables import Variable
 
-    from flows.submission_io import job_slot
+    from flows.submissions.folder import job_slot
 
     Variable.set(
         "submission-quotas",
@@ -291,8 +291,9 @@ def test_group_quotas_refuse_over_budget_and_over_concurrency(env, data):
     for group in ("lab-poor", "lab-busy"):
         env.s3.put_object(Bucket=env.analysis, Key=f"{group}/inputs/t.csv", Body=b"a\n1\n")
         put_json(
-            env.s3, env.analysis, f"{group}/configs/c.json", {"analysis": "describe", "duration_hours": 1}
+            env.s3, env.analysis, f"{group}/configs/c.json", {"analysis": "describe", "duration_hours": 0.01}
         )
+    put_json(env.s3, env.analysis, "lab-poor/configs/c.json", {"analysis": "describe", "duration_hours": 1})
     try:
         submit(
             env,
@@ -311,10 +312,65 @@ def test_group_quotas_refuse_over_budget_and_over_concurrency(env, data):
                 },
                 group="lab-busy",
             )
-            busy = end_of(env, "t", group="lab-busy")
+            # The submission waits its turn, says so, and does not end while the slot is taken.
+            deadline = time.monotonic() + 90
+            while "waiting: 1 of 1 slots of lab-busy in use" not in certificate(env, "t", group="lab-busy"):
+                assert time.monotonic() < deadline, certificate(env, "t", group="lab-busy")
+                time.sleep(0.5)
+            assert read_text(env.s3, env.analysis, prefix(env, "t", "lab-busy") + "process_results/end.txt") is None
+        busy = end_of(env, "t", group="lab-busy")
         poor = end_of(env, "t", group="lab-poor")
     finally:
         Variable.unset("submission-quotas")
-    assert busy.startswith("REFUSED") and "already runs 1 job(s)" in busy
+    assert busy.startswith("COMPLETED"), busy
+    assert "a slot of lab-busy is free" in certificate(env, "t", group="lab-busy")
     assert poor.startswith("REFUSED") and "exceeds the remaining budget of group 'lab-poor'" in poor
     assert "estimate: 1 h x 1 dataset(s) x 1 per hour" in certificate(env, "t", group="lab-poor")
+
+
+def test_submissions_over_the_quota_all_run_never_more_than_the_quota_at_once(env, data):
+    """Four submissions of one group at once with a quota of 2: all four run, at most 2 at a time
+    (observed from the datasets' own start/end times), none refused."""
+    from prefect.variables import Variable
+
+    from flows.submissions.folder import job_slot
+
+    group = "lab-queue"
+    Variable.set("submission-quotas", {"groups": {group: {"max_concurrent_jobs": 2}}}, overwrite=True)
+    env.s3.put_object(Bucket=env.analysis, Key=f"{group}/inputs/t.csv", Body=b"a,b\n1,2\n3,4\n")
+    put_json(
+        env.s3,
+        env.analysis,
+        f"{group}/configs/c.json",
+        {"analysis": "describe", "duration_hours": 0.001},
+    )
+    stamps = [f"q{index}" for index in range(4)]
+    try:
+        # Both slots are taken while the four arrive, so every one of them must queue.
+        with job_slot(group, 2), job_slot(group, 2):
+            for stamp in stamps:
+                submit(
+                    env,
+                    stamp,
+                    {"dataname": f"{group}/inputs/t.csv", "configname": f"{group}/configs/c.json", "timestamp": stamp},
+                    group=group,
+                )
+            deadline = time.monotonic() + 120
+            while not all("waiting: 2 of 2 slots" in certificate(env, stamp, group=group) for stamp in stamps):
+                assert time.monotonic() < deadline, [certificate(env, stamp, group=group) for stamp in stamps]
+                time.sleep(0.5)
+        ends = [end_of(env, stamp, group=group, timeout=240) for stamp in stamps]
+    finally:
+        Variable.unset("submission-quotas")
+    assert all(end.startswith("COMPLETED") for end in ends), ends
+    intervals = []
+    for stamp in stamps:
+        status = json.loads(
+            read_text(env.s3, env.analysis, prefix(env, stamp, group) + "logs/DATASET_NAME:t.csv_STATUS.txt")
+        )
+        intervals.append((status["start"], status["end"]))
+    # Second resolution, truncated: a job that started after another freed its slot never counts
+    # as overlapping it, so more than 2 here means more than 2 slots were held at once.
+    for start, _ in intervals:
+        running = sum(1 for other_start, other_end in intervals if other_start <= start < other_end)
+        assert running <= 2, intervals

@@ -175,7 +175,7 @@ class PoolHarness:
                 flow_id=flow_id,
                 name=name,
                 work_pool_name=pool,
-                entrypoint="flows/script_job.py:script_job",
+                entrypoint="flows/script_jobs/flow.py:script_job",
                 job_variables=job_variables or {},
                 pull_steps=[
                     {

@@ -1,7 +1,7 @@
 """A script job runs through the resources `terraform apply` of examples/local created in moto.
 
 The Terraform outputs are turned into the blocks the flows load by name with
-`interlinked.provision.save_blocks` (README "Path to real AWS", step 3), then the real `script-job`
+`interlinked.local.provision.save_blocks` (README "Path to real AWS", step 3), then the real `script-job`
 flow runs: it reads its spec and script from the Terraform data bucket, writes the result, the log
 and its Prefect result there, and publishes the final state to the Terraform job_events topic,
 whose Terraform-created subscriber queue receives it.
@@ -34,12 +34,12 @@ def main(arguments):
 RUNNER = """\
 import json, sys
 
-from interlinked.provision import Resources, save_blocks
+from interlinked.local.provision import Resources, save_blocks
 
 doc = json.loads(sys.argv[1])
 save_blocks(Resources(**doc["resources"]), endpoint_url=doc["endpoint_url"], credentials=doc["credentials"])
 
-from flows.script_job import script_job
+from flows.script_jobs.flow import script_job
 
 state = script_job(doc["job_id"], return_state=True)
 print("FINAL-STATE " + json.dumps({"type": state.type.value, "message": state.message}))

@@ -214,11 +214,11 @@ def test_bridge_service(terraform_local_stack, monkeypatch):
 def test_analysis_service(terraform_local_stack, monkeypatch):
     stack, out = terraform_local_stack, terraform_local_stack.outputs
     _, task, container = service_container(stack, out["analysis_service_name"])
-    assert container["command"] == ["python", "-m", "flows.analysis_service"]
+    assert container["command"] == ["python", "-m", "flows.analysis.service"]
     env = check_common(stack, "analysis_service", task, container)
 
     # The names are the service's own settings (INTERLINKED_ANALYSIS_*).
-    from flows import analysis_service
+    from flows.analysis import service as analysis_service
 
     for name, value in env.items():
         if name.startswith("INTERLINKED_ANALYSIS_"):

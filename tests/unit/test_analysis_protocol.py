@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flows.analysis_protocol import (
+from flows.analysis.protocol import (
     ALL_ERROR_CODES,
     TASK_NAMES,
     ErrorCode,

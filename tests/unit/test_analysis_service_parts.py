@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from flows.analysis_experiments import matrix_bytes, prepare_in_memory
-from flows.analysis_protocol import ServiceError, parse_task
-from flows.analysis_service import Journal, MemoryResults, SingleFlight
-from flows.analysis_tasks import default_grouping, run_task
+from flows.analysis.experiments import matrix_bytes, prepare_in_memory
+from flows.analysis.protocol import ServiceError, parse_task
+from flows.analysis.service import Journal, MemoryResults, SingleFlight
+from flows.analysis.tasks import default_grouping, run_task
 
 
 @pytest.fixture(scope="module")

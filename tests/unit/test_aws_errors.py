@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from flows.aws_errors import is_missing, is_transient
+from blocks.errors import is_missing, is_transient
 
 
 def client_error(code: str, status: int = 400) -> ClientError:

@@ -1,6 +1,6 @@
 import pytest
 
-from flows.jobspec import JobSpecError, language_of, parse_job_spec
+from flows.script_jobs.spec import JobSpecError, language_of, parse_job_spec
 
 SEED_JOB = {"func": "myfunc", "arguments": {"a": 1, "b": 2}, "name": "Test job", "script": "test.r"}
 

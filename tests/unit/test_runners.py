@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.runners import ScriptRuntimeMissing, rscript_path, run_script
+from flows.script_jobs.runners import ScriptRuntimeMissing, rscript_path, run_script
 
 needs_r = pytest.mark.skipif(
     rscript_path() is None, reason="Rscript is not installed (apt-get install r-base-core r-cran-jsonlite)"
@@ -144,7 +144,7 @@ def test_r_structures_and_errors(tmp_path):
 
 
 def test_r_missing_runtime_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("flows.runners.shutil.which", lambda name: None)
+    monkeypatch.setattr("flows.script_jobs.runners.shutil.which", lambda name: None)
     script = tmp_path / "x.R"
     script.write_text("f <- function(a) 1\n")
     with pytest.raises(ScriptRuntimeMissing, match="Rscript"):
@@ -179,11 +179,12 @@ def test_interrupting_the_runner_stops_the_script_group(tmp_path):
     )
 
     def interrupt_when_started():
-        for _ in range(200):
-            if marker.exists() and marker.read_text():
-                break
+        # Wait for the event (the script has started its child), however long a loaded machine
+        # takes; pytest's timeout bounds the test.
+        while not (marker.exists() and marker.read_text()):
             time.sleep(0.05)
-        signal.raise_signal(signal.SIGINT)
+        # To the main thread itself, as a Ctrl-C would: its blocking wait is interrupted there.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     threading.Thread(target=interrupt_when_started, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):

@@ -8,8 +8,8 @@ import time
 import psutil
 import pytest
 
+from interlinked.local.processes import LocalStack, Part, StackError
 from interlinked.settings import Settings
-from interlinked.stack import LocalStack, Part, StackError
 
 
 @pytest.fixture

@@ -7,14 +7,10 @@ import json
 
 import pytest
 
-from flows.analysis_registry import REGISTRY, ConfigRefused, check_inputs, input_kind, parse_config
-from flows.submission_settings import SubmissionSettings, quota_for
-from interlinked.commands.submissions import (
-    UploadError,
-    parse_results_path,
-    register,
-    upload_submission,
-)
+from flows.submissions.client import UploadError, parse_results_path, upload_submission
+from flows.submissions.quotas import SubmissionSettings, quota_for
+from flows.submissions.registry import REGISTRY, ConfigRefused, check_inputs, input_kind, parse_config
+from interlinked.commands.submissions import register
 
 
 def test_describe_and_single_cell_are_registered():

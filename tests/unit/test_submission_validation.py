@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from flows.submission_validation import (
+from flows.submissions.validation import (
     SAFE_SEGMENT,
     SubmissionRefused,
     check_key,

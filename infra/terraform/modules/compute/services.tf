@@ -6,7 +6,7 @@
 #                  follows it, terminates it on cancellation (interlinked/workers/batch.py)
 #   bridge         `python -m interlinked.bridge`: the events-queue consumer, the long-running
 #                  alternative to the event-bridge Lambda (modules/bridge)
-#   analysis       `python -m flows.analysis_service`: the warm analysis service (work FIFO queue ->
+#   analysis       `python -m flows.analysis.service`: the warm analysis service (work FIFO queue ->
 #                  work_results topic, data bucket, prepare-experiment flow runs)
 #
 # Every container gets PREFECT_API_URL and the Prefect API key secret (as the ECS worker does).
@@ -43,7 +43,7 @@ locals {
     analysis_service = var.analysis_service == null ? null : {
       name        = "analysis-service"
       description = "interlinked analysis service (work queue -> work_results topic) as an ECS service"
-      command     = ["python", "-m", "flows.analysis_service"]
+      command     = ["python", "-m", "flows.analysis.service"]
       environment = merge(
         local.service_base_environment,
         {

@@ -329,7 +329,7 @@ variable "bridge_service" {
 }
 
 variable "analysis_service" {
-  description = "Run the analysis service (python -m flows.analysis_service) as a long-running ECS service. null = no service. Its role may consume the work queue, send to its DLQ, publish to work_results, list the data bucket, read experiments/ analysis-cache/ analysis-responses/ and write the latter two."
+  description = "Run the analysis service (python -m flows.analysis.service) as a long-running ECS service. null = no service. Its role may consume the work queue, send to its DLQ, publish to work_results, list the data bucket, read experiments/ analysis-cache/ analysis-responses/ and write the latter two."
   type = object({
     work_queue_arn         = string
     work_queue_url         = string

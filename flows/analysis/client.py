@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import blocks
-from flows.analysis_protocol import ServiceError
+from flows.analysis.protocol import ServiceError
 
 
 @dataclass
@@ -197,7 +197,7 @@ def result_of(response: dict[str, Any], endpoints: Endpoints | None = None) -> A
 
 def import_experiment(path: Path | str, experiment_id: str, *, endpoints: Endpoints | None = None):
     """Store a local ``.h5ad`` as an experiment (``ImportedExperiment``)."""
-    from flows.analysis_experiments import upload_experiment_file
+    from flows.analysis.experiments import upload_experiment_file
 
     endpoints = endpoints or Endpoints.from_blocks()
     return upload_experiment_file(endpoints.s3, endpoints.bucket, Path(path), experiment_id)
@@ -205,7 +205,7 @@ def import_experiment(path: Path | str, experiment_id: str, *, endpoints: Endpoi
 
 def import_example(name: str, experiment_id: str, *, endpoints: Endpoints | None = None):
     """Store a bundled example (``pbmc68k_reduced``) as an experiment."""
-    from flows.analysis_experiments import example_anndata, upload_anndata
+    from flows.analysis.experiments import example_anndata, upload_anndata
 
     endpoints = endpoints or Endpoints.from_blocks()
     return upload_anndata(endpoints.s3, endpoints.bucket, example_anndata(name), experiment_id)

@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, tags
 
-from flows.script_job import data_bucket, job_spec_key, script_job
+from flows.script_jobs.flow import data_bucket, job_spec_key, script_job
 
 FLOW_NAME = "script-job-submission"
 

@@ -30,8 +30,8 @@ from botocore.exceptions import (
     ClientError,
 )
 
-from flows import aws_errors
-from flows.analysis_protocol import EXPERIMENT_ID_PATTERN, ErrorCode, ServiceError, experiment_key
+from blocks import errors as aws_errors
+from flows.analysis.protocol import EXPERIMENT_ID_PATTERN, ErrorCode, ServiceError, experiment_key
 
 logger = logging.getLogger("interlinked.analysis.experiments")
 

@@ -41,8 +41,7 @@ from prefect.context import get_run_context
 from prefect.states import Completed, Failed
 
 import blocks
-from flows.analysis_registry import AnalysisConfig, ConfigRefused, check_inputs, parse_config
-from flows.submission_io import (
+from flows.submissions.folder import (
     END,
     RESULTS,
     JobFolder,
@@ -56,8 +55,9 @@ from flows.submission_io import (
     now,
     take_over_claim,
 )
-from flows.submission_settings import Quota, quota_for
-from flows.submission_validation import (
+from flows.submissions.quotas import Quota, quota_for
+from flows.submissions.registry import AnalysisConfig, ConfigRefused, check_inputs, parse_config
+from flows.submissions.validation import (
     Dataset,
     Submission,
     SubmissionRefused,
@@ -336,8 +336,16 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
 
         # 4. Quotas: a job slot of the group, then the budget.
         quota = quota_for(group)
+
+        def waiting(in_use: int, limit: int) -> None:
+            folder.log("WAITING", f"waiting: {in_use} of {limit} slots of {group} in use", status="WAITING")
+
         try:
-            with job_slot(group, quota.max_concurrent_jobs):
+            with job_slot(
+                group, quota.max_concurrent_jobs, wait_seconds=quota.slot_wait_seconds, on_wait=waiting
+            ):
+                if folder.status == "WAITING":
+                    folder.log("SLOT", f"a slot of {group} is free", status="VALIDATING")
                 return _accepted(context, quota, identity)
         except NoSlot as refused:
             return _refuse(folder, str(refused))

@@ -12,8 +12,6 @@ import json
 import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -26,13 +24,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 import blocks
-from flows.aws_errors import is_transient
-from flows.jobspec import JobSpec, parse_job_spec
-from flows.runners import ScriptRuntimeMissing, run_script
+from flows.aws_tasks import aws_task
+from flows.script_jobs.runners import ScriptRuntimeMissing, run_script
+from flows.script_jobs.spec import JobSpec, parse_job_spec
 
 FLOW_NAME = "script-job"
 SCRIPTS_PREFIX = "scripts/"
@@ -52,26 +49,6 @@ def log_key(job_id: str) -> str:
 
 class ScriptJobError(RuntimeError):
     """The job could not run or its script failed; the message is what the user needs to know."""
-
-
-def is_transient_aws_error(task, task_run, state) -> bool:
-    """Retry condition: only throttling, 5xx and connection problems are worth retrying."""
-    try:
-        state.result()
-    except Exception as error:
-        return is_transient(error)
-    return False
-
-
-# AWS I/O: retried with backoff, but only for transient errors (a missing object fails at once).
-aws_task = task(
-    retries=4,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient_aws_error,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
 
 
 @lru_cache(maxsize=1)
@@ -318,154 +295,3 @@ def script_job(job_id: str) -> Any:
             except Exception as publish_error:
                 logger.error("could not publish the job event: %s", publish_error)
     return value
-
-
-# ---- submission and status (the SDK behind `interlinked submit` / `interlinked status`) --------------
-
-
-@dataclass
-class SubmittedJob:
-    job_id: str
-    flow_run_id: str
-    spec: JobSpec
-    spec_uri: str
-
-
-def new_job_id() -> str:
-    return str(uuid.uuid4())
-
-
-def submit_script_job(
-    description: dict[str, Any],
-    *,
-    deployment: str,
-    base_dir: Path | None = None,
-    job_id: str | None = None,
-) -> SubmittedJob:
-    """Validate, upload a local script, store the spec and create the flow run.
-
-    Raises :class:`flows.jobspec.JobSpecError` (nothing created) for an invalid description, and
-    :class:`ScriptJobError` when the script is neither a local file nor an object under ``scripts/``.
-    """
-    from prefect.deployments import run_deployment
-
-    spec = parse_job_spec(description)
-    job_id = job_id or new_job_id()
-    bucket = data_bucket()
-    s3 = _s3()
-    local = Path(spec.script).expanduser()
-    if not local.is_absolute() and base_dir is not None:
-        local = base_dir / local
-    if local.is_file():
-        # Each job gets its own copy: a later edit of the file never changes a submitted job.
-        stored = f"{job_id}/{local.name}"
-        s3.upload_file(str(local), bucket.bucket_name, SCRIPTS_PREFIX + stored)
-        spec = spec.model_copy(update={"script": stored})
-    else:
-        try:
-            s3.head_object(Bucket=bucket.bucket_name, Key=SCRIPTS_PREFIX + spec.script)
-        except ClientError as error:
-            if _missing(error):
-                raise ScriptJobError(
-                    f"script {spec.script!r} is neither a local file nor an object at "
-                    f"{s3_uri(SCRIPTS_PREFIX + spec.script)}"
-                ) from None
-            raise
-    s3.put_object(
-        Bucket=bucket.bucket_name,
-        Key=job_spec_key(job_id),
-        Body=spec.model_dump_json(exclude_none=True).encode(),
-        ContentType="application/json",
-    )
-    flow_run = run_deployment(
-        deployment,
-        parameters={"job_id": job_id},
-        flow_run_name=spec.name,
-        tags=[f"job:{job_id}", "script-job"],
-        timeout=0,
-        as_subflow=False,
-    )
-    return SubmittedJob(
-        job_id=job_id, flow_run_id=str(flow_run.id), spec=spec, spec_uri=s3_uri(job_spec_key(job_id))
-    )
-
-
-def read_json_object(key: str) -> Any | None:
-    """A JSON object from the data bucket, or None when it does not exist."""
-    try:
-        body = _s3().get_object(Bucket=data_bucket().bucket_name, Key=key)["Body"].read()
-    except ClientError as error:
-        if _missing(error):
-            return None
-        raise
-    return json.loads(body)
-
-
-def job_status(job_id: str, *, ui_url: str | None = None) -> dict[str, Any]:
-    """Everything known about a job: run state and times, result, log and UI link."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    spec = read_json_object(job_spec_key(job_id))
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"job:{job_id}"])),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=1,
-        )
-    if spec is None and not runs:
-        raise ScriptJobError(f"no job {job_id}: no spec at {s3_uri(job_spec_key(job_id))} and no flow run")
-    status: dict[str, Any] = {
-        "job_id": job_id,
-        "name": (spec or {}).get("name"),
-        "state": "NOT_STARTED",
-        "state_name": None,
-        "state_message": None,
-        "error": None,
-        "flow_run_id": None,
-        "start_time": None,
-        "end_time": None,
-        "spec": s3_uri(job_spec_key(job_id)),
-        "result": None,
-        "result_value": None,
-        "log": s3_uri(log_key(job_id)),
-        "ui_url": None,
-    }
-    if runs:
-        run = runs[0]
-        status.update(
-            state=run.state.type.value if run.state else "UNKNOWN",
-            state_name=run.state.name if run.state else None,
-            state_message=run.state.message if run.state else None,
-            flow_run_id=str(run.id),
-            start_time=run.start_time.isoformat() if run.start_time else None,
-            end_time=run.end_time.isoformat() if run.end_time else None,
-        )
-        if run.state and status["state"] in ("FAILED", "CRASHED", "CANCELLED"):
-            # The job's own reason, without Prefect's wrapper text.
-            message = run.state.message or ""
-            status["error"] = message.split("ScriptJobError: ", 1)[-1].removeprefix(
-                "Flow run encountered an exception: "
-            )
-        if ui_url:
-            status["ui_url"] = f"{ui_url.rstrip('/')}/runs/flow-run/{run.id}"
-    if status["state"] == "COMPLETED":
-        status["result"] = s3_uri(result_key(job_id))
-        status["result_value"] = read_json_object(result_key(job_id))
-    return status
-
-
-FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def wait_for_job(job_id: str, *, timeout: float | None = None, poll: float = 0.5, ui_url: str | None = None):
-    """Poll until the job reaches a final state (or ``timeout`` seconds pass); return its status."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        status = job_status(job_id, ui_url=ui_url)
-        if status["state"] in FINAL_STATES:
-            return status
-        if deadline is not None and time.monotonic() > deadline:
-            return status
-        time.sleep(poll)

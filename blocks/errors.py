@@ -1,6 +1,7 @@
 """What an AWS error means for the caller: worth a retry (transient) or an answer (missing).
 
 One definition for every flow and service, so a throttled call is retried the same way everywhere.
+botocore only: the Lambda bridge imports it too.
 """
 
 from __future__ import annotations
@@ -47,3 +48,14 @@ def is_transient(error: BaseException) -> bool:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error_code(error) in TRANSIENT_CODES or status >= 500
     return False
+
+
+CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "ConditionalCheckFailedException"})
+
+
+def is_conflict(error: BaseException) -> bool:
+    """A conditional write lost: the object exists, or changed since it was read."""
+    if not isinstance(error, ClientError):
+        return False
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(error) in CONFLICT_CODES or status in (409, 412)

@@ -30,7 +30,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 import blocks
-from flows.analysis_protocol import (
+from blocks.errors import is_missing
+from flows.analysis.protocol import (
     ErrorCode,
     ServiceError,
     encode,
@@ -43,8 +44,8 @@ from flows.analysis_protocol import (
     response_record_key,
     work_response,
 )
-from flows.aws_errors import is_missing
-from flows.script_job import _s3, aws_task, data_bucket
+from flows.aws_tasks import aws_task
+from flows.script_jobs.flow import _s3, data_bucket
 
 FLOW_NAME = "prepare-experiment"
 _MATRIX_NAMES = {
@@ -199,7 +200,7 @@ def prepare_experiment(
     request
         The task: ``experimentId``, ``body.sourceBucket``, ``body.sourceMatrixPath`` and optional
         ``body.config`` (``minGenes``, ``nTopGenes``, ``resolution``, ... see
-        ``flows.analysis_protocol.PREPARE_CONFIG``).
+        ``flows.analysis.protocol.PREPARE_CONFIG``).
     response_id
         Identity of the delivery being answered (the analysis service passes the SQS message id);
         one response is published per id. Default: the request's uuid and a hash of it.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.jobspec import Language
+from flows.script_jobs.spec import Language
 
 HERE = Path(__file__).resolve().parent
 # Lines a callback receives: (stream name, line without the newline).
@@ -69,7 +69,7 @@ def _command(language: Language, script: Path, func: str | None, arguments_file:
         return [
             sys.executable,
             "-u",
-            str(HERE / "script_entry.py"),
+            str(HERE / "entry.py"),
             str(script),
             func,
             str(arguments_file),
@@ -85,7 +85,7 @@ def _command(language: Language, script: Path, func: str | None, arguments_file:
         return [
             rscript,
             "--vanilla",
-            str(HERE / "script_entry.R"),
+            str(HERE / "entry.R"),
             str(script),
             func,
             str(arguments_file),

@@ -38,6 +38,11 @@ class SubmissionSettings(BaseSettings):
     submission_dataset_concurrency: int = Field(default=4, ge=1, description="Datasets analysed at once per job.")
     submission_budget: float = Field(default=50.0, ge=0, description="Estimated spend allowed per group.")
     submission_price_per_hour: float = Field(default=1.0, ge=0, description="Price of one analysis-hour.")
+    submission_slot_wait_seconds: float = Field(
+        default=6 * 3600,
+        ge=0,
+        description="How long a submission waits for a free job slot of its group before it is refused.",
+    )
     submission_groups: dict[str, GroupLimits] = Field(default_factory=dict, description="Per-group overrides.")
     submission_quota_variable: str = Field(
         default="submission-quotas", description="Prefect Variable with run-time overrides (JSON)."
@@ -51,6 +56,7 @@ class Quota:
     dataset_concurrency: int
     budget: float
     price_per_hour: float
+    slot_wait_seconds: float = 6 * 3600
 
 
 def _variable_overrides(name: str) -> dict[str, Any]:
@@ -87,4 +93,6 @@ def quota_for(group: str, *, settings: SubmissionSettings | None = None, use_var
             raise ValueError(f"Prefect Variable {settings.submission_quota_variable!r} is invalid: {error}") from None
         if "price_per_hour" in overrides:
             price = float(overrides["price_per_hour"])
-    return Quota(group=group, price_per_hour=price, **values)
+    return Quota(
+        group=group, price_per_hour=price, slot_wait_seconds=settings.submission_slot_wait_seconds, **values
+    )

@@ -1,6 +1,6 @@
 """Child process of a Python script job: import the user's file and call ``func(arguments)``.
 
-Usage: ``python -m flows.script_entry SCRIPT FUNC ARGUMENTS_JSON_FILE RESULT_JSON_FILE``.
+Usage: ``python -m flows.script_jobs.entry SCRIPT FUNC ARGUMENTS_JSON_FILE RESULT_JSON_FILE``.
 The user's stdout/stderr stay theirs (they become the job log); the return value is written as JSON
 to the result file. Any exception prints the traceback and exits 1.
 """

@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from interlinked.provision import Resources, ensure_resources, save_blocks
-from interlinked.settings import PROJECT_ROOT, Settings
-from interlinked.stack import (
+from interlinked.local.processes import (
     LOCAL_AWS_CREDENTIALS,
     LocalStack,
     Part,
@@ -30,6 +28,8 @@ from interlinked.stack import (
     python_tool,
     stack_env,
 )
+from interlinked.local.provision import Resources, ensure_resources, save_blocks
+from interlinked.settings import PROJECT_ROOT, Settings
 
 WORKER_NAME = "interlinked-local-worker"
 SERVICES = ("worker", "analysis-service", "bridge")
@@ -104,7 +104,7 @@ def _parts(settings: Settings) -> dict[str, Part]:
         # moto evaluates FIFO group locks only when a long poll starts: short polls keep a
         # follow-up request in a busy group from waiting out a 20 s poll.
         "analysis-service": _service_part(
-            settings, "analysis-service", "flows.analysis_service", {"INTERLINKED_ANALYSIS_POLL_SECONDS": "2"}
+            settings, "analysis-service", "flows.analysis.service", {"INTERLINKED_ANALYSIS_POLL_SECONDS": "2"}
         ),
         "bridge": _service_part(settings, "bridge", "interlinked.bridge"),
     }
@@ -136,7 +136,7 @@ def _service_ready(settings: Settings, name: str) -> bool:
         from interlinked.bridge.consumer import is_ready
 
         return is_ready(path, pid=process.pid)
-    from flows.analysis_protocol import service_ready
+    from flows.analysis.protocol import service_ready
 
     return service_ready(path, pid=process.pid)
 
@@ -313,7 +313,7 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
         ) from error
     resources.aws_endpoint_url = settings.aws_endpoint_url
     try:
-        from interlinked.bridge.notifications import ensure_event_sources
+        from interlinked.local.wiring import ensure_event_sources
 
         wiring = ensure_event_sources(buckets=resources.buckets, events_queue_url=resources.queues["events"])
     except Exception as error:

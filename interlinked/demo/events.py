@@ -42,9 +42,9 @@ def event_paths_section(settings: Settings) -> list[Row]:
 
     os.environ.update(client_env(settings))
     import analyses
+    from flows.submissions.client import analysis_s3, upload_submission
     from interlinked.bridge.core import derived_id
-    from interlinked.bridge.notifications import ensure_event_sources
-    from interlinked.commands.submissions import analysis_s3, upload_submission
+    from interlinked.local.wiring import ensure_event_sources
 
     description = read_description(settings)
     wiring = ensure_event_sources(buckets=description["buckets"], events_queue_url=description["queues"]["events"])

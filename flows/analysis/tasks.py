@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 import analyses
-from flows.analysis_experiments import LoadedExperiment
-from flows.analysis_protocol import ErrorCode, ServiceError, Task
+from flows.analysis.experiments import LoadedExperiment
+from flows.analysis.protocol import ErrorCode, ServiceError, Task
 
 # analyses parameter names -> body field names, for error messages.
 _FIELD_NAMES = {

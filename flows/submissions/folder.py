@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from flows.aws_errors import error_code, is_missing
+from blocks.errors import error_code, is_missing
 
 CERTIFICATE = "logs/certificate.txt"
 CLAIM = "logs/submission.json"
@@ -252,26 +252,51 @@ def _ensure_limit(client, name: str, limit: int) -> None:
 
 
 @contextmanager
-def job_slot(group: str, limit: int, *, lease_seconds: int = 300) -> Iterator[None]:
-    """Hold one of the group's ``limit`` job slots (a Prefect global concurrency limit) or raise
-    :class:`NoSlot` at once. The slot is a lease renewed while the job runs; if the process dies
-    the lease expires and the slot frees itself."""
+def job_slot(
+    group: str,
+    limit: int,
+    *,
+    lease_seconds: int = 300,
+    wait_seconds: float = 0.0,
+    poll_seconds: float = 2.0,
+    on_wait: Callable[[int, int], None] | None = None,
+) -> Iterator[None]:
+    """Hold one of the group's ``limit`` job slots (a Prefect global concurrency limit).
+
+    A concurrency quota queues: while every slot is taken, wait (up to ``wait_seconds``, checking
+    every ``poll_seconds``), telling ``on_wait(in_use, limit)`` once when the wait starts; only then
+    raise :class:`NoSlot`. The slot is a lease renewed while the job runs; if the process dies the
+    lease expires and the slot frees itself."""
     from httpx import HTTPStatusError
     from prefect.client.orchestration import get_client
 
     name = slot_limit_name(group)
+    deadline = time.monotonic() + wait_seconds
+    told = False
     with get_client(sync_client=True) as client:
         _ensure_limit(client, name, limit)
-        try:
-            response = client.increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
-            )
-        except HTTPStatusError as error:
-            if error.response.status_code == 423:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
+                )
+                break
+            except HTTPStatusError as error:
+                if error.response.status_code != 423:
+                    raise
+            if time.monotonic() >= deadline:
+                waited = f"; no slot freed within {wait_seconds:g} s" if wait_seconds else ""
                 raise NoSlot(
-                    f"group {group!r} already runs {limit} job(s), its maximum of concurrent jobs"
-                ) from None
-            raise
+                    f"group {group!r} already runs {limit} job(s), its maximum of concurrent jobs{waited}"
+                )
+            if not told and on_wait is not None:
+                told = True
+                try:
+                    in_use = int(client.read_global_concurrency_limit_by_name(name).active_slots)
+                except Exception:
+                    in_use = limit
+                on_wait(in_use, limit)
+            time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
         lease_id = response.json()["lease_id"]
     stop = threading.Event()
 

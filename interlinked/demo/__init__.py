@@ -15,7 +15,7 @@ from pathlib import Path
 
 from interlinked.settings import Settings
 
-DEMO_JOBS = Path(__file__).resolve().parent / "demo_jobs"
+DEMO_JOBS = Path(__file__).resolve().parent / "jobs"
 
 
 @dataclass
@@ -39,8 +39,8 @@ def _say(message: str) -> None:
 
 def script_jobs_section(settings: Settings) -> list[Row]:
     """Submit script jobs in every language (one fails on purpose) and wait for all of them."""
-    from flows.runners import rscript_path
-    from flows.script_job import submit_script_job, wait_for_job
+    from flows.script_jobs.client import submit_script_job, wait_for_job
+    from flows.script_jobs.runners import rscript_path
 
     jobs = [
         (
@@ -117,13 +117,13 @@ def script_jobs_section(settings: Settings) -> list[Row]:
 
 def analysis_section(settings: Settings) -> list[Row]:
     # Imported here: those modules import Row from this one.
-    from interlinked.demo_analysis import analysis_service_section
+    from interlinked.demo.analysis import analysis_service_section
 
     return analysis_service_section(settings)
 
 
 def events_section(settings: Settings) -> list[Row]:
-    from interlinked.demo_events import event_paths_section
+    from interlinked.demo.events import event_paths_section
 
     return event_paths_section(settings)
 
@@ -165,7 +165,7 @@ def print_summary(rows: list[Row], settings: Settings, total_seconds: float) -> 
 
 def run_demo(settings: Settings) -> int:
     from interlinked.local import up
-    from interlinked.stack import StackError
+    from interlinked.local.processes import StackError
 
     started = time.monotonic()
     _say("bringing the local stack up ...")

@@ -1,6 +1,6 @@
 """The analysis service (seed 001): a warm, long-running worker answering single-cell tasks.
 
-``python -m flows.analysis_service`` (what ``interlinked up`` starts), or the ``analysis-service``
+``python -m flows.analysis.service`` (what ``interlinked up`` starts), or the ``analysis-service``
 flow deployed on ECS: long-polls the FIFO work queue, answers every task with exactly one
 WorkResponse on the ``work_results`` topic, and records every request in Prefect.
 
@@ -19,7 +19,7 @@ Request path (no Prefect API round trip, no synchronous S3 call for a warm exper
   second response; any other redelivery (the service died mid-request) is answered normally.
   What remains is a crash between the SNS publish returning and the journal write (microseconds)
   on a host whose journal is then lost: a standard SNS topic cannot deduplicate that.
-- **Errors are responses** with stable ``errorCode``s (see ``flows.analysis_protocol.ErrorCode``).
+- **Errors are responses** with stable ``errorCode``s (see ``flows.analysis.protocol.ErrorCode``).
   Transient AWS failures release the message for a retry instead, and get a
   ``SERVICE_UNAVAILABLE`` response on the queue's last allowed receive. A message that is not a
   task at all is released until that last receive, then moved to the dead-letter queue with the
@@ -52,7 +52,7 @@ busy group can wait for the poll to end: ``INTERLINKED_ANALYSIS_POLL_SECONDS=2``
 
 Readiness (for the local stack): with ``--status-file PATH`` the service rewrites ``PATH`` every
 ``heartbeat_seconds`` (JSON: ``ready``, ``pid``, ``heartbeat``, counters, experiments in memory);
-``flows.analysis_protocol.service_ready(PATH)`` is the check.
+``flows.analysis.protocol.service_ready(PATH)`` is the check.
 """
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import blocks
-from flows.analysis_experiments import (
+from flows.analysis.experiments import (
     ExperimentStore,
     LoadedExperiment,
     TransientError,
     is_missing,
     is_transient,
 )
-from flows.analysis_protocol import (
+from flows.analysis.protocol import (
     PREPARE_EXPERIMENT,
     ErrorCode,
     ServiceError,
@@ -823,7 +823,7 @@ class AnalysisService:
         self.prepares = PrepareLauncher(self)
         self.workers = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="request")
         # Import the science stack now, not in the first request (scanpy takes seconds to import).
-        import flows.analysis_tasks  # noqa: F401
+        import flows.analysis.tasks  # noqa: F401
 
         self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ack")
 
@@ -1101,7 +1101,7 @@ class AnalysisService:
         if body is None:
 
             def compute() -> str:
-                from flows.analysis_tasks import run_task
+                from flows.analysis.tasks import run_task
 
                 began = time.perf_counter()
                 text = encode(run_task(task, experiment))
@@ -1359,7 +1359,7 @@ def _aws_session() -> tuple[Any, dict[str, Any]]:
 
 def _mark_previous_run_crashed(status_file: Path | None) -> None:
     """A service killed with SIGKILL leaves its flow run RUNNING: mark it CRASHED on the next start."""
-    from flows.analysis_protocol import read_status
+    from flows.analysis.protocol import read_status
 
     if status_file is None:
         return
@@ -1457,7 +1457,7 @@ def _log_to_stderr(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flows.analysis_service", description="Run the analysis service until SIGTERM/SIGINT."
+        prog="python -m flows.analysis.service", description="Run the analysis service until SIGTERM/SIGINT."
     )
     parser.add_argument("--queue-url")
     parser.add_argument("--topic-arn")
@@ -1465,7 +1465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-deployment")
     parser.add_argument("--workers", type=int)
     parser.add_argument(
-        "--status-file", help="heartbeat/readiness file (see flows.analysis_protocol.service_ready)"
+        "--status-file", help="heartbeat/readiness file (see flows.analysis.protocol.service_ready)"
     )
     parser.add_argument("--run-seconds", type=float, help="stop after this long (benchmarks)")
     parser.add_argument("--log-level", default=os.environ.get("INTERLINKED_ANALYSIS_LOG_LEVEL", "INFO"))

@@ -84,7 +84,7 @@ def fresh_tasks() -> list[tuple[str, dict, str]]:
 
 
 def _describe(task: dict, response: dict, endpoints) -> str:
-    from flows.analysis_client import result_of
+    from flows.analysis.client import result_of
 
     details = response["response"]
     if details["error"]:
@@ -137,7 +137,7 @@ def _upload_source(endpoints) -> None:
 
 
 def _send_and_wait(endpoints, batch: list[tuple[str, dict, str]], timeout: float):
-    from flows.analysis_client import ResponseListener, send_task
+    from flows.analysis.client import ResponseListener, send_task
 
     with ResponseListener(endpoints, uuids=[task["uuid"] for _, task, _ in batch]) as listener:
         started = {}
@@ -161,7 +161,7 @@ def _send_and_wait(endpoints, batch: list[tuple[str, dict, str]], timeout: float
 
 def analysis_service_section(settings: Settings) -> list[Row]:
     """Import pbmc68k_reduced, send the seed's tasks (and a few more) and report the responses."""
-    from flows.analysis_client import Endpoints, import_example
+    from flows.analysis.client import Endpoints, import_example
 
     endpoints = Endpoints.from_blocks()
     imported = import_example("pbmc68k_reduced", EXPERIMENT_ID, endpoints=endpoints)

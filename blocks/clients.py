@@ -1,0 +1,123 @@
+"""The one way this project gets a boto3 client.
+
+``aws_client("s3")`` builds the client from the ``interlinked-aws`` credentials block when one is
+saved (its region and ``AwsClientParameters(endpoint_url=...)`` included, so a flow run anywhere
+reaches the same endpoint), and from boto3's own configuration otherwise (``AWS_ENDPOINT_URL``,
+``AWS_REGION``, the credential chain). Every client gets the same retry and timeout settings.
+Clients are cached per process (boto3 clients are thread-safe); a forked child starts with an
+empty cache, so no connection pool is ever shared across processes.
+
+Code that must run without Prefect (the Lambda bridge) builds its clients with plain boto3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from botocore.config import Config
+
+logger = logging.getLogger("interlinked.aws")
+
+#: Retries in standard mode (throttling, 5xx, connection errors) and bounded waits for every client.
+DEFAULT_CONFIG = Config(
+    retries={"max_attempts": 4, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=60,
+    max_pool_connections=32,
+)
+
+_lock = threading.Lock()
+_clients: dict[tuple, Any] = {}
+_credentials: dict[str, Any] = {}
+
+
+def _forget() -> None:
+    _clients.clear()
+    _credentials.clear()
+
+
+os.register_at_fork(after_in_child=_forget)
+
+
+def credentials_block(name: str | None = None) -> Any | None:
+    """The saved ``AwsCredentials`` block (``blocks.AWS_CREDENTIALS`` by default), or None when there
+    is none (no Prefect API configured, or the block was never saved): boto3's own configuration
+    applies then."""
+    from blocks.names import AWS_CREDENTIALS
+
+    name = name or AWS_CREDENTIALS
+    with _lock:
+        if name in _credentials:
+            return _credentials[name]
+    try:
+        from prefect_aws import AwsCredentials
+
+        block = AwsCredentials.load(name, _sync=True)
+    except Exception as error:
+        logger.debug("no credentials block %r (%s): using boto3's own configuration", name, error)
+        block = None
+    with _lock:
+        _credentials.setdefault(name, block)
+        return _credentials[name]
+
+
+def aws_session(credentials: Any | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(boto3 session, client keyword arguments)`` for ``credentials`` (an ``AwsCredentials``
+    block), or boto3's defaults when it is None."""
+    import boto3
+
+    if credentials is None:
+        return boto3.session.Session(), {}
+    return credentials.get_boto3_session(), dict(credentials.aws_client_parameters.get_params_override())
+
+
+def aws_client(
+    service: str,
+    *,
+    credentials: Any | None = None,
+    use_block: bool = True,
+    config: Config | None = None,
+) -> Any:
+    """A cached boto3 client for ``service``.
+
+    Parameters
+    ----------
+    service
+        ``"s3"``, ``"sqs"``, ``"sns"``, ...
+    credentials
+        An ``AwsCredentials`` block to use; default: the saved ``interlinked-aws`` block when
+        ``use_block``, else boto3's own configuration.
+    use_block
+        ``False`` skips the block lookup (code that runs before the blocks exist, e.g. provisioning).
+    config
+        botocore settings merged over :data:`DEFAULT_CONFIG` (e.g. a longer ``read_timeout`` for
+        long polls, a bigger connection pool).
+    """
+    if credentials is None and use_block:
+        credentials = credentials_block()
+    key = (
+        service,
+        None if credentials is None else _fingerprint(credentials),
+        None if config is None else repr(sorted(vars(config).items(), key=lambda item: item[0])),
+    )
+    with _lock:
+        client = _clients.get(key)
+    if client is not None:
+        return client
+    session, parameters = aws_session(credentials)
+    merged = DEFAULT_CONFIG if config is None else DEFAULT_CONFIG.merge(config)
+    if parameters.get("config") is not None:
+        merged = parameters.pop("config").merge(merged)
+    client = session.client(service, config=merged, **parameters)
+    with _lock:
+        return _clients.setdefault(key, client)
+
+
+def _fingerprint(credentials: Any) -> str:
+    try:
+        return credentials.model_dump_json()
+    except Exception:
+        return str(id(credentials))

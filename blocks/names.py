@@ -1,0 +1,10 @@
+"""Names of the saved block documents: whoever saves the blocks and every flow that loads them."""
+
+AWS_CREDENTIALS = "interlinked-aws"
+DATA_BUCKET = "interlinked-data"
+ANALYSIS_BUCKET = "interlinked-analysis"
+RESULT_STORAGE = "interlinked-results"
+WORK_QUEUE = "interlinked-work"
+EVENTS_QUEUE = "interlinked-events"
+WORK_RESULTS_TOPIC = "interlinked-work-results"
+JOB_EVENTS_TOPIC = "interlinked-job-events"

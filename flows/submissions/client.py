@@ -1,0 +1,224 @@
+"""The submissions SDK: upload a submission (inputs, config, then the submit file) and watch its
+results folder until ``end.txt`` appears. What ``interlinked submissions upload|watch`` call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+class UploadError(ValueError):
+    """Invalid input: nothing was uploaded."""
+
+
+def analysis_s3(bucket: str | None = None) -> tuple[Any, str]:
+    """An S3 client and the analysis bucket name, from the stack's blocks (endpoint included)."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    import blocks
+
+    credentials = AwsCredentials.load(blocks.AWS_CREDENTIALS)
+    if bucket is None:
+        bucket = S3Bucket.load(blocks.ANALYSIS_BUCKET).bucket_name
+    return credentials.get_s3_client(), bucket
+
+
+def default_timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.urandom(2).hex()}"
+
+
+@dataclass
+class Uploaded:
+    bucket: str
+    group: str
+    timestamp: str
+    submission_key: str
+    datanames: list[str]
+    configname: str
+    results_path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    if key.endswith("/"):
+        return s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def upload_submission(
+    group: str,
+    data: list[str],
+    config: str,
+    *,
+    timestamp: str | None = None,
+    s3=None,
+    bucket: str | None = None,
+) -> Uploaded:
+    """Validate, upload inputs and config, then the submit file. Raises :class:`UploadError`."""
+    from flows.submissions.registry import ConfigRefused, check_inputs, parse_config
+    from flows.submissions.validation import (
+        SAFE_SEGMENT,
+        SubmissionRefused,
+        check_timestamp,
+        parse_submission,
+        results_prefix,
+    )
+
+    if not SAFE_SEGMENT.match(group) or ".." in group:
+        raise UploadError(f"group {group!r} is not a safe name: use letters, digits and . _ : + = @ -")
+    timestamp = timestamp or default_timestamp()
+    try:
+        check_timestamp(timestamp)
+    except SubmissionRefused as error:
+        raise UploadError(error.reason) from None
+    config_path = Path(config)
+    if not config_path.is_file():
+        raise UploadError(f"config {config} is not a file")
+    try:
+        config_document = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise UploadError(f"config {config} is not valid JSON: {error}") from None
+    try:
+        analysis_config = parse_config(config_document)
+    except ConfigRefused as error:
+        raise UploadError(str(error)) from None
+
+    if s3 is None or bucket is None:
+        s3, bucket = analysis_s3(bucket)
+    plan: list[tuple[Path | None, str]] = []  # (local source, key) — directories expand below
+    datanames = []
+    for item in data:
+        local = Path(item)
+        if local.is_file():
+            key = f"{group}/inputs/{local.name}"
+            plan.append((local, key))
+        elif local.is_dir():
+            files = sorted(path for path in local.iterdir() if path.is_file())
+            if not files:
+                raise UploadError(f"data directory {item} has no files")
+            key = f"{group}/inputs/{local.name}/"
+            plan.extend((path, key + path.name) for path in files)
+        elif item.startswith(f"{group}/inputs/"):
+            if not _exists(s3, bucket, item):
+                raise UploadError(f"data {item} is neither a local path nor an object in s3://{bucket}")
+            key = item
+        else:
+            raise UploadError(
+                f"data {item} is neither a local file or directory nor a key under {group}/inputs/"
+            )
+        datanames.append(key)
+    try:
+        check_inputs(analysis_config, datanames)
+    except ConfigRefused as error:
+        raise UploadError(str(error)) from None
+    configname = f"{group}/configs/{config_path.name}"
+    submission_key = f"{group}/submissions/submit_{timestamp}.json"
+    document = {
+        "dataname": datanames[0] if len(datanames) == 1 else datanames,
+        "configname": configname,
+        "timestamp": timestamp,
+    }
+    try:
+        parse_submission(bucket, submission_key, document)  # exactly what the flow will check
+    except SubmissionRefused as error:
+        raise UploadError(error.reason) from None
+    prefix = results_prefix(group, bucket, timestamp)
+    if _exists(s3, bucket, prefix):
+        raise UploadError(
+            f"timestamp {timestamp!r} is already used: s3://{bucket}/{prefix} exists (results folders are immutable)"
+        )
+
+    for local, key in plan:
+        s3.upload_file(str(local), bucket, key)
+    s3.upload_file(str(config_path), bucket, configname)
+    # Last: the submit file is what starts the job.
+    s3.put_object(
+        Bucket=bucket,
+        Key=submission_key,
+        Body=json.dumps(document, indent=2).encode(),
+        ContentType="application/json",
+    )
+    return Uploaded(
+        bucket=bucket,
+        group=group,
+        timestamp=timestamp,
+        submission_key=submission_key,
+        datanames=datanames,
+        configname=configname,
+        results_path=f"s3://{bucket}/{prefix}",
+    )
+
+
+def parse_results_path(path: str, default_bucket: str | None) -> tuple[str, str]:
+    """``s3://bucket/prefix/`` or ``prefix/`` (in the analysis bucket) → ``(bucket, prefix/)``."""
+    if path.startswith("s3://"):
+        bucket, _, prefix = path[len("s3://") :].partition("/")
+    else:
+        if default_bucket is None:
+            raise UploadError("give the results path as s3://bucket/...")
+        bucket, prefix = default_bucket, path
+    if not bucket or "/results/job__" not in f"/{prefix}":
+        raise UploadError(f"{path} is not a results path ({{group}}/results/job__{{bucket}}_{{timestamp}}/)")
+    return bucket, prefix.rstrip("/") + "/"
+
+
+def watch_results(
+    s3, bucket: str, prefix: str, *, timeout: float = 3600.0, interval: float = 1.0, out=None
+) -> str | None:
+    """Print the certificate as it grows until ``end.txt`` exists; return end.txt's status (or None)."""
+    from botocore.exceptions import ClientError
+
+    out = out or sys.stdout
+
+    def read(key: str) -> str | None:
+        try:
+            return s3.get_object(Bucket=bucket, Key=prefix + key)["Body"].read().decode()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+    deadline = time.monotonic() + timeout
+    printed_header = False
+    printed_lines = 0
+    while True:
+        end = read("process_results/end.txt")  # read first: the certificate is complete once end exists
+        certificate = read("logs/certificate.txt")
+        if certificate is not None:
+            header, _, log = certificate.partition("\nlog:\n")
+            if not printed_header:
+                print(
+                    "\n".join(line for line in header.splitlines() if not line.startswith("updated")),
+                    file=out,
+                )
+                print("log:", file=out)
+                printed_header = True
+            lines = [line for line in log.splitlines() if line.strip()]
+            for line in lines[printed_lines:]:
+                print(line, file=out)
+            printed_lines = max(printed_lines, len(lines))
+            out.flush()
+        if end is not None:
+            status = end.splitlines()[0].strip() if end.strip() else "UNKNOWN"
+            print(f"end.txt: {' — '.join(end.strip().splitlines())}", file=out)
+            return status
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
