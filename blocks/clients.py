@@ -117,7 +117,21 @@ def aws_client(
 
 
 def _fingerprint(credentials: Any) -> str:
-    try:
-        return credentials.model_dump_json()
-    except Exception:
-        return str(id(credentials))
+    """What makes two credentials blocks give different clients (secrets included, hashed)."""
+    import hashlib
+
+    def plain(value: Any) -> Any:
+        return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
+    parts = [
+        type(credentials).__name__,
+        getattr(credentials, "aws_access_key_id", None),
+        plain(getattr(credentials, "aws_secret_access_key", None)),
+        plain(getattr(credentials, "aws_session_token", None)),
+        getattr(credentials, "profile_name", None),
+        getattr(credentials, "region_name", None),
+    ]
+    parameters = getattr(credentials, "aws_client_parameters", None)
+    if parameters is not None:
+        parts.append(parameters.model_dump_json())
+    return hashlib.sha256(repr(parts).encode()).hexdigest()

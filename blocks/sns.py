@@ -9,6 +9,8 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field
 
+from blocks.clients import aws_client
+
 
 class SnsTopic(Block):
     """An SNS topic that flows and services publish to."""
@@ -23,8 +25,8 @@ class SnsTopic(Block):
     )
 
     def client(self):
-        """A (cached) boto3 SNS client built from the credentials block."""
-        return self.credentials.get_client("sns")
+        """The (cached) boto3 SNS client of the credentials block (:func:`blocks.clients.aws_client`)."""
+        return aws_client("sns", credentials=self.credentials)
 
     def publish(
         self,

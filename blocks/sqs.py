@@ -1,4 +1,4 @@
-"""SQS queue block: send, long-poll receive, delete, and dead-letter inspection."""
+"""SQS queue block: send, long-poll receive, delete, visibility, dead letters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any
 from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field
+
+from blocks.clients import aws_client
+from blocks.queues import Redrive, queue_redrive
 
 
 class SqsQueue(Block):
@@ -33,8 +36,12 @@ class SqsQueue(Block):
         return self.queue_url.endswith(".fifo")
 
     def client(self):
-        """A (cached) boto3 SQS client built from the credentials block."""
-        return self.credentials.get_client("sqs")
+        """The (cached) boto3 SQS client of the credentials block (:func:`blocks.clients.aws_client`)."""
+        return aws_client("sqs", credentials=self.credentials)
+
+    def redrive(self) -> Redrive:
+        """The queue's dead-letter queue and max receive count, as its redrive policy says."""
+        return queue_redrive(self.client(), self.queue_url)
 
     def send(
         self,
@@ -72,6 +79,7 @@ class SqsQueue(Block):
         wait_time_seconds: int | None = None,
         visibility_timeout: int | None = None,
         queue_url: str | None = None,
+        system_attributes: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Long-poll for up to ``max_messages`` messages, with their attributes and receive count."""
         params: dict[str, Any] = {
@@ -79,7 +87,7 @@ class SqsQueue(Block):
             "MaxNumberOfMessages": max(1, min(max_messages, 10)),
             "WaitTimeSeconds": self.wait_time_seconds if wait_time_seconds is None else wait_time_seconds,
             "MessageAttributeNames": ["All"],
-            "MessageSystemAttributeNames": ["All"],
+            "MessageSystemAttributeNames": system_attributes or ["All"],
         }
         if visibility_timeout is not None:
             params["VisibilityTimeout"] = visibility_timeout
@@ -105,12 +113,36 @@ class SqsQueue(Block):
             "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         }
 
+    def dead_letter(
+        self, message: dict[str, Any], reason: str, *, attributes: dict[str, str] | None = None
+    ) -> None:
+        """Move ``message`` (as received) to the dead-letter queue with ``reason`` in its attributes,
+        then delete the original. When the send fails the original stays, and SQS's own redrive
+        moves it after its last receive."""
+        dead_letter_url = self.dead_letter_queue_url or self.redrive().dead_letter_queue_url
+        if not dead_letter_url:
+            raise ValueError(f"queue {self.queue_url} has no dead-letter queue")
+        system = message.get("Attributes", {})
+        self.send(
+            message.get("Body") or "(empty)",
+            queue_url=dead_letter_url,
+            group_id=system.get("MessageGroupId") or "dead-letters",
+            deduplication_id=message["MessageId"],
+            attributes={
+                "reason": reason[:1000],
+                "sourceQueue": self.queue_url,
+                "originalMessageId": message["MessageId"],
+                "receiveCount": system.get("ApproximateReceiveCount", "1"),
+                **(attributes or {}),
+            },
+        )
+        self.delete(message["ReceiptHandle"])
+
     def receive_dead_letters(self, *, max_messages: int = 10, wait_time_seconds: int = 0) -> list[dict]:
         """Read messages parked in the dead-letter queue (they stay there unless deleted)."""
-        if not self.dead_letter_queue_url:
-            raise ValueError(f"queue {self.queue_url} has no dead-letter queue configured in this block")
+        dead_letter_url = self.dead_letter_queue_url or self.redrive().dead_letter_queue_url
+        if not dead_letter_url:
+            raise ValueError(f"queue {self.queue_url} has no dead-letter queue")
         return self.receive(
-            max_messages=max_messages,
-            wait_time_seconds=wait_time_seconds,
-            queue_url=self.dead_letter_queue_url,
+            max_messages=max_messages, wait_time_seconds=wait_time_seconds, queue_url=dead_letter_url
         )

@@ -50,7 +50,10 @@ def process_alive(pid: Any, started: Any) -> bool:
         import psutil
 
         process = psutil.Process(int(pid))
-        return abs(process.create_time() - float(started or 0)) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
+        return (
+            abs(process.create_time() - float(started or 0)) < 1.0
+            and process.status() != psutil.STATUS_ZOMBIE
+        )
     except Exception:
         return False
 
