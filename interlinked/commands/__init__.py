@@ -1,6 +1,12 @@
-"""Subcommands of `interlinked` that live outside `interlinked/cli.py`.
+"""The command groups of `interlinked`, one module each; ``interlinked.cli`` only parses and dispatches.
 
-``register(subparsers)`` adds them to the CLI's argparse subparsers; each sets ``func``.
+- :mod:`.stack` — ``up``, ``down``, ``env``, ``demo`` (the local stack);
+- :mod:`.script_jobs` — ``submit``, ``status`` (``flows.script_jobs.client``);
+- :mod:`.experiments` — ``experiments import``, ``request`` (``flows.analysis.client``);
+- :mod:`.submissions` — ``submissions upload | watch`` (``flows.submissions.client``);
+- :mod:`.common` — exit codes, the error line, reading a JSON argument, the stack's Prefect defaults.
+
+Each group has ``register(subparsers)``, which adds its commands and sets each one's ``func``.
 """
 
 from __future__ import annotations
@@ -9,11 +15,11 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `experiments import`, `request` (the analysis service) and `submissions upload|watch`."""
-    from interlinked.commands import experiments, submissions
+    """Add every command group, in the order ``interlinked --help`` lists them."""
+    from interlinked.commands import experiments, script_jobs, stack, submissions
 
-    experiments.register(subparsers)
-    submissions.register(subparsers)
+    for group in (stack, script_jobs, experiments, submissions):
+        group.register(subparsers)
 
 
 __all__ = ["register"]

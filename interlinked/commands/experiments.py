@@ -16,6 +16,7 @@ from interlinked.commands.common import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_STACK,
+    read_json_argument,
     report_error,
     use_stack_defaults,
 )
@@ -56,14 +57,7 @@ def cmd_experiments_import(args: argparse.Namespace) -> int:
 
 
 def _read_task(path: str):
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        task = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    task = read_json_argument(path)
     if not isinstance(task, dict):
         raise ValueError(f"{path} must hold one task (a JSON object), got {type(task).__name__}")
     return task
