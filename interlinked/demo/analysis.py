@@ -10,12 +10,11 @@ experiment, and reports what came back.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from interlinked.demo import Row
+from interlinked.demo.rows import Row, say
 from interlinked.settings import Settings
 
 EXPERIMENT_ID = "pbmc68k_reduced"
@@ -23,10 +22,6 @@ PREPARED_ID = "synthetic-3k"
 SOURCE_PREFIX = "source-matrices/synthetic-3k/"
 SEED_UUID = "509520fe-d329-437d-8752-b5868ad59425"
 SOCKET_ID = "Y1poEygzBfrDmIWpAAAA"
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def seed_tasks(bucket: str) -> list[tuple[str, dict, str]]:
@@ -159,24 +154,24 @@ def _send_and_wait(endpoints, batch: list[tuple[str, dict, str]], timeout: float
         ]
 
 
-def analysis_service_section(settings: Settings) -> list[Row]:
+def section(settings: Settings, stack: dict) -> list[Row]:
     """Import pbmc68k_reduced, send the seed's tasks (and a few more) and report the responses."""
     from flows.analysis.client import Endpoints, import_example
 
     endpoints = Endpoints.from_blocks()
     imported = import_example("pbmc68k_reduced", EXPERIMENT_ID, endpoints=endpoints)
-    _say(
+    say(
         f"  imported {imported.experiment_id}: {imported.cells} cells x {imported.genes} genes at {imported.uri}"
     )
     _upload_source(endpoints)
-    _say(f"  wrote a synthetic 10x matrix to s3://{endpoints.bucket}/{SOURCE_PREFIX}")
+    say(f"  wrote a synthetic 10x matrix to s3://{endpoints.bucket}/{SOURCE_PREFIX}")
 
     rows: list[Row] = []
     # The four seed tasks at once (PrepareExperiment runs as a flow run meanwhile), then two fresh ones.
     batch = seed_tasks(endpoints.bucket) + fresh_tasks()
     for title, task, expected, response, seconds in _send_and_wait(endpoints, batch, timeout=600):
         rows.append(_row(title, task, expected, response, seconds, endpoints))
-        _say(f"  {title}: {rows[-1].state}")
+        say(f"  {title}: {rows[-1].state}")
 
     prepared = next((row for row in rows if row.what.startswith("PrepareExperiment")), None)
     if prepared is not None and prepared.state == "OK":
