@@ -1,8 +1,9 @@
-"""The local stack: a Prefect server, a moto server and the workers, all on loopback.
+"""Start, watch and stop the processes of the local stack (what they are is :mod:`.parts`).
 
-Each part is started only when nothing answers on its port yet, records the process id (and the
-process start time, so a recycled pid is never mistaken for ours) under the state directory, and
-logs to ``{state_dir}/logs/{part}.log``. ``down`` stops exactly the processes that ``up`` started.
+Each :class:`Part` is started only when it does not answer yet and nothing else holds its port,
+records the process id (and the process start time, so a recycled pid is never mistaken for ours)
+under the state directory, and logs to ``{state_dir}/logs/{part}.log``. ``down`` stops exactly the
+processes that ``up`` started. Nothing here knows which parts exist.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,6 @@ from pathlib import Path
 import psutil
 
 from interlinked.settings import PROJECT_ROOT, Settings
-
-# Fake credentials: moto accepts any, and boto3 refuses to sign without some.
-LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
 class StackError(RuntimeError):
@@ -46,41 +42,10 @@ class Part:
     cwd: Path = PROJECT_ROOT
 
 
-def stack_env(settings: Settings) -> dict[str, str]:
-    """Environment that points Prefect and boto3 at the local stack (what `interlinked env` prints)."""
-    return {
-        "PREFECT_API_URL": settings.prefect_api_url,
-        "PREFECT_UI_URL": settings.prefect_ui_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
-        "AWS_DEFAULT_REGION": settings.region,
-        "AWS_REGION": settings.region,
-        **LOCAL_AWS_CREDENTIALS,
-    }
-
-
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
-
-
-def prefect_ready(settings: Settings) -> bool:
-    return _http_ok(f"{settings.prefect_api_url}/health")
-
-
-def moto_ready(settings: Settings) -> bool:
-    # moto's own management API answers only if the thing on the port really is moto. Its config
-    # endpoint is tiny; data.json serialises every stored object and fails on some of them.
-    return _http_ok(f"{settings.aws_endpoint_url}/moto-api/config")
 
 
 class LocalStack:

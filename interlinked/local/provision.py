@@ -1,7 +1,8 @@
 """Create the AWS resources and save the Prefect blocks the flows load by name.
 
 Everything here is idempotent: running it against resources that already exist changes nothing.
-boto3 reaches the endpoint through its own configuration (``AWS_ENDPOINT_URL``), so the same code
+It runs before the blocks exist, so its clients come from ``aws_client(service, use_block=False)``:
+boto3 reaches the endpoint through its own configuration (``AWS_ENDPOINT_URL``), and the same code
 provisions the moto server, LocalStack or an AWS account (though on AWS, Terraform owns the
 resources and only :func:`save_blocks` is used).
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-import boto3
+from botocore.config import Config
 
+from blocks.clients import aws_client
 from interlinked.settings import Settings
 
 
@@ -69,10 +71,8 @@ def _ensure_queue(sqs, name: str, *, max_receive_count: int, visibility_timeout:
 
 def ensure_resources(settings: Settings) -> Resources:
     """Create buckets, queues with dead-letter queues and topics if missing; return their addresses."""
-    session = boto3.session.Session(region_name=settings.region)
-    s3 = session.client("s3")
-    sqs = session.client("sqs")
-    sns = session.client("sns")
+    region = Config(region_name=settings.region)
+    s3, sqs, sns = (aws_client(service, use_block=False, config=region) for service in ("s3", "sqs", "sns"))
 
     existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
     for bucket in (settings.data_bucket, settings.analysis_bucket):

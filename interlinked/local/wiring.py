@@ -7,7 +7,8 @@
 
 :func:`ensure_event_sources` is idempotent: notification configurations of other owners on the
 same buckets are kept, and an unchanged configuration is not written again (each write makes S3
-send an ``s3:TestEvent``, which the bridge ignores anyway).
+send an ``s3:TestEvent``, which the bridge ignores anyway). It runs before the blocks exist: its
+clients come from ``aws_client(service, use_block=False)``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+
+from blocks.clients import aws_client
 
 SUBMISSIONS_ID = "interlinked-bridge-analysis-json"
 JOB_DROPS_ID = "interlinked-bridge-job-drops"
@@ -43,7 +46,9 @@ def _allow_senders(sqs, queue_url: str, queue_arn: str, source_arns: list[str]) 
     sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
 
 
-def _put_queue_notification(s3, bucket: str, config_id: str, queue_arn: str, rules: list[dict[str, str]]) -> bool:
+def _put_queue_notification(
+    s3, bucket: str, config_id: str, queue_arn: str, rules: list[dict[str, str]]
+) -> bool:
     """Add/replace our queue configuration on ``bucket``; True when something was written."""
     current = s3.get_bucket_notification_configuration(Bucket=bucket)
     current.pop("ResponseMetadata", None)
@@ -57,7 +62,11 @@ def _put_queue_notification(s3, bucket: str, config_id: str, queue_arn: str, rul
     existing = next((e for e in current.get("QueueConfigurations", []) if e.get("Id") == config_id), None)
     if existing is not None and _same(existing, wanted):
         return False
-    configuration = {key: value for key, value in current.items() if key.endswith("Configurations") or key == "EventBridgeConfiguration"}
+    configuration = {
+        key: value
+        for key, value in current.items()
+        if key.endswith("Configurations") or key == "EventBridgeConfiguration"
+    }
     configuration["QueueConfigurations"] = [*queues, wanted]
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=configuration)
     return True
@@ -66,7 +75,8 @@ def _put_queue_notification(s3, bucket: str, config_id: str, queue_arn: str, rul
 def _same(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     def rules(entry):
         return sorted(
-            (rule["Name"].lower(), rule["Value"]) for rule in entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            (rule["Name"].lower(), rule["Value"])
+            for rule in entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
         )
 
     return (
@@ -91,9 +101,6 @@ def ensure_event_sources(
     *,
     buckets: dict[str, str],
     events_queue_url: str,
-    s3=None,
-    sqs=None,
-    sns=None,
     job_requests_topic: str | None = None,
 ) -> dict[str, Any]:
     """Wire S3 notifications and the job-requests topic to the events queue (idempotent).
@@ -101,12 +108,7 @@ def ensure_event_sources(
     ``buckets`` is the ``env --json`` mapping (``data``, ``analysis``). Returns what was wired:
     ``{"job_requests_topic": arn, "notifications": {bucket: [filter, ...]}, "changed": [...]}``.
     """
-    import boto3
-
-    session = boto3.session.Session()
-    s3 = s3 or session.client("s3")
-    sqs = sqs or session.client("sqs")
-    sns = sns or session.client("sns")
+    s3, sqs, sns = (aws_client(service, use_block=False) for service in ("s3", "sqs", "sns"))
     queue_arn = _queue_arn(sqs, events_queue_url)
     topic_arn = ensure_job_requests_topic(sns, sqs, events_queue_url, name=job_requests_topic)
     bucket_arns = [f"arn:aws:s3:::{buckets['analysis']}", f"arn:aws:s3:::{buckets['data']}"]

@@ -1,0 +1,196 @@
+"""What the local stack is made of: its processes (:class:`~.processes.Part`), their environments
+and their readiness checks.
+
+- ``aws`` (moto server) and ``prefect-server``: started first, ready when their APIs answer;
+- ``worker``: the pool's worker, ready once it sent a heartbeat after it started;
+- ``analysis-service`` and ``bridge``: long-running services (``python -m MODULE --status-file``),
+  ready when the process ``up`` recorded writes a fresh, ready status file (:mod:`blocks.status`).
+
+A new long-running service is one more entry in :func:`parts` and in :data:`STOP_ORDER`.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from blocks.status import service_ready
+from interlinked.local.processes import LocalStack, Part, python_tool
+from interlinked.settings import PROJECT_ROOT, Settings
+
+WORKER_NAME = "interlinked-local-worker"
+SERVERS = ("aws", "prefect-server")
+SERVICES = ("worker", "analysis-service", "bridge")
+# Services first, so nothing is left talking to servers that are going away.
+STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "aws")
+# Fake credentials: moto accepts any, and boto3 refuses to sign without some.
+LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+# ---- environments ------------------------------------------------------------------------------
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """Environment that points Prefect and boto3 at the local stack (what `interlinked env` prints)."""
+    return {
+        "PREFECT_API_URL": settings.prefect_api_url,
+        "PREFECT_UI_URL": settings.prefect_ui_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_REGION": settings.region,
+        **LOCAL_AWS_CREDENTIALS,
+    }
+
+
+def client_env(settings: Settings) -> dict[str, str]:
+    """Environment of every process that talks to the stack (workers, services, CLI children)."""
+    return {
+        **stack_env(settings),
+        "PREFECT_HOME": str(settings.state_dir / "prefect"),
+        "INTERLINKED_CODE_DIR": str(PROJECT_ROOT),
+        # The stock process worker polls every 10 s by default; locally we want runs to start promptly.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+
+
+def _server_env(settings: Settings) -> dict[str, str]:
+    home = settings.state_dir / "prefect"
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{settings.state_dir / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": settings.host,
+        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        "PREFECT_UI_API_URL": settings.prefect_api_url,
+    }
+
+
+# ---- readiness ---------------------------------------------------------------------------------
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def prefect_ready(settings: Settings) -> bool:
+    return _http_ok(f"{settings.prefect_api_url}/health")
+
+
+def moto_ready(settings: Settings) -> bool:
+    # moto's own management API answers only if the thing on the port really is moto. Its config
+    # endpoint is tiny; data.json serialises every stored object and fails on some of them.
+    return _http_ok(f"{settings.aws_endpoint_url}/moto-api/config")
+
+
+def status_file(settings: Settings, name: str) -> Path:
+    """Where the service ``name`` writes its heartbeat/status file."""
+    return settings.state_dir / f"{name}-status.json"
+
+
+def _service_ready(settings: Settings, name: str) -> bool:
+    """The process `up` recorded for ``name`` is the one writing a fresh, ready status file."""
+    process = LocalStack(settings, echo=lambda _: None).recorded_process(name)
+    return process is not None and service_ready(status_file(settings, name), pid=process.pid)
+
+
+def _worker_online(settings: Settings) -> bool:
+    """Our worker process is alive and has sent a heartbeat since it started.
+
+    The server remembers a worker as ONLINE for a while after it stopped, so the status alone would
+    mistake a worker stopped by `down` for a running one.
+    """
+    from datetime import datetime
+
+    import httpx
+
+    process = LocalStack(settings, echo=lambda _: None).recorded_process("worker")
+    if process is None:
+        return False
+    try:
+        response = httpx.post(
+            f"{settings.prefect_api_url}/work_pools/{settings.work_pool}/workers/filter", json={}, timeout=5
+        )
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    for worker in response.json():
+        heartbeat = worker.get("last_heartbeat_time")
+        if worker.get("name") != WORKER_NAME or not heartbeat:
+            continue
+        if datetime.fromisoformat(heartbeat.replace("Z", "+00:00")).timestamp() >= process.create_time():
+            return True
+    return False
+
+
+# ---- the parts ---------------------------------------------------------------------------------
+
+
+def _service_part(
+    settings: Settings, name: str, module: str, extra_env: dict[str, str] | None = None
+) -> Part:
+    """A long-running service (`python -m MODULE --status-file ...`) with a heartbeat file."""
+    return Part(
+        name=name,
+        command=[sys.executable, "-m", module, "--status-file", str(status_file(settings, name))],
+        ready=lambda: _service_ready(settings, name),
+        env={**client_env(settings), **(extra_env or {})},
+    )
+
+
+def parts(settings: Settings) -> dict[str, Part]:
+    """Every process of the local stack, by name."""
+    host = settings.host
+    return {
+        "aws": Part(
+            name="aws",
+            command=[python_tool("moto_server"), "-H", host, "-p", str(settings.aws_port)],
+            ready=lambda: moto_ready(settings),
+            port=settings.aws_port,
+        ),
+        "prefect-server": Part(
+            name="prefect-server",
+            command=[
+                python_tool("prefect"),
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(settings.prefect_port),
+            ],
+            ready=lambda: prefect_ready(settings),
+            port=settings.prefect_port,
+            env=_server_env(settings),
+        ),
+        "worker": Part(
+            name="worker",
+            command=[
+                python_tool("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                settings.work_pool,
+                "--type",
+                settings.worker_type,
+                "--name",
+                WORKER_NAME,
+            ],
+            ready=lambda: _worker_online(settings),
+            env=client_env(settings),
+        ),
+        # moto evaluates FIFO group locks only when a long poll starts: short polls keep a
+        # follow-up request in a busy group from waiting out a 20 s poll.
+        "analysis-service": _service_part(
+            settings, "analysis-service", "flows.analysis.service", {"INTERLINKED_ANALYSIS_POLL_SECONDS": "2"}
+        ),
+        "bridge": _service_part(settings, "bridge", "interlinked.bridge"),
+    }
