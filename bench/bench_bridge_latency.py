@@ -48,7 +48,9 @@ def table(title: str, rows: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--submissions", type=int, default=30, help="per path (default 30)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one run")
     args = parser.parse_args()
@@ -66,7 +68,7 @@ def main() -> None:
         FlowRunFilterStartTime,
     )
 
-    from interlinked.bridge.consumer import is_ready
+    from blocks.status import service_ready
     from interlinked.bridge.routes import DEFAULT_ROUTES_FILE
 
     session = boto3.session.Session()
@@ -80,7 +82,9 @@ def main() -> None:
         QueueName=f"bench-bridge-{suffix}",
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
     )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
@@ -103,7 +107,6 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     (workdir / "routes.json").write_text(json.dumps(routes))
 
-
     status_file = workdir / "bridge-status.json"
     log = (workdir / "bridge.log").open("ab")
     consumer = subprocess.Popen(
@@ -120,14 +123,18 @@ def main() -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while not is_ready(status_file, pid=consumer.pid):
+        while not service_ready(status_file, pid=consumer.pid):
             if time.monotonic() > deadline or consumer.poll() is not None:
                 raise SystemExit(f"the bench bridge did not start; see {workdir / 'bridge.log'}")
             time.sleep(0.2)
 
         for group in ("bridge", "stock"):
             s3.put_object(Bucket=bucket, Key=f"{group}/inputs/t.csv", Body=b"v\n1\n2\n3\n")
-            s3.put_object(Bucket=bucket, Key=f"{group}/configs/d.json", Body=json.dumps({"analysis": "describe"}).encode())
+            s3.put_object(
+                Bucket=bucket,
+                Key=f"{group}/configs/d.json",
+                Body=json.dumps({"analysis": "describe"}).encode(),
+            )
         time.sleep(1)
 
         results: dict[str, dict[str, list[float]]] = {
@@ -139,7 +146,11 @@ def main() -> None:
             group = "bridge" if index % 2 == 0 else "stock"
             key = f"{group}/submissions/s{index}.json"
             body = json.dumps(
-                {"dataname": f"{group}/inputs/t.csv", "configname": f"{group}/configs/d.json", "timestamp": f"t{index}"}
+                {
+                    "dataname": f"{group}/inputs/t.csv",
+                    "configname": f"{group}/configs/d.json",
+                    "timestamp": f"t{index}",
+                }
             ).encode()
             t0 = time.time()
             s3.put_object(Bucket=bucket, Key=key, Body=body)
@@ -153,17 +164,29 @@ def main() -> None:
                         limit=50,
                         sort="EXPECTED_START_TIME_DESC",
                     )
-                run = next((r for r in runs if r.parameters.get("key") == key and r.parameters.get("bucket") == bucket), None)
+                run = next(
+                    (
+                        r
+                        for r in runs
+                        if r.parameters.get("key") == key and r.parameters.get("bucket") == bucket
+                    ),
+                    None,
+                )
                 if run is not None:
                     break
                 time.sleep(0.05)
             if run is None:
-                raise SystemExit(f"{key}: no running flow run within {args.timeout} s; see {workdir / 'bridge.log'}")
+                raise SystemExit(
+                    f"{key}: no running flow run within {args.timeout} s; see {workdir / 'bridge.log'}"
+                )
             created = run.created.timestamp() - t0
             running = run.start_time.timestamp() - t0
             results[group]["created"].append(created)
             results[group]["running"].append(running)
-            print(f"{index + 1}/{args.submissions * 2} {group:<6} created {created:6.3f} s  running {running:6.3f} s", file=sys.stderr)
+            print(
+                f"{index + 1}/{args.submissions * 2} {group:<6} created {created:6.3f} s  running {running:6.3f} s",
+                file=sys.stderr,
+            )
         elapsed = time.time() - started_at
     finally:
         consumer.terminate()
@@ -180,7 +203,9 @@ def main() -> None:
         },
     )
     load = os.getloadavg()
-    print(f"\nload average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores)")
+    print(
+        f"\nload average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,11 @@ def s3_notification(bucket: str, key: str, index: int) -> dict:
                 "eventName": "ObjectCreated:Put",
                 "s3": {
                     "bucket": {"name": bucket},
-                    "object": {"key": key.replace("/", "%2F"), "eTag": f"{index:032x}", "sequencer": f"{index:018X}"},
+                    "object": {
+                        "key": key.replace("/", "%2F"),
+                        "eTag": f"{index:032x}",
+                        "sequencer": f"{index:018X}",
+                    },
                 },
             }
         ]
@@ -74,10 +78,17 @@ def eventbridge(bucket: str, key: str, index: int) -> dict:
 
 
 def sns_envelope(message: dict) -> dict:
-    return {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": "arn:aws:sns:us-east-1:123456789012:bench", "Message": json.dumps(message)}
+    return {
+        "Type": "Notification",
+        "MessageId": str(uuid.uuid4()),
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:bench",
+        "Message": json.dumps(message),
+    }
 
 
-def build_events(total: int, duplicate_share: float, poison_share: float, bucket: str, run: str, seed: int = 7):
+def build_events(
+    total: int, duplicate_share: float, poison_share: float, bucket: str, run: str, seed: int = 7
+):
     """Bodies to send, plus the expected counts. Unique valid events come first in a shuffled order."""
     rng = random.Random(seed)
     poison_count = round(total * poison_share)
@@ -107,7 +118,12 @@ def build_events(total: int, duplicate_share: float, poison_share: float, bucket
     for _ in range(duplicate_count):
         kind, index = rng.choice(unique)
         bodies.append(render(kind, index, rng.randrange(3)))
-    poisons = ["{not json", json.dumps({"type": "unknown-type"}), json.dumps({"Records": [{"eventSource": "aws:s3"}]}), "[]"]
+    poisons = [
+        "{not json",
+        json.dumps({"type": "unknown-type"}),
+        json.dumps({"Records": [{"eventSource": "aws:s3"}]}),
+        "[]",
+    ]
     for index in range(poison_count):
         bodies.append((poisons[index % len(poisons)], {}))
     rng.shuffle(bodies)
@@ -120,7 +136,9 @@ def send_all(sqs, queue: str, bodies) -> None:
         for offset, (body, attributes) in enumerate(bodies[start : start + 10]):
             entry = {"Id": str(offset), "MessageBody": body}
             if attributes:
-                entry["MessageAttributes"] = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
+                entry["MessageAttributes"] = {
+                    k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
+                }
             entries.append(entry)
         reply = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
         if reply.get("Failed"):
@@ -131,7 +149,9 @@ def queue_counts(sqs, url: str) -> tuple[int, int]:
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
 
 
 def count_runs(deployment_id) -> int:
@@ -139,15 +159,21 @@ def count_runs(deployment_id) -> int:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     with get_client(sync_client=True) as client:
-        return client.count_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        return client.count_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--duplicates", type=float, default=0.30)
     parser.add_argument("--poison", type=float, default=0.05)
-    parser.add_argument("--stock", type=int, default=200, help="events created one by one the stock way (0: skip)")
+    parser.add_argument(
+        "--stock", type=int, default=200, help="events created one by one the stock way (0: skip)"
+    )
     args = parser.parse_args()
 
     settings = get_settings()
@@ -159,7 +185,7 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from interlinked.bridge.consumer import is_ready, read_status
+    from blocks.status import read_status, service_ready
 
     ensure_work_pool(POOL, "process", "benchmarks: a pool without a worker (runs stay scheduled)")
     flow.from_source(source=str(ROOT), entrypoint="bench/stock_flow.py:noop").deploy(
@@ -177,16 +203,26 @@ def main() -> None:
     queue = sqs.create_queue(
         QueueName=f"bench-events-{suffix}",
         Attributes={
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)})
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
+            )
         },
     )["QueueUrl"]
 
     routes = {
         "routes": [
-            {"name": "bench-s3", "match": {"source": "s3", "bucket": bucket, "prefix": "bench/in/"},
-             "deployment": DEPLOYMENT, "parameters": {"a": 1, "b": 2}},
-            {"name": "bench-message", "match": {"source": "message", "type": "bench"},
-             "deployment": DEPLOYMENT, "parameters": {"a": 3, "b": 4}},
+            {
+                "name": "bench-s3",
+                "match": {"source": "s3", "bucket": bucket, "prefix": "bench/in/"},
+                "deployment": DEPLOYMENT,
+                "parameters": {"a": 1, "b": 2},
+            },
+            {
+                "name": "bench-message",
+                "match": {"source": "message", "type": "bench"},
+                "deployment": DEPLOYMENT,
+                "parameters": {"a": 3, "b": 4},
+            },
         ]
     }
     workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
@@ -201,15 +237,26 @@ def main() -> None:
     log = (workdir / "bridge.log").open("ab")
     started = time.monotonic()
     consumer = subprocess.Popen(
-        [sys.executable, "-m", "interlinked.bridge", "--queue-url", queue, "--status-file", str(status_file),
-         "--retry-seconds", "1", "--routes", str(workdir / "routes.json")],
+        [
+            sys.executable,
+            "-m",
+            "interlinked.bridge",
+            "--queue-url",
+            queue,
+            "--status-file",
+            str(status_file),
+            "--retry-seconds",
+            "1",
+            "--routes",
+            str(workdir / "routes.json"),
+        ],
         env={**os.environ, "INTERLINKED_BRIDGE_LOG_LEVEL": "WARNING"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        while not is_ready(status_file, pid=consumer.pid):
+        while not service_ready(status_file, pid=consumer.pid):
             if consumer.poll() is not None:
                 raise SystemExit(f"the bench bridge exited; see {workdir / 'bridge.log'}")
             time.sleep(0.05)
@@ -236,27 +283,45 @@ def main() -> None:
     dead = sum(queue_counts(sqs, dlq))
     valid = expected["unique"] + expected["duplicates"]
     if all_runs is None:
-        raise SystemExit(f"only {runs} of {expected['unique']} runs were created; see {workdir / 'bridge.log'}")
-    print(f"\n{args.events} events through the event bridge ({expected['duplicates']} duplicates, {expected['poison']} poison)")
-    print(f"  runs created              {runs:>6}   (unique valid events: {expected['unique']}) {'OK' if runs == expected['unique'] else 'MISMATCH'}")
-    print(f"  dead letters              {dead:>6}   (poison events: {expected['poison']}) {'OK' if dead == expected['poison'] else 'MISMATCH'}")
+        raise SystemExit(
+            f"only {runs} of {expected['unique']} runs were created; see {workdir / 'bridge.log'}"
+        )
+    print(
+        f"\n{args.events} events through the event bridge ({expected['duplicates']} duplicates, {expected['poison']} poison)"
+    )
+    print(
+        f"  runs created              {runs:>6}   (unique valid events: {expected['unique']}) {'OK' if runs == expected['unique'] else 'MISMATCH'}"
+    )
+    print(
+        f"  dead letters              {dead:>6}   (poison events: {expected['poison']}) {'OK' if dead == expected['poison'] else 'MISMATCH'}"
+    )
     print(f"  left in the queue         {sum(queue_counts(sqs, queue)):>6}")
     print(f"  consumer start            {ready - started:>6.2f} s")
-    print(f"  every run created after   {all_runs - ready:>6.2f} s  → {valid / (all_runs - ready):.0f} valid events/s "
-          f"({expected['unique'] / (all_runs - ready):.0f} runs/s)")
-    print(f"  queue empty after         {drained - ready:>6.2f} s  (poison waits for {settings.max_receive_count} receives)")
+    print(
+        f"  every run created after   {all_runs - ready:>6.2f} s  → {valid / (all_runs - ready):.0f} valid events/s "
+        f"({expected['unique'] / (all_runs - ready):.0f} runs/s)"
+    )
+    print(
+        f"  queue empty after         {drained - ready:>6.2f} s  (poison waits for {settings.max_receive_count} receives)"
+    )
     print(f"  consumer counters         {json.dumps({k: v for k, v in status.get('counts', {}).items()})}")
 
     if args.stock:
-        sample = [(body, attributes) for body, attributes in bodies if not body.startswith(("{not", "[]"))][: args.stock]
+        sample = [(body, attributes) for body, attributes in bodies if not body.startswith(("{not", "[]"))][
+            : args.stock
+        ]
         started = time.monotonic()
         for _ in sample:
             run_deployment(DEPLOYMENT, parameters={"a": 1, "b": 2}, timeout=0, as_subflow=False)
         seconds = time.monotonic() - started
-        print(f"\nstock: run_deployment per delivery, {len(sample)} deliveries → {len(sample)} runs (duplicates included) "
-              f"in {seconds:.2f} s → {len(sample) / seconds:.0f} events/s")
+        print(
+            f"\nstock: run_deployment per delivery, {len(sample)} deliveries → {len(sample)} runs (duplicates included) "
+            f"in {seconds:.2f} s → {len(sample) / seconds:.0f} events/s"
+        )
     load = os.getloadavg()
-    print(f"\nload average: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores)")
+    print(
+        f"\nload average: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores)"
+    )
     sqs.delete_queue(QueueUrl=queue)
     sqs.delete_queue(QueueUrl=dlq)
 

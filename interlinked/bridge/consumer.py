@@ -18,8 +18,9 @@ Prefect was busy or down is sent again as a new message instead (same body and i
 unreachable no message is received at all, and after a 503 the pollers pause briefly (back-pressure
 on a busy server).
 
-A status file (``{state_dir}/bridge-status.json``) is rewritten every couple of seconds with the
-pid, a heartbeat and the counters; :func:`is_ready` reads it (the local stack's readiness check).
+A status file (``{state_dir}/bridge-status.json``) is rewritten every couple of seconds through
+:mod:`blocks.status` (``ready``, ``pid``, ``process_started``, ``heartbeat``, plus ``stopping`` and
+the counters); ``blocks.status.service_ready`` reads it (the local stack's readiness check).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.config import Config
+
+from blocks.clients import aws_client
+from blocks.queues import queue_redrive
+from blocks.status import heartbeat, write_status
 from interlinked.bridge import dead_letter
 from interlinked.bridge.core import (
     PERMANENT,
@@ -71,27 +77,10 @@ class ConsumerConfig:
     max_requeues: int = 20
 
 
-def queue_redrive(sqs, queue_url: str) -> tuple[str | None, int | None]:
-    """The queue's dead-letter queue URL and max receive count, from its RedrivePolicy."""
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get(
-        "Attributes", {}
-    )
-    policy = attributes.get("RedrivePolicy")
-    if not policy:
-        return None, None
-    policy = json.loads(policy)
-    arn = policy["deadLetterTargetArn"]
-    _, _, _, _, account, name = arn.split(":", 5)
-    url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-    return url, int(policy["maxReceiveCount"])
-
-
 class Consumer:
     def __init__(self, config: ConsumerConfig, *, sqs=None, api: PrefectApi | None = None):
-        import boto3
-
         self.config = config
-        self.sqs = sqs or boto3.session.Session().client("sqs")
+        self.sqs = sqs or aws_client("sqs", use_block=False)
         self.api = api or PrefectApi(config.prefect_api_url, authorization=auth_header_from_env())
         self.table = load_routes(config.routes_file)
         self.stats = Stats()
@@ -183,7 +172,9 @@ class Consumer:
             results = self.bridge.handle_batch(incoming)
         except Exception as error:  # a bug must not stop the bridge; the messages are retried
             logger.exception("unexpected error on a batch of %d messages", len(messages))
-            results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(messages)
+            results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(
+                messages
+            )
         done = []
         for index, (message, result) in enumerate(zip(messages, results, strict=True)):
             if isinstance(result, BridgeFailure):
@@ -198,7 +189,9 @@ class Consumer:
                     # Harmless: the message comes back and its key finds the existing run.
                     logger.warning("could not delete a handled message: %s", failure)
             except Exception as error:
-                logger.warning("could not delete %d handled messages (they will be seen again): %s", len(done), error)
+                logger.warning(
+                    "could not delete %d handled messages (they will be seen again): %s", len(done), error
+                )
 
     def process_message(self, message: dict[str, Any]) -> bool:
         """Handle one message on its own; True when it may be deleted (done, ignored or dead-lettered)."""
@@ -239,11 +232,18 @@ class Consumer:
         self.stats.add("retried")
         logger.warning(
             "message %s failed (receive %d of %d, %s): %s — back in %d s",
-            message_id, receive_count, self.config.max_receives, failure.category, failure.reason, delay,
+            message_id,
+            receive_count,
+            self.config.max_receives,
+            failure.category,
+            failure.reason,
+            delay,
         )
         try:
             self.sqs.change_message_visibility(
-                QueueUrl=self.config.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=delay
+                QueueUrl=self.config.queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=delay,
             )
         except Exception as error:
             logger.debug("could not shorten the visibility of %s: %s", message_id, error)
@@ -256,7 +256,9 @@ class Consumer:
         if requeues >= self.config.max_requeues or self.config.queue_url.endswith(".fifo"):
             return False
         attributes[REQUEUES] = {"DataType": "Number", "StringValue": str(requeues + 1)}
-        attributes.setdefault(ORIGINAL_ID, {"DataType": "String", "StringValue": message.get("MessageId") or "-"})
+        attributes.setdefault(
+            ORIGINAL_ID, {"DataType": "String", "StringValue": message.get("MessageId") or "-"}
+        )
         if len(attributes) > dead_letter.MAX_ATTRIBUTES:
             return False
         try:
@@ -272,7 +274,11 @@ class Consumer:
         self.stats.add("requeued")
         logger.warning(
             "message %s: Prefect still unavailable after %d receives (%s); requeued (%d of %d)",
-            message.get("MessageId"), self.config.max_receives, failure.reason, requeues + 1, self.config.max_requeues,
+            message.get("MessageId"),
+            self.config.max_receives,
+            failure.reason,
+            requeues + 1,
+            self.config.max_requeues,
         )
         return True
 
@@ -295,26 +301,30 @@ class Consumer:
             return False
         self.stats.add("dead_lettered")
         self.stats.add(f"dead_lettered_{failure.category}")
-        logger.error("dead-lettered message %s after %d receives: %s", message_id, receive_count, failure.reason)
+        logger.error(
+            "dead-lettered message %s after %d receives: %s", message_id, receive_count, failure.reason
+        )
         try:
-            self.api.emit_events([dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)])
+            self.api.emit_events(
+                [dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)]
+            )
         except Exception as error:  # the dead letter itself holds the reason
             logger.debug("could not emit the dead-letter event: %s", error)
         return True
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        stopping = self.stop_event.is_set()
         return {
-            "pid": os.getpid(),
+            **heartbeat(ready=not stopping),
             "started_at": self.started_at,
-            "heartbeat": time.time(),
             "queue_url": self.config.queue_url,
             "dead_letter_url": self.config.dead_letter_url,
             "max_receives": self.config.max_receives,
             "routes": self.table.source,
             "prefect_api_url": self.config.prefect_api_url,
             "prefect_api_available": not self.api_down.is_set(),
-            "stopping": self.stop_event.is_set(),
+            "stopping": stopping,
             "counts": self.stats.snapshot(),
         }
 
@@ -323,10 +333,7 @@ class Consumer:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self.status(), indent=2))
-            temporary.replace(path)
+            write_status(path, self.status())
         except OSError as error:
             logger.debug("could not write the status file %s: %s", path, error)
 
@@ -337,69 +344,59 @@ class Consumer:
                 return
 
 
-def read_status(status_file: str | Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(status_file).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def is_ready(status_file: str | Path, *, pid: int | None = None, max_age: float = 15.0) -> bool:
-    """The bridge is up: its status file is fresh (and written by ``pid`` when given)."""
-    status = read_status(status_file)
-    if not status or status.get("stopping"):
-        return False
-    if pid is not None and status.get("pid") != pid:
-        return False
-    return time.time() - float(status.get("heartbeat", 0)) <= max_age
-
-
-def default_status_file() -> Path:
-    from interlinked.settings import get_settings
-
-    return get_settings().state_dir / "bridge-status.json"
-
-
 def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerConfig, Any]:
-    import boto3
-
     from interlinked.settings import get_settings
 
     settings = get_settings()
-    sqs = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or settings.region).client("sqs")
+    region = os.environ.get("AWS_REGION") or settings.region
+    sqs = aws_client("sqs", use_block=False, config=Config(region_name=region))
     queue_url = (
         getattr(args, "queue_url", None)
         or os.environ.get("INTERLINKED_EVENTS_QUEUE_URL")
         or sqs.get_queue_url(QueueName=settings.events_queue)["QueueUrl"]
     )
-    dead_letter_url, max_receives = queue_redrive(sqs, queue_url)
-    dead_letter_url = os.environ.get("BRIDGE_DLQ_URL") or dead_letter_url
+    redrive = queue_redrive(sqs, queue_url)
+    dead_letter_url = os.environ.get("BRIDGE_DLQ_URL") or redrive.dead_letter_queue_url
     status_file = getattr(args, "status_file", None) or os.environ.get("INTERLINKED_BRIDGE_STATUS_FILE")
     config = ConsumerConfig(
         queue_url=queue_url,
         dead_letter_url=dead_letter_url,
-        max_receives=max_receives or settings.max_receive_count,
+        max_receives=redrive.max_receive_count or settings.max_receive_count,
         prefect_api_url=os.environ.get("PREFECT_API_URL") or settings.prefect_api_url,
         routes_file=getattr(args, "routes", None),
         status_file=Path(status_file) if status_file else settings.state_dir / "bridge-status.json",
         pollers=int(getattr(args, "pollers", None) or os.environ.get("INTERLINKED_BRIDGE_POLLERS", 2)),
         wait_seconds=int(os.environ.get("INTERLINKED_BRIDGE_WAIT_SECONDS", 5)),
-        retry_seconds=int(getattr(args, "retry_seconds", None) or os.environ.get("INTERLINKED_BRIDGE_RETRY_SECONDS", 2)),
+        retry_seconds=int(
+            getattr(args, "retry_seconds", None) or os.environ.get("INTERLINKED_BRIDGE_RETRY_SECONDS", 2)
+        ),
     )
     return config, sqs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m interlinked.bridge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--queue-url", help="events queue (default: INTERLINKED_EVENTS_QUEUE_URL or its name)")
-    parser.add_argument("--routes", help="routes file (default: INTERLINKED_BRIDGE_ROUTES or the built-in one)")
-    parser.add_argument("--status-file", help="status/heartbeat file (default: {state_dir}/bridge-status.json)")
+    parser = argparse.ArgumentParser(
+        prog="python -m interlinked.bridge", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--queue-url", help="events queue (default: INTERLINKED_EVENTS_QUEUE_URL or its name)"
+    )
+    parser.add_argument(
+        "--routes", help="routes file (default: INTERLINKED_BRIDGE_ROUTES or the built-in one)"
+    )
+    parser.add_argument(
+        "--status-file", help="status/heartbeat file (default: {state_dir}/bridge-status.json)"
+    )
     parser.add_argument("--pollers", type=int, help="concurrent receive-and-route loops (default 2)")
-    parser.add_argument("--retry-seconds", type=int, help="delay before a failed message is retried (default 2)")
+    parser.add_argument(
+        "--retry-seconds", type=int, help="delay before a failed message is retried (default 2)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("INTERLINKED_BRIDGE_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,7 +13,8 @@ the same routing core as the long-running consumer. For SQS, a failed record is 
 failure goes to ``BRIDGE_DLQ_URL`` at once; a transient one raises, so Lambda retries it and
 finally parks it in the function's DLQ.
 
-Imports: stdlib + boto3 (the Lambda runtime has no Prefect and no pydantic).
+Imports: stdlib + boto3, and ``blocks.queues`` (botocore only): the Lambda runtime has no Prefect
+and no pydantic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 from typing import Any
 
+from blocks.queues import queue_redrive
 from interlinked.bridge import dead_letter
 from interlinked.bridge.core import UNAVAILABLE, Bridge, BridgeFailure, Message, dead_letter_event
 from interlinked.bridge.prefect_api import PrefectApi, auth_header_from_env, auth_header_from_secret
@@ -37,9 +39,17 @@ _state: dict[str, Any] = {}
 
 def _config_key() -> tuple:
     names = (
-        "PREFECT_API_URL", "PREFECT_API_KEY_SECRET_ARN", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING",
-        "BRIDGE_DLQ_URL", "BRIDGE_MAX_RECEIVES", "INTERLINKED_BRIDGE_ROUTES", "INTERLINKED_DATA_BUCKET",
-        "INTERLINKED_ANALYSIS_BUCKET", "INTERLINKED_DEPLOYMENT_SET", "AWS_ENDPOINT_URL",
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY_SECRET_ARN",
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "BRIDGE_DLQ_URL",
+        "BRIDGE_MAX_RECEIVES",
+        "INTERLINKED_BRIDGE_ROUTES",
+        "INTERLINKED_DATA_BUCKET",
+        "INTERLINKED_ANALYSIS_BUCKET",
+        "INTERLINKED_DEPLOYMENT_SET",
+        "AWS_ENDPOINT_URL",
     )
     return tuple(os.environ.get(name) for name in names)
 
@@ -102,7 +112,9 @@ def _source(record: Any) -> str | None:
 
 
 def _sqs_batch(state: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    converted = [dead_letter.sqs_attributes_from_lambda(record.get("messageAttributes")) for record in records]
+    converted = [
+        dead_letter.sqs_attributes_from_lambda(record.get("messageAttributes")) for record in records
+    ]
     messages = [
         Message(
             body=record.get("body", ""),
@@ -116,7 +128,9 @@ def _sqs_batch(state: dict[str, Any], records: list[dict[str, Any]]) -> dict[str
         results = state["bridge"].handle_batch(messages)
     except Exception as error:  # a bug must not lose the batch: retry every record
         logger.exception("unexpected error on a batch of %d records", len(records))
-        results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(records)
+        results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(
+            records
+        )
     failures = []
     for record, attributes, result in zip(records, converted, results, strict=True):
         if isinstance(result, BridgeFailure) and not _failed(state, record, attributes, result):
@@ -124,20 +138,30 @@ def _sqs_batch(state: dict[str, Any], records: list[dict[str, Any]]) -> dict[str
     return {"batchItemFailures": failures}
 
 
-def _failed(state: dict[str, Any], record: dict[str, Any], sqs_attributes: dict, failure: BridgeFailure) -> bool:
+def _failed(
+    state: dict[str, Any], record: dict[str, Any], sqs_attributes: dict, failure: BridgeFailure
+) -> bool:
     """True when the record is settled (dead-lettered with its reason); False: let SQS retry it."""
     receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
     max_receives = _max_receives(state, record.get("eventSourceARN"))
     logger.warning(
         "record %s failed (receive %d of %d, %s): %s",
-        record.get("messageId"), receive_count, max_receives, failure.category, failure.reason,
+        record.get("messageId"),
+        receive_count,
+        max_receives,
+        failure.category,
+        failure.reason,
     )
     if receive_count >= max_receives and state["dlq_url"]:
-        return _dead_letter(state, record.get("body", ""), sqs_attributes, record.get("messageId"), failure, receive_count)
+        return _dead_letter(
+            state, record.get("body", ""), sqs_attributes, record.get("messageId"), failure, receive_count
+        )
     if failure.permanent and record.get("receiptHandle") and record.get("eventSourceARN"):
         try:  # no point waiting the whole visibility timeout for a message that cannot succeed
             state["sqs"].change_message_visibility(
-                QueueUrl=_queue_url(record["eventSourceARN"]), ReceiptHandle=record["receiptHandle"], VisibilityTimeout=2
+                QueueUrl=_queue_url(record["eventSourceARN"]),
+                ReceiptHandle=record["receiptHandle"],
+                VisibilityTimeout=2,
             )
         except Exception as error:
             logger.debug("could not shorten the visibility: %s", error)
@@ -145,18 +169,27 @@ def _failed(state: dict[str, Any], record: dict[str, Any], sqs_attributes: dict,
 
 
 def _async_one(state: dict[str, Any], body: str, message_id: str | None, attributes: dict[str, str]) -> None:
-    [result] = state["bridge"].handle_batch([Message(body=body, message_id=message_id, attributes=attributes)])
+    [result] = state["bridge"].handle_batch(
+        [Message(body=body, message_id=message_id, attributes=attributes)]
+    )
     if isinstance(result, BridgeFailure):
         failure = result
         if not failure.permanent or not state["dlq_url"]:
             raise failure  # Lambda retries asynchronous invocations, then uses the function's DLQ
-        sqs_attributes = {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
+        sqs_attributes = {
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+        }
         if not _dead_letter(state, body, sqs_attributes, message_id, failure, 1):
             raise failure
 
 
 def _dead_letter(
-    state: dict[str, Any], body: str, sqs_attributes: dict, message_id: str | None, failure: BridgeFailure, receive_count: int
+    state: dict[str, Any],
+    body: str,
+    sqs_attributes: dict,
+    message_id: str | None,
+    failure: BridgeFailure,
+    receive_count: int,
 ) -> bool:
     params = dead_letter.dead_letter_message(
         queue_url=state["dlq_url"],
@@ -175,7 +208,9 @@ def _dead_letter(
         return False
     logger.error("dead-lettered %s: %s", message_id, failure.reason)
     try:
-        state["api"].emit_events([dead_letter_event(message_id, failure.reason, failure.category, params["QueueUrl"])])
+        state["api"].emit_events(
+            [dead_letter_event(message_id, failure.reason, failure.category, params["QueueUrl"])]
+        )
     except Exception as error:
         logger.debug("could not emit the dead-letter event: %s", error)
     return True
@@ -196,11 +231,9 @@ def _max_receives(state: dict[str, Any], arn: str | None) -> int:
     cache = state["max_receives"]
     if arn not in cache:
         try:
-            attributes = state["sqs"].get_queue_attributes(
-                QueueUrl=_queue_url(arn), AttributeNames=["RedrivePolicy"]
-            ).get("Attributes", {})
-            policy = json.loads(attributes.get("RedrivePolicy") or "{}")
-            cache[arn] = int(policy.get("maxReceiveCount", DEFAULT_MAX_RECEIVES))
+            # Only the count: the function's role may not look up the queue's own dead-letter queue.
+            redrive = queue_redrive(state["sqs"], _queue_url(arn), resolve_dead_letter_url=False)
+            cache[arn] = redrive.max_receive_count or DEFAULT_MAX_RECEIVES
         except Exception as error:
             logger.debug("could not read the redrive policy of %s: %s", arn, error)
             return DEFAULT_MAX_RECEIVES

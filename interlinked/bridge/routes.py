@@ -78,7 +78,9 @@ class IgnoreRule:
     key_regex: re.Pattern[str] | None = None
 
     def matches(self, bucket: str, key: str) -> bool:
-        return bucket == self.bucket and _key_matches(key, self.prefix, self.suffix, self.key_regex) is not None
+        return (
+            bucket == self.bucket and _key_matches(key, self.prefix, self.suffix, self.key_regex) is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,14 @@ def _parse_route(entry: Any, index: int, variables: Mapping[str, str], source: s
     if not isinstance(entry, dict):
         raise RoutesError(f"{where} must be an object")
     unknown = set(entry) - {
-        "name", "description", "match", "action", "deployment", "parameters", "tags", "flow_run_name",
+        "name",
+        "description",
+        "match",
+        "action",
+        "deployment",
+        "parameters",
+        "tags",
+        "flow_run_name",
     }
     if unknown:
         raise RoutesError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -296,6 +305,14 @@ def _parse_route(entry: Any, index: int, variables: Mapping[str, str], source: s
                 f"{where}.{label}: unknown variable(s) {sorted(unknown_names)}; known: {sorted(known)}"
             )
 
+    common = {
+        "name": name,
+        "action": action,
+        "deployment": deployment,
+        "parameters": parameters,
+        "tags": tuple(tags),
+        "flow_run_name": flow_run_name,
+    }
     if kind == "s3":
         if not match.get("bucket"):
             raise RoutesError(f"{where}: match.bucket is required for S3 routes")
@@ -303,13 +320,8 @@ def _parse_route(entry: Any, index: int, variables: Mapping[str, str], source: s
         if not isinstance(events, list) or not all(isinstance(event, str) for event in events):
             raise RoutesError(f"{where}: match.events must be a list of event name patterns")
         return Route(
-            name=name,
             source="s3",
-            action=action,
-            deployment=deployment,
-            parameters=parameters,
-            tags=tuple(tags),
-            flow_run_name=flow_run_name,
+            **common,
             bucket=_settings_only(match["bucket"], variables, f"{where}.match.bucket"),
             prefix=_settings_only(match.get("prefix"), variables, f"{where}.match.prefix"),
             suffix=_settings_only(match.get("suffix"), variables, f"{where}.match.suffix"),
@@ -318,16 +330,7 @@ def _parse_route(entry: Any, index: int, variables: Mapping[str, str], source: s
         )
     if not isinstance(match.get("type"), str) or not match["type"]:
         raise RoutesError(f"{where}: match.type is required for message routes")
-    return Route(
-        name=name,
-        source="message",
-        action=action,
-        deployment=deployment,
-        parameters=parameters,
-        tags=tuple(tags),
-        flow_run_name=flow_run_name,
-        message_type=match["type"],
-    )
+    return Route(source="message", **common, message_type=match["type"])
 
 
 # ---- templates ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from _stack import ROOT, TEST_ENV
-from interlinked.bridge.consumer import is_ready, read_status
+from blocks.status import read_status, service_ready
 
 
 def submission_triggers() -> list[dict[str, Any]]:
@@ -97,7 +97,7 @@ def start_consumer(
     consumer = Consumer(process, status_file, log_file)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if is_ready(status_file, pid=process.pid):
+        if service_ready(status_file, pid=process.pid):
             return consumer
         if not consumer.alive():
             break
@@ -113,7 +113,7 @@ class StackBridge:
     state_dir: Path
 
     def alive(self) -> bool:
-        return is_ready(self.state_dir / "bridge-status.json")
+        return service_ready(self.state_dir / "bridge-status.json")
 
     def status(self) -> dict[str, Any]:
         return read_status(self.state_dir / "bridge-status.json") or {}
