@@ -17,12 +17,11 @@ from prefect.workers.base import BaseWorker
 from interlinked.workers.batch import (
     BatchJobConfiguration,
     BatchWorker,
-    _Coalesced,
-    _describe_jobs,
     batch_job_name,
     batch_tags,
     runs_prefect_engine,
 )
+from interlinked.workers.batch.watching import Coalesced, describe_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -270,7 +269,7 @@ def test_concurrent_describes_share_requests_of_at_most_100_jobs():
     client = _RecordingBatch(known=set(ids[:-1]))
 
     async def main():
-        describe = _Coalesced(_describe_jobs, chunk=100)
+        describe = Coalesced(describe_jobs, chunk=100)
         return await asyncio.gather(*(describe(client, job_id) for job_id in ids))
 
     results = asyncio.run(main())
@@ -283,7 +282,7 @@ def test_each_client_gets_its_own_request():
     east, west = _RecordingBatch(known={"a"}), _RecordingBatch(known={"b"})
 
     async def main():
-        describe = _Coalesced(_describe_jobs, chunk=100)
+        describe = Coalesced(describe_jobs, chunk=100)
         return await asyncio.gather(describe(east, "a"), describe(west, "b"), describe(east, "a"))
 
     a, b, a_again = asyncio.run(main())
@@ -295,7 +294,7 @@ def test_a_failing_describe_reaches_every_waiting_run():
     client = _RecordingBatch(known={"a", "b"}, error=RuntimeError("throttled"))
 
     async def main():
-        describe = _Coalesced(_describe_jobs, chunk=100)
+        describe = Coalesced(describe_jobs, chunk=100)
         return await asyncio.gather(describe(client, "a"), describe(client, "b"), return_exceptions=True)
 
     results = asyncio.run(main())
