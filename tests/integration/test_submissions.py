@@ -281,7 +281,7 @@ def test_a_reused_timestamp_is_refused_and_the_first_job_untouched(env, data):
 def test_group_quotas_queue_over_concurrency_and_refuse_over_budget(env, data):
     from prefect.variables import Variable
 
-    from flows.submissions.folder import job_slot
+    from flows.submissions.quotas import job_slot
 
     Variable.set(
         "submission-quotas",
@@ -333,7 +333,7 @@ def test_submissions_over_the_quota_all_run_never_more_than_the_quota_at_once(en
     (observed from the datasets' own start/end times), none refused."""
     from prefect.variables import Variable
 
-    from flows.submissions.folder import job_slot
+    from flows.submissions.quotas import job_slot
 
     group = "lab-queue"
     Variable.set("submission-quotas", {"groups": {group: {"max_concurrent_jobs": 2}}}, overwrite=True)
