@@ -31,6 +31,7 @@ from prefect.context import get_run_context
 
 import blocks
 from blocks.errors import is_missing
+from blocks.s3 import data_store
 from flows.analysis.protocol import (
     ErrorCode,
     ServiceError,
@@ -45,7 +46,6 @@ from flows.analysis.protocol import (
     work_response,
 )
 from flows.aws_tasks import aws_task
-from flows.script_jobs.flow import _s3, data_bucket
 
 FLOW_NAME = "prepare-experiment"
 _MATRIX_NAMES = {
@@ -67,7 +67,7 @@ class PrepareFailed(RuntimeError):
 @aws_task
 def download_source(bucket: str, path: str, destination: Path) -> Path:
     """Download the source matrix (a 10x directory, or one .h5/.h5ad file); returns the local path."""
-    s3 = _s3()
+    s3 = data_store().client
     path = path.lstrip("/")
     if path.endswith((".h5", ".h5ad")):
         target = destination / PurePosixPath(path).name
@@ -135,10 +135,10 @@ def run_preparation(source: Path, parameters: dict[str, Any]) -> Any:
 def store_experiment(adata: Any, experiment_id: str, workdir: Path) -> dict[str, str]:
     path = workdir / "processed.h5ad"
     adata.write_h5ad(path)
-    bucket = data_bucket().bucket_name
+    bucket = data_store().bucket
     key = experiment_key(experiment_id)
-    _s3().upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/x-hdf5"})
-    head = _s3().head_object(Bucket=bucket, Key=key)
+    data_store().client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/x-hdf5"})
+    head = data_store().client.head_object(Bucket=bucket, Key=key)
     return {
         "uri": f"s3://{bucket}/{key}",
         "version": head["ETag"].strip('"'),
@@ -149,8 +149,8 @@ def store_experiment(adata: Any, experiment_id: str, workdir: Path) -> dict[str,
 @aws_task
 def publish_response(response: dict[str, Any], response_id: str, topic_arn: str | None) -> str | None:
     """Publish once per ``response_id``: skipped (None) when its response record already exists."""
-    s3 = _s3()
-    bucket = data_bucket().bucket_name
+    s3 = data_store().client
+    bucket = data_store().bucket
     record_key = response_record_key(response_id)
     try:
         s3.head_object(Bucket=bucket, Key=record_key)

@@ -203,7 +203,11 @@ def run_describe(path: Path, params: DescribeParams, output_dir: Path, progress:
         "describe": json.loads(described.to_json()),
     }
     write_json(output_dir / "summary.json", summary)
-    return {"rows": summary["rows"], "columns": summary["columns"], "outputs": ["describe.csv", "summary.json"]}
+    return {
+        "rows": summary["rows"],
+        "columns": summary["columns"],
+        "outputs": ["describe.csv", "summary.json"],
+    }
 
 
 register(
@@ -256,7 +260,9 @@ def _read_single_cell(path: Path):
     raise ValueError(f"cannot read {path.name} as single-cell data")
 
 
-def run_single_cell(path: Path, params: SingleCellParams, output_dir: Path, progress: Progress) -> dict[str, Any]:
+def run_single_cell(
+    path: Path, params: SingleCellParams, output_dir: Path, progress: Progress
+) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
@@ -338,7 +344,9 @@ def _plot_embedding(coordinates, labels, path: Path, embedding: str, method: str
     colours = plt.get_cmap("tab20")
     for index, category in enumerate(categories):
         mask = np.asarray(labels) == category
-        axes.scatter(coordinates[mask, 0], coordinates[mask, 1], s=4, color=colours(index % 20), label=category)
+        axes.scatter(
+            coordinates[mask, 0], coordinates[mask, 1], s=4, color=colours(index % 20), label=category
+        )
     axes.set_xlabel(f"{embedding.upper()} 1")
     axes.set_ylabel(f"{embedding.upper()} 2")
     axes.set_title(f"{len(categories)} {method} clusters, {len(labels)} cells")
