@@ -355,6 +355,13 @@ def validate_h5ad(path: Path) -> Any:
         ) from None
 
 
+def store_experiment_file(store: ObjectStore, path: Path, experiment_id: str) -> tuple[str, str]:
+    """Upload a processed ``.h5ad`` as the experiment ``experiment_id``; its ``(uri, version)``."""
+    key = experiment_key(experiment_id)
+    store.upload(path, key, content_type="application/x-hdf5")
+    return store.uri(key), clean_etag(store.head(key)["ETag"])
+
+
 def upload_experiment_file(store: ObjectStore, path: Path, experiment_id: str) -> ImportedExperiment:
     """Check ``path`` is an AnnData file and store it as the experiment ``experiment_id``."""
     import pandas as pd
@@ -376,13 +383,11 @@ def upload_experiment_file(store: ObjectStore, path: Path, experiment_id: str) -
     finally:
         with contextlib.suppress(Exception):
             adata.file.close()
-    key = experiment_key(experiment_id)
-    store.upload(path, key, content_type="application/x-hdf5")
-    head = store.head(key)
+    uri, version = store_experiment_file(store, path, experiment_id)
     return ImportedExperiment(
         experiment_id=experiment_id,
-        uri=store.uri(key),
-        version=clean_etag(head["ETag"]),
+        uri=uri,
+        version=version,
         cells=cells,
         genes=genes,
         cell_sets=cell_sets,

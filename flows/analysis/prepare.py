@@ -32,12 +32,12 @@ from prefect.context import get_run_context
 import blocks
 from blocks.errors import is_missing
 from blocks.s3 import ObjectMissing, ObjectStore, data_store
+from flows.analysis.experiments import store_experiment_file
 from flows.analysis.protocol import (
     ErrorCode,
     ServiceError,
     encode,
     error_response,
-    experiment_key,
     parse_task,
     request_identity,
     response_attributes,
@@ -130,15 +130,8 @@ def run_preparation(source: Path, parameters: dict[str, Any]) -> Any:
 def store_experiment(adata: Any, experiment_id: str, workdir: Path) -> dict[str, str]:
     path = workdir / "processed.h5ad"
     adata.write_h5ad(path)
-    store = data_store()
-    key = experiment_key(experiment_id)
-    store.upload(path, key, content_type="application/x-hdf5")
-    head = store.head(key)
-    return {
-        "uri": store.uri(key),
-        "version": head["ETag"].strip('"'),
-        "bytes": str(path.stat().st_size),
-    }
+    uri, version = store_experiment_file(data_store(), path, experiment_id)
+    return {"uri": uri, "version": version, "bytes": str(path.stat().st_size)}
 
 
 @aws_task
