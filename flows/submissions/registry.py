@@ -260,6 +260,14 @@ def _read_single_cell(path: Path):
     raise ValueError(f"cannot read {path.name} as single-cell data")
 
 
+# markers.csv keeps the column names it has always had (analyses' rows are snake_case).
+_MARKER_COLUMNS = {
+    "log_fold_change": "logFoldChange",
+    "p_value": "pValue",
+    "adjusted_p_value": "adjustedPValue",
+}
+
+
 def run_single_cell(
     path: Path, params: SingleCellParams, output_dir: Path, progress: Progress
 ) -> dict[str, Any]:
@@ -309,7 +317,8 @@ def run_single_cell(
         result = marker_genes(prepared, group_by=method, n_genes=params.n_marker_genes)
         for group in result["groups"]:
             for rank, row in enumerate(group["genes"], start=1):
-                markers_rows.append({"cluster": group["group"], "rank": rank, **row})
+                columns = {_MARKER_COLUMNS.get(key, key): value for key, value in row.items()}
+                markers_rows.append({"cluster": group["group"], "rank": rank, **columns})
         pd.DataFrame(markers_rows).to_csv(output_dir / "markers.csv", index=False)
         outputs.append("markers.csv")
     progress("markers", 0.9)

@@ -136,7 +136,7 @@ def _service_ready(settings: Settings, name: str) -> bool:
         from interlinked.bridge.consumer import is_ready
 
         return is_ready(path, pid=process.pid)
-    from flows.analysis.protocol import service_ready
+    from blocks.status import service_ready
 
     return service_ready(path, pid=process.pid)
 
