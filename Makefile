@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock lock-checkov checkov up down clean
+.PHONY: install system-packages demo test lint lock lock-checkov checkov up down clean
 
 install: $(BIN)/.installed
 
@@ -22,7 +22,11 @@ $(BIN)/.installed: requirements.lock pyproject.toml | $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-demo: install
+# Optional system packages (R for R script jobs) when this machine lets us install them.
+system-packages:
+	@bash scripts/system-packages.sh
+
+demo: install system-packages
 	$(BIN)/interlinked demo
 
 # checkov lives in its own venv: its pins cannot share the project's lock.
@@ -31,7 +35,7 @@ CHECKOV_STAMP := .tools/checkov-venv/.lock.sha256
 $(CHECKOV_STAMP): infra/checkov-requirements.lock infra/install-checkov.sh | $(UV)
 	UV=$(UV) bash infra/install-checkov.sh
 
-test: install $(CHECKOV_STAMP)
+test: install system-packages $(CHECKOV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 

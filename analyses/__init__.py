@@ -1,9 +1,10 @@
 """Pure single-cell analyses: AnnData in, plain data out.
 
 Scanpy-style functions (``adata`` first, keyword-only options) returning JSON-serialisable
-builtins (dicts, lists, str, int, float, bool, ``None``). Result keys that the analysis service
-sends to its UI are camelCase (``zScore``, ``missingGenes``, ...), as in the task JSON contract.
-This package imports nothing else of the project: no Prefect, no AWS.
+builtins (dicts, lists, str, int, float, bool, ``None``), with Python's snake_case keys
+(``z_score``, ``missing_genes``, ...): the analysis service spells them the wire's camelCase at its
+protocol edge (``flows.analysis.tasks``), not here. This package imports nothing else of the
+project: no Prefect, no AWS.
 
 Every deliberate failure is an :class:`~analyses.errors.AnalysisError` with a stable ``code``.
 :data:`ANALYSIS_VERSION` changes whenever results may change, so it can key caches.

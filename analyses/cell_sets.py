@@ -24,7 +24,7 @@ class CellSet(TypedDict):
     id: str
     column: str
     category: str
-    cellCount: int
+    cell_count: int
 
 
 def cell_set_id(column: str, category: object) -> str:
@@ -72,12 +72,12 @@ def list_cell_sets(adata: AnnData) -> list[CellSet]:
     ----------
     adata
         Annotated data matrix. Every categorical ``.obs`` column contributes one cell set per
-        category (including categories with no cells, which get ``cellCount`` 0).
+        category (including categories with no cells, which get ``cell_count`` 0).
 
     Returns
     -------
     list of CellSet
-        ``{"id", "column", "category", "cellCount"}`` per cell set, in ``.obs`` column order and
+        ``{"id", "column", "category", "cell_count"}`` per cell set, in ``.obs`` column order and
         then category order.
     """
     cell_sets: list[CellSet] = []
@@ -91,7 +91,7 @@ def list_cell_sets(adata: AnnData) -> list[CellSet]:
                     id=cell_set_id(column, category),
                     column=column,
                     category=str(category),
-                    cellCount=int(counts[code]),
+                    cell_count=int(counts[code]),
                 )
             )
     return cell_sets

@@ -26,7 +26,7 @@ class ClusteringResult(TypedDict):
     """Result of :func:`cluster_cells`."""
 
     labels: list[str]
-    nClusters: int
+    n_clusters: int
     method: str
     resolution: float
 
@@ -73,7 +73,7 @@ def cluster_cells(
     Returns
     -------
     ClusteringResult
-        ``{"labels": [label per cell, in cell order], "nClusters", "method", "resolution"}``. Labels
+        ``{"labels": [label per cell, in cell order], "n_clusters", "method", "resolution"}``. Labels
         are ``"0"``, ``"1"``, ... like scanpy's.
 
     Raises
@@ -101,7 +101,7 @@ def cluster_cells(
         adjacency, method=method, resolution=resolution, n_iterations=n_iterations, random_state=random_state
     )
     labels = membership.astype(str).tolist()
-    return ClusteringResult(labels=labels, nClusters=len(set(labels)), method=method, resolution=resolution)
+    return ClusteringResult(labels=labels, n_clusters=len(set(labels)), method=method, resolution=resolution)
 
 
 def stored_connectivities(adata: AnnData) -> sp.spmatrix | None:

@@ -33,17 +33,17 @@ class DifferentialExpressionRow(TypedDict):
 
     gene: str
     score: float | None
-    logFoldChange: float | None
-    pValue: float | None
-    adjustedPValue: float | None
+    log_fold_change: float | None
+    p_value: float | None
+    adjusted_p_value: float | None
 
 
 class DifferentialExpressionResult(TypedDict):
     """Result of :func:`differential_expression`."""
 
     rows: list[DifferentialExpressionRow]
-    nCellsGroup: int
-    nCellsReference: int
+    n_cells_group: int
+    n_cells_reference: int
 
 
 def differential_expression(
@@ -81,9 +81,9 @@ def differential_expression(
     Returns
     -------
     DifferentialExpressionResult
-        ``{"rows": [...], "nCellsGroup", "nCellsReference"}``; rows are ordered by decreasing score
-        (most up-regulated in the group first) with ``gene``, ``score``, ``logFoldChange`` (log2),
-        ``pValue`` and ``adjustedPValue``. Non-finite values are ``None``.
+        ``{"rows": [...], "n_cells_group", "n_cells_reference"}``; rows are ordered by decreasing score
+        (most up-regulated in the group first) with ``gene``, ``score``, ``log_fold_change`` (log2),
+        ``p_value`` and ``adjusted_p_value``. Non-finite values are ``None``.
 
     Raises
     ------
@@ -138,8 +138,8 @@ def differential_expression(
     table = sc.get.rank_genes_groups_df(scratch, group=_GROUP)
     return DifferentialExpressionResult(
         rows=rank_table_rows(table),
-        nCellsGroup=n_group,
-        nCellsReference=n_reference,
+        n_cells_group=n_group,
+        n_cells_reference=n_reference,
     )
 
 
@@ -153,9 +153,9 @@ def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
         DifferentialExpressionRow(
             gene=str(columns["names"][i]),
             score=json_value(columns["scores"][i]),
-            logFoldChange=json_value(columns["logfoldchanges"][i]),
-            pValue=json_value(columns["pvals"][i]),
-            adjustedPValue=json_value(columns["pvals_adj"][i]),
+            log_fold_change=json_value(columns["logfoldchanges"][i]),
+            p_value=json_value(columns["pvals"][i]),
+            adjusted_p_value=json_value(columns["pvals_adj"][i]),
         )
         for i in range(len(table))
     ]

@@ -26,7 +26,7 @@ class GeneExpression(TypedDict):
     stdev: float | None
     min: float | None
     max: float | None
-    zScore: list[float]
+    z_score: list[float]
 
 
 class GeneExpressionResult(TypedDict):
@@ -34,7 +34,7 @@ class GeneExpressionResult(TypedDict):
 
     cells: list[int]
     genes: dict[str, GeneExpression]
-    missingGenes: list[str]
+    missing_genes: list[str]
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +115,7 @@ def gene_expression(
         Annotated data matrix.
     genes
         Gene names (exact, case-sensitive matches against the expression source's gene names).
-        Duplicates are answered once. Unknown genes are reported in ``missingGenes``.
+        Duplicates are answered once. Unknown genes are reported in ``missing_genes``.
     cell_sets
         Cell set ids (see :mod:`analyses.cell_sets`); the cells are their union, in cell order.
         ``None`` selects every cell.
@@ -128,9 +128,9 @@ def gene_expression(
     Returns
     -------
     GeneExpressionResult
-        ``{"cells": [cell index, ...], "genes": {gene: {...}}, "missingGenes": [...]}``. Per gene:
+        ``{"cells": [cell index, ...], "genes": {gene: {...}}, "missing_genes": [...]}``. Per gene:
         ``expression`` (value per selected cell), ``mean``, ``stdev``, ``min``, ``max`` and
-        ``zScore`` (``(expression - mean) / stdev`` per cell). ``stdev`` is the *population*
+        ``z_score`` (``(expression - mean) / stdev`` per cell). ``stdev`` is the *population*
         standard deviation (``ddof=0``), so z-scores have mean 0 and variance 1 over the selection.
         A gene with the same value in every selected cell gets a z-score of 0 everywhere. With no
         cells selected the statistics are ``None`` and the lists empty.
@@ -161,12 +161,12 @@ def gene_expression(
             continue
         values = index.column_values(column)
         results[gene] = _summarise(values if all_cells else values[cells])
-    return GeneExpressionResult(cells=cells.tolist(), genes=results, missingGenes=missing)
+    return GeneExpressionResult(cells=cells.tolist(), genes=results, missing_genes=missing)
 
 
 def _summarise(values: np.ndarray) -> GeneExpression:
     if values.size == 0:
-        return GeneExpression(expression=[], mean=None, stdev=None, min=None, max=None, zScore=[])
+        return GeneExpression(expression=[], mean=None, stdev=None, min=None, max=None, z_score=[])
     mean = float(values.mean())
     minimum, maximum = float(values.min()), float(values.max())
     # Exactly constant values have zero variance; computing it would leave rounding noise.
@@ -178,7 +178,7 @@ def _summarise(values: np.ndarray) -> GeneExpression:
         stdev=optional_float(stdev),
         min=optional_float(minimum),
         max=optional_float(maximum),
-        zScore=float_list(z_scores),
+        z_score=float_list(z_scores),
     )
 
 

@@ -20,15 +20,15 @@ class MarkerGroup(TypedDict):
     """Marker genes of one group."""
 
     group: str
-    cellSetId: str
-    cellCount: int
+    cell_set_id: str
+    cell_count: int
     genes: list[DifferentialExpressionRow]
 
 
 class MarkerGenesResult(TypedDict):
     """Result of :func:`marker_genes`."""
 
-    groupBy: str
+    group_by: str
     groups: list[MarkerGroup]
 
 
@@ -62,7 +62,7 @@ def marker_genes(
     Returns
     -------
     MarkerGenesResult
-        ``{"groupBy", "groups": [{"group", "cellSetId", "cellCount", "genes": [...]}]}`` in category
+        ``{"group_by", "groups": [{"group", "cell_set_id", "cell_count", "genes": [...]}]}`` in category
         order; genes as in :func:`~analyses.differential.differential_expression`, best first. Groups
         with fewer than 2 cells cannot be tested and get an empty gene list.
 
@@ -112,9 +112,9 @@ def marker_genes(
         groups.append(
             MarkerGroup(
                 group=category,
-                cellSetId=cell_set_id(group_by, category),
-                cellCount=int(count),
+                cell_set_id=cell_set_id(group_by, category),
+                cell_count=int(count),
                 genes=genes,
             )
         )
-    return MarkerGenesResult(groupBy=group_by, groups=groups)
+    return MarkerGenesResult(group_by=group_by, groups=groups)

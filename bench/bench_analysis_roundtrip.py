@@ -338,8 +338,8 @@ def main() -> None:
     settings = get_settings()
     up(settings, echo=lambda line: print(line, file=sys.stderr))
     # Imported after `up` has set PREFECT_API_URL: Prefect reads its settings once, at import.
+    from blocks.status import read_status, service_ready
     from flows.analysis.client import import_example
-    from flows.analysis.protocol import read_status, service_ready
     import_example("pbmc68k_reduced", EXPERIMENT_ID)
     import scanpy as sc
 

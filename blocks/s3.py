@@ -9,6 +9,7 @@ from the saved ``S3Bucket`` blocks (the same credentials and endpoint every flow
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -165,6 +166,10 @@ def store_for_block(block_name: str) -> ObjectStore:
 
     block = S3Bucket.load(block_name, _sync=True)
     return ObjectStore(block.bucket_name, aws_client("s3", credentials=block.credentials))
+
+
+# A forked child builds its own (its parent's connections must not be shared).
+os.register_at_fork(after_in_child=store_for_block.cache_clear)
 
 
 def data_store() -> ObjectStore:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import blocks
+from blocks.clients import aws_client
+from blocks.s3 import ObjectStore, data_store
 from flows.analysis.protocol import ServiceError
 
 
@@ -33,17 +35,19 @@ class Endpoints:
 
     @classmethod
     def from_blocks(cls, *, queue_url: str | None = None, topic_arn: str | None = None) -> Endpoints:
-        from prefect_aws import AwsCredentials, S3Bucket
-
-        credentials = AwsCredentials.load(blocks.AWS_CREDENTIALS)
+        store = data_store()
         return cls(
             queue_url=queue_url or blocks.SqsQueue.load(blocks.WORK_QUEUE).queue_url,
             topic_arn=topic_arn or blocks.SnsTopic.load(blocks.WORK_RESULTS_TOPIC).topic_arn,
-            bucket=S3Bucket.load(blocks.DATA_BUCKET).bucket_name,
-            sqs=credentials.get_client("sqs"),
-            sns=credentials.get_client("sns"),
-            s3=credentials.get_s3_client(),
+            bucket=store.bucket,
+            sqs=aws_client("sqs"),
+            sns=aws_client("sns"),
+            s3=store.client,
         )
+
+    def store(self, bucket: str | None = None) -> ObjectStore:
+        """The data bucket (or ``bucket``) through these endpoints' S3 client."""
+        return ObjectStore(bucket or self.bucket, self.s3)
 
 
 class ResponseListener:
@@ -190,8 +194,7 @@ def result_of(response: dict[str, Any], endpoints: Endpoints | None = None) -> A
         raise ServiceError(details.get("errorCode") or "ERROR", details.get("userMessage") or "")
     if details.get("resultKey"):
         endpoints = endpoints or Endpoints.from_blocks()
-        bucket = details.get("resultBucket") or endpoints.bucket
-        return json.loads(endpoints.s3.get_object(Bucket=bucket, Key=details["resultKey"])["Body"].read())
+        return endpoints.store(details.get("resultBucket")).read_json(details["resultKey"])
     return json.loads(response["results"][0]["body"])
 
 
@@ -200,7 +203,7 @@ def import_experiment(path: Path | str, experiment_id: str, *, endpoints: Endpoi
     from flows.analysis.experiments import upload_experiment_file
 
     endpoints = endpoints or Endpoints.from_blocks()
-    return upload_experiment_file(endpoints.s3, endpoints.bucket, Path(path), experiment_id)
+    return upload_experiment_file(endpoints.store(), Path(path), experiment_id)
 
 
 def import_example(name: str, experiment_id: str, *, endpoints: Endpoints | None = None):
@@ -208,4 +211,4 @@ def import_example(name: str, experiment_id: str, *, endpoints: Endpoints | None
     from flows.analysis.experiments import example_anndata, upload_anndata
 
     endpoints = endpoints or Endpoints.from_blocks()
-    return upload_anndata(endpoints.s3, endpoints.bucket, example_anndata(name), experiment_id)
+    return upload_anndata(endpoints.store(), example_anndata(name), experiment_id)

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
-from blocks import errors as aws_errors
+from blocks.errors import is_transient
+from blocks.s3 import ObjectMissing, ObjectStore
 from flows.analysis.protocol import EXPERIMENT_ID_PATTERN, ErrorCode, ServiceError, experiment_key
 
 logger = logging.getLogger("interlinked.analysis.experiments")
@@ -38,15 +36,6 @@ logger = logging.getLogger("interlinked.analysis.experiments")
 
 class TransientError(RuntimeError):
     """AWS or Prefect did not answer properly (throttling, 5xx, connection): worth retrying later."""
-
-
-def is_missing(error: ClientError) -> bool:
-    return aws_errors.is_missing(error)
-
-
-def is_transient(error: BaseException) -> bool:
-    # Any other botocore failure (e.g. a response it could not parse) is also worth another try here.
-    return aws_errors.is_transient(error) or isinstance(error, BotoCoreError)
 
 
 def clean_etag(etag: str) -> str:
@@ -175,9 +164,7 @@ class ExperimentStore:
 
     Parameters
     ----------
-    s3
-        A boto3 S3 client.
-    bucket
+    store
         The data bucket.
     max_experiments, max_bytes
         LRU bounds (the experiment being loaded is never evicted for itself).
@@ -189,8 +176,7 @@ class ExperimentStore:
 
     def __init__(
         self,
-        s3: Any,
-        bucket: str,
+        store: ObjectStore,
         *,
         max_experiments: int = 4,
         max_bytes: int | None = None,
@@ -198,8 +184,7 @@ class ExperimentStore:
         workdir: Path | None = None,
         on_loaded: Callable[[LoadedExperiment, str], None] | None = None,
     ) -> None:
-        self.s3 = s3
-        self.bucket = bucket
+        self.store = store
         self.max_experiments = max(1, max_experiments)
         self.max_bytes = max_bytes
         self.refresh_seconds = refresh_seconds
@@ -249,17 +234,14 @@ class ExperimentStore:
         changed = []
         for entry in self.cached():
             try:
-                head = self.s3.head_object(Bucket=self.bucket, Key=experiment_key(entry.experiment_id))
-            except ClientError as error:
-                if is_missing(error):
-                    logger.info("experiment %s was deleted from S3; forgetting it", entry.experiment_id)
-                    self.evict(entry.experiment_id)
-                    changed.append(entry.experiment_id)
-                else:
-                    logger.warning("could not check experiment %s: %s", entry.experiment_id, error)
-                continue
-            except BotoCoreError as error:
+                head = self.store.head(experiment_key(entry.experiment_id))
+            except (ClientError, BotoCoreError) as error:
                 logger.warning("could not check experiment %s: %s", entry.experiment_id, error)
+                continue
+            if head is None:
+                logger.info("experiment %s was deleted from S3; forgetting it", entry.experiment_id)
+                self.evict(entry.experiment_id)
+                changed.append(entry.experiment_id)
                 continue
             if clean_etag(head["ETag"]) == entry.version:
                 entry.checked_at = time.monotonic()
@@ -311,29 +293,32 @@ class ExperimentStore:
 
     def _download_and_read(self, experiment_id: str) -> LoadedExperiment:
         key = experiment_key(experiment_id)
+        where = f"S3 GET {self.store.uri(key)}"
         handle, name = tempfile.mkstemp(
             prefix=f"experiment-{experiment_id}-", suffix=".h5ad", dir=self.workdir
         )
         path = Path(name)
         try:
             try:
-                response = self.s3.get_object(Bucket=self.bucket, Key=key)
+                response = self.store.get(key)
                 version = clean_etag(response["ETag"])
                 with os.fdopen(handle, "wb") as out:
                     for chunk in response["Body"].iter_chunks(chunk_size=8 << 20):
                         out.write(chunk)
+            except ObjectMissing:
+                raise ServiceError(
+                    ErrorCode.EXPERIMENT_NOT_FOUND,
+                    f"Experiment {experiment_id!r} does not exist (no {self.store.uri(key)}); "
+                    "import it or send PrepareExperiment first",
+                ) from None
             except ClientError as error:
-                if is_missing(error):
-                    raise ServiceError(
-                        ErrorCode.EXPERIMENT_NOT_FOUND,
-                        f"Experiment {experiment_id!r} does not exist (no s3://{self.bucket}/{key}); "
-                        "import it or send PrepareExperiment first",
-                    ) from None
                 if is_transient(error):
-                    raise TransientError(f"S3 GET s3://{self.bucket}/{key}: {error}") from error
+                    raise TransientError(f"{where}: {error}") from error
                 raise
-            except BotoCoreError as error:
-                raise TransientError(f"S3 GET s3://{self.bucket}/{key}: {error}") from error
+            except (
+                BotoCoreError
+            ) as error:  # any other botocore failure (a connection, a reply it cannot parse)
+                raise TransientError(f"{where}: {error}") from error
             return read_experiment_file(path, experiment_id, version)
         finally:
             with contextlib.suppress(OSError):
@@ -370,7 +355,14 @@ def validate_h5ad(path: Path) -> Any:
         ) from None
 
 
-def upload_experiment_file(s3: Any, bucket: str, path: Path, experiment_id: str) -> ImportedExperiment:
+def store_experiment_file(store: ObjectStore, path: Path, experiment_id: str) -> tuple[str, str]:
+    """Upload a processed ``.h5ad`` as the experiment ``experiment_id``; its ``(uri, version)``."""
+    key = experiment_key(experiment_id)
+    store.upload(path, key, content_type="application/x-hdf5")
+    return store.uri(key), clean_etag(store.head(key)["ETag"])
+
+
+def upload_experiment_file(store: ObjectStore, path: Path, experiment_id: str) -> ImportedExperiment:
     """Check ``path`` is an AnnData file and store it as the experiment ``experiment_id``."""
     import pandas as pd
 
@@ -391,13 +383,11 @@ def upload_experiment_file(s3: Any, bucket: str, path: Path, experiment_id: str)
     finally:
         with contextlib.suppress(Exception):
             adata.file.close()
-    key = experiment_key(experiment_id)
-    s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/x-hdf5"})
-    head = s3.head_object(Bucket=bucket, Key=key)
+    uri, version = store_experiment_file(store, path, experiment_id)
     return ImportedExperiment(
         experiment_id=experiment_id,
-        uri=f"s3://{bucket}/{key}",
-        version=clean_etag(head["ETag"]),
+        uri=uri,
+        version=version,
         cells=cells,
         genes=genes,
         cell_sets=cell_sets,
@@ -405,12 +395,12 @@ def upload_experiment_file(s3: Any, bucket: str, path: Path, experiment_id: str)
     )
 
 
-def upload_anndata(s3: Any, bucket: str, adata: Any, experiment_id: str) -> ImportedExperiment:
+def upload_anndata(store: ObjectStore, adata: Any, experiment_id: str) -> ImportedExperiment:
     """Write ``adata`` to a temporary ``.h5ad`` and store it as the experiment ``experiment_id``."""
     with tempfile.TemporaryDirectory(prefix="interlinked-import-") as directory:
         path = Path(directory) / "processed.h5ad"
         adata.write_h5ad(path)
-        return upload_experiment_file(s3, bucket, path, experiment_id)
+        return upload_experiment_file(store, path, experiment_id)
 
 
 def example_anndata(name: str) -> Any:

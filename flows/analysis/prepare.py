@@ -31,21 +31,22 @@ from prefect.context import get_run_context
 
 import blocks
 from blocks.errors import is_missing
+from blocks.s3 import ObjectMissing, ObjectStore, data_store
+from flows.analysis.experiments import store_experiment_file
 from flows.analysis.protocol import (
     ErrorCode,
     ServiceError,
     encode,
     error_response,
-    experiment_key,
     parse_task,
-    prepare_parameters,
     request_identity,
     response_attributes,
+    response_record,
     response_record_key,
     work_response,
 )
+from flows.analysis.tasks import prepare_parameters, prepare_summary
 from flows.aws_tasks import aws_task
-from flows.script_jobs.flow import _s3, data_bucket
 
 FLOW_NAME = "prepare-experiment"
 _MATRIX_NAMES = {
@@ -67,26 +68,20 @@ class PrepareFailed(RuntimeError):
 @aws_task
 def download_source(bucket: str, path: str, destination: Path) -> Path:
     """Download the source matrix (a 10x directory, or one .h5/.h5ad file); returns the local path."""
-    s3 = _s3()
+    source = ObjectStore(bucket, data_store().client)
     path = path.lstrip("/")
     if path.endswith((".h5", ".h5ad")):
-        target = destination / PurePosixPath(path).name
         try:
-            s3.download_file(bucket, path, str(target))
-        except ClientError as error:
-            if is_missing(error):
-                raise ServiceError(
-                    ErrorCode.SOURCE_NOT_FOUND, f"No source matrix at s3://{bucket}/{path}"
-                ) from None
-            raise
-        return target
+            return source.download(path, destination / PurePosixPath(path).name)
+        except ObjectMissing:
+            raise ServiceError(
+                ErrorCode.SOURCE_NOT_FOUND, f"No source matrix at {source.uri(path)}"
+            ) from None
     prefix = path if not path or path.endswith("/") else path + "/"
-    found = []
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            found += [item["Key"] for item in page.get("Contents", [])]
+        found = list(source.keys(prefix, delimiter="/"))
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+        if is_missing(error):
             raise ServiceError(
                 ErrorCode.SOURCE_NOT_FOUND, f"Source bucket {bucket!r} does not exist"
             ) from None
@@ -96,13 +91,13 @@ def download_source(bucket: str, path: str, destination: Path) -> Path:
         listed = ", ".join(PurePosixPath(key).name for key in found[:10]) or "nothing"
         raise ServiceError(
             ErrorCode.SOURCE_NOT_FOUND,
-            f"s3://{bucket}/{prefix} holds no 10x matrix files (matrix.mtx.gz, barcodes.tsv.gz, "
+            f"{source.uri(prefix)} holds no 10x matrix files (matrix.mtx.gz, barcodes.tsv.gz, "
             f"features.tsv.gz); found {listed}",
         )
     directory = destination / "matrix"
     directory.mkdir()
     for key in wanted:
-        s3.download_file(bucket, key, str(directory / PurePosixPath(key).name))
+        source.download(key, directory / PurePosixPath(key).name)
     return directory
 
 
@@ -135,50 +130,29 @@ def run_preparation(source: Path, parameters: dict[str, Any]) -> Any:
 def store_experiment(adata: Any, experiment_id: str, workdir: Path) -> dict[str, str]:
     path = workdir / "processed.h5ad"
     adata.write_h5ad(path)
-    bucket = data_bucket().bucket_name
-    key = experiment_key(experiment_id)
-    _s3().upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/x-hdf5"})
-    head = _s3().head_object(Bucket=bucket, Key=key)
-    return {
-        "uri": f"s3://{bucket}/{key}",
-        "version": head["ETag"].strip('"'),
-        "bytes": str(path.stat().st_size),
-    }
+    uri, version = store_experiment_file(data_store(), path, experiment_id)
+    return {"uri": uri, "version": version, "bytes": str(path.stat().st_size)}
 
 
 @aws_task
 def publish_response(response: dict[str, Any], response_id: str, topic_arn: str | None) -> str | None:
     """Publish once per ``response_id``: skipped (None) when its response record already exists."""
-    s3 = _s3()
-    bucket = data_bucket().bucket_name
+    store = data_store()
     record_key = response_record_key(response_id)
-    try:
-        s3.head_object(Bucket=bucket, Key=record_key)
+    if store.exists(record_key):
         get_run_logger().info("a response for %s was already published; not publishing again", response_id)
         return None
-    except ClientError as error:
-        if not is_missing(error):
-            raise
     topic = blocks.SnsTopic.load(blocks.WORK_RESULTS_TOPIC)
     if topic_arn:
         topic = topic.model_copy(update={"topic_arn": topic_arn})
     message_id = topic.publish(
         encode(response), attributes=response_attributes(response["request"], response)
     )
-    s3.put_object(
-        Bucket=bucket,
-        Key=record_key,
-        Body=json.dumps(
-            {
-                "messageId": response_id,
-                "uuid": response["request"].get("uuid"),
-                "snsMessageId": message_id,
-                "error": response["response"]["error"],
-                "errorCode": response["response"].get("errorCode"),
-                "by": f"flow run {get_run_context().task_run.flow_run_id}",
-            }
-        ).encode(),
-        ContentType="application/json",
+    store.put_json(
+        record_key,
+        response_record(
+            response_id, response, message_id, by=f"flow run {get_run_context().task_run.flow_run_id}"
+        ),
     )
     return message_id
 
@@ -200,7 +174,7 @@ def prepare_experiment(
     request
         The task: ``experimentId``, ``body.sourceBucket``, ``body.sourceMatrixPath`` and optional
         ``body.config`` (``minGenes``, ``nTopGenes``, ``resolution``, ... see
-        ``flows.analysis.protocol.PREPARE_CONFIG``).
+        ``flows.analysis.tasks.PREPARE_CONFIG``).
     response_id
         Identity of the delivery being answered (the analysis service passes the SQS message id);
         one response is published per id. Default: the request's uuid and a hash of it.
@@ -223,19 +197,13 @@ def prepare_experiment(
             )
             adata = run_preparation(source, parameters)
             stored = store_experiment(adata, task_.experiment_id, Path(workdir))
-            provenance = adata.uns["interlinked"]
-            summary = {
-                "experimentId": task_.experiment_id,
-                "location": stored["uri"],
-                "version": stored["version"],
-                "cells": int(adata.n_obs),
-                "genes": int(adata.n_vars),
-                "clusters": int(provenance["n_clusters"]),
-                "clusteringColumn": str(provenance["parameters"]["clustering_method"]),
-                "embeddings": sorted(str(key).removeprefix("X_") for key in adata.obsm),
-                "qc": {key: int(value) for key, value in provenance["qc"].items()},
-                "seconds": round(time.perf_counter() - started, 2),
-            }
+            summary = prepare_summary(
+                adata,
+                task_.experiment_id,
+                uri=stored["uri"],
+                version=stored["version"],
+                seconds=time.perf_counter() - started,
+            )
             del adata
         response = work_response(request, encode(summary))
     except ServiceError as error:

@@ -7,8 +7,10 @@ Pure and light (no scanpy, no Prefect, no AWS calls) so that the CLI, the servic
 - the error codes (:class:`ErrorCode`) and :class:`ServiceError`;
 - both ``timeout`` forms of the seed (``2021-01-01T00:00:00Z``, ``2099-12-31 00:00:00`` = UTC);
 - the WorkResponse document (:func:`work_response`, :func:`error_response`);
-- the S3 layout: experiments, the content-addressed result cache, the response records;
-- the service's status file (its readiness check for the local stack).
+- the S3 layout: experiments, the content-addressed result cache, the response records.
+
+Body field names here are the wire's (camelCase); :mod:`flows.analysis.tasks` maps them onto
+:mod:`analyses` parameters.
 """
 
 from __future__ import annotations
@@ -16,12 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 try:
@@ -144,22 +143,6 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     },
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
-
-# PrepareExperiment "config" keys -> analyses.prepare_experiment parameters.
-PREPARE_CONFIG = {
-    "minGenes": "min_genes",
-    "minCells": "min_cells",
-    "maxPctMito": "max_pct_mito",
-    "mitoPrefix": "mito_prefix",
-    "targetSum": "target_sum",
-    "nTopGenes": "n_top_genes",
-    "nPcs": "n_pcs",
-    "nNeighbors": "n_neighbors",
-    "clusteringMethod": "clustering_method",
-    "resolution": "resolution",
-    "computeUmap": "compute_umap",
-    "randomState": "random_state",
-}
 
 EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -300,19 +283,6 @@ def _is_kind(value: object, kind: str) -> bool:
     raise AssertionError(kind)
 
 
-def prepare_parameters(body: dict[str, Any]) -> dict[str, Any]:
-    """``analyses.prepare_experiment`` keyword arguments from a PrepareExperiment body's ``config``."""
-    config = body.get("config") or {}
-    unknown = sorted(set(config) - set(PREPARE_CONFIG))
-    if unknown:
-        raise ServiceError(
-            ErrorCode.INVALID_REQUEST,
-            f"PrepareExperiment: unknown config key(s) {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(PREPARE_CONFIG)}",
-        )
-    return {PREPARE_CONFIG[key]: value for key, value in config.items()}
-
-
 # ---- responses ----------------------------------------------------------------------------------
 
 
@@ -429,47 +399,23 @@ def response_record_key(response_id: str) -> str:
     return f"{RESPONSE_RECORD_PREFIX}{safe}.json"
 
 
+def response_record(
+    response_id: str, response: dict[str, Any], sns_message_id: str, *, by: str
+) -> dict[str, Any]:
+    """The record "the response to delivery ``response_id`` was published as ``sns_message_id``"
+    (stored at :func:`response_record_key` by whoever published it)."""
+    return {
+        "messageId": response_id,
+        "uuid": response["request"].get("uuid"),
+        "snsMessageId": sns_message_id,
+        "error": response["response"]["error"],
+        "errorCode": response["response"].get("errorCode"),
+        "publishedAt": datetime.now(UTC).isoformat(),
+        "by": by,
+    }
+
+
 def request_identity(request: dict[str, Any]) -> str:
     """A stable id of a request when no queue message id is known (uuid + body hash)."""
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
     return f"{request.get('uuid', 'no-uuid')}-{digest}"
-
-
-# ---- status file (readiness of the service) ------------------------------------------------------
-
-
-def write_status(path: Path, status: dict[str, Any]) -> None:
-    """Replace the status file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(status, indent=2, default=str))
-    os.replace(temporary, path)
-
-
-def read_status(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def service_ready(path: Path, *, pid: int | None = None, max_age: float = 15.0) -> bool:
-    """Whether the service that writes ``path`` is up: ready, alive and its heartbeat fresh.
-
-    ``pid`` (e.g. the pid the local stack recorded) must match when given; otherwise the pid in
-    the file must be a live process started at the recorded time (a recycled pid does not count).
-    """
-    status = read_status(path)
-    if not status or not status.get("ready"):
-        return False
-    if pid is not None and status.get("pid") != pid:
-        return False
-    if time.time() - float(status.get("heartbeat", 0)) > max_age:
-        return False
-    try:
-        import psutil
-
-        process = psutil.Process(int(status["pid"]))
-        return abs(process.create_time() - float(status.get("process_started", 0))) < 1.0
-    except Exception:
-        return False

@@ -18,7 +18,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, tags
 
-from flows.script_jobs.flow import data_bucket, job_spec_key, script_job
+from blocks.s3 import ObjectStore, data_store
+from flows.script_jobs.flow import script_job
+from flows.script_jobs.layout import job_spec_key
 
 FLOW_NAME = "script-job-submission"
 
@@ -38,19 +40,16 @@ def script_job_submission(
     logger = get_run_logger()
     if (description is None) == (key is None):
         raise ValueError("give either a description or the bucket/key of one")
-    s3 = data_bucket().credentials.get_s3_client()
-    spec_bucket = data_bucket().bucket_name
+    store = data_store()
     if description is not None:
         body = json.dumps(description).encode()
         source = "message"
     else:
-        params: dict[str, Any] = {"Bucket": bucket or spec_bucket, "Key": key}
-        if version_id:
-            params["VersionId"] = version_id
-        body = s3.get_object(**params)["Body"].read()
-        source = f"s3://{params['Bucket']}/{key}"
+        origin = store if bucket in (None, store.bucket) else ObjectStore(bucket, store.client)
+        body = origin.read_bytes(key, version_id=version_id)
+        source = origin.uri(key)
     # Stored as received: the script-job flow validates it and reports a bad field the usual way.
-    s3.put_object(Bucket=spec_bucket, Key=job_spec_key(job_id), Body=body, ContentType="application/json")
-    logger.info("job %s from %s → s3://%s/%s", job_id, source, spec_bucket, job_spec_key(job_id))
+    store.put(job_spec_key(job_id), body, content_type="application/json")
+    logger.info("job %s from %s → %s", job_id, source, store.uri(job_spec_key(job_id)))
     with tags(f"job:{job_id}", "script-job"):
         return script_job(job_id)

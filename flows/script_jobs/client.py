@@ -5,27 +5,25 @@ What ``interlinked submit`` and ``interlinked status`` (and the demo) call.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from flows.script_jobs.flow import (
-    SCRIPTS_PREFIX,
-    ScriptJobError,
-    _missing,
-    _s3,
-    data_bucket,
-    job_spec_key,
-    log_key,
-    result_key,
-    s3_uri,
-)
+from blocks.s3 import data_store
+from flows.script_jobs.layout import ScriptJobError, job_spec_key, log_key, result_key, s3_uri, script_key
 from flows.script_jobs.spec import JobSpec, parse_job_spec
+
+__all__ = [
+    "FINAL_STATES",
+    "ScriptJobError",
+    "SubmittedJob",
+    "job_status",
+    "new_job_id",
+    "submit_script_job",
+    "wait_for_job",
+]
 
 
 @dataclass
@@ -56,32 +54,20 @@ def submit_script_job(
 
     spec = parse_job_spec(description)
     job_id = job_id or new_job_id()
-    bucket = data_bucket()
-    s3 = _s3()
+    store = data_store()
     local = Path(spec.script).expanduser()
     if not local.is_absolute() and base_dir is not None:
         local = base_dir / local
     if local.is_file():
         # Each job gets its own copy: a later edit of the file never changes a submitted job.
         stored = f"{job_id}/{local.name}"
-        s3.upload_file(str(local), bucket.bucket_name, SCRIPTS_PREFIX + stored)
+        store.upload(local, script_key(stored))
         spec = spec.model_copy(update={"script": stored})
-    else:
-        try:
-            s3.head_object(Bucket=bucket.bucket_name, Key=SCRIPTS_PREFIX + spec.script)
-        except ClientError as error:
-            if _missing(error):
-                raise ScriptJobError(
-                    f"script {spec.script!r} is neither a local file nor an object at "
-                    f"{s3_uri(SCRIPTS_PREFIX + spec.script)}"
-                ) from None
-            raise
-    s3.put_object(
-        Bucket=bucket.bucket_name,
-        Key=job_spec_key(job_id),
-        Body=spec.model_dump_json(exclude_none=True).encode(),
-        ContentType="application/json",
-    )
+    elif not store.exists(script_key(spec.script)):
+        raise ScriptJobError(
+            f"script {spec.script!r} is neither a local file nor an object at {s3_uri(script_key(spec.script))}"
+        )
+    store.put(job_spec_key(job_id), spec.model_dump_json(exclude_none=True), content_type="application/json")
     flow_run = run_deployment(
         deployment,
         parameters={"job_id": job_id},
@@ -95,24 +81,13 @@ def submit_script_job(
     )
 
 
-def read_json_object(key: str) -> Any | None:
-    """A JSON object from the data bucket, or None when it does not exist."""
-    try:
-        body = _s3().get_object(Bucket=data_bucket().bucket_name, Key=key)["Body"].read()
-    except ClientError as error:
-        if _missing(error):
-            return None
-        raise
-    return json.loads(body)
-
-
 def job_status(job_id: str, *, ui_url: str | None = None) -> dict[str, Any]:
     """Everything known about a job: run state and times, result, log and UI link."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
-    spec = read_json_object(job_spec_key(job_id))
+    spec = data_store().read_json(job_spec_key(job_id), None)
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"job:{job_id}"])),
@@ -157,7 +132,7 @@ def job_status(job_id: str, *, ui_url: str | None = None) -> dict[str, Any]:
             status["ui_url"] = f"{ui_url.rstrip('/')}/runs/flow-run/{run.id}"
     if status["state"] == "COMPLETED":
         status["result"] = s3_uri(result_key(job_id))
-        status["result_value"] = read_json_object(result_key(job_id))
+        status["result_value"] = data_store().read_json(result_key(job_id), None)
     return status
 
 

@@ -1,9 +1,9 @@
-"""Script jobs (seed 000): run any user script — Python, shell or R — described by a job spec in S3.
+"""Script jobs (seed 000): the ``script-job`` flow runs one user script — Python, shell or R —
+described by a job spec in the data bucket.
 
-Layout in the data bucket (fixed by the architecture):
-``jobs/{job_id}.json`` (the spec), ``scripts/...`` (the code), ``results/{job_id}/result.json`` (the
-return value as JSON), ``logs/{job_id}.log`` (stdout/stderr, updated while the script runs).
-The final state is published to the ``job_events`` topic.
+It loads ``jobs/{job_id}.json``, fetches the script from ``scripts/``, runs it (:mod:`.runners`),
+stores ``results/{job_id}/result.json`` and ``logs/{job_id}.log`` (see :mod:`.layout`) and
+publishes the final state to the ``job_events`` topic.
 """
 
 from __future__ import annotations
@@ -13,86 +13,42 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from botocore.exceptions import (
-    ClientError,
-)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect_aws import S3Bucket
 
 import blocks
+from blocks.s3 import ObjectMissing, data_store
 from flows.aws_tasks import aws_task
+from flows.script_jobs.layout import ScriptJobError, job_spec_key, log_key, result_key, s3_uri, script_key
 from flows.script_jobs.runners import ScriptRuntimeMissing, run_script
 from flows.script_jobs.spec import JobSpec, parse_job_spec
 
 FLOW_NAME = "script-job"
-SCRIPTS_PREFIX = "scripts/"
-
-
-def job_spec_key(job_id: str) -> str:
-    return f"jobs/{job_id}.json"
-
-
-def result_key(job_id: str) -> str:
-    return f"results/{job_id}/result.json"
-
-
-def log_key(job_id: str) -> str:
-    return f"logs/{job_id}.log"
-
-
-class ScriptJobError(RuntimeError):
-    """The job could not run or its script failed; the message is what the user needs to know."""
-
-
-@lru_cache(maxsize=1)
-def data_bucket() -> S3Bucket:
-    return S3Bucket.load(blocks.DATA_BUCKET)
-
-
-def _s3():
-    return data_bucket().credentials.get_s3_client()
-
-
-def s3_uri(key: str) -> str:
-    return f"s3://{data_bucket().bucket_name}/{key}"
-
-
-def _missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
 @aws_task
 def load_job_spec(job_id: str) -> JobSpec:
+    key = job_spec_key(job_id)
     try:
-        body = _s3().get_object(Bucket=data_bucket().bucket_name, Key=job_spec_key(job_id))["Body"].read()
-    except ClientError as error:
-        if _missing(error):
-            raise ScriptJobError(f"no job spec at {s3_uri(job_spec_key(job_id))}") from None
-        raise
-    try:
-        return parse_job_spec(json.loads(body))
-    except ValueError as error:
-        raise ScriptJobError(f"job spec at {s3_uri(job_spec_key(job_id))} is invalid: {error}") from None
+        return parse_job_spec(data_store().read_json(key))
+    except ObjectMissing:
+        raise ScriptJobError(f"no job spec at {s3_uri(key)}") from None
+    except ValueError as error:  # not JSON, or not a valid spec
+        raise ScriptJobError(f"job spec at {s3_uri(key)} is invalid: {error}") from None
 
 
 @aws_task
 def fetch_script(spec: JobSpec, destination: Path) -> Path:
-    key = SCRIPTS_PREFIX + spec.script
-    path = destination / PurePosixPath(spec.script).name
+    key = script_key(spec.script)
     try:
-        _s3().download_file(data_bucket().bucket_name, key, str(path))
-    except ClientError as error:
-        if _missing(error):
-            raise ScriptJobError(f"script not found at {s3_uri(key)}") from None
-        raise
-    return path
+        return data_store().download(key, destination / PurePosixPath(spec.script).name)
+    except ObjectMissing:
+        raise ScriptJobError(f"script not found at {s3_uri(key)}") from None
 
 
 class LiveLog:
@@ -130,12 +86,7 @@ class LiveLog:
             return self._lines[-count:]
 
     def upload(self) -> None:
-        _s3().put_object(
-            Bucket=data_bucket().bucket_name,
-            Key=self.key,
-            Body=self.text.encode(),
-            ContentType="text/plain; charset=utf-8",
-        )
+        data_store().put_text(self.key, self.text)
 
     def _flush_periodically(self) -> None:
         while not self._stop.wait(self.interval):
@@ -188,12 +139,7 @@ def run_job_script(spec: JobSpec, script_path: Path, live_log: LiveLog, attempt_
 
 @aws_task
 def store_result(job_id: str, value: Any) -> str:
-    _s3().put_object(
-        Bucket=data_bucket().bucket_name,
-        Key=result_key(job_id),
-        Body=json.dumps(value).encode(),
-        ContentType="application/json",
-    )
+    data_store().put_json(result_key(job_id), value)
     return s3_uri(result_key(job_id))
 
 

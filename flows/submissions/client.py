@@ -1,5 +1,8 @@
 """The submissions SDK: upload a submission (inputs, config, then the submit file) and watch its
 results folder until ``end.txt`` appears. What ``interlinked submissions upload|watch`` call.
+
+S3 access goes through :class:`blocks.s3.ObjectStore`: :func:`submissions_store` gives the stack's
+analysis bucket (or another bucket, with the stack's credentials and endpoint).
 """
 
 from __future__ import annotations
@@ -11,23 +14,41 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from flows.submissions.folder import CERTIFICATE, END
+
+if TYPE_CHECKING:
+    from blocks.s3 import ObjectStore
+
+__all__ = [
+    "UploadError",
+    "Uploaded",
+    "analysis_s3",
+    "parse_results_path",
+    "results_folder",
+    "submissions_store",
+    "upload_submission",
+    "watch_results",
+]
 
 
 class UploadError(ValueError):
     """Invalid input: nothing was uploaded."""
 
 
+def submissions_store(bucket: str | None = None) -> ObjectStore:
+    """The bucket submissions go to: the stack's analysis bucket, or ``bucket`` when given."""
+    from blocks.s3 import ObjectStore, analysis_store
+
+    return analysis_store() if bucket is None else ObjectStore(bucket)
+
+
 def analysis_s3(bucket: str | None = None) -> tuple[Any, str]:
-    """An S3 client and the analysis bucket name, from the stack's blocks (endpoint included)."""
-    from prefect_aws import AwsCredentials, S3Bucket
-
-    import blocks
-
-    credentials = AwsCredentials.load(blocks.AWS_CREDENTIALS)
-    if bucket is None:
-        bucket = S3Bucket.load(blocks.ANALYSIS_BUCKET).bucket_name
-    return credentials.get_s3_client(), bucket
+    """``(boto3 S3 client, bucket name)`` of :func:`submissions_store`, for callers that use the
+    client directly (the demo)."""
+    store = submissions_store(bucket)
+    return store.client, store.bucket
 
 
 def default_timestamp() -> str:
@@ -48,20 +69,6 @@ class Uploaded:
         return dict(self.__dict__)
 
 
-def _exists(s3, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    if key.endswith("/"):
-        return s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-
-
 def upload_submission(
     group: str,
     data: list[str],
@@ -71,7 +78,12 @@ def upload_submission(
     s3=None,
     bucket: str | None = None,
 ) -> Uploaded:
-    """Validate, upload inputs and config, then the submit file. Raises :class:`UploadError`."""
+    """Validate, upload inputs and config, then the submit file. Raises :class:`UploadError`.
+
+    ``s3`` and ``bucket``: a boto3 client and the bucket to use (default: :func:`submissions_store`;
+    ``bucket`` alone: that bucket with the stack's credentials).
+    """
+    from blocks.s3 import ObjectStore
     from flows.submissions.registry import ConfigRefused, check_inputs, parse_config
     from flows.submissions.validation import (
         SAFE_SEGMENT,
@@ -100,8 +112,8 @@ def upload_submission(
     except ConfigRefused as error:
         raise UploadError(str(error)) from None
 
-    if s3 is None or bucket is None:
-        s3, bucket = analysis_s3(bucket)
+    store = ObjectStore(bucket, s3) if s3 is not None and bucket is not None else submissions_store(bucket)
+    bucket = store.bucket
     plan: list[tuple[Path | None, str]] = []  # (local source, key) — directories expand below
     datanames = []
     for item in data:
@@ -116,7 +128,7 @@ def upload_submission(
             key = f"{group}/inputs/{local.name}/"
             plan.extend((path, key + path.name) for path in files)
         elif item.startswith(f"{group}/inputs/"):
-            if not _exists(s3, bucket, item):
+            if not store.exists(item):
                 raise UploadError(f"data {item} is neither a local path nor an object in s3://{bucket}")
             key = item
         else:
@@ -140,21 +152,15 @@ def upload_submission(
     except SubmissionRefused as error:
         raise UploadError(error.reason) from None
     prefix = results_prefix(group, bucket, timestamp)
-    if _exists(s3, bucket, prefix):
+    if store.exists(prefix):
         raise UploadError(
             f"timestamp {timestamp!r} is already used: s3://{bucket}/{prefix} exists (results folders are immutable)"
         )
 
     for local, key in plan:
-        s3.upload_file(str(local), bucket, key)
-    s3.upload_file(str(config_path), bucket, configname)
-    # Last: the submit file is what starts the job.
-    s3.put_object(
-        Bucket=bucket,
-        Key=submission_key,
-        Body=json.dumps(document, indent=2).encode(),
-        ContentType="application/json",
-    )
+        store.upload(local, key)
+    store.upload(config_path, configname)
+    store.put_json(submission_key, document, indent=2)  # last: the submit file is what starts the job
     return Uploaded(
         bucket=bucket,
         group=group,
@@ -179,28 +185,30 @@ def parse_results_path(path: str, default_bucket: str | None) -> tuple[str, str]
     return bucket, prefix.rstrip("/") + "/"
 
 
+def results_folder(path: str, bucket: str | None = None) -> tuple[ObjectStore, str]:
+    """The bucket and prefix of a results path (``s3://BUCKET/PREFIX`` or a ``PREFIX`` in ``bucket``,
+    by default the stack's analysis bucket), ready for :func:`watch_results`."""
+    if bucket is None and not path.startswith("s3://"):
+        bucket = submissions_store().bucket
+    name, prefix = parse_results_path(path, bucket)
+    return submissions_store(name), prefix
+
+
 def watch_results(
-    s3, bucket: str, prefix: str, *, timeout: float = 3600.0, interval: float = 1.0, out=None
+    store: ObjectStore, prefix: str, *, timeout: float = 3600.0, interval: float = 1.0, out=None
 ) -> str | None:
     """Print the certificate as it grows until ``end.txt`` exists; return end.txt's status (or None)."""
-    from botocore.exceptions import ClientError
-
     out = out or sys.stdout
 
-    def read(key: str) -> str | None:
-        try:
-            return s3.get_object(Bucket=bucket, Key=prefix + key)["Body"].read().decode()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
+    def read(relative: str) -> str | None:
+        return store.read_text(prefix + relative, None)
 
     deadline = time.monotonic() + timeout
     printed_header = False
     printed_lines = 0
     while True:
-        end = read("process_results/end.txt")  # read first: the certificate is complete once end exists
-        certificate = read("logs/certificate.txt")
+        end = read(END)  # read first: the certificate is complete once end exists
+        certificate = read(CERTIFICATE)
         if certificate is not None:
             header, _, log = certificate.partition("\nlog:\n")
             if not printed_header:

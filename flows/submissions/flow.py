@@ -30,7 +30,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +39,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed
 
-import blocks
-from flows.submissions.folder import (
-    END,
-    RESULTS,
-    JobFolder,
-    NoSlot,
-    OverBudget,
-    charge_budget,
-    claim_folder,
-    exists,
-    job_slot,
-    missing,
-    now,
-    take_over_claim,
-)
-from flows.submissions.quotas import Quota, quota_for
+from blocks.s3 import ObjectMissing, ObjectStore, data_store
+from flows.submissions.folder import END, RESULTS, JobFolder, claim_folder, now, take_over_claim
+from flows.submissions.quotas import NoSlot, OverBudget, Quota, charge_budget, job_slot, quota_for
 from flows.submissions.registry import AnalysisConfig, ConfigRefused, check_inputs, parse_config
 from flows.submissions.validation import (
     Dataset,
@@ -74,24 +60,6 @@ FLOW_NAME = "process-submission"
 MAX_SUBMISSION_BYTES = 256 * 1024
 
 
-@lru_cache(maxsize=1)
-def _credentials():
-    from prefect_aws import AwsCredentials
-
-    return AwsCredentials.load(blocks.AWS_CREDENTIALS)
-
-
-def s3_client():
-    return _credentials().get_s3_client()
-
-
-@lru_cache(maxsize=1)
-def ledger_bucket() -> str:
-    from prefect_aws import S3Bucket
-
-    return S3Bucket.load(blocks.DATA_BUCKET).bucket_name
-
-
 def _ui_link(flow_run_id: str | None) -> str:
     base = os.environ.get("PREFECT_UI_URL")
     if not flow_run_id:
@@ -101,7 +69,7 @@ def _ui_link(flow_run_id: str | None) -> str:
 
 @dataclass
 class JobContext:
-    s3: Any
+    store: ObjectStore  # the bucket the submission came from
     folder: JobFolder
     submission: Submission
     config: AnalysisConfig
@@ -121,30 +89,31 @@ class DatasetFailed(RuntimeError):
     pass
 
 
-def _download_dataset(s3, bucket: str, dataset: Dataset, directory: Path) -> Path:
+def _download_dataset(store: ObjectStore, dataset: Dataset, directory: Path) -> Path:
     """The dataset as a local path (a file, or a directory for a 10x matrix folder)."""
     directory.mkdir(parents=True, exist_ok=True)
-    if dataset.is_directory:
-        target = directory / dataset.label
-        target.mkdir(parents=True, exist_ok=True)
-        paginator = s3.get_paginator("list_objects_v2")
-        found = 0
-        for page in paginator.paginate(Bucket=bucket, Prefix=dataset.key):
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(dataset.key) :]
-                if not relative or relative.endswith("/") or "/" in relative:
-                    continue  # only the folder's own files: a 10x matrix directory is flat
-                s3.download_file(bucket, item["Key"], str(target / relative))
-                found += 1
-        if not found:
-            raise DatasetFailed(f"the folder s3://{bucket}/{dataset.key} is empty")
-        return target
-    target = directory / dataset.key.rsplit("/", 1)[-1]
-    s3.download_file(bucket, dataset.key, str(target))
+    if not dataset.is_directory:
+        return store.download(dataset.key, directory / dataset.key.rsplit("/", 1)[-1])
+    target = directory / dataset.label
+    target.mkdir(parents=True, exist_ok=True)
+    found = 0
+    for key in store.keys(dataset.key):
+        relative = key[len(dataset.key) :]
+        if not relative or relative.endswith("/") or "/" in relative:
+            continue  # only the folder's own files: a 10x matrix directory is flat
+        store.download(key, target / relative)
+        found += 1
+    if not found:
+        raise DatasetFailed(f"the folder {store.uri(dataset.key)} is empty")
     return target
 
 
-@task(name="analyse-dataset", task_run_name="analyse {dataset.label}", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="analyse-dataset",
+    task_run_name="analyse {dataset.label}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def analyse_dataset(context: JobContext, dataset: Dataset) -> dict[str, Any]:
     """Download one dataset, run the analysis, upload its outputs; keep its status file current."""
     logger = get_run_logger()
@@ -165,9 +134,13 @@ def analyse_dataset(context: JobContext, dataset: Dataset) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="interlinked-submission-"))
     try:
         try:
-            path = _download_dataset(context.s3, context.submission.bucket, dataset, workdir / "input")
+            path = _download_dataset(context.store, dataset, workdir / "input")
+        except ObjectMissing:
+            raise DatasetFailed(
+                f"cannot read {context.store.uri(dataset.key)}: it no longer exists"
+            ) from None
         except ClientError as error:
-            raise DatasetFailed(f"cannot read s3://{context.submission.bucket}/{dataset.key}: {error}") from None
+            raise DatasetFailed(f"cannot read {context.store.uri(dataset.key)}: {error}") from None
         output_dir = workdir / "output"
         output_dir.mkdir()
         try:
@@ -178,19 +151,28 @@ def analyse_dataset(context: JobContext, dataset: Dataset) -> dict[str, Any]:
         for item in sorted(output_dir.rglob("*")):
             if item.is_file():
                 relative = item.relative_to(output_dir).as_posix()
-                context.s3.upload_file(str(item), context.submission.bucket, folder.prefix + output_prefix + relative)
+                context.store.upload(item, folder.prefix + output_prefix + relative)
                 outputs.append(output_prefix + relative)
         seconds = round(time.monotonic() - started, 3)
         context.write_status(
-            dataset, status="SUCCESS", reason=None, end=now(), seconds=seconds, progress=1.0, step="done",
-            outputs=outputs, summary=summary,
+            dataset,
+            status="SUCCESS",
+            reason=None,
+            end=now(),
+            seconds=seconds,
+            progress=1.0,
+            step="done",
+            outputs=outputs,
+            summary=summary,
         )
         folder.log("DATASET", f"{dataset.label}: SUCCESS in {seconds:.1f} s → {output_prefix}")
         logger.info("dataset %s: %d outputs in %.1f s", dataset.label, len(outputs), seconds)
         return {"dataset": dataset.key, "outputs": outputs, "summary": summary}
     except Exception as error:
         reason = str(error) if isinstance(error, DatasetFailed) else f"{type(error).__name__}: {error}"
-        context.write_status(dataset, status="FAILED", reason=reason, end=now(), seconds=round(time.monotonic() - started, 3))
+        context.write_status(
+            dataset, status="FAILED", reason=reason, end=now(), seconds=round(time.monotonic() - started, 3)
+        )
         folder.log("DATASET", f"{dataset.label}: FAILED — {reason}")
         raise DatasetFailed(f"{dataset.label}: {reason}") from None
     finally:
@@ -220,13 +202,14 @@ def _refuse(folder: JobFolder, reason: str):
     return Failed(name="Refused", message=f"refused: {reason}")
 
 
-def _read_submission(s3, bucket: str, key: str, version_id: str | None) -> tuple[bytes, dict[str, Any]]:
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        params["VersionId"] = version_id
-    reply = s3.get_object(**params)
+def _read_submission(store: ObjectStore, key: str, version_id: str | None) -> tuple[bytes, dict[str, Any]]:
+    reply = store.get(key, version_id=version_id)
     if reply.get("ContentLength", 0) > MAX_SUBMISSION_BYTES:
-        return b"", {"etag": reply["ETag"].strip('"'), "version_id": reply.get("VersionId"), "too_large": True}
+        return b"", {
+            "etag": reply["ETag"].strip('"'),
+            "version_id": reply.get("VersionId"),
+            "too_large": True,
+        }
     return reply["Body"].read(), {"etag": reply["ETag"].strip('"'), "version_id": reply.get("VersionId")}
 
 
@@ -237,18 +220,16 @@ def _read_submission(s3, bucket: str, key: str, version_id: str | None) -> tuple
 )
 def process_submission(bucket: str, key: str, etag: str | None = None, version_id: str | None = None):
     logger = get_run_logger()
-    s3 = s3_client()
+    store = ObjectStore(bucket)  # the bucket of the event: not necessarily the stack's analysis bucket
     run = get_run_context().flow_run
     flow_run_id = str(run.id) if run else None
     group, name = parse_submission_key(key)  # the bridge routes only such keys; anything else fails here
 
     try:
-        body, identity = _read_submission(s3, bucket, key, version_id)
-    except ClientError as error:
-        if missing(error):
-            logger.warning("s3://%s/%s no longer exists: nothing to do", bucket, key)
-            return Completed(name="Skipped", message=f"s3://{bucket}/{key} no longer exists")
-        raise
+        body, identity = _read_submission(store, key, version_id)
+    except ObjectMissing:
+        logger.warning("s3://%s/%s no longer exists: nothing to do", bucket, key)
+        return Completed(name="Skipped", message=f"s3://{bucket}/{key} no longer exists")
     identity = {"submission": f"s3://{bucket}/{key}", "key": key, **identity, "flow_run_id": flow_run_id}
     header = {
         "submission": f"s3://{bucket}/{key} (etag {identity['etag']}, version {identity.get('version_id') or '-'})",
@@ -278,10 +259,15 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
         prefix = refusal_prefix(group, bucket, safe_label(name.removesuffix(".json")), identity_text)
     else:
         prefix = results_prefix(group, bucket, timestamp)
-    folder = JobFolder(s3, bucket, prefix, {"job": prefix.rstrip("/").rsplit("/", 1)[-1], "results": f"s3://{bucket}/{prefix}", **header})
+
+    def folder_at(prefix: str) -> JobFolder:
+        job = prefix.rstrip("/").rsplit("/", 1)[-1]
+        return JobFolder(store, prefix, {"job": job, "results": store.uri(prefix), **header})
+
+    folder = folder_at(prefix)
 
     # 2. Claim the folder: it belongs to exactly one submission, forever.
-    claim = claim_folder(s3, bucket, prefix, identity)
+    claim = claim_folder(store, prefix, identity)
     if not claim.ours:
         owner = claim.record.get("submission", "another submission")
         reason = (
@@ -289,11 +275,11 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             f"results folders are immutable, submit again with a new timestamp"
         )
         prefix = refusal_prefix(group, bucket, safe_label(timestamp or name), identity_text)
-        folder = JobFolder(s3, bucket, prefix, {"job": prefix.rstrip("/").rsplit("/", 1)[-1], "results": f"s3://{bucket}/{prefix}", **header})
+        folder = folder_at(prefix)
         folder.put_json("logs/submission.json", {**identity, "refused": reason})
         return _refuse(folder, reason)
     if not claim.fresh and claim.record.get("flow_run_id") != flow_run_id:
-        duplicate = _duplicate_of(s3, bucket, prefix, claim.record, flow_run_id)
+        duplicate = _duplicate_of(store, prefix, claim.record, flow_run_id)
         if duplicate is not None:
             return duplicate
     logger.info("results folder s3://%s/%s", bucket, prefix)
@@ -308,11 +294,11 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             submission = parse_submission(bucket, key, document)
         except SubmissionRefused as refused:
             return _refuse(folder, refused.reason)
-        refusal = _check_existence(s3, submission)
+        refusal = _check_existence(store, submission)
         if refusal:
             return _refuse(folder, refusal)
         try:
-            config_document = json.loads(s3.get_object(Bucket=bucket, Key=submission.configname)["Body"].read())
+            config_document = store.read_json(submission.configname)
         except ValueError as error:
             return _refuse(folder, f"configname {submission.configname!r} is not valid JSON: {error}")
         try:
@@ -326,11 +312,18 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             f"{datasets} dataset{'s' if datasets != 1 else ''} ({', '.join(d.label for d in submission.datasets)}); "
             f"config {submission.configname}: analysis {config.analysis.name!r}",
         )
-        context = JobContext(s3=s3, folder=folder, submission=submission, config=config)
+        context = JobContext(store=store, folder=folder, submission=submission, config=config)
         for dataset in submission.datasets:
             context.write_status(
-                dataset, dataset=dataset.key, analysis=config.analysis.name, status="PENDING", reason=None,
-                start=None, end=None, input=f"s3://{bucket}/{dataset.key}", config=f"s3://{bucket}/{submission.configname}",
+                dataset,
+                dataset=dataset.key,
+                analysis=config.analysis.name,
+                status="PENDING",
+                reason=None,
+                start=None,
+                end=None,
+                input=f"s3://{bucket}/{dataset.key}",
+                config=f"s3://{bucket}/{submission.configname}",
                 outputs_prefix=f"s3://{bucket}/{prefix}{RESULTS}{dataset.label}/",
             )
 
@@ -359,14 +352,14 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
         raise
 
 
-def _duplicate_of(s3, bucket: str, prefix: str, record: dict[str, Any], flow_run_id: str | None):
+def _duplicate_of(store: ObjectStore, prefix: str, record: dict[str, Any], flow_run_id: str | None):
     """The same submission (same object version) reached another run too — e.g. one event delivered
     by two paths. Done or in progress there: nothing to do here. That run ended without end.txt
     (crashed): take over. Returns the state to end with, or None to go on."""
     from prefect.client.orchestration import get_client
 
     other = record.get("flow_run_id")
-    if exists(s3, bucket, prefix + END):
+    if store.exists(prefix + END):
         return Completed(name="Duplicate", message=f"already processed by flow run {other}")
     active = False
     if other:
@@ -379,29 +372,18 @@ def _duplicate_of(s3, bucket: str, prefix: str, record: dict[str, Any], flow_run
     if active:
         return Completed(name="Duplicate", message=f"being processed by flow run {other}")
     get_run_logger().warning("flow run %s ended without end.txt; this run takes over", other)
-    take_over_claim(s3, bucket, prefix, record, flow_run_id)
+    take_over_claim(store, prefix, record, flow_run_id)
     return None
 
 
-def _check_existence(s3, submission: Submission) -> str | None:
+def _check_existence(store: ObjectStore, submission: Submission) -> str | None:
     for dataset in submission.datasets:
-        if dataset.is_directory:
-            listing = s3.list_objects_v2(Bucket=submission.bucket, Prefix=dataset.key, MaxKeys=1)
-            if not listing.get("KeyCount"):
-                return f"dataname {dataset.key!r} does not exist (no objects under it)"
-            continue
-        try:
-            s3.head_object(Bucket=submission.bucket, Key=dataset.key)
-        except ClientError as error:
-            if missing(error):
-                return f"dataname {dataset.key!r} does not exist"
-            raise
-    try:
-        s3.head_object(Bucket=submission.bucket, Key=submission.configname)
-    except ClientError as error:
-        if missing(error):
-            return f"configname {submission.configname!r} does not exist"
-        raise
+        if dataset.is_directory and not store.prefix_exists(dataset.key):
+            return f"dataname {dataset.key!r} does not exist (no objects under it)"
+        if not dataset.is_directory and store.head(dataset.key) is None:
+            return f"dataname {dataset.key!r} does not exist"
+    if store.head(submission.configname) is None:
+        return f"configname {submission.configname!r} does not exist"
     return None
 
 
@@ -411,8 +393,7 @@ def _accepted(context: JobContext, quota: Quota, identity: dict[str, Any]):
     cost = config.estimated_cost(datasets=datasets, price_per_hour=quota.price_per_hour)
     try:
         account = charge_budget(
-            context.s3,
-            ledger_bucket(),
+            data_store(),
             group=submission.group,
             job=f"{submission.bucket}/{submission.results_prefix}",
             cost=cost,
@@ -434,18 +415,19 @@ def _accepted(context: JobContext, quota: Quota, identity: dict[str, Any]):
     statuses = _run_datasets(context, limit)
     failed = sorted(label for label, status in statuses.items() if status != "SUCCESS")
     succeeded = datasets - len(failed)
+
+    def finish(status: str, summary: str, reason: str | None = None) -> str:
+        folder.log("FINISHED", summary, status=status, reason=reason)
+        folder.end(status, summary)
+        return summary
+
     if not failed:
-        summary = f"{succeeded} of {datasets} dataset(s) succeeded"
-        folder.log("FINISHED", summary, status="COMPLETED")
-        folder.end("COMPLETED", summary)
-        return Completed(message=summary)
+        return Completed(message=finish("COMPLETED", f"{succeeded} of {datasets} dataset(s) succeeded"))
     reasons = "; ".join(f"{label}: {context.statuses[label].get('reason')}" for label in failed)
     if succeeded:
         summary = f"{succeeded} of {datasets} dataset(s) succeeded; failed: {reasons}"
-        folder.log("FINISHED", summary, status="PARTIAL", reason=f"failed: {', '.join(failed)}")
-        folder.end("PARTIAL", summary)
-        return Completed(name="Partially completed", message=summary)
+        return Completed(
+            name="Partially completed", message=finish("PARTIAL", summary, f"failed: {', '.join(failed)}")
+        )
     summary = f"every dataset failed: {reasons}"
-    folder.log("FINISHED", summary, status="FAILED", reason=summary)
-    folder.end("FAILED", summary)
-    return Failed(message=summary)
+    return Failed(message=finish("FAILED", summary, summary))

@@ -203,7 +203,11 @@ def run_describe(path: Path, params: DescribeParams, output_dir: Path, progress:
         "describe": json.loads(described.to_json()),
     }
     write_json(output_dir / "summary.json", summary)
-    return {"rows": summary["rows"], "columns": summary["columns"], "outputs": ["describe.csv", "summary.json"]}
+    return {
+        "rows": summary["rows"],
+        "columns": summary["columns"],
+        "outputs": ["describe.csv", "summary.json"],
+    }
 
 
 register(
@@ -256,7 +260,17 @@ def _read_single_cell(path: Path):
     raise ValueError(f"cannot read {path.name} as single-cell data")
 
 
-def run_single_cell(path: Path, params: SingleCellParams, output_dir: Path, progress: Progress) -> dict[str, Any]:
+# markers.csv keeps the column names it has always had (analyses' rows are snake_case).
+_MARKER_COLUMNS = {
+    "log_fold_change": "logFoldChange",
+    "p_value": "pValue",
+    "adjusted_p_value": "adjustedPValue",
+}
+
+
+def run_single_cell(
+    path: Path, params: SingleCellParams, output_dir: Path, progress: Progress
+) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
@@ -303,7 +317,8 @@ def run_single_cell(path: Path, params: SingleCellParams, output_dir: Path, prog
         result = marker_genes(prepared, group_by=method, n_genes=params.n_marker_genes)
         for group in result["groups"]:
             for rank, row in enumerate(group["genes"], start=1):
-                markers_rows.append({"cluster": group["group"], "rank": rank, **row})
+                columns = {_MARKER_COLUMNS.get(key, key): value for key, value in row.items()}
+                markers_rows.append({"cluster": group["group"], "rank": rank, **columns})
         pd.DataFrame(markers_rows).to_csv(output_dir / "markers.csv", index=False)
         outputs.append("markers.csv")
     progress("markers", 0.9)
@@ -338,7 +353,9 @@ def _plot_embedding(coordinates, labels, path: Path, embedding: str, method: str
     colours = plt.get_cmap("tab20")
     for index, category in enumerate(categories):
         mask = np.asarray(labels) == category
-        axes.scatter(coordinates[mask, 0], coordinates[mask, 1], s=4, color=colours(index % 20), label=category)
+        axes.scatter(
+            coordinates[mask, 0], coordinates[mask, 1], s=4, color=colours(index % 20), label=category
+        )
     axes.set_xlabel(f"{embedding.upper()} 1")
     axes.set_ylabel(f"{embedding.upper()} 2")
     axes.set_title(f"{len(categories)} {method} clusters, {len(labels)} cells")

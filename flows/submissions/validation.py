@@ -94,9 +94,7 @@ def parse_submission_key(key: str) -> tuple[str, str]:
 
 def check_timestamp(value: Any) -> str:
     if not isinstance(value, str):
-        raise SubmissionRefused(
-            f"timestamp must be a string, got {type(value).__name__}", field="timestamp"
-        )
+        raise SubmissionRefused(f"timestamp must be a string, got {type(value).__name__}", field="timestamp")
     if not SAFE_SEGMENT.match(value) or ".." in value or "__refused" in value:
         raise SubmissionRefused(
             f"timestamp {value!r} is not a safe path segment: 1-128 characters, letters, digits and "
@@ -129,7 +127,9 @@ def check_key(value: Any, *, group: str, area: str, field: str, allow_directory:
     body = value[:-1] if allow_directory and value.endswith("/") else value
     segments = body.split("/")
     if ".." in segments:
-        raise SubmissionRefused(f"{field} {value!r} contains '..' (path traversal is not allowed)", field=field)
+        raise SubmissionRefused(
+            f"{field} {value!r} contains '..' (path traversal is not allowed)", field=field
+        )
     if any(segment in ("", ".") for segment in segments):
         raise SubmissionRefused(f"{field} {value!r} has an empty or '.' path segment", field=field)
     prefix = f"{group}/{area}/"
@@ -172,7 +172,8 @@ def parse_submission(bucket: str, key: str, document: Any) -> Submission:
             raise SubmissionRefused("dataname is an empty list", field="dataname")
         if len(dataname) > MAX_DATASETS:
             raise SubmissionRefused(
-                f"dataname lists {len(dataname)} datasets; at most {MAX_DATASETS} per submission", field="dataname"
+                f"dataname lists {len(dataname)} datasets; at most {MAX_DATASETS} per submission",
+                field="dataname",
             )
         names = dataname
         fields = [f"dataname[{index}]" for index in range(len(dataname))]

@@ -21,13 +21,7 @@ import argparse
 import json
 import sys
 
-from flows.submissions.client import (
-    UploadError,
-    analysis_s3,
-    parse_results_path,
-    upload_submission,
-    watch_results,
-)
+from flows.submissions.client import UploadError, results_folder, upload_submission, watch_results
 from interlinked.commands.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -62,9 +56,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     use_stack_defaults()
     try:
-        s3, default_bucket = analysis_s3(args.bucket)
-        bucket, prefix = parse_results_path(args.results_path, default_bucket)
-        status = watch_results(s3, bucket, prefix, timeout=args.timeout, interval=args.interval)
+        store, prefix = results_folder(args.results_path, args.bucket)
+        status = watch_results(store, prefix, timeout=args.timeout, interval=args.interval)
     except UploadError as error:
         return report_error(str(error), EXIT_INVALID)
     except KeyboardInterrupt:

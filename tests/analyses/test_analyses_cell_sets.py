@@ -20,7 +20,7 @@ def test_list_cell_sets_covers_every_category_of_every_categorical_column(pbmc: 
         if isinstance(pbmc.obs[column].dtype, pd.CategoricalDtype)
         for category in pbmc.obs[column].cat.categories
     ]
-    assert [(s["id"], s["column"], s["category"], s["cellCount"]) for s in cell_sets] == expected
+    assert [(s["id"], s["column"], s["category"], s["cell_count"]) for s in cell_sets] == expected
     assert {"louvain-3", "bulk_labels-Dendritic", "phase-G1"} <= {s["id"] for s in cell_sets}
     assert not any(s["column"] == "n_genes" for s in cell_sets)  # numeric columns are not cell sets
     json.dumps(cell_sets)
@@ -64,7 +64,7 @@ def test_empty_categories_are_listed_with_zero_cells() -> None:
             index=["c1", "c2", "c3"],
         )
     )
-    assert [(s["id"], s["cellCount"]) for s in list_cell_sets(adata)] == [
+    assert [(s["id"], s["cell_count"]) for s in list_cell_sets(adata)] == [
         ("group-a", 2),
         ("group-b", 1),
         ("group-c", 0),
@@ -75,7 +75,7 @@ def test_empty_categories_are_listed_with_zero_cells() -> None:
 def test_every_listed_cell_set_resolves_to_its_cells(pbmc: ad.AnnData) -> None:
     for cell_set in list_cell_sets(pbmc):
         cells = resolve_cell_sets(pbmc, [cell_set["id"]])
-        assert len(cells) == cell_set["cellCount"], cell_set["id"]
+        assert len(cells) == cell_set["cell_count"], cell_set["id"]
         assert (pbmc.obs[cell_set["column"]].astype(str).iloc[cells] == cell_set["category"]).all()
 
 

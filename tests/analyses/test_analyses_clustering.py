@@ -20,7 +20,7 @@ def test_leiden_is_identical_to_scanpy_on_the_same_graph(pbmc: ad.AnnData) -> No
     result = cluster_cells(pbmc, method="leiden", resolution=0.8, random_state=0)
 
     assert result["labels"] == reference.obs["leiden"].astype(str).tolist()
-    assert result["nClusters"] == reference.obs["leiden"].nunique()
+    assert result["n_clusters"] == reference.obs["leiden"].nunique()
     assert "leiden" not in pbmc.obs  # the caller's object is untouched
     json.dumps(result)
 
@@ -37,7 +37,7 @@ def test_louvain_is_igraph_multilevel_on_the_same_graph_and_is_deterministic(pbm
     result = cluster_cells(pbmc, method="louvain", resolution=1.0, random_state=0)
 
     assert len(result["labels"]) == pbmc.n_obs
-    assert result["nClusters"] == len(set(result["labels"])) > 1
+    assert result["n_clusters"] == len(set(result["labels"])) > 1
     assert adjusted_rand_score(multilevel.membership, result["labels"]) >= 0.9
     # ... and it recovers the published louvain clustering of this dataset reasonably well.
     assert adjusted_rand_score(pbmc.obs["louvain"], result["labels"]) >= 0.5
@@ -46,8 +46,8 @@ def test_louvain_is_igraph_multilevel_on_the_same_graph_and_is_deterministic(pbm
 
 def test_resolution_controls_the_number_of_clusters(pbmc: ad.AnnData) -> None:
     for method in ("leiden", "louvain"):
-        coarse = cluster_cells(pbmc, method=method, resolution=0.2)["nClusters"]
-        fine = cluster_cells(pbmc, method=method, resolution=2.0)["nClusters"]
+        coarse = cluster_cells(pbmc, method=method, resolution=0.2)["n_clusters"]
+        fine = cluster_cells(pbmc, method=method, resolution=2.0)["n_clusters"]
         assert coarse < fine, method
 
 

@@ -20,17 +20,19 @@ def _scanpy_table(adata: ad.AnnData, group: str, **arguments: object) -> pd.Data
 def _assert_rows_match(rows: list[dict], expected: pd.DataFrame) -> None:
     assert [row["gene"] for row in rows] == expected["names"].tolist()
     np.testing.assert_allclose([row["score"] for row in rows], expected["scores"], rtol=1e-6)
-    np.testing.assert_allclose([row["logFoldChange"] for row in rows], expected["logfoldchanges"], rtol=1e-5)
-    np.testing.assert_allclose([row["pValue"] for row in rows], expected["pvals"], rtol=1e-6)
-    np.testing.assert_allclose([row["adjustedPValue"] for row in rows], expected["pvals_adj"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [row["log_fold_change"] for row in rows], expected["logfoldchanges"], rtol=1e-5
+    )
+    np.testing.assert_allclose([row["p_value"] for row in rows], expected["pvals"], rtol=1e-6)
+    np.testing.assert_allclose([row["adjusted_p_value"] for row in rows], expected["pvals_adj"], rtol=1e-6)
 
 
 def test_cell_set_versus_rest_matches_scanpy(pbmc: ad.AnnData) -> None:
     result = differential_expression(pbmc, cell_set="louvain-3")
 
     _assert_rows_match(result["rows"], _scanpy_table(pbmc, "3", groups=["3"], reference="rest"))
-    assert result["nCellsGroup"] == int((pbmc.obs["louvain"] == "3").sum())
-    assert result["nCellsReference"] == pbmc.n_obs - result["nCellsGroup"]
+    assert result["n_cells_group"] == int((pbmc.obs["louvain"] == "3").sum())
+    assert result["n_cells_reference"] == pbmc.n_obs - result["n_cells_group"]
     assert "rank_genes_groups" in pbmc.uns and "_de_group" not in pbmc.obs  # caller's object untouched
     json.dumps(result, allow_nan=False)
 
@@ -41,7 +43,7 @@ def test_cell_set_versus_another_cell_set_matches_scanpy(pbmc: ad.AnnData) -> No
     expected = _scanpy_table(pbmc, "3", groups=["3"], reference="1").head(50)
     _assert_rows_match(result["rows"], expected)
     assert len(result["rows"]) == 50
-    assert result["nCellsReference"] == int((pbmc.obs["louvain"] == "1").sum())
+    assert result["n_cells_reference"] == int((pbmc.obs["louvain"] == "1").sum())
 
 
 def test_unions_of_cell_sets_form_the_groups(pbmc: ad.AnnData) -> None:
@@ -82,14 +84,14 @@ def test_marker_genes_match_scanpy_top_genes_per_cluster(pbmc: ad.AnnData) -> No
 
     reference = pbmc.copy()
     sc.tl.rank_genes_groups(reference, "louvain", method="wilcoxon", n_genes=5)
-    assert result["groupBy"] == "louvain"
+    assert result["group_by"] == "louvain"
     assert [group["group"] for group in result["groups"]] == list(pbmc.obs["louvain"].cat.categories)
     for group in result["groups"]:
         expected = sc.get.rank_genes_groups_df(reference, group=group["group"])
         assert [gene["gene"] for gene in group["genes"]] == expected["names"].tolist()
-        np.testing.assert_allclose([gene["pValue"] for gene in group["genes"]], expected["pvals"], rtol=1e-6)
-        assert group["cellSetId"] == f"louvain-{group['group']}"
-        assert group["cellCount"] == int((pbmc.obs["louvain"] == group["group"]).sum())
+        np.testing.assert_allclose([gene["p_value"] for gene in group["genes"]], expected["pvals"], rtol=1e-6)
+        assert group["cell_set_id"] == f"louvain-{group['group']}"
+        assert group["cell_count"] == int((pbmc.obs["louvain"] == group["group"]).sum())
     json.dumps(result, allow_nan=False)
 
 

@@ -25,7 +25,7 @@ def test_expression_equals_raw_values_for_the_selected_cells_in_cell_order(pbmc:
             np.array(result["genes"][gene]["expression"], dtype=np.float32), expected
         )
     assert list(result["genes"]) == ["CST3", "NKG7"]
-    assert result["missingGenes"] == []
+    assert result["missing_genes"] == []
     json.dumps(result, allow_nan=False)
 
 
@@ -39,9 +39,9 @@ def test_statistics_match_numpy_with_population_stdev(pbmc: ad.AnnData) -> None:
     assert gene["stdev"] == pytest.approx(values.std(ddof=0))
     assert gene["min"] == pytest.approx(values.min())
     assert gene["max"] == pytest.approx(values.max())
-    np.testing.assert_allclose(gene["zScore"], (values - values.mean()) / values.std(ddof=0), rtol=1e-10)
-    assert np.mean(gene["zScore"]) == pytest.approx(0.0, abs=1e-9)
-    assert np.std(gene["zScore"]) == pytest.approx(1.0)
+    np.testing.assert_allclose(gene["z_score"], (values - values.mean()) / values.std(ddof=0), rtol=1e-10)
+    assert np.mean(gene["z_score"]) == pytest.approx(0.0, abs=1e-9)
+    assert np.std(gene["z_score"]) == pytest.approx(1.0)
 
 
 def test_all_cells_when_no_cell_sets_and_missing_genes_are_reported(pbmc: ad.AnnData) -> None:
@@ -49,7 +49,7 @@ def test_all_cells_when_no_cell_sets_and_missing_genes_are_reported(pbmc: ad.Ann
 
     assert result["cells"] == list(range(pbmc.n_obs))
     assert list(result["genes"]) == ["CST3"]
-    assert result["missingGenes"] == ["TGFB1", "not-a-gene"]
+    assert result["missing_genes"] == ["TGFB1", "not-a-gene"]
     np.testing.assert_array_equal(
         np.array(result["genes"]["CST3"]["expression"], dtype=np.float32),
         pbmc.raw[:, "CST3"].X.toarray().ravel(),
@@ -66,7 +66,7 @@ def test_zero_variance_gives_zero_z_scores_never_nan() -> None:
 
     for gene in ["zero_in_a", "constant"]:
         assert result["genes"][gene]["stdev"] == 0.0
-        assert result["genes"][gene]["zScore"] == [0.0, 0.0, 0.0]
+        assert result["genes"][gene]["z_score"] == [0.0, 0.0, 0.0]
     assert result["genes"]["constant"]["mean"] == pytest.approx(0.1)
 
 
@@ -84,7 +84,7 @@ def test_empty_selection_gives_empty_lists_and_null_statistics() -> None:
         "stdev": None,
         "min": None,
         "max": None,
-        "zScore": [],
+        "z_score": [],
     }
 
 

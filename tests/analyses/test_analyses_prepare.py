@@ -106,7 +106,7 @@ def test_expression_is_log_normalised_with_all_genes_in_raw(prepared) -> None:
     assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
     # What the analysis service needs works on the result.
     assert len(embedding(adata, method="umap", compute_if_missing=False)) == adata.n_obs
-    assert gene_expression(adata, genes=["MT-CO1"], cell_sets=["leiden-0"])["missingGenes"] == []
+    assert gene_expression(adata, genes=["MT-CO1"], cell_sets=["leiden-0"])["missing_genes"] == []
 
 
 def test_progress_is_reported_after_every_step(prepared) -> None:

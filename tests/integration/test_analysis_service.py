@@ -79,7 +79,7 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float = 120) -> ServiceProcess:
-        from flows.analysis.protocol import read_status, service_ready
+        from blocks.status import read_status, service_ready
 
         deadline = time.monotonic() + timeout
         while not service_ready(self.status_file, pid=self.process.pid):
@@ -106,7 +106,7 @@ class ServiceProcess:
         return self.process.returncode if self.process else 0
 
     def current(self) -> dict:
-        from flows.analysis.protocol import read_status
+        from blocks.status import read_status
 
         return read_status(self.status_file) or {}
 
@@ -157,7 +157,7 @@ def pbmc(endpoints):
     from flows.analysis.experiments import upload_anndata
 
     adata = sc.datasets.pbmc68k_reduced()
-    upload_anndata(endpoints.s3, endpoints.bucket, adata, PBMC)
+    upload_anndata(endpoints.store(), adata, PBMC)
     return sc.datasets.pbmc68k_reduced()
 
 
@@ -311,7 +311,7 @@ def test_embeddings_match_scanpy(service, endpoints, listener, pbmc):
     # Without a stored PCA the service computes one: it must be scanpy's, up to the sign of each axis.
     bare = pbmc.copy()
     del bare.obsm["X_pca"], bare.varm["PCs"], bare.uns["pca"]
-    upload_anndata(endpoints.s3, endpoints.bucket, bare, "test-pbmc-no-pca")
+    upload_anndata(endpoints.store(), bare, "test-pbmc-no-pca")
     umap, computed_pca = ask(
         endpoints,
         listener,
@@ -567,12 +567,12 @@ def test_changed_experiment_is_reloaded(service, endpoints, listener, pbmc):
     from flows.analysis.experiments import upload_anndata
 
     renamed = pbmc.copy()
-    upload_anndata(endpoints.s3, endpoints.bucket, renamed, "test-refresh")
+    upload_anndata(endpoints.store(), renamed, "test-refresh")
     body = {"name": "ListGenes", "selectFields": ["gene_names"], "limit": 1}
     [before] = ask(endpoints, listener, make_task(body, experiment="test-refresh"))
     assert result(before)["rows"] == [{"gene_names": "HES4"}]
     renamed.var_names = ["RENAMED-" + name for name in renamed.var_names]
-    upload_anndata(endpoints.s3, endpoints.bucket, renamed, "test-refresh")
+    upload_anndata(endpoints.store(), renamed, "test-refresh")
     deadline = time.monotonic() + 20
     while True:
         [after] = ask(endpoints, listener, make_task(body, experiment="test-refresh"))
@@ -763,7 +763,7 @@ def test_killed_mid_request_answers_exactly_once_after_restart(service, endpoint
     from flows.analysis.protocol import response_record_key
 
     # t-SNE is not stored: computing it takes a few seconds, the time to kill the service.
-    upload_anndata(endpoints.s3, endpoints.bucket, pbmc[:300].copy(), "test-pbmc-300")
+    upload_anndata(endpoints.store(), pbmc[:300].copy(), "test-pbmc-300")
     slow = make_task({"name": "GetEmbedding", "type": "tsne"}, experiment="test-pbmc-300")
     endpoints.sqs.send_message(
         QueueUrl=endpoints.queue_url, MessageBody=json.dumps(slow), MessageGroupId=slow["uuid"]

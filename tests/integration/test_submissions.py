@@ -226,6 +226,7 @@ def test_refusals_say_why_and_touch_nothing_else(env, data):
         **listing(env.s3, env.analysis, f"{GROUP}/inputs/"),
         **listing(env.s3, env.analysis, f"{GROUP}/configs/"),
     }
+
     # The CLI test uploads table.csv and summary.json (before or after `before` was taken).
     def unchanged(listing_: dict) -> dict:
         return {k: v for k, v in listing_.items() if "table.csv" not in k and "summary.json" not in k}
@@ -281,7 +282,7 @@ def test_a_reused_timestamp_is_refused_and_the_first_job_untouched(env, data):
 def test_group_quotas_queue_over_concurrency_and_refuse_over_budget(env, data):
     from prefect.variables import Variable
 
-    from flows.submissions.folder import job_slot
+    from flows.submissions.quotas import job_slot
 
     Variable.set(
         "submission-quotas",
@@ -317,7 +318,10 @@ def test_group_quotas_queue_over_concurrency_and_refuse_over_budget(env, data):
             while "waiting: 1 of 1 slots of lab-busy in use" not in certificate(env, "t", group="lab-busy"):
                 assert time.monotonic() < deadline, certificate(env, "t", group="lab-busy")
                 time.sleep(0.5)
-            assert read_text(env.s3, env.analysis, prefix(env, "t", "lab-busy") + "process_results/end.txt") is None
+            assert (
+                read_text(env.s3, env.analysis, prefix(env, "t", "lab-busy") + "process_results/end.txt")
+                is None
+            )
         busy = end_of(env, "t", group="lab-busy")
         poor = end_of(env, "t", group="lab-poor")
     finally:
@@ -333,7 +337,7 @@ def test_submissions_over_the_quota_all_run_never_more_than_the_quota_at_once(en
     (observed from the datasets' own start/end times), none refused."""
     from prefect.variables import Variable
 
-    from flows.submissions.folder import job_slot
+    from flows.submissions.quotas import job_slot
 
     group = "lab-queue"
     Variable.set("submission-quotas", {"groups": {group: {"max_concurrent_jobs": 2}}}, overwrite=True)
@@ -352,11 +356,17 @@ def test_submissions_over_the_quota_all_run_never_more_than_the_quota_at_once(en
                 submit(
                     env,
                     stamp,
-                    {"dataname": f"{group}/inputs/t.csv", "configname": f"{group}/configs/c.json", "timestamp": stamp},
+                    {
+                        "dataname": f"{group}/inputs/t.csv",
+                        "configname": f"{group}/configs/c.json",
+                        "timestamp": stamp,
+                    },
                     group=group,
                 )
             deadline = time.monotonic() + 120
-            while not all("waiting: 2 of 2 slots" in certificate(env, stamp, group=group) for stamp in stamps):
+            while not all(
+                "waiting: 2 of 2 slots" in certificate(env, stamp, group=group) for stamp in stamps
+            ):
                 assert time.monotonic() < deadline, [certificate(env, stamp, group=group) for stamp in stamps]
                 time.sleep(0.5)
         ends = [end_of(env, stamp, group=group, timeout=240) for stamp in stamps]

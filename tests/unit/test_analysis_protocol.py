@@ -23,14 +23,13 @@ from flows.analysis.protocol import (
     offloaded_response,
     parse_task,
     parse_timeout,
-    prepare_parameters,
     request_identity,
     response_attributes,
+    response_record,
     response_record_key,
-    service_ready,
     work_response,
-    write_status,
 )
+from flows.analysis.tasks import prepare_parameters
 
 SEED_TASKS = [
     {
@@ -241,10 +240,23 @@ def test_record_keys_and_identity():
     assert "/" not in response_record_key("a/b/../c")[len("analysis-responses/") :]
     assert request_identity(SEED_TASKS[0]) == request_identity(json.loads(json.dumps(SEED_TASKS[0])))
     assert request_identity(SEED_TASKS[0]) != request_identity(SEED_TASKS[1])
+    failed = error_response(SEED_TASKS[0], ErrorCode.UNKNOWN_GENE, "no such gene")
+    record = response_record("m-1", failed, "sns-1", by="tests")
+    assert {key: value for key, value in record.items() if key != "publishedAt"} == {
+        "messageId": "m-1",
+        "uuid": SEED_TASKS[0]["uuid"],
+        "snsMessageId": "sns-1",
+        "error": True,
+        "errorCode": "UNKNOWN_GENE",
+        "by": "tests",
+    }
 
 
 def test_service_ready_needs_a_live_fresh_ready_process(tmp_path):
+    """The readiness check of the service's status file (``blocks.status``, as the local stack uses it)."""
     import psutil
+
+    from blocks.status import service_ready, write_status
 
     path = tmp_path / "status.json"
     assert not service_ready(path)

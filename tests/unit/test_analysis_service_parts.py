@@ -10,9 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 from flows.analysis.experiments import matrix_bytes, prepare_in_memory
-from flows.analysis.protocol import ServiceError, parse_task
+from flows.analysis.protocol import PREPARE_EXPERIMENT, TASK_FIELDS, ServiceError, parse_task
 from flows.analysis.service import Journal, MemoryResults, SingleFlight
-from flows.analysis.tasks import default_grouping, run_task
+from flows.analysis.tasks import TASKS, default_grouping, run_task
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,30 @@ def test_handlers_map_camel_case_fields(pbmc):
     assert expression["missingGenes"] == ["NOPE"] and len(expression["cells"]) == 130
 
 
+def test_every_body_field_of_an_interactive_task_maps_to_a_parameter():
+    assert set(TASKS) == set(TASK_FIELDS) - {PREPARE_EXPERIMENT}
+    for name, spec in TASKS.items():
+        assert set(spec.parameters) == set(TASK_FIELDS[name]), name
+
+
+def test_results_leave_in_the_wire_spelling(pbmc):
+    clusters = _run(pbmc, {"name": "ClusterCells", "type": "louvain"})
+    assert set(clusters) == {"labels", "nClusters", "method", "resolution"}
+    de = _run(pbmc, {"name": "DifferentialExpression", "cellSet": "louvain-1", "nGenes": 2})
+    assert set(de) == {"rows", "nCellsGroup", "nCellsReference"}
+    assert set(de["rows"][0]) == {"gene", "score", "logFoldChange", "pValue", "adjustedPValue"}
+    markers = _run(pbmc, {"name": "MarkerGenes", "nGenes": 1})
+    assert markers["groupBy"] == "louvain"
+    assert set(markers["groups"][0]) == {"group", "cellSetId", "cellCount", "genes"}
+    assert set(markers["groups"][0]["genes"][0]) == set(de["rows"][0])
+    expression = _run(pbmc, {"name": "GeneExpression", "genes": ["CST3"]})
+    assert set(expression) == {"cells", "genes", "missingGenes"}
+    assert set(expression["genes"]["CST3"]) == {"expression", "mean", "stdev", "min", "max", "zScore"}
+    # Keys that are data (.var columns chosen by the request) keep their own spelling.
+    page = _run(pbmc, {"name": "ListGenes", "selectFields": ["gene_names", "n_counts"], "limit": 1})
+    assert set(page["rows"][0]) == {"gene_names", "n_counts"}
+
+
 @pytest.mark.parametrize(
     ("body", "code", "words"),
     [
@@ -64,6 +88,12 @@ def test_handlers_map_camel_case_fields(pbmc):
             "nope-1",
         ),
         ({"name": "MarkerGenes", "groupBy": "n_genes_nope"}, "INVALID_REQUEST", "groupBy"),
+        ({"name": "MarkerGenes", "method": "magic"}, "INVALID_REQUEST", "invalid method"),
+        (
+            {"name": "DifferentialExpression", "cellSet": "louvain-0", "correctionMethod": "none"},
+            "INVALID_REQUEST",
+            "invalid correctionMethod",
+        ),
     ],
 )
 def test_analysis_errors_keep_their_codes(pbmc, body, code, words):

@@ -56,3 +56,12 @@ def test_shell_func_is_optional_and_explicit_language_wins():
     assert spec.language == "shell" and spec.func is None
     spec = parse_job_spec({"name": "x", "script": "tool", "language": "shell"})
     assert spec.language == "shell"
+
+
+def test_the_data_bucket_layout_is_the_architectures():
+    from flows.script_jobs.layout import job_spec_key, log_key, result_key, script_key
+
+    assert job_spec_key("j1") == "jobs/j1.json"
+    assert script_key("j1/add.py") == "scripts/j1/add.py"
+    assert result_key("j1") == "results/j1/result.json"
+    assert log_key("j1") == "logs/j1.log"

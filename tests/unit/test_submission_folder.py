@@ -1,0 +1,70 @@
+"""The S3 side of a submission on an in-memory S3 (moto): the folder claim, the budget ledger and
+reading a results folder, all through ``blocks.s3.ObjectStore``."""
+
+from __future__ import annotations
+
+import io
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from blocks.s3 import ObjectStore
+from flows.submissions.client import watch_results
+from flows.submissions.folder import CLAIM, JobFolder, claim_folder
+from flows.submissions.quotas import OverBudget, charge_budget, ledger_key
+
+PREFIX = "lab/results/job__b_t1/"
+
+
+@pytest.fixture
+def store(monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="lab-bucket")
+        yield ObjectStore("lab-bucket", client)
+
+
+def identity(etag: str) -> dict[str, str]:
+    return {"submission": "s3://b/lab/submissions/s.json", "key": "lab/submissions/s.json", "etag": etag}
+
+
+def test_a_folder_belongs_to_the_first_submission_only(store):
+    first = claim_folder(store, PREFIX, identity("e1"))
+    assert first.ours and first.fresh
+    rerun = claim_folder(store, PREFIX, identity("e1"))
+    assert rerun.ours and not rerun.fresh and rerun.record["claimed_at"] == first.record["claimed_at"]
+    other = claim_folder(store, PREFIX, identity("e2"))
+    assert not other.ours and other.record["etag"] == "e1"
+    assert store.read_json(PREFIX + CLAIM)["etag"] == "e1"
+
+
+def test_the_ledger_charges_each_job_once_and_refuses_over_budget(store):
+    def charge(job: str, cost: float) -> dict[str, float]:
+        return charge_budget(store, group="lab", job=job, cost=cost, budget=1.0, detail={"submission": job})
+
+    assert charge("job-1", 0.6) == {"spent": 0.6, "budget": 1.0, "remaining": 0.4}
+    assert charge("job-1", 0.6)["spent"] == 0.6  # a re-run is not charged again
+    with pytest.raises(OverBudget, match=r"exceeds the remaining budget of group 'lab': 0\.4 of 1 left"):
+        charge("job-2", 0.5)
+    assert charge("job-3", 0.4)["remaining"] == 0.0
+    assert set(store.read_json(ledger_key("lab"))["jobs"]) == {"job-1", "job-3"}
+
+
+def test_watch_prints_the_certificate_and_returns_the_end_status(store):
+    folder = JobFolder(store, PREFIX, {"job": "job__b_t1", "group": "lab"})
+    folder.log("RECEIVED", "submit file s.json", status="VALIDATING")
+    folder.log("FINISHED", "1 of 1 dataset(s) succeeded", status="COMPLETED")
+    folder.end("COMPLETED", "1 of 1 dataset(s) succeeded")
+    out = io.StringIO()
+    assert watch_results(store, PREFIX, timeout=5, interval=0.1, out=out) == "COMPLETED"
+    text = out.getvalue()
+    assert "group        lab" in text and "status       COMPLETED" in text and "FINISHED" in text
+    assert "end.txt: COMPLETED — 1 of 1 dataset(s) succeeded — finished " in text
+    assert (
+        watch_results(store, "lab/results/job__b_none/", timeout=0, interval=0.1, out=io.StringIO()) is None
+    )
