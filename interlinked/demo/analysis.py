@@ -127,8 +127,9 @@ def _upload_source(endpoints) -> None:
 
     with tempfile.TemporaryDirectory(prefix="interlinked-demo-10x-") as directory:
         write_10x(Path(directory), n_cells=3000, n_genes=2000, n_clusters=6, median_counts=2500, seed=1)
+        store = endpoints.store()
         for path in Path(directory).iterdir():
-            endpoints.s3.upload_file(str(path), endpoints.bucket, SOURCE_PREFIX + path.name)
+            store.upload(path, SOURCE_PREFIX + path.name)
 
 
 def _send_and_wait(endpoints, batch: list[tuple[str, dict, str]], timeout: float):
