@@ -29,6 +29,13 @@ DEFAULT_CONFIG = Config(
     max_pool_connections=32,
 )
 
+_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+)
 _lock = threading.Lock()
 _clients: dict[tuple, Any] = {}
 _credentials: dict[str, Any] = {}
@@ -100,7 +107,10 @@ def aws_client(
         credentials = credentials_block()
     key = (
         service,
-        None if credentials is None else _fingerprint(credentials),
+        # Without a block, boto3 reads the endpoint and region from the environment: part of the key.
+        _fingerprint(credentials)
+        if credentials is not None
+        else tuple(os.environ.get(name) for name in _ENVIRONMENT),
         None if config is None else repr(sorted(vars(config).items(), key=lambda item: item[0])),
     )
     with _lock:
