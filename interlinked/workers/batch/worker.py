@@ -20,6 +20,7 @@ from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
+from blocks.clients import aws_client
 from interlinked.workers.batch.configuration import (
     BatchJobConfiguration,
     BatchVariables,
@@ -70,7 +71,7 @@ class BatchWorker(BaseWorker[BatchJobConfiguration, BatchVariables, BatchWorkerR
     ) -> BatchWorkerResult:
         logger = self.get_flow_run_logger(flow_run)
         configuration.check_submittable()
-        client = await run_sync_in_worker_thread(configuration.aws_credentials.get_client, "batch")
+        client = await run_sync_in_worker_thread(_batch_client, configuration)
         request = configuration.submit_job_request()
         logger.info("Submitting flow run to AWS Batch: %s", configuration.describe_request())
         try:
@@ -234,7 +235,7 @@ class BatchWorker(BaseWorker[BatchJobConfiguration, BatchVariables, BatchWorkerR
     ) -> None:
         """Terminate the run's Batch job (Batch stops a running container with SIGTERM, then SIGKILL)."""
         job_id = infrastructure_pid
-        client = await run_sync_in_worker_thread(configuration.aws_credentials.get_client, "batch")
+        client = await run_sync_in_worker_thread(_batch_client, configuration)
         response = await run_sync_in_worker_thread(client.describe_jobs, jobs=[job_id])
         jobs = response.get("jobs", [])
         if not jobs:
@@ -244,3 +245,8 @@ class BatchWorker(BaseWorker[BatchJobConfiguration, BatchVariables, BatchWorkerR
             raise InfrastructureNotFound(f"AWS Batch job {job_id} already {status}")
         await run_sync_in_worker_thread(client.terminate_job, jobId=job_id, reason=CANCEL_REASON)
         self._logger.info("Terminated AWS Batch job %s (was %s)", job_id, status)
+
+
+def _batch_client(configuration: BatchJobConfiguration) -> Any:
+    """The Batch client of the pool's credentials block (the one client factory, cached)."""
+    return aws_client("batch", credentials=configuration.aws_credentials)
