@@ -222,6 +222,19 @@ def runs_for_key(key: str, flow_name: str = "process-submission") -> list:
     return [run for run in flow_runs(flow_name=flow_name) if run.parameters.get("key") == key]
 
 
+def final_run_for_key(key: str, flow_name: str = "process-submission", *, timeout: float = 120):
+    """The one run for ``key``, once it reached a final state (end.txt is written before the flow
+    returns, so its state can still be Running for a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [run] = runs_for_key(key, flow_name)
+        if run.state is not None and run.state.is_final():
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the run for {key} is still {run.state.name if run.state else None}")
+        time.sleep(0.3)
+
+
 def wait_for_dead_letters(sqs, queue_url: str, count: int, *, timeout: float = 60) -> list[dict]:
     got: list[dict] = []
     deadline = time.monotonic() + timeout

@@ -9,7 +9,14 @@ import sys
 import time
 
 import pytest
-from test_bridge_fixtures import bridge_env, listing, put_json, read_text, runs_for_key, wait_for_object
+from test_bridge_fixtures import (
+    bridge_env,
+    final_run_for_key,
+    listing,
+    put_json,
+    read_text,
+    wait_for_object,
+)
 
 from _stack import ROOT, TEST_ENV
 
@@ -191,7 +198,7 @@ def test_fan_out_with_one_failing_dataset_is_partial(env, data):
         read_text(env.s3, env.analysis, prefix(env, "fan-out") + "process_results/records.json/summary.json")
     )
     assert records["describe"]["v"]["max"] == 10.0
-    [run] = runs_for_key(f"{GROUP}/submissions/fan-out.json")
+    run = final_run_for_key(f"{GROUP}/submissions/fan-out.json")
     assert run.state.name == "Partially completed"
     assert "group:lab-sub" in run.tags
 
@@ -219,7 +226,7 @@ def test_refusals_say_why_and_touch_nothing_else(env, data):
         assert not listing(env.s3, env.analysis, prefix(env, timestamp) + "process_results/").keys() - {
             prefix(env, timestamp) + "process_results/end.txt"
         }
-        [run] = runs_for_key(f"{GROUP}/submissions/{name}.json")
+        run = final_run_for_key(f"{GROUP}/submissions/{name}.json")
         assert run.state.name == "Refused" and words in run.state.message
     after = {
         **listing(env.s3, env.analysis, f"{OTHER}/"),
@@ -275,7 +282,7 @@ def test_a_reused_timestamp_is_refused_and_the_first_job_untouched(env, data):
         and "fan-out.json" in refusal
     )
     assert listing(env.s3, env.analysis, prefix(env, "fan-out")) == first
-    [run] = runs_for_key(key)
+    run = final_run_for_key(key)
     assert run.state.name == "Refused"
 
 
