@@ -55,8 +55,9 @@ resource "aws_security_group" "this" {
     security_groups = var.allowed_security_group_ids
   }
 
-  # No egress block: Terraform removes the default allow-all egress rule; the instance answers
-  # its clients over the established connections only.
+  # No egress at all (an explicit empty list also removes rules added outside Terraform): the
+  # instance answers its clients over the connections they opened.
+  egress = []
 
   tags = merge(var.tags, { Name = "${local.identifier}-db" })
 
