@@ -217,7 +217,7 @@ module "database" {
   count  = var.enable_database ? 1 : 0
 
   name_prefix = local.name_prefix
-  vpc_id      = coalesce(var.database_vpc_id, var.vpc_id)
+  vpc_id      = var.database_vpc_id != null ? var.database_vpc_id : var.vpc_id
   subnet_ids  = length(var.database_subnet_ids) > 0 ? var.database_subnet_ids : var.subnet_ids
   allowed_security_group_ids = concat(
     try(module.compute[0].security_group_ids, []),

@@ -149,8 +149,8 @@ module "interlinked" {{
   environment     = "plan"
   prefect_api_url = "http://127.0.0.1:4200/api"
   container_image = "interlinked:plan"
-  vpc_id          = "vpc-0123456789abcdef0"
-  subnet_ids      = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+  vpc_id          = {vpc_id}
+  subnet_ids      = {subnet_ids}
   enable_bridge   = false
   kms_key_arn     = {kms_key_arn}
 
@@ -220,6 +220,8 @@ def plan(terraform, stack_copy: Path, endpoint: str, name: str, check: bool = Tr
         "enable_compute": "true",
         "kms_key_arn": "null",
         "extra_security_groups": "[]",
+        "vpc_id": '"vpc-0123456789abcdef0"',
+        "subnet_ids": '["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]',
         **settings,
     }
     work = stack_copy.parent / name
@@ -399,3 +401,17 @@ def test_plan_with_an_extra_client_security_group(terraform, stack_copy, moto_en
     readers = [a for a in changes if a.startswith("module.interlinked.aws_iam_role_policy.database_secret")]
     # Without compute there is no flow-run role; the named role still gets the grant.
     assert readers == ['module.interlinked.aws_iam_role_policy.database_secret["prefect-server-task"]']
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "message"),
+    [
+        ("no-vpc", {"vpc_id": "null"}, "vpc_id is required"),
+        ("one-subnet", {"subnet_ids": '["subnet-0123456789abcdef0"]'}, "at least two subnets"),
+    ],
+)
+def test_plan_without_network_is_refused(terraform, stack_copy, moto_endpoint, name, settings, message):
+    settings = {"enable_compute": "false", "extra_security_groups": '["sg-0123456789abcdef0"]', **settings}
+    proc = plan(terraform, stack_copy, moto_endpoint, name, check=False, **settings)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr

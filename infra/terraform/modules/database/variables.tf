@@ -16,6 +16,11 @@ variable "identifier" {
 variable "vpc_id" {
   description = "VPC of the instance and its security group."
   type        = string
+
+  validation {
+    condition     = var.vpc_id != null && var.vpc_id != ""
+    error_message = "vpc_id is required: the VPC of the database's subnets and security group."
+  }
 }
 
 variable "subnet_ids" {
