@@ -1,0 +1,112 @@
+"""Where jobs live: the store interface, the conditional-change loop, and an in-memory store.
+
+Promises of every backend (``tests/unit/test_jobs_machine.py`` checks the in-memory one,
+``tests/unit/test_jobs_postgres.py`` the PostgreSQL one):
+
+- ``insert`` writes a new job and refuses an id that exists;
+- ``replace(job, expected_version)`` writes ``job`` only if the stored version is still
+  ``expected_version``, and says whether it did: of two writers that read the same version, one wins;
+- ``get`` raises :class:`~flows.jobs.model.JobNotFound` for an unknown id.
+
+:func:`change` is the only way a job changes: read, apply a pure transition (:mod:`.machine`), write
+conditionally, and on a lost race read again and re-check the transition against the new state — so
+two concurrent ``SUCCESS`` signals cannot both win: the second one sees an ended execution.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from flows.jobs.model import Job, JobError, JobNotFound
+
+MAX_CONFLICT_RETRIES = 20
+
+
+class JobStore(ABC):
+    """A store of jobs keyed by id, with versioned conditional writes."""
+
+    @abstractmethod
+    def ensure(self) -> None:
+        """Create the table(s) when missing (idempotent)."""
+
+    @abstractmethod
+    def insert(self, job: Job) -> Job:
+        """Store a new job (version 1); :class:`JobError` when the id is taken."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job:
+        """The stored job; :class:`JobNotFound` when there is none."""
+
+    @abstractmethod
+    def replace(self, job: Job, expected_version: int) -> bool:
+        """Write ``job`` (its ``version`` already the next one) if the stored one is still
+        ``expected_version``; False when another writer came first."""
+
+    @abstractmethod
+    def list(self, *, job_type: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
+        """Jobs, newest first, optionally of one type and/or in one state."""
+
+
+def change(store: JobStore, job_id: str, transition: Callable[[Job], Job]) -> Job:
+    """Apply ``transition`` to the stored job and write the result conditionally; the new job.
+
+    A lost race re-reads and re-applies, so the transition always judges the state it replaces;
+    its :class:`JobError` (a refused transition) propagates with nothing written.
+    """
+    for _ in range(MAX_CONFLICT_RETRIES):
+        current = store.get(job_id)
+        changed = transition(current)
+        changed.version = current.version + 1
+        if store.replace(changed, current.version):
+            return changed
+    raise JobError(
+        f"job {job_id} changed {MAX_CONFLICT_RETRIES} times while this change was tried; try again"
+    )
+
+
+class MemoryJobStore(JobStore):
+    """Jobs in a dict: for unit tests and single-process tools (nothing survives the process)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        pass
+
+    def insert(self, job: Job) -> Job:
+        stored = job.model_copy(update={"version": 1})
+        with self._lock:
+            if job.id in self._jobs:
+                raise JobError(f"a job with id {job.id} exists already")
+            self._jobs[job.id] = stored.model_dump_json(by_alias=True)
+        return stored
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            text = self._jobs.get(job_id)
+        if text is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return Job.model_validate_json(text)
+
+    def replace(self, job: Job, expected_version: int) -> bool:
+        with self._lock:
+            text = self._jobs.get(job.id)
+            if text is None:
+                raise JobNotFound(f"no job {job.id!r}")
+            if Job.model_validate_json(text).version != expected_version:
+                return False
+            self._jobs[job.id] = job.model_dump_json(by_alias=True)
+            return True
+
+    def list(self, *, job_type: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
+        with self._lock:
+            jobs = [Job.model_validate_json(text) for text in self._jobs.values()]
+        jobs = [
+            j
+            for j in jobs
+            if (job_type is None or j.job_type == job_type) and (state is None or j.state == state)
+        ]
+        return sorted(jobs, key=lambda j: j.created_at, reverse=True)[:limit]
