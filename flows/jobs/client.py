@@ -1,0 +1,340 @@
+"""The jobs SDK (seed 004): create, dispatch, execute, report progress, store outputs, end.
+
+:class:`JobService` binds the parts — a :class:`~flows.jobs.store.JobStore` (the source of truth),
+a mirror that writes each job's JSON to ``s3://{data}/results/{job_id}/job.json`` after every change,
+a dispatcher that creates the job type's flow run with ``{"id": JOB_ID}``, and the job types. The
+module functions (what ``interlinked.jobs`` re-exports and the CLI calls) use one default service
+per process: PostgreSQL through the ``interlinked-database`` block, S3 through ``blocks.s3``,
+Prefect's ``run_deployment``. They take and return the job as the seed's JSON (a dict).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from flows.jobs import machine
+from flows.jobs.model import (
+    CANCELLED,
+    CREATED,
+    DISPATCH,
+    EXECUTE,
+    FAILED,
+    JOB_SIGNALS,
+    Job,
+    JobError,
+)
+from flows.jobs.store import JobStore, change
+from flows.jobs.types import JobTypes, load_job_types
+
+JOB_ID_ENV = "INTERLINKED_JOB_ID"
+EXECUTION_ID_ENV = "INTERLINKED_EXECUTION_ID"
+
+logger = logging.getLogger(__name__)
+
+
+def job_json_key(job_id: str) -> str:
+    """Where the copy of a job's JSON lives in the data bucket (next to its results)."""
+    return f"results/{job_id}/job.json"
+
+
+class Dispatcher(Protocol):
+    def create_run(self, job: Job, deployment: str) -> str:
+        """Create the flow run of ``deployment`` for ``job`` (parameters ``{"id": job.id}``); its id."""
+
+    def cancel_run(self, flow_run_id: str) -> None:
+        """Ask Prefect to cancel the flow run (its infrastructure is stopped by the worker)."""
+
+
+class PrefectDispatcher:
+    """Flow runs through the Prefect API (``run_deployment(..., timeout=0)``: created, not awaited)."""
+
+    def create_run(self, job: Job, deployment: str) -> str:
+        from prefect.deployments import run_deployment
+
+        name = str(job.input_data.get("name") or job.job_type)
+        flow_run = run_deployment(
+            deployment,
+            parameters={"id": job.id},
+            flow_run_name=f"{name} (job {job.id[:8]}, attempt {len(job.executions) + 1})"[:200],
+            tags=[f"job:{job.id}", f"job-type:{job.job_type}", "interlinked-job"],
+            timeout=0,
+            as_subflow=False,
+        )
+        return str(flow_run.id)
+
+    def cancel_run(self, flow_run_id: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelling
+
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Cancelling(message="job cancelled"), force=True)
+
+
+def s3_mirror(job: Job) -> None:
+    """Write the job's JSON to ``s3://{data}/results/{job_id}/job.json``."""
+    from blocks.s3 import data_store
+
+    data_store().put_json(job_json_key(job.id), job.to_json(), indent=2)
+
+
+def _run_context() -> tuple[str | None, str | None]:
+    """(flow run id, infrastructure id) of the calling process: the Prefect run it is in, and the
+    Batch job, or else host and pid, that runs it."""
+    flow_run_id = None
+    try:
+        from prefect.runtime import flow_run
+
+        flow_run_id = flow_run.id
+    except Exception:  # not in a flow run, or Prefect not importable here
+        flow_run_id = None
+    batch_job = os.environ.get("AWS_BATCH_JOB_ID")
+    infrastructure = f"batch:{batch_job}" if batch_job else f"process:{socket.gethostname()}:{os.getpid()}"
+    return (str(flow_run_id) if flow_run_id else None), infrastructure
+
+
+class JobService:
+    """The job operations over a store, a mirror, a dispatcher and the job types."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        mirror: Callable[[Job], None] | None = None,
+        dispatcher: Dispatcher | None = None,
+        job_types: JobTypes | None = None,
+    ):
+        self.store = store
+        self.mirror = mirror
+        self.dispatcher = dispatcher
+        self.job_types = job_types or load_job_types()
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def _mirror(self, job: Job) -> Job:
+        if self.mirror is not None:
+            try:
+                self.mirror(job)
+            except Exception as error:  # the store is the truth; the next change writes the copy again
+                logger.warning(
+                    "could not write the copy of job %s: %s: %s", job.id, type(error).__name__, error
+                )
+        return job
+
+    def _change(self, job_id: str, transition: Callable[[Job], Job]) -> Job:
+        return self._mirror(change(self.store, job_id, transition))
+
+    # -- the seed's operations ----------------------------------------------------------------------
+    def create(
+        self,
+        job_type: str,
+        input_data: Any = None,
+        input_files: Any = None,
+        estimations: Any = None,
+        *,
+        job_id: str | None = None,
+    ) -> Job:
+        job = machine.new_job(
+            job_type,
+            input_data=input_data,
+            input_files=input_files,
+            estimations=estimations,
+            known_types=self.job_types.names(),
+            job_id=job_id,
+        )
+        return self._mirror(self.store.insert(job))
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get(job_id)
+
+    def list(self, *, job_type: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
+        return self.store.list(job_type=job_type, state=state, limit=limit)
+
+    def signal(self, job_id: str, state: str, **options: Any) -> Job:
+        if state == DISPATCH:
+            return self._dispatch(job_id, machine.dispatch)
+        if state == EXECUTE:
+            flow_run_id, infrastructure_id = _run_context()
+            options.setdefault("flow_run_id", flow_run_id)
+            options.setdefault("infrastructure_id", infrastructure_id)
+            return self._change(job_id, lambda job: machine.execute(job, **options))
+        raise JobError(f"unknown job signal {state!r}; a job takes {' or '.join(JOB_SIGNALS)}")
+
+    def update_execution(
+        self, job_id: str, execution_id: str, *, progress: Any = None, metrics: Any = None
+    ) -> Job:
+        return self._change(
+            job_id,
+            lambda job: machine.update_execution(job, execution_id, progress=progress, metrics=metrics),
+        )
+
+    def update(self, job_id: str, *, output_data: Any = None, output_files: Any = None) -> Job:
+        return self._change(
+            job_id, lambda job: machine.update(job, output_data=output_data, output_files=output_files)
+        )
+
+    def signal_execution(
+        self, job_id: str, execution_id: str, state: str, *, failure_reason: str | None = None
+    ) -> Job:
+        return self._change(
+            job_id,
+            lambda job: machine.signal_execution(job, execution_id, state, failure_reason=failure_reason),
+        )
+
+    # -- operator actions ---------------------------------------------------------------------------
+    def cancel(self, job_id: str, *, reason: str = "cancelled by the user") -> Job:
+        job = self._change(job_id, lambda current: machine.cancel(current, reason=reason))
+        if job.flow_run_id and self.dispatcher is not None:
+            try:
+                self.dispatcher.cancel_run(job.flow_run_id)
+            except Exception as error:  # e.g. the run already ended; the job is cancelled either way
+                logger.warning("could not cancel flow run %s of job %s: %s", job.flow_run_id, job_id, error)
+        return job
+
+    def retry(self, job_id: str, *, force: bool = False) -> Job:
+        return self._dispatch(job_id, lambda job: machine.retry(job, force=force))
+
+    # -- dispatch -----------------------------------------------------------------------------------
+    def _dispatch(self, job_id: str, transition: Callable[[Job], Job]) -> Job:
+        """Mark the job DISPATCHED (only one caller can), create its flow run, record the run id;
+        when the run cannot be created the job goes back to the state it was in."""
+        if self.dispatcher is None:
+            raise JobError("this job service has no dispatcher: it cannot create flow runs")
+        deployment = self.job_types.deployment(self.store.get(job_id).job_type)
+        found: dict[str, str] = {}
+
+        def mark(job: Job) -> Job:
+            found["state"] = job.state
+            return transition(job)
+
+        dispatched = self._change(job_id, mark)
+        try:
+            flow_run_id = self.dispatcher.create_run(dispatched, deployment)
+        except Exception:
+            back_to = found["state"] if found["state"] in (CREATED, FAILED, CANCELLED) else CREATED
+            self._change(job_id, lambda job: machine.undispatch(job, back_to))
+            raise
+        return self._change(job_id, lambda job: machine.record_flow_run(job, flow_run_id))
+
+
+# -- the default service and the module-level SDK ---------------------------------------------------
+_default: JobService | None = None
+_default_lock = threading.Lock()
+
+
+def _reset_default() -> None:
+    global _default
+    _default = None
+
+
+os.register_at_fork(after_in_child=_reset_default)
+
+
+def default_service() -> JobService:
+    """The process's service: PostgreSQL (``interlinked-database`` block or ``INTERLINKED_DATABASE_URL``),
+    the S3 copy and Prefect dispatch."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            from blocks.postgres import database
+            from flows.jobs.postgres import PostgresJobStore
+
+            store = PostgresJobStore.from_dsn(database().dsn())
+            _default = JobService(store, mirror=s3_mirror, dispatcher=PrefectDispatcher())
+        return _default
+
+
+def set_default_service(service: JobService | None) -> None:
+    """Use ``service`` for the module functions (None: build the default again on next use)."""
+    global _default
+    _default = service
+
+
+def create(
+    job_type: str,
+    input_data: dict[str, Any] | None = None,
+    input_files: dict[str, Any] | None = None,
+    estimations: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create a job of ``job_type`` (state CREATED); the job's JSON."""
+    return default_service().create(job_type, input_data, input_files, estimations).to_json()
+
+
+def get(job_id: str) -> dict[str, Any]:
+    """The job's JSON (``inputData``, ``currentExecution``, ``executions``, ``outputData``, ...)."""
+    return default_service().get(job_id).to_json()
+
+
+def list_jobs(
+    *, job_type: str | None = None, state: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Jobs, newest first."""
+    return [job.to_json() for job in default_service().list(job_type=job_type, state=state, limit=limit)]
+
+
+def signal(job_id: str, state: str) -> dict[str, Any]:
+    """``"DISPATCH"``: create the job type's flow run with ``{"id": job_id}``. ``"EXECUTE"`` (inside the
+    work): start a new execution — and set ``INTERLINKED_JOB_ID``/``INTERLINKED_EXECUTION_ID`` in this
+    process's environment, so :func:`progress` and child processes know it."""
+    job = default_service().signal(job_id, state)
+    if state == EXECUTE and job.current_execution is not None:
+        os.environ[JOB_ID_ENV] = job.id
+        os.environ[EXECUTION_ID_ENV] = job.current_execution.execution_id
+    return job.to_json()
+
+
+def update_execution(
+    job_id: str, execution_id: str, progress: float | None = None, metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Report progress (in [0, 1]) and/or metrics (merged) of a running execution."""
+    return (
+        default_service().update_execution(job_id, execution_id, progress=progress, metrics=metrics).to_json()
+    )
+
+
+def update(
+    job_id: str, output_data: dict[str, Any] | None = None, output_files: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Store the job's ``outputData`` and/or ``outputFiles``."""
+    return default_service().update(job_id, output_data=output_data, output_files=output_files).to_json()
+
+
+def signal_execution(
+    job_id: str, execution_id: str, state: str, failure_reason: str | None = None
+) -> dict[str, Any]:
+    """End an execution: ``"SUCCESS"`` or ``"FAILURE"`` (with ``failure_reason``)."""
+    return (
+        default_service()
+        .signal_execution(job_id, execution_id, state, failure_reason=failure_reason)
+        .to_json()
+    )
+
+
+def cancel(job_id: str) -> dict[str, Any]:
+    """Cancel a live job (and ask Prefect to cancel its flow run)."""
+    return default_service().cancel(job_id).to_json()
+
+
+def retry(job_id: str, *, force: bool = False) -> dict[str, Any]:
+    """Dispatch a FAILED or CANCELLED job again (a new flow run; a new execution when it starts)."""
+    return default_service().retry(job_id, force=force).to_json()
+
+
+def current_ids() -> tuple[str, str]:
+    """(job id, execution id) of the work this process does, from the environment."""
+    job_id, execution_id = os.environ.get(JOB_ID_ENV), os.environ.get(EXECUTION_ID_ENV)
+    if not job_id or not execution_id:
+        raise JobError(
+            f"progress() reports for the job this process runs, but {JOB_ID_ENV} and {EXECUTION_ID_ENV} "
+            "are not both set (call it inside a job's work, after signal(job_id, 'EXECUTE'))"
+        )
+    return job_id, execution_id
+
+
+def progress(fraction: float, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Report progress (in [0, 1]) and metrics of the current execution (from the environment)."""
+    job_id, execution_id = current_ids()
+    return update_execution(job_id, execution_id, progress=fraction, metrics=metrics)
