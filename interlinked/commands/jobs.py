@@ -1,0 +1,219 @@
+"""`interlinked jobs create | dispatch | list | show | cancel | retry`: the job lifecycle (seed 004).
+
+Thin: argument parsing, output and exit codes; the work is in ``flows.jobs.client``. ``--json``
+prints the job's JSON (the seed's field names). Exit codes: 0 success, 2 invalid input or a request
+the job's state refuses (nothing was changed), 3 the stack (database, Prefect, S3) failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from flows.jobs.model import JOB_STATES
+from interlinked.commands.common import EXIT_INVALID, EXIT_STACK, report_error, use_stack_defaults
+from interlinked.settings import get_settings
+
+
+def parse_json_value(text: str, what: str) -> Any:
+    """Inline JSON, or ``@FILE`` (``@-``: standard input); ``ValueError`` with the line to show."""
+    source = "the argument"
+    if text.startswith("@"):
+        path = text[1:]
+        source = "standard input" if path == "-" else path
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        except OSError as error:
+            raise ValueError(f"{what}: cannot read {path}: {error.strerror}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} is not valid JSON ({source}): {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _prepare() -> None:
+    use_stack_defaults()
+    os.environ.setdefault("INTERLINKED_DEPLOYMENT_SET", get_settings().deployment_set)
+
+
+def _bar(progress: float, width: int = 20) -> str:
+    filled = round(progress * width)
+    return "[" + "#" * filled + "." * (width - filled) + f"] {progress:4.0%}"
+
+
+def _print_job(job: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job, indent=2))
+        return
+    rows = [
+        ("job", job["id"]),
+        ("type", job["jobType"]),
+        ("state", job["state"]),
+        ("created", job["createdAt"]),
+        ("updated", job["updatedAt"]),
+        ("flow run", job.get("flowRunId") or "-"),
+        ("input", json.dumps(job["inputData"])),
+    ]
+    if job["inputFiles"]:
+        rows.append(("files", json.dumps(job["inputFiles"])))
+    for label, value in rows:
+        print(f"{label:>10}: {value}")
+    for execution in job["executions"]:
+        line = (
+            f"  #{execution['attempt']} {execution['executionId']} {execution['state']:<9} "
+            f"{_bar(execution['progress'])}"
+        )
+        if execution["failureReason"]:
+            line += f" — {execution['failureReason']}"
+        print(line)
+        if execution["metrics"]:
+            print(f"      metrics: {json.dumps(execution['metrics'])}")
+    if job["outputData"]:
+        print(f"{'output':>10}: {json.dumps(job['outputData'])}")
+    if job["outputFiles"]:
+        print(f"{'out files':>10}: {json.dumps(job['outputFiles'])}")
+
+
+def _run(action, *, as_json: bool, quiet_id: bool = False) -> int:
+    """Call ``action`` (returns a job dict), print it, map errors to exit codes."""
+    from flows.jobs.model import JobError
+
+    try:
+        job = action()
+    except JobError as error:
+        return report_error(str(error), EXIT_INVALID)
+    except Exception as error:  # database, Prefect or S3 unreachable, deployment missing, ...
+        return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
+    if quiet_id and not as_json:
+        print(job["id"])
+    else:
+        _print_job(job, as_json=as_json)
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    _prepare()
+    try:
+        input_data = parse_json_value(args.input, "--input")
+        input_files = parse_json_value(args.input_files, "--input-files") if args.input_files else None
+        estimations = parse_json_value(args.estimations, "--estimations") if args.estimations else None
+    except ValueError as error:
+        return report_error(str(error), EXIT_INVALID)
+    from flows.jobs import client
+    from flows.jobs.model import JobError
+    from flows.jobs.types import load_job_types
+
+    try:  # before the database is contacted: a typo is refused even when the stack is down
+        load_job_types().deployment(args.job_type)
+    except JobError as error:
+        return report_error(str(error), EXIT_INVALID)
+
+    def action() -> dict[str, Any]:
+        job = client.create(args.job_type, input_data, input_files, estimations)
+        return client.signal(job["id"], "DISPATCH") if args.dispatch else job
+
+    return _run(action, as_json=args.json, quiet_id=True)
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    _prepare()
+    from flows.jobs import client
+
+    return _run(lambda: client.signal(args.job_id, "DISPATCH"), as_json=args.json, quiet_id=True)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _prepare()
+    from flows.jobs import client
+
+    return _run(lambda: client.get(args.job_id), as_json=args.json)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _prepare()
+    from flows.jobs import client
+
+    return _run(lambda: client.cancel(args.job_id), as_json=args.json)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    _prepare()
+    from flows.jobs import client
+
+    return _run(lambda: client.retry(args.job_id, force=args.force), as_json=args.json)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _prepare()
+    from flows.jobs import client
+    from flows.jobs.model import JobError
+
+    if args.limit < 1:
+        return report_error(f"--limit must be at least 1, got {args.limit}", EXIT_INVALID)
+    try:
+        jobs = client.list_jobs(job_type=args.type, state=args.state, limit=args.limit)
+    except JobError as error:
+        return report_error(str(error), EXIT_INVALID)
+    except Exception as error:
+        return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
+    if args.json:
+        print(json.dumps({"jobs": jobs}, indent=2))
+        return 0
+    for job in jobs:
+        current = job["currentExecution"]
+        progress = _bar(current["progress"], 10) if current else ""
+        print(f"{job['id']}  {job['jobType']:<14} {job['state']:<10} {job['createdAt']}  {progress}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``jobs`` and its subcommands."""
+    jobs = subparsers.add_parser("jobs", help="job lifecycle: create, dispatch, list, show, cancel, retry")
+    commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
+
+    def json_flag(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print the job's JSON")
+
+    create = commands.add_parser("create", help="create a job (prints its id)")
+    create.add_argument("job_type", metavar="JOB_TYPE", help="e.g. script")
+    create.add_argument("--input", required=True, help="inputData: JSON text or @FILE (@- for stdin)")
+    create.add_argument("--input-files", help="inputFiles: JSON text or @FILE")
+    create.add_argument("--estimations", help="estimations: JSON text or @FILE (cpu, memoryMiB, ...)")
+    create.add_argument("--dispatch", action="store_true", help="dispatch it right away")
+    json_flag(create)
+    create.set_defaults(func=cmd_create)
+
+    dispatch = commands.add_parser("dispatch", help="create the job's flow run")
+    dispatch.add_argument("job_id", metavar="JOB_ID")
+    json_flag(dispatch)
+    dispatch.set_defaults(func=cmd_dispatch)
+
+    listing = commands.add_parser("list", help="jobs, newest first")
+    listing.add_argument("--type", help="only this job type")
+    listing.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    json_flag(listing)
+    listing.set_defaults(func=cmd_list)
+
+    show = commands.add_parser("show", help="a job with its executions")
+    show.add_argument("job_id", metavar="JOB_ID")
+    json_flag(show)
+    show.set_defaults(func=cmd_show)
+
+    cancel = commands.add_parser("cancel", help="cancel a job and its flow run")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    json_flag(cancel)
+    cancel.set_defaults(func=cmd_cancel)
+
+    retry = commands.add_parser("retry", help="dispatch a FAILED or CANCELLED job again")
+    retry.add_argument("job_id", metavar="JOB_ID")
+    retry.add_argument("--force", action="store_true", help="even past estimations.maxAttempts")
+    json_flag(retry)
+    retry.set_defaults(func=cmd_retry)
