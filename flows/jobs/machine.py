@@ -12,7 +12,7 @@ DISPATCH       CREATED                         DISPATCHED (the flow run id is re
 EXECUTE        DISPATCHED                      EXECUTING; a new execution (attempt n + 1)
 progress       current execution EXECUTING     progress in [0, 1]; metrics merged
 update         EXECUTING                       outputData / outputFiles replaced
-SUCCESS        current execution EXECUTING     execution SUCCESS, job SUCCEEDED
+SUCCESS        current execution EXECUTING     execution SUCCESS (progress 1), job SUCCEEDED
 FAILURE        current execution EXECUTING     execution FAILURE (+ reason), job FAILED
 cancel         not terminal                    job CANCELLED (a running execution too)
 retry          FAILED or CANCELLED             DISPATCHED again (below maxAttempts unless forced)
@@ -233,6 +233,7 @@ def signal_execution(job: Job, execution_id: str, state: str, *, failure_reason:
     execution.state = state
     execution.finished_at = execution.updated_at = changed.updated_at
     if state == SUCCESS:
+        execution.progress = 1.0  # done is all the way, whatever the last report said
         changed.state = SUCCEEDED
     else:
         execution.failure_reason = failure_reason or "unspecified failure"

@@ -184,8 +184,44 @@ def _summary_markdown(event: dict[str, Any], log_tail: list[str]) -> str:
     result_storage=f"s3-bucket/{blocks.RESULT_STORAGE}",
     persist_result=True,
 )
-def script_job(job_id: str) -> Any:
-    """Load the spec, fetch the script, run it, store result and log, announce the final state."""
+def script_job(job_id: str | None = None, id: str | None = None) -> Any:
+    """Load the spec, fetch the script, run it, store result and log, announce the final state.
+
+    ``job_id`` runs a script job (its spec at ``jobs/{job_id}.json``); ``id`` runs a job of the job
+    lifecycle (:mod:`flows.jobs`, type ``script``) whose ``inputData`` is the script-job description,
+    as one execution of that job: its result and log become the job's outputs.
+    """
+    if (job_id is None) == (id is None):
+        raise ScriptJobError(
+            "give job_id (a script job) or id (a lifecycle job of type script), not both or neither"
+        )
+    if id is not None:
+        return _run_as_lifecycle_job(id)
+    return _run_script_job(job_id)
+
+
+def _run_as_lifecycle_job(job_id: str) -> Any:
+    """One execution of the lifecycle job ``job_id``: its description becomes the spec at
+    ``jobs/{job_id}.json`` (so ``interlinked status JOB_ID`` finds it), then the script job runs."""
+    from flows.jobs.work import executing
+
+    with executing(job_id) as execution:
+        try:
+            spec = parse_job_spec(execution.job["inputData"])
+        except ValueError as error:
+            raise ScriptJobError(str(error)) from None
+        data_store().put(
+            job_spec_key(job_id), spec.model_dump_json(exclude_none=True), content_type="application/json"
+        )
+        value = _run_script_job(job_id)
+        execution.outputs(
+            data={"result": value},
+            files={"result": s3_uri(result_key(job_id)), "log": s3_uri(log_key(job_id))},
+        )
+    return value
+
+
+def _run_script_job(job_id: str) -> Any:
     logger = get_run_logger()
     started = time.time()
     spec: JobSpec | None = None

@@ -122,15 +122,17 @@ def test_lifecycle_keeps_the_seed_field_names(service):
     assert job.current_execution.progress == 1.0
     assert job.current_execution.metrics == {"cpu": 1234, "memory": 5678}  # merged
 
+    job = service.update_execution(job.id, execution_id, progress=0.75)
     service.update(job.id, output_data={"sum": 3}, output_files={"result": "s3://b/r.json"})
     job = service.signal_execution(job.id, execution_id, "SUCCESS")
     document = job.to_json()
     assert document["state"] == "SUCCEEDED"
     assert document["currentExecution"]["state"] == "SUCCESS" and document["currentExecution"]["finishedAt"]
+    assert document["currentExecution"]["progress"] == 1.0
     assert document["outputData"] == {"sum": 3} and len(document["executions"]) == 1
     # Every change wrote a copy, the last one is the final job.
-    assert service.copies[-1] == document and len(service.copies) == 8
-    assert [c["version"] for c in service.copies] == list(range(1, 9))
+    assert service.copies[-1] == document and len(service.copies) == 9
+    assert [c["version"] for c in service.copies] == list(range(1, 10))
 
 
 def test_failure_then_retry_makes_a_second_execution(service):
