@@ -1,0 +1,125 @@
+"""Jobs (seed 004) end to end on the local stack: `interlinked jobs create --dispatch` → the script-job
+deployment run with ``{"id": JOB_ID}`` → EXECUTE, progress from inside the user's script, outputs,
+SUCCESS/FAILURE → the job in PostgreSQL and its copy at ``s3://{data}/results/{id}/job.json``."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+
+import pytest
+
+from _stack import run_cli
+
+pytestmark = pytest.mark.integration
+
+SCRIPTS = {
+    "jobs-test/add.py": """
+        from interlinked import jobs
+
+        def add(args):
+            jobs.progress(0.5, {"stage": "adding"})
+            return args["a"] + args["b"]
+    """,
+    "jobs-test/fail.py": """
+        def explode(args):
+            raise RuntimeError("deliberate failure for " + args["who"])
+    """,
+}
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def data_bucket(stack_handle, aws):
+    bucket = stack_handle.ensure_up()["buckets"]["data"]
+    for key, source in SCRIPTS.items():
+        aws["s3"].put_object(
+            Bucket=bucket, Key=f"scripts/{key}", Body=textwrap.dedent(source).lstrip().encode()
+        )
+    return bucket
+
+
+def _cli_json(*args: str) -> dict:
+    result = run_cli(*args, "--json")
+    assert result.returncode == 0, f"{args} failed ({result.returncode}): {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def _wait(job_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = _cli_json("jobs", "show", job_id)
+        if job["state"] in TERMINAL or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
+
+
+def _create(description: dict) -> dict:
+    return _cli_json(
+        "jobs",
+        "create",
+        "script",
+        "--input",
+        json.dumps(description),
+        "--estimations",
+        '{"memoryMiB": 256}',
+        "--dispatch",
+    )
+
+
+def test_a_script_job_runs_as_a_job_with_progress_and_outputs(data_bucket, aws):
+    created = _create(
+        {"name": "jobs add", "script": "jobs-test/add.py", "func": "add", "arguments": {"a": 1, "b": 2}}
+    )
+    assert created["state"] == "DISPATCHED" and created["flowRunId"]
+    job = _wait(created["id"])
+    assert job["state"] == "SUCCEEDED", json.dumps(job, indent=2)
+    assert len(job["executions"]) == 1
+    execution = job["currentExecution"]
+    assert execution["state"] == "SUCCESS" and execution["progress"] == 1.0 and execution["finishedAt"]
+    assert execution["flowRunId"] == created["flowRunId"]
+    assert execution["infrastructureId"].startswith("process:")
+    assert execution["metrics"] == {"stage": "adding"}  # reported by the user's script through the SDK
+    assert job["outputData"] == {"result": 3}
+    assert job["outputFiles"]["result"] == f"s3://{data_bucket}/results/{job['id']}/result.json"
+
+    copy = json.loads(
+        aws["s3"].get_object(Bucket=data_bucket, Key=f"results/{job['id']}/job.json")["Body"].read()
+    )
+    assert copy == job
+
+    listed = _cli_json("jobs", "list", "--state", "SUCCEEDED")["jobs"]
+    assert job["id"] in [j["id"] for j in listed]
+    # The script job under the same id: `interlinked status` sees the run too.
+    status = _cli_json("status", job["id"])
+    assert status["state"] == "COMPLETED" and status["result_value"] == 3
+
+
+def test_a_failing_script_fails_the_execution_with_its_reason_and_retry_makes_another(data_bucket):
+    created = _create(
+        {"name": "jobs fail", "script": "jobs-test/fail.py", "func": "explode", "arguments": {"who": "jobs"}}
+    )
+    job = _wait(created["id"])
+    assert job["state"] == "FAILED", json.dumps(job, indent=2)
+    assert job["currentExecution"]["state"] == "FAILURE"
+    assert "deliberate failure for jobs" in job["currentExecution"]["failureReason"]
+
+    retried = _cli_json("jobs", "retry", job["id"])
+    assert retried["state"] == "DISPATCHED" and retried["flowRunId"] != created["flowRunId"]
+    job = _wait(job["id"])
+    assert job["state"] == "FAILED" and [e["attempt"] for e in job["executions"]] == [1, 2]
+    assert [e["flowRunId"] for e in job["executions"]] == [created["flowRunId"], retried["flowRunId"]]
+
+
+def test_an_invalid_description_fails_the_execution_not_the_stack(data_bucket):
+    job = _wait(_create({"name": "no script field"})["id"])
+    assert job["state"] == "FAILED"
+    assert "script" in job["currentExecution"]["failureReason"]
+
+
+def test_bad_input_on_the_stack_exits_2(data_bucket):
+    result = run_cli("jobs", "create", "no-such-type", "--input", "{}")
+    assert result.returncode == 2 and "unknown job type 'no-such-type'" in result.stderr
+    result = run_cli("jobs", "show", "00000000-0000-0000-0000-000000000000")
+    assert result.returncode == 2 and "no job" in result.stderr
