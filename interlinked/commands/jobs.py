@@ -1,8 +1,9 @@
 """`interlinked jobs create | dispatch | list | show | cancel | retry`: the job lifecycle (seed 004).
 
 Thin: argument parsing, output and exit codes; the work is in ``flows.jobs.client``. ``--json``
-prints the job's JSON (the seed's field names). Exit codes: 0 success, 2 invalid input or a request
-the job's state refuses (nothing was changed), 3 the stack (database, Prefect, S3) failed.
+prints the job's JSON (the seed's field names); ``show --watch`` and ``list --watch`` follow
+progress live. Exit codes: 0 success, 1 a watched job FAILED or was CANCELLED, 2 invalid input or a
+request the job's state refuses (nothing was changed), 3 the stack (database, Prefect, S3) failed.
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from flows.jobs.model import JOB_STATES
-from interlinked.commands.common import EXIT_INVALID, EXIT_STACK, report_error, use_stack_defaults
+from interlinked.commands.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_STACK,
+    report_error,
+    use_stack_defaults,
+)
 from interlinked.settings import get_settings
+
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: the --watch redraw on a terminal
+_sleep = time.sleep  # tests replace it to move a job on between looks
 
 
 def parse_json_value(text: str, what: str) -> Any:
@@ -35,6 +46,13 @@ def parse_json_value(text: str, what: str) -> Any:
         raise ValueError(f"{what} is not valid JSON ({source}): {error}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -129,10 +147,56 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     return _run(lambda: client.signal(args.job_id, "DISPATCH"), as_json=args.json, quiet_id=True)
 
 
+def _redraw() -> None:
+    if sys.stdout.isatty():
+        print(CLEAR, end="")
+
+
+def _execution_line(job: dict[str, Any]) -> str:
+    current = job["currentExecution"]
+    if current is None:
+        return f"{job['updatedAt']}  {job['state']}"
+    line = f"{job['updatedAt']}  {job['state']:<10} #{current['attempt']} {_bar(current['progress'])}"
+    return line + (f" — {current['failureReason']}" if current["failureReason"] else "")
+
+
+def _watch_job(job_id: str, *, as_json: bool, interval: float) -> int:
+    """Show the job each time it changes until it ends: 0 SUCCEEDED, 1 FAILED or CANCELLED.
+
+    On a terminal the view is redrawn; otherwise one line per change (``--json``: one JSON document
+    a line)."""
+    from flows.jobs import client
+    from flows.jobs.model import TERMINAL_JOB_STATES, JobError
+
+    seen = None
+    while True:
+        try:
+            job = client.get(job_id)
+        except JobError as error:
+            return report_error(str(error), EXIT_INVALID)
+        except Exception as error:
+            return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
+        if job["version"] != seen:
+            seen = job["version"]
+            if as_json:
+                print(json.dumps(job))
+            elif sys.stdout.isatty():
+                _redraw()
+                _print_job(job, as_json=False)
+            else:
+                print(_execution_line(job))
+            sys.stdout.flush()
+        if job["state"] in TERMINAL_JOB_STATES:
+            return 0 if job["state"] == "SUCCEEDED" else EXIT_FAILED
+        _sleep(interval)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     _prepare()
     from flows.jobs import client
 
+    if args.watch:
+        return _watch_job(args.job_id, as_json=args.json, interval=args.interval)
     return _run(lambda: client.get(args.job_id), as_json=args.json)
 
 
@@ -150,27 +214,44 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _run(lambda: client.retry(args.job_id, force=args.force), as_json=args.json)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    _prepare()
-    from flows.jobs import client
-    from flows.jobs.model import JobError
-
-    if args.limit < 1:
-        return report_error(f"--limit must be at least 1, got {args.limit}", EXIT_INVALID)
-    try:
-        jobs = client.list_jobs(job_type=args.type, state=args.state, limit=args.limit)
-    except JobError as error:
-        return report_error(str(error), EXIT_INVALID)
-    except Exception as error:
-        return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
-    if args.json:
-        print(json.dumps({"jobs": jobs}, indent=2))
-        return 0
+def _print_list(jobs: list[dict[str, Any]]) -> None:
     for job in jobs:
         current = job["currentExecution"]
         progress = _bar(current["progress"], 10) if current else ""
         print(f"{job['id']}  {job['jobType']:<14} {job['state']:<10} {job['createdAt']}  {progress}")
-    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """The jobs; with ``--watch`` again each time one of them changes, until all of them ended."""
+    _prepare()
+    from flows.jobs import client
+    from flows.jobs.model import TERMINAL_JOB_STATES, JobError
+
+    if args.limit < 1:
+        return report_error(f"--limit must be at least 1, got {args.limit}", EXIT_INVALID)
+    seen = None
+    while True:
+        try:
+            jobs = client.list_jobs(job_type=args.type, state=args.state, limit=args.limit)
+        except JobError as error:
+            return report_error(str(error), EXIT_INVALID)
+        except Exception as error:
+            return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
+        versions = [(job["id"], job["version"]) for job in jobs]
+        if versions != seen:
+            seen = versions
+            if args.json:
+                print(json.dumps({"jobs": jobs}) if args.watch else json.dumps({"jobs": jobs}, indent=2))
+            else:
+                if args.watch:
+                    _redraw()
+                _print_list(jobs)
+                if args.watch and not sys.stdout.isatty():
+                    print()
+            sys.stdout.flush()
+        if not args.watch or all(job["state"] in TERMINAL_JOB_STATES for job in jobs):
+            return 0
+        _sleep(args.interval)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -180,6 +261,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def json_flag(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="print the job's JSON")
+
+    def watch_flags(parser: argparse.ArgumentParser, until: str) -> None:
+        parser.add_argument("--watch", action="store_true", help=f"follow progress live, {until}")
+        parser.add_argument(
+            "--interval", type=_positive, default=1.0, help="seconds between looks (default 1)"
+        )
 
     create = commands.add_parser("create", help="create a job (prints its id)")
     create.add_argument("job_type", metavar="JOB_TYPE", help="e.g. script")
@@ -199,11 +286,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--type", help="only this job type")
     listing.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    watch_flags(listing, "until every listed job has ended")
     json_flag(listing)
     listing.set_defaults(func=cmd_list)
 
     show = commands.add_parser("show", help="a job with its executions")
     show.add_argument("job_id", metavar="JOB_ID")
+    watch_flags(show, "until the job ends (exit code 0 SUCCEEDED, 1 FAILED or CANCELLED)")
     json_flag(show)
     show.set_defaults(func=cmd_show)
 

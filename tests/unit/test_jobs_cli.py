@@ -108,3 +108,63 @@ def test_unknown_state_filter_is_an_argparse_error(service, capsys):
         main(["jobs", "list", "--state", "DONE"])
     assert exit_.value.code == EXIT_INVALID
     assert "invalid choice: 'DONE'" in capsys.readouterr().err
+
+
+def _mover(monkeypatch, steps):
+    """Replace the watch loop's sleep by the next step (a change to the jobs) each time it waits."""
+    from interlinked.commands import jobs as jobs_command
+
+    pending = list(steps)
+
+    def sleep(_seconds: float) -> None:
+        assert pending, "the watch kept looking after the last change"
+        pending.pop(0)()
+
+    monkeypatch.setattr(jobs_command, "_sleep", sleep)
+    return pending
+
+
+def test_show_watch_follows_progress_until_the_job_ends(service, capsys, monkeypatch):
+    job = service.create("script", {})
+    service.signal(job.id, "DISPATCH")
+    execution_id = service.signal(job.id, "EXECUTE").current_execution.execution_id
+    pending = _mover(
+        monkeypatch,
+        [
+            lambda: None,  # no change: nothing printed
+            lambda: service.update_execution(job.id, execution_id, progress=0.5),
+            lambda: service.signal_execution(job.id, execution_id, "FAILURE", failure_reason="boom"),
+        ],
+    )
+    code, out, _ = run(capsys, "jobs", "show", job.id, "--watch", "--interval", "0.01")
+    assert code == 1 and pending == []
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert "EXECUTING" in lines[0] and "0%" in lines[0]
+    assert "50%" in lines[1] and "FAILED" in lines[2] and "boom" in lines[2]
+
+
+def test_show_watch_json_prints_one_document_per_change(service, capsys, monkeypatch):
+    job = service.create("script", {})
+    service.signal(job.id, "DISPATCH")
+    execution_id = service.signal(job.id, "EXECUTE").current_execution.execution_id
+    _mover(monkeypatch, [lambda: service.signal_execution(job.id, execution_id, "SUCCESS")])
+    code, out, _ = run(capsys, "jobs", "show", job.id, "--watch", "--json")
+    documents = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [d["state"] for d in documents] == ["EXECUTING", "SUCCEEDED"]
+
+
+def test_list_watch_ends_when_every_job_ended(service, capsys, monkeypatch):
+    first, second = service.create("script", {}), service.create("script", {})
+    service.cancel(first.id)
+    _mover(monkeypatch, [lambda: service.cancel(second.id)])
+    code, out, _ = run(capsys, "jobs", "list", "--watch", "--json")
+    snapshots = [json.loads(line)["jobs"] for line in out.splitlines()]
+    assert code == 0 and len(snapshots) == 2
+    assert sorted(j["state"] for j in snapshots[-1]) == ["CANCELLED", "CANCELLED"]
+
+
+def test_watch_refuses_a_non_positive_interval(service, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["jobs", "show", "x", "--watch", "--interval", "0"])
+    assert exit_.value.code == EXIT_INVALID and "positive number of seconds" in capsys.readouterr().err
