@@ -10,6 +10,7 @@ Prefect's ``run_deployment``. They take and return the job as the seed's JSON (a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -75,11 +76,49 @@ class PrefectDispatcher:
             client.set_flow_run_state(flow_run_id, Cancelling(message="job cancelled"), force=True)
 
 
+VERSION_METADATA = "job-version"
+
+
+def write_copy(store: Any, job: Job, *, attempts: int = 10) -> bool:
+    """Write the job's JSON to ``results/{job_id}/job.json`` in ``store`` (a :class:`blocks.s3.ObjectStore`)
+    unless the copy there is already as new; True when written.
+
+    Two changes of one job can reach S3 in either order; the copy carries the job's version
+    (object metadata) and is replaced only by a newer one, with a conditional write on the ETag seen,
+    so an older version never overwrites a newer one.
+    """
+    from blocks.s3 import WriteConflict
+
+    key = job_json_key(job.id)
+    body = json.dumps(job.to_json(), indent=2)
+    for _ in range(attempts):
+        head = store.head(key)
+        if head is None:
+            condition: dict[str, Any] = {"if_none_match": True}
+        else:
+            stored = head.get("Metadata", {}).get(VERSION_METADATA, "")
+            if stored.isdigit() and int(stored) >= job.version:
+                return False
+            condition = {"if_match": head["ETag"].strip('"')}
+        try:
+            store.put(
+                key,
+                body,
+                content_type="application/json",
+                Metadata={VERSION_METADATA: str(job.version)},
+                **condition,
+            )
+            return True
+        except WriteConflict:
+            continue  # another change wrote meanwhile: look again
+    raise RuntimeError(f"the copy of job {job.id} kept changing while version {job.version} was written")
+
+
 def s3_mirror(job: Job) -> None:
-    """Write the job's JSON to ``s3://{data}/results/{job_id}/job.json``."""
+    """Keep ``s3://{data}/results/{job_id}/job.json`` at the newest version of the job."""
     from blocks.s3 import data_store
 
-    data_store().put_json(job_json_key(job.id), job.to_json(), indent=2)
+    write_copy(data_store(), job)
 
 
 def _run_context() -> tuple[str | None, str | None]:
