@@ -1,0 +1,87 @@
+"""Fixtures for the task-store tests: a private moto *server* (real HTTP, as the stack uses) and a
+fresh store per test on it.
+
+The moto server is started here, on a free loopback port, once per session; each test gets its
+own table, so tests never see each other's tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from flows.collections.dynamodb import DynamoTaskStore
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _moto_server() -> str | None:
+    beside = Path(sys.executable).with_name("moto_server")
+    return str(beside) if beside.exists() else shutil.which("moto_server")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """The URL of a moto server started for this session (killed at the end)."""
+    binary = _moto_server()
+    if binary is None:
+        pytest.skip("moto_server is not installed (make install brings it with moto[server])")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - lives with the server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    process = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto_server did not start on {endpoint}")
+            time.sleep(0.2)
+    yield endpoint
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_client(moto_endpoint):
+    return boto3.session.Session().client(
+        "dynamodb",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 4, "mode": "standard"}, max_pool_connections=64),
+    )
+
+
+@pytest.fixture
+def dynamo_store(dynamodb_client):
+    store = DynamoTaskStore(f"tasks-{uuid.uuid4().hex[:10]}", client=dynamodb_client)
+    store.ensure()
+    return store
