@@ -25,13 +25,16 @@ claim of every collection on one hot partition, PyAnamo's mistake):
   reasons and ``retry-failed``.
 
 The index is eventually consistent and only proposes candidates; the truth is the conditional
-write on the task item. A claim of a todo task is one ``TransactWriteItems`` (the task's update,
-conditional on ``state = todo``, plus the counter delta); a claim of an expired lease is one
-``UpdateItem`` conditional on ``state = locked AND lease_expires < now`` (the counters do not
-change). Both ask for the old item on a lost condition (``ReturnValuesOnConditionCheckFailure``).
-Every later change is conditional on the fencing token (``lease_token``), which is the task's
-``fence`` counter, incremented by every claim. Times come from the clients' clocks (DynamoDB has
-no server time): lease lengths must dwarf clock skew (the default lease is 5 minutes).
+write on the task item. A claim is one ``UpdateItem`` whose condition accepts a todo task *or* an
+expired lease with attempts left (``state = todo OR (state = locked AND lease_expires < now AND
+attempts < max_attempts)``); it returns the old item (``ALL_OLD``), so the claimer knows which it
+was, and on a lost condition the current one (``ReturnValuesOnConditionCheckFailure``). Every
+later change is conditional on the fencing token (``lease_token``), which is the task's ``fence``
+counter, incremented by every claim. The counter shards are moved by a second write right after
+each state change (not a transaction: that costs double on DynamoDB and copies the whole table
+per call on moto); a process killed between the two leaves a count off by one until
+:meth:`DynamoTaskStore.recount`. Times come from the clients' clocks (DynamoDB has no server
+time): lease lengths must dwarf clock skew (the default lease is 5 minutes).
 
 Adding is validated first, then written in transactions of up to 100 items; duplicates (ids the
 collection has) are skipped and counted. A crash in the middle of a large ``add`` leaves a prefix
@@ -47,7 +50,6 @@ import contextlib
 import hashlib
 import json
 import random
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -133,17 +135,25 @@ class DynamoTaskStore(TaskStore):
         The table's name.
     client
         A boto3 DynamoDB client; default ``blocks.clients.aws_client("dynamodb")``.
+    wait_backoff, blocked_backoff
+        Seconds a todo task whose dependencies are not done (or one failed) is passed over.
     """
 
-    def __init__(self, table: str, *, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: Any | None = None,
+        wait_backoff: float = WAIT_BACKOFF,
+        blocked_backoff: float = BLOCKED_BACKOFF,
+    ) -> None:
         self.table = table
+        self.wait_backoff, self.blocked_backoff = wait_backoff, blocked_backoff
         if client is None:
             from blocks.clients import aws_client
 
             client = aws_client("dynamodb")
         self.client = client
-        self._max_attempts: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -168,6 +178,15 @@ class DynamoTaskStore(TaskStore):
                 "ExpressionAttributeValues": values,
             }
         }
+
+    def _count(self, collection: str, deltas: dict[str, int]) -> None:
+        """Add ``deltas`` to the counters, right after the conditional write that moved the task.
+
+        Not in one transaction with it: a transaction costs two writes per item on DynamoDB and
+        a copy of the whole table per call on moto. A process killed between the two writes
+        leaves a counter off by one until :meth:`recount`.
+        """
+        self.client.update_item(**self._counter_update(collection, deltas)["Update"])
 
     # -- table --------------------------------------------------------------------------------
 
@@ -541,7 +560,7 @@ class DynamoTaskStore(TaskStore):
             return None  # the index lags: this lease is live
         readiness = self._dependencies_ready(item)
         if readiness != "ready":
-            backoff = BLOCKED_BACKOFF if readiness == "blocked" else WAIT_BACKOFF
+            backoff = self.blocked_backoff if readiness == "blocked" else self.wait_backoff
             self._postpone(item, now + backoff)
             return None
         if state == LOCKED and attempts >= limit:
@@ -566,34 +585,27 @@ class DynamoTaskStore(TaskStore):
             },
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if state == TODO:
-            # The fence in the condition makes the token computed here the one written.
-            update["ConditionExpression"] = "#state = :todo AND fence = :fence"
-            update["ExpressionAttributeValues"][":todo"] = _s(TODO)
-            update["ExpressionAttributeValues"][":fence"] = item["fence"]
-            reasons = self._transact(
-                [{"Update": update}, self._counter_update(collection, {TODO: -1, LOCKED: 1})]
-            )
-            if reasons is not None:
-                return None  # someone else claimed it first (reasons[0]["Item"] says who)
-            task = self._task(item)
-            task.state, task.lease_owner = LOCKED, owner
-            task.lease_token = (_int(item, "fence") or 0) + 1
-            task.lease_expires, task.attempts = now + lease_seconds, attempts + 1
-            task.started_at = task.updated_at = now
-            return task
-        # An expired lease: taken over by this claim; the counters do not change (locked stays locked).
+        # One conditional write: a todo task, or an expired lease with attempts left (the reaper is
+        # this claim). The old item says which it was (the counters move only for todo).
         update["ConditionExpression"] = (
-            "#state = :locked AND lease_expires < :now AND attempts < max_attempts"
+            "#state = :todo OR (#state = :locked AND lease_expires < :now AND attempts < max_attempts)"
         )
-        update["ReturnValues"] = "ALL_NEW"
+        update["ExpressionAttributeValues"][":todo"] = _s(TODO)
+        update["ReturnValues"] = "ALL_OLD"
         try:
-            answer = self.client.update_item(**update)
+            old = self.client.update_item(**update)["Attributes"]
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":
-                return None
+                return None  # someone else holds it (error.response["Item"] says who)
             raise
-        return self._task(answer["Attributes"])
+        if _str(old, "state") == TODO:
+            self._count(collection, {TODO: -1, LOCKED: 1})
+        task = self._task(old)
+        task.state, task.lease_owner = LOCKED, owner
+        task.lease_token = (_int(old, "fence") or 0) + 1
+        task.lease_expires, task.attempts = now + lease_seconds, (_int(old, "attempts") or 0) + 1
+        task.started_at = task.updated_at = now
+        return task
 
     def _postpone(self, item: dict, due: float) -> None:
         """Move a todo task that cannot run yet to the back of its shard's queue."""
@@ -617,31 +629,30 @@ class DynamoTaskStore(TaskStore):
             f"lease expired {attempts} time(s) without the task finishing (worker lost; "
             f"max_attempts={_int(item, 'max_attempts')}); last owner {_str(item, 'lease_owner')}"
         )
-        self._transact(
-            [
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": {"pk": item["pk"], "sk": item["sk"]},
-                        "UpdateExpression": (
-                            "SET #state = :failed, #error = :reason, failed_pk = :coll, finished_at = :now, "
-                            "updated_at = :now REMOVE open_pk, due, lease_pk, lease_expires"
-                        ),
-                        "ConditionExpression": "#state = :locked AND lease_token = :token AND lease_expires < :now",
-                        "ExpressionAttributeNames": {"#state": "state", "#error": "error"},
-                        "ExpressionAttributeValues": {
-                            ":failed": _s(FAILED),
-                            ":reason": _s(reason),
-                            ":coll": _s(collection),
-                            ":now": _n(now),
-                            ":locked": _s(LOCKED),
-                            ":token": item.get("lease_token", _n(-1)),
-                        },
-                    }
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression=(
+                    "SET #state = :failed, #error = :reason, failed_pk = :coll, finished_at = :now, "
+                    "updated_at = :now REMOVE open_pk, due, lease_pk, lease_expires"
+                ),
+                ConditionExpression="#state = :locked AND lease_token = :token AND lease_expires < :now",
+                ExpressionAttributeNames={"#state": "state", "#error": "error"},
+                ExpressionAttributeValues={
+                    ":failed": _s(FAILED),
+                    ":reason": _s(reason),
+                    ":coll": _s(collection),
+                    ":now": _n(now),
+                    ":locked": _s(LOCKED),
+                    ":token": item.get("lease_token", _n(-1)),
                 },
-                self._counter_update(collection, {LOCKED: -1, FAILED: 1}),
-            ]
-        )
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return
+            raise
+        self._count(collection, {LOCKED: -1, FAILED: 1})
 
     # -- changes under a lease ------------------------------------------------------------------
 
@@ -665,17 +676,14 @@ class DynamoTaskStore(TaskStore):
             "ExpressionAttributeValues": {":locked": _s(LOCKED), ":token": _n(int(token)), **values},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if deltas:
-            reasons = self._transact([{"Update": request}, self._counter_update(collection, deltas)])
-            if reasons is not None:
-                raise self._lost(collection, task_id, token, reasons[0].get("Item"))
-            return
         try:
             self.client.update_item(**request)
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":
                 raise self._lost(collection, task_id, token, error.response.get("Item")) from None
             raise
+        if deltas:
+            self._count(collection, deltas)
 
     def _lost(self, collection: str, task_id: str, token: int, old: dict | None) -> LeaseLost:
         if not old:
@@ -788,24 +796,23 @@ class DynamoTaskStore(TaskStore):
             )
             values[":zero"] = _n(0)
         values[":open"] = _s(self._shard_pk(collection, shard_of(item["sk"]["S"])))
-        reasons = self._transact(
-            [
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": {"pk": item["pk"], "sk": item["sk"]},
-                        "UpdateExpression": update,
-                        "ConditionExpression": condition,
-                        "ExpressionAttributeNames": {"#state": "state", "#error": "error"}
-                        if "#error" in update
-                        else {"#state": "state"},
-                        "ExpressionAttributeValues": values,
-                    }
-                },
-                self._counter_update(collection, {from_state: -1, TODO: 1}),
-            ]
-        )
-        return reasons is None
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state", "#error": "error"}
+                if "#error" in update
+                else {"#state": "state"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        self._count(collection, {from_state: -1, TODO: 1})
+        return True
 
     def reset(self, collection: str, state: str) -> int:
         if state not in (FAILED, LOCKED):
@@ -869,6 +876,33 @@ class DynamoTaskStore(TaskStore):
             ]
         )
         return count
+
+    def recount(self, collection: str) -> dict[str, int]:
+        """Rebuild the counters of ``collection`` from its tasks (a query per shard, not a table
+        scan). Repairs a drift left by a killed process; run it while no drain is active."""
+        self._require(collection)
+        totals = dict.fromkeys(STATES, 0)
+        for shard in range(SHARDS):
+            for item in self._query(
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": _s(f"T#{collection}#{shard:02d}")},
+                ProjectionExpression="#state",
+                ExpressionAttributeNames={"#state": "state"},
+                ConsistentRead=True,
+            ):
+                totals[_str(item, "state") or TODO] += 1
+        self._batch_delete(
+            [{"pk": _s(f"N#{collection}"), "sk": _s(f"{shard:02d}")} for shard in range(1, COUNTER_SHARDS)]
+        )
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": _s(f"N#{collection}"),
+                "sk": _s("00"),
+                **{state: _n(count) for state, count in totals.items()},
+            },
+        )
+        return totals
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -81,7 +81,18 @@ def dynamodb_client(moto_endpoint):
 
 
 @pytest.fixture
-def dynamo_store(dynamodb_client):
-    store = DynamoTaskStore(f"tasks-{uuid.uuid4().hex[:10]}", client=dynamodb_client)
+def dynamodb_store(dynamodb_client):
+    store = DynamoTaskStore(
+        f"tasks-{uuid.uuid4().hex[:10]}", client=dynamodb_client, wait_backoff=0.05, blocked_backoff=0.05
+    )
     store.ensure()
     return store
+
+
+BACKENDS = ["dynamodb"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request):
+    """A fresh, empty store of each backend."""
+    return request.getfixturevalue(f"{request.param}_store")
