@@ -8,14 +8,12 @@ own table, so tests never see each other's tasks.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
@@ -30,22 +28,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _moto_server() -> str | None:
-    beside = Path(sys.executable).with_name("moto_server")
-    return str(beside) if beside.exists() else shutil.which("moto_server")
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
-    """The URL of a moto server started for this session (killed at the end)."""
-    binary = _moto_server()
-    if binary is None:
-        pytest.skip("moto_server is not installed (make install brings it with moto[server])")
+    """The URL of a moto server started for this session (killed at the end).
+
+    Served through ``interlinked.local.dynamodb_atomic``: moto with its DynamoDB requests one at a
+    time, so conditional writes are atomic as on AWS (plain moto lets two concurrent conditional
+    updates both win).
+    """
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - lives with the server
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     process = subprocess.Popen(
-        [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+        [sys.executable, "-m", "interlinked.local.dynamodb_atomic", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
