@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     job_events_topic: str = Field(default="interlinked-job-events", description="Final job states.")
     max_receive_count: int = Field(default=5, description="Receives before a message goes to its DLQ.")
 
+    # -- task collections ---------------------------------------------------------------------
+    tasks_backend: str = Field(
+        default="dynamodb",
+        description="Where task collections live: `dynamodb` (the tasks table) or `postgres`.",
+    )
+    tasks_table: str = Field(
+        default="interlinked-tasks", description="DynamoDB table of the task collections."
+    )
+
     # -- Prefect ------------------------------------------------------------------------------
     work_pool: str = Field(default="local", description="Work pool the local deployments run on.")
     worker_type: str = Field(

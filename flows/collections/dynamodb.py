@@ -240,6 +240,15 @@ class DynamoTaskStore(TaskStore):
                 PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
             )
 
+    def _table_exists(self) -> bool:
+        try:
+            self.client.describe_table(TableName=self.table)
+            return True
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return False
+            raise
+
     # -- reading helpers ------------------------------------------------------------------------
 
     def _query(self, **kwargs: Any) -> Iterator[dict]:
@@ -328,11 +337,16 @@ class DynamoTaskStore(TaskStore):
         )
 
     def _registry(self, collection: str) -> dict | None:
-        return self.client.get_item(
-            TableName=self.table,
-            Key={"pk": _s("COLLECTIONS"), "sk": _s(collection)},
-            ConsistentRead=True,
-        ).get("Item")
+        try:
+            return self.client.get_item(
+                TableName=self.table,
+                Key={"pk": _s("COLLECTIONS"), "sk": _s(collection)},
+                ConsistentRead=True,
+            ).get("Item")
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":  # no table: no collections yet
+                return None
+            raise
 
     def _require(self, collection: str) -> dict:
         check_collection(collection)
@@ -913,6 +927,8 @@ class DynamoTaskStore(TaskStore):
         return None if item is None else self._task(item)
 
     def collections(self) -> list[str]:
+        if not self._table_exists():
+            return []
         return sorted(
             item["sk"]["S"]
             for item in self._query(
