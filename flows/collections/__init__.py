@@ -2,7 +2,7 @@
 
 - :mod:`.model` — a task, its states, the names it may use, the errors;
 - :mod:`.parsing` — tasks from JSON Lines, TSV, or ids + a command template (all-or-nothing);
-- :mod:`.store` — the store interface and :func:`~.store.open_store`;
+- :mod:`.store` — the store interface; :mod:`.backends` — :func:`~.backends.open_store`;
 - :mod:`.dynamodb` — the DynamoDB backend (conditional-write claims, sharded open index, counters);
 - :mod:`.client` — what ``interlinked tasks`` calls.
 """

@@ -30,11 +30,6 @@ from flows.collections.model import (
     TaskSpec,
 )
 
-#: Environment variables the default store reads (the CLI fills them from its settings).
-BACKEND_ENV = "INTERLINKED_TASKS_BACKEND"
-TABLE_ENV = "INTERLINKED_TASKS_TABLE"
-DEFAULT_TABLE = "interlinked-tasks"
-
 
 def new_owner() -> str:
     """A worker id that is never reused, even after a restart on the same host (host, pid, random)."""
@@ -130,21 +125,3 @@ class TaskStore(ABC):
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""
         return None
-
-
-def open_store(backend: str | None = None, *, table: str | None = None, dsn: str | None = None) -> TaskStore:
-    """The configured store: ``backend`` (or ``$INTERLINKED_TASKS_BACKEND``), ``dynamodb`` by default.
-
-    ``table`` names the DynamoDB table (or ``$INTERLINKED_TASKS_TABLE``); ``dsn`` the PostgreSQL
-    database (else the ``interlinked-database`` block / ``$INTERLINKED_DATABASE_URL``).
-    """
-    backend = (backend or os.environ.get(BACKEND_ENV) or "dynamodb").lower()
-    if backend == "dynamodb":
-        from flows.collections.dynamodb import DynamoTaskStore
-
-        return DynamoTaskStore(table or os.environ.get(TABLE_ENV) or DEFAULT_TABLE)
-    if backend in ("postgres", "postgresql"):
-        from flows.collections.postgres import PostgresTaskStore
-
-        return PostgresTaskStore(dsn)
-    raise ValueError(f"unknown task store backend {backend!r} (dynamodb or postgres)")

@@ -27,7 +27,7 @@ from interlinked.commands.common import EXIT_INVALID, EXIT_STACK, report_error, 
 
 
 def _store():
-    from flows.collections.store import open_store
+    from flows.collections.backends import open_store
     from interlinked.settings import get_settings
 
     settings = get_settings()
