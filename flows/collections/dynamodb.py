@@ -76,7 +76,7 @@ from flows.collections.model import (
     check_task_id,
     split_ref,
 )
-from flows.collections.store import TaskStore
+from flows.collections.store import TaskStore, first_of_each
 
 #: Task shards per collection (fixed for a table: the shard is part of the task's key).
 SHARDS = 16
@@ -370,6 +370,7 @@ class DynamoTaskStore(TaskStore):
         result = AddResult(collection)
         if not tasks:
             return result
+        tasks = first_of_each(tasks, result)
         now = time.time()
         try:
             self.client.put_item(

@@ -125,3 +125,17 @@ class TaskStore(ABC):
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""
         return None
+
+
+def first_of_each(tasks: Sequence[TaskSpec], result: AddResult) -> list[TaskSpec]:
+    """``tasks`` without repeated ids (the first wins; repeats are counted as duplicates)."""
+    seen: set[str] = set()
+    unique = []
+    for spec in tasks:
+        if spec.id in seen:
+            result.duplicates += 1
+            result.duplicate_ids.append(spec.id)
+        else:
+            seen.add(spec.id)
+            unique.append(spec)
+    return unique
