@@ -99,9 +99,12 @@ class PostgresTaskStore(TaskStore):
         if not _SCHEMA.fullmatch(schema):
             raise ValueError(f"invalid schema name {schema!r}")
         if dsn is None:
-            from blocks.postgres import database
+            import os
 
-            dsn = database().dsn()
+            from blocks.postgres import URL_ENV, database
+
+            # The variable wins over the block (as in the block itself), and needs no Prefect API.
+            dsn = os.environ.get(URL_ENV) or database().dsn()
         from psycopg_pool import ConnectionPool
 
         self.schema = schema

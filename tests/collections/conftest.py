@@ -8,6 +8,7 @@ own table, so tests never see each other's tasks.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -87,7 +88,63 @@ def dynamodb_store(dynamodb_client):
     return store
 
 
-BACKENDS = ["dynamodb"]
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory):
+    """A PostgreSQL database for this session: a cluster of our own, made and started the way the
+    stack does it (``interlinked.local.postgres``) on a free port, stopped at the end.
+    ``INTERLINKED_TEST_DATABASE_URL`` names an existing database to use instead."""
+    existing = os.environ.get("INTERLINKED_TEST_DATABASE_URL")
+    if existing:
+        yield existing
+        return
+    from interlinked.local import postgres
+    from interlinked.settings import Settings
+
+    root = tmp_path_factory.mktemp("postgres")
+    settings = Settings(state_dir=root / "state", host="127.0.0.1", postgres_port=_free_port())
+    postgres.ensure_cluster(settings)
+    log = open(root / "postgres.log", "wb")  # noqa: SIM115 - lives with the server
+    process = subprocess.Popen(
+        postgres.server_command(settings),
+        cwd="/",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **postgres._as_user(postgres.system_user()),
+    )
+    deadline = time.monotonic() + 60
+    while not postgres.ready(settings):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"postgres did not start; see {root / 'postgres.log'}")
+        time.sleep(0.2)
+    postgres.ensure_database(settings, postgres.INTERLINKED_DATABASE)
+    yield postgres.dsn(settings)
+    process.send_signal(signal.SIGINT)  # fast shutdown
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def postgres_store(postgres_dsn):
+    """A store in a schema of its own (dropped afterwards)."""
+    import psycopg
+
+    from flows.collections.postgres import PostgresTaskStore
+
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    store = PostgresTaskStore(postgres_dsn, schema=schema)
+    store.ensure()
+    yield store
+    store.close()
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+BACKENDS = ["dynamodb", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
