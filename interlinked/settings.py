@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     tasks_table: str = Field(
         default="interlinked-tasks", description="DynamoDB table of the task collections."
     )
+    tasks_schema: str = Field(
+        default="interlinked_tasks", description="PostgreSQL schema of the task collections' tables."
+    )
 
     # -- Prefect ------------------------------------------------------------------------------
     work_pool: str = Field(default="local", description="Work pool the local deployments run on.")

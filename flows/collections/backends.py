@@ -11,13 +11,22 @@ from flows.collections.store import TaskStore
 BACKEND_ENV = "INTERLINKED_TASKS_BACKEND"
 TABLE_ENV = "INTERLINKED_TASKS_TABLE"
 DEFAULT_TABLE = "interlinked-tasks"
+SCHEMA_ENV = "INTERLINKED_TASKS_SCHEMA"
+DEFAULT_SCHEMA = "interlinked_tasks"
 
 
-def open_store(backend: str | None = None, *, table: str | None = None, dsn: str | None = None) -> TaskStore:
+def open_store(
+    backend: str | None = None,
+    *,
+    table: str | None = None,
+    dsn: str | None = None,
+    schema: str | None = None,
+) -> TaskStore:
     """The configured store: ``backend`` (or ``$INTERLINKED_TASKS_BACKEND``), ``dynamodb`` by default.
 
     ``table`` names the DynamoDB table (or ``$INTERLINKED_TASKS_TABLE``); ``dsn`` the PostgreSQL
-    database (else the ``interlinked-database`` block / ``$INTERLINKED_DATABASE_URL``).
+    database (else ``$INTERLINKED_DATABASE_URL`` / the ``interlinked-database`` block) and
+    ``schema`` its schema (or ``$INTERLINKED_TASKS_SCHEMA``).
     """
     backend = (backend or os.environ.get(BACKEND_ENV) or "dynamodb").lower()
     if backend == "dynamodb":
@@ -27,5 +36,5 @@ def open_store(backend: str | None = None, *, table: str | None = None, dsn: str
     if backend in ("postgres", "postgresql"):
         from flows.collections.postgres import PostgresTaskStore
 
-        return PostgresTaskStore(dsn)
+        return PostgresTaskStore(dsn, schema=schema or os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA)
     raise ValueError(f"unknown task store backend {backend!r} (dynamodb or postgres)")

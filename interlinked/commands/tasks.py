@@ -8,7 +8,9 @@
     interlinked tasks delete COLLECTION [--json]
 
 Thin: parsing, output and exit codes; the work is in ``flows.collections.client``. The store is
-the one the settings name (``INTERLINKED_TASKS_BACKEND``, ``INTERLINKED_TASKS_TABLE``).
+the one the settings name (``INTERLINKED_TASKS_BACKEND``; ``INTERLINKED_TASKS_TABLE`` for
+DynamoDB; ``INTERLINKED_DATABASE_URL`` or the ``interlinked-database`` block and
+``INTERLINKED_TASKS_SCHEMA`` for PostgreSQL).
 Exit codes: 0 success, 2 invalid input or unknown collection (nothing written), 3 the store
 could not be reached or refused a call.
 """
@@ -31,7 +33,7 @@ def _store():
     from interlinked.settings import get_settings
 
     settings = get_settings()
-    return open_store(settings.tasks_backend, table=settings.tasks_table)
+    return open_store(settings.tasks_backend, table=settings.tasks_table, schema=settings.tasks_schema)
 
 
 def _run(action: Callable[[Any], Any]) -> tuple[int, Any]:

@@ -6,40 +6,42 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from flows.collections.dynamodb import DynamoTaskStore
 from flows.collections.model import TaskSpec
 
 INTERLINKED = str(Path(sys.executable).with_name("interlinked"))
 
 
-@pytest.fixture
-def cli(moto_endpoint, dynamodb_client):
-    """Runs `interlinked` on a table of its own; ``cli.store`` reads the same table directly."""
-    table = f"cli-{uuid.uuid4().hex[:10]}"
+@pytest.fixture(params=["dynamodb", "postgres"])
+def cli(request, moto_endpoint):
+    """Runs `interlinked tasks` on a fresh store of each backend; ``cli.store`` is that store."""
+    store = request.getfixturevalue(f"{request.param}_store")
     env = {
         **os.environ,
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "INTERLINKED_TASKS_BACKEND": "dynamodb",
-        "INTERLINKED_TASKS_TABLE": table,
+        "INTERLINKED_TASKS_BACKEND": request.param,
         # No Prefect server here: the credentials block lookup fails fast and boto3's own
-        # configuration (the variables above) applies.
+        # configuration (the variables above) applies; Postgres is named by its variable.
         "PREFECT_CLIENT_MAX_RETRIES": "0",
     }
+    if request.param == "dynamodb":
+        env["INTERLINKED_TASKS_TABLE"] = store.table
+    else:
+        env["INTERLINKED_DATABASE_URL"] = request.getfixturevalue("postgres_dsn")
+        env["INTERLINKED_TASKS_SCHEMA"] = store.schema
 
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [INTERLINKED, "tasks", *args], input=input, capture_output=True, text=True, env=env, timeout=300
         )
 
-    run.store = DynamoTaskStore(table, client=dynamodb_client)
+    run.store = store
     return run
 
 
@@ -87,7 +89,7 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path):
     result = cli("add", "align", "--file", str(bad))
     assert result.returncode == 2
     assert "line 2: task 'S2'" in result.stderr and "line 3: not valid JSON" in result.stderr
-    assert cli.store.collections() == []  # not even the table was created
+    assert cli.store.collections() == []
 
     conflicting = tmp_path / "dup.tsv"
     conflicting.write_text("S1\techo a\nS1\techo b\n")
@@ -106,7 +108,6 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path):
 
 def test_reset_retry_failed_and_delete(cli):
     store = cli.store
-    store.ensure()
     store.add("step", [TaskSpec(f"t{i}", "true") for i in range(3)])
     a, b, _ = store.claim("step", owner="w", batch=3, lease_seconds=600)
     store.fail("step", a.id, a.lease_token, error="boom")
