@@ -229,3 +229,19 @@ def test_each_task_is_claimed_and_completed_exactly_once_under_concurrent_claime
         "blocked": 0,
         "total": total,
     }
+
+
+def test_dynamodb_recount_repairs_a_counter_left_behind(dynamodb_store):
+    """A worker killed between its conditional write and the counter write leaves a count off by
+    one (DynamoDB keeps them in two writes); recount rebuilds them from the tasks."""
+    store = dynamodb_store
+    store.add("step", specs(5))
+    [task] = store.claim("step", owner="w", lease_seconds=60)
+    store.client.update_item(  # the claim's counter write, done a second time (as a retry would)
+        **store._counter_update("step", {TODO: -1, LOCKED: 1})["Update"]
+    )
+    assert counts(store, "step")["locked"] == 2
+    assert store.recount("step") == {TODO: 4, LOCKED: 1, DONE: 0, FAILED: 0}
+    assert counts(store, "step") == {"todo": 4, "locked": 1, "done": 0, "failed": 0, "blocked": 0, "total": 5}
+    store.complete("step", task.id, task.lease_token)
+    assert counts(store, "step")["done"] == 1
