@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,10 +28,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return Settings(
-        _env_file=None, state_dir=tmp_path / "state", postgres_port=_free_port(), start_timeout=60
-    )
+def tmp_dir():
+    """A directory of our own under the system's temp dir, not pytest's ``tmp_path``: as root the
+    server runs as another user that must pass through it, and every pytest session that starts
+    takes the others' permissions off ``pytest-of-root``."""
+    path = Path(tempfile.mkdtemp(prefix="interlinked-pg-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(tmp_dir):
+    return Settings(_env_file=None, state_dir=tmp_dir / "state", postgres_port=_free_port(), start_timeout=60)
 
 
 @pytest.fixture
@@ -109,10 +120,10 @@ def test_stop_is_a_fast_shutdown_despite_an_open_session(settings, server):
     session.close()
 
 
-def test_ready_is_false_for_a_server_with_another_cluster(settings, server, tmp_path):
+def test_ready_is_false_for_a_server_with_another_cluster(settings, server, tmp_dir):
     _, start = server
     start()
-    other = settings.model_copy(update={"state_dir": tmp_path / "other"})
+    other = settings.model_copy(update={"state_dir": tmp_dir / "other"})
     assert postgres.ready(settings) is True
     assert postgres.ready(other) is False
 
