@@ -217,6 +217,9 @@ def wipe_state(settings: Settings) -> list[Path]:
     """Delete the local stack's state (it must be stopped): the PostgreSQL cluster, the SQLite
     Prefect database, the stack description, the deployments' stamp and the emulator's state.
     Logs are kept. Return what was deleted."""
+    running = LocalStack(settings, echo=lambda _: None).running()
+    if running:
+        raise StackError(f"wipe: {', '.join(running)} still run(s) on {settings.state_dir}; stop them first")
     deleted = []
     if postgres.wipe(settings):
         deleted.append(postgres.cluster_dir(settings))

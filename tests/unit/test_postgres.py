@@ -145,3 +145,48 @@ def test_as_root_a_cluster_made_by_root_is_handed_to_the_system_user(settings):
     postgres.ensure_cluster(settings)
     owner = pwd.getpwnam(postgres.SYSTEM_USER).pw_uid
     assert data.stat().st_uid == owner and (data / "PG_VERSION").stat().st_uid == owner
+
+
+def test_prefect_database_setting_picks_the_servers_url(settings, monkeypatch):
+    from pydantic import ValidationError
+
+    from interlinked.local.parts import prefect_database_url
+
+    assert prefect_database_url(settings) == postgres.sqlalchemy_url(settings, "prefect")
+    sqlite = settings.model_copy(update={"prefect_database": "sqlite"})
+    assert prefect_database_url(sqlite) == f"sqlite+aiosqlite:///{settings.state_dir / 'prefect.db'}"
+    monkeypatch.setenv("INTERLINKED_PREFECT_DATABASE", "mysql")
+    with pytest.raises(ValidationError, match="prefect_database"):
+        Settings(_env_file=None)
+
+
+def test_wipe_state_deletes_the_state_and_keeps_the_logs(settings):
+    from interlinked.local import wipe_state
+
+    postgres.ensure_cluster(settings)
+    state = settings.state_dir
+    for name in ("prefect.db", "prefect.db-wal", "stack.json", "deployed.sha256", "aws/s3/objects"):
+        (state / name).parent.mkdir(parents=True, exist_ok=True)
+        (state / name).write_text("x")
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    (settings.logs_dir / "aws.log").write_text("kept")
+
+    deleted = wipe_state(settings)
+    assert set(deleted) == {
+        state / n
+        for n in ("postgres", "prefect.db", "prefect.db-wal", "stack.json", "deployed.sha256", "aws")
+    }
+    assert sorted(p.name for p in state.iterdir()) == ["logs"]
+    assert wipe_state(settings) == []
+
+
+def test_wipe_state_refuses_while_a_part_runs(settings, server):
+    from interlinked.local import wipe_state
+
+    _, start = server
+    start()
+    (settings.state_dir / "stack.json").write_text("{}")
+    with pytest.raises(StackError, match="postgres still run"):
+        wipe_state(settings)
+    assert (settings.state_dir / "stack.json").exists()
+    assert (postgres.cluster_dir(settings) / "PG_VERSION").exists()
