@@ -1,8 +1,8 @@
 """`interlinked up | down | env`: the embedded local stack, composed from its modules.
 
 Order of `up`: PostgreSQL and the moto server (started together) → the databases ``prefect`` and
-``interlinked`` → the Prefect server (on PostgreSQL, or SQLite when so set) → AWS resources and their event wiring (S3/SNS → events queue) → blocks → the `local` work pool → the
-deployments of prefect.yaml → the worker, the analysis service and the event bridge (started
+``interlinked`` → the Prefect server (on PostgreSQL, or SQLite when so set) → AWS resources and
+their event wiring (S3/SNS → events queue) → blocks → the `local` work pool → the deployments of prefect.yaml → the worker, the analysis service and the event bridge (started
 together; the services are long-running processes, not flow runs, so they answer at once).
 
 Dependencies point one way, all into this module:

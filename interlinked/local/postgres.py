@@ -246,6 +246,8 @@ def part(settings: Settings, *, prepare: Callable[[], None] | None = None) -> Pa
         prepare=prepare or (lambda: ensure_cluster(settings)),
         stop_signal=signal.SIGINT,
         stop_group=False,
+        # The shutdown checkpoint can take a while on a busy machine; killed, it recovers from WAL.
+        stop_grace=60.0,
     )
 
 

@@ -48,6 +48,8 @@ class Part:
     # process alone (a server that stops its own children, such as the postmaster).
     stop_signal: int = signal.SIGTERM
     stop_group: bool = True
+    # Seconds `down` waits after that signal before it kills the group (None: stop()'s default).
+    stop_grace: float | None = None
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -133,6 +135,7 @@ class LocalStack:
             "port": part.port,
             "stop_signal": int(part.stop_signal),
             "stop_group": part.stop_group,
+            "stop_grace": part.stop_grace,
         }
         self._pid_file(part.name).write_text(json.dumps(record))
         return True
@@ -159,13 +162,17 @@ class LocalStack:
             tail = "\n    " + "\n    ".join(lines)
         return f"{part.name}{where} {what}; its log is {log}{tail}"
 
-    def stop(self, name: str, *, grace: float = 10.0) -> bool:
-        """Stop the process group `up` started for ``name``; True if something was stopped."""
+    def stop(self, name: str, *, grace: float | None = None) -> bool:
+        """Stop the process group `up` started for ``name``; True if something was stopped.
+
+        ``grace``: seconds to wait before killing it (default: the part's own, else 10 s).
+        """
         process = self.recorded_process(name)
         if process is None:
             return False
         record = json.loads(self._pid_file(name).read_text())
         stop_signal = record.get("stop_signal", int(signal.SIGTERM))
+        grace = grace or record.get("stop_grace") or 10.0
         try:
             group = os.getpgid(process.pid)
             if record.get("stop_group", True):
