@@ -215,8 +215,8 @@ def wipe_emulator_state(settings: Settings) -> list[Path]:
 
 def wipe_state(settings: Settings) -> list[Path]:
     """Delete the local stack's state (it must be stopped): the PostgreSQL cluster, the SQLite
-    Prefect database, the stack description, the deployments' stamp and the emulator's state.
-    Logs are kept. Return what was deleted."""
+    Prefect database, the stack description, the deployments' stamp, the services' status files
+    and journals, and the emulator's state. Logs are kept. Return what was deleted."""
     running = LocalStack(settings, echo=lambda _: None).running()
     if running:
         raise StackError(f"wipe: {', '.join(running)} still run(s) on {settings.state_dir}; stop them first")
@@ -226,6 +226,10 @@ def wipe_state(settings: Settings) -> list[Path]:
     sqlite = settings.state_dir / "prefect.db"
     files = [sqlite, sqlite.with_name("prefect.db-wal"), sqlite.with_name("prefect.db-shm")]
     files += [stack_file(settings), deployed_stamp(settings)]
+    # The services' heartbeat files and the analysis service's journal of answered message ids.
+    files += sorted(settings.state_dir.glob("*-status.json")) + sorted(
+        settings.state_dir.glob("*-status.json.*")
+    )
     for path in files:
         if path.exists():
             path.unlink()

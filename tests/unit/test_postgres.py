@@ -165,7 +165,15 @@ def test_wipe_state_deletes_the_state_and_keeps_the_logs(settings):
 
     postgres.ensure_cluster(settings)
     state = settings.state_dir
-    for name in ("prefect.db", "prefect.db-wal", "stack.json", "deployed.sha256", "aws/s3/objects"):
+    for name in (
+        "prefect.db",
+        "prefect.db-wal",
+        "stack.json",
+        "deployed.sha256",
+        "aws/s3/objects",
+        "bridge-status.json",
+        "analysis-service-status.json.journal",
+    ):
         (state / name).parent.mkdir(parents=True, exist_ok=True)
         (state / name).write_text("x")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +182,16 @@ def test_wipe_state_deletes_the_state_and_keeps_the_logs(settings):
     deleted = wipe_state(settings)
     assert set(deleted) == {
         state / n
-        for n in ("postgres", "prefect.db", "prefect.db-wal", "stack.json", "deployed.sha256", "aws")
+        for n in (
+            "postgres",
+            "prefect.db",
+            "prefect.db-wal",
+            "stack.json",
+            "deployed.sha256",
+            "aws",
+            "bridge-status.json",
+            "analysis-service-status.json.journal",
+        )
     }
     assert sorted(p.name for p in state.iterdir()) == ["logs"]
     assert wipe_state(settings) == []
