@@ -40,6 +40,16 @@ class Part:
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = PROJECT_ROOT
+    # Run as this system user (only when we are root: e.g. PostgreSQL refuses to run as root).
+    user: str | None = None
+    # Called just before the process is started here (e.g. create a database cluster once).
+    prepare: Callable[[], object] | None = None
+    # How `down` asks it to stop: the signal, and whether to its whole process group or the
+    # process alone (a server that stops its own children, such as the postmaster).
+    stop_signal: int = signal.SIGTERM
+    stop_group: bool = True
+    # Seconds `down` waits after that signal before it kills the group (None: stop()'s default).
+    stop_grace: float | None = None
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -92,12 +102,20 @@ class LocalStack:
                 f"{part.name}: port {self.settings.host}:{part.port} is taken by something that is not "
                 f"a {part.name} we can use; stop it or choose another port (INTERLINKED_*_PORT)."
             )
+        if part.prepare is not None:
+            part.prepare()
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path(part.name).open("ab")
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(part.command)}\n".encode())
         log.flush()
         env = {**os.environ, **part.env}
+        as_user = {}
+        if part.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(part.user)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         process = subprocess.Popen(
             part.command,
             cwd=part.cwd,
@@ -107,6 +125,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             # Own process group: `down` stops the part and whatever it spawned, nothing else.
             start_new_session=True,
+            **as_user,
         )
         log.close()
         record = {
@@ -114,6 +133,9 @@ class LocalStack:
             "create_time": psutil.Process(process.pid).create_time(),
             "command": part.command,
             "port": part.port,
+            "stop_signal": int(part.stop_signal),
+            "stop_group": part.stop_group,
+            "stop_grace": part.stop_grace,
         }
         self._pid_file(part.name).write_text(json.dumps(record))
         return True
@@ -140,14 +162,23 @@ class LocalStack:
             tail = "\n    " + "\n    ".join(lines)
         return f"{part.name}{where} {what}; its log is {log}{tail}"
 
-    def stop(self, name: str, *, grace: float = 10.0) -> bool:
-        """Stop the process group `up` started for ``name``; True if something was stopped."""
+    def stop(self, name: str, *, grace: float | None = None) -> bool:
+        """Stop the process group `up` started for ``name``; True if something was stopped.
+
+        ``grace``: seconds to wait before killing it (default: the part's own, else 10 s).
+        """
         process = self.recorded_process(name)
         if process is None:
             return False
+        record = json.loads(self._pid_file(name).read_text())
+        stop_signal = record.get("stop_signal", int(signal.SIGTERM))
+        grace = grace or record.get("stop_grace") or 10.0
         try:
             group = os.getpgid(process.pid)
-            os.killpg(group, signal.SIGTERM)
+            if record.get("stop_group", True):
+                os.killpg(group, stop_signal)
+            else:
+                os.kill(process.pid, stop_signal)
         except (ProcessLookupError, PermissionError):
             group = None
         try:
