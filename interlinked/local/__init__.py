@@ -29,6 +29,7 @@ from interlinked.local.parts import (
     LOCAL_AWS_CREDENTIALS,
     SERVERS,
     SERVICES,
+    STOP_GRACE,
     STOP_ORDER,
     client_env,
     parts,
@@ -156,7 +157,7 @@ def env_lines(settings: Settings) -> list[str]:
 def down(settings: Settings, *, echo: Callable[[str], None] = print) -> list[str]:
     """Stop what `up` started (and only that); return the names stopped."""
     stack = LocalStack(settings, echo=echo)
-    stopped = stack.stop_all(STOP_ORDER)
+    stopped = stack.stop_all(STOP_ORDER, grace=STOP_GRACE)
     for name in stopped:
         echo(f"stopped {name}")
     if not stopped:

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from blocks.status import service_ready
+from interlinked.local import emulator
 from interlinked.local.processes import LocalStack, Part, python_tool
 from interlinked.settings import PROJECT_ROOT, Settings
 
@@ -25,6 +26,9 @@ SERVERS = ("aws", "prefect-server")
 SERVICES = ("worker", "analysis-service", "bridge")
 # Services first, so nothing is left talking to servers that are going away.
 STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "aws")
+# Seconds `down` waits after SIGTERM before SIGKILL (default: processes.DEFAULT_GRACE). The emulator
+# writes its final snapshot on SIGTERM; a large state needs more than the default to reach disk.
+STOP_GRACE = {"aws": 20.0}
 # Fake credentials: moto accepts any, and boto3 refuses to sign without some.
 LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
@@ -150,10 +154,11 @@ def parts(settings: Settings) -> dict[str, Part]:
     """Every process of the local stack, by name."""
     host = settings.host
     return {
+        # moto's server with durable state (interlinked.local.emulator), kept in {state_dir}/aws.
         "aws": Part(
             name="aws",
-            command=[python_tool("moto_server"), "-H", host, "-p", str(settings.aws_port)],
-            ready=lambda: moto_ready(settings),
+            command=emulator.command(settings),
+            ready=lambda: emulator.ready(settings),
             port=settings.aws_port,
         ),
         "prefect-server": Part(

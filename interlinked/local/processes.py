@@ -16,13 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from interlinked.settings import PROJECT_ROOT, Settings
+
+# Seconds `stop` waits after SIGTERM before it sends SIGKILL.
+DEFAULT_GRACE = 10.0
 
 
 class StackError(RuntimeError):
@@ -140,7 +143,7 @@ class LocalStack:
             tail = "\n    " + "\n    ".join(lines)
         return f"{part.name}{where} {what}; its log is {log}{tail}"
 
-    def stop(self, name: str, *, grace: float = 10.0) -> bool:
+    def stop(self, name: str, *, grace: float = DEFAULT_GRACE) -> bool:
         """Stop the process group `up` started for ``name``; True if something was stopped."""
         process = self.recorded_process(name)
         if process is None:
@@ -176,10 +179,14 @@ class LocalStack:
                 alive[pid_file.stem] = process.pid
         return alive
 
-    def stop_all(self, order: Iterable[str] = ()) -> list[str]:
-        """Stop every part `up` started: the ones in ``order`` first, then the rest."""
+    def stop_all(self, order: Iterable[str] = (), grace: Mapping[str, float] | None = None) -> list[str]:
+        """Stop every part `up` started: the ones in ``order`` first, then the rest.
+
+        ``grace`` gives a part more (or less) than :data:`DEFAULT_GRACE` seconds to exit.
+        """
         names = list(order) + [name for name in self.running() if name not in order]
-        return [name for name in names if self.stop(name)]
+        grace = grace or {}
+        return [name for name in names if self.stop(name, grace=grace.get(name, DEFAULT_GRACE))]
 
 
 def _processes_in_group(group: int) -> list[psutil.Process]:

@@ -101,16 +101,17 @@ class Persistence:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the loop (waiting for a snapshot in progress) and write a final one in-process."""
+        """Stop the loop (waiting for a snapshot in progress) and write a final snapshot."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join()
         self.closing = True
         # Forked like the others: request threads still running cannot change it while it is written.
-        if self.completed != self.persisted:
+        target = self.completed
+        if target != self.persisted:
             self._fork_snapshot()
-        if self.completed != self.persisted:
+        if self.persisted < target:
             log.error("final snapshot failed: %s", self.last_error)
         else:
             log.info("state on disk (changes up to #%d) in %s", self.persisted, self.directory)
