@@ -14,6 +14,7 @@ attribute, and what does not pickle is skipped and reported (never an error).
 
 from __future__ import annotations
 
+import collections
 import importlib
 import io
 import os
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +172,14 @@ def _new_event(is_set: bool) -> threading.Event:
     return event
 
 
+def _weak_values(items: dict) -> weakref.WeakValueDictionary:
+    return weakref.WeakValueDictionary(items)
+
+
+def _weak_keys(items: dict) -> weakref.WeakKeyDictionary:
+    return weakref.WeakKeyDictionary(items)
+
+
 def _spooled(data: bytes, max_size: int) -> tempfile.SpooledTemporaryFile:
     spooled = tempfile.SpooledTemporaryFile(max_size)  # noqa: SIM115 - returned open
     spooled.write(data)
@@ -195,6 +205,11 @@ class _Pickler(pickle.Pickler):
             return threading.Condition, ()
         if kind is threading.Event:
             return _new_event, (obj.is_set(),)
+        # Weak dictionaries (moto's Lambda index): their entries, held strongly elsewhere.
+        if kind is weakref.WeakValueDictionary:
+            return _weak_values, (dict(obj.items()),)
+        if kind is weakref.WeakKeyDictionary:
+            return _weak_keys, (dict(obj.items()),)
         if self.fake_key is not None and isinstance(obj, self.fake_key):
             state = dict(obj.__dict__)
             state.pop("_value_buffer", None)
@@ -209,11 +224,28 @@ class _Pickler(pickle.Pickler):
                 None,
                 _set_key_state,
             )
+        if kind is collections.defaultdict:
+            return _defaultdict_reduction(obj)
         if kind is tempfile.SpooledTemporaryFile:
             out = io.BytesIO()
             _copy_buffer(obj, out)
             return _spooled, (out.getvalue(), obj._max_size)
         return NotImplemented
+
+
+def _defaultdict_reduction(obj: collections.defaultdict) -> Any:
+    """A defaultdict whose factory is a local lambda such as ``lambda: {}``: use the type it makes."""
+    factory = obj.default_factory
+    name = getattr(factory, "__qualname__", "")
+    if factory is None or ("<lambda>" not in name and "<locals>" not in name):
+        return NotImplemented
+    try:
+        sample = factory()
+    except Exception:
+        return NotImplemented
+    if type(sample) not in (dict, list, set, int, float, str, tuple) or sample:
+        return NotImplemented
+    return collections.defaultdict, (type(sample),), None, None, iter(obj.items())
 
 
 def _dumps(obj: Any, blobs: _Blobs) -> bytes:
