@@ -54,6 +54,7 @@ class Persistence:
         self.snapshots = 0
         self.pauses: list[float] = []  # seconds the server stood still in fork(), last 1000
         self.last_snapshot_seconds = 0.0
+        self.snapshot_seconds: list[float] = []  # how long the child took, last 1000
         self.last_error: str | None = None
         self.listen_fd: int | None = None
         # Set before the final snapshot: a change finished after it is answered 503 (not lost).
@@ -94,6 +95,8 @@ class Persistence:
             "pause_max_seconds": pauses[-1] if pauses else None,
             "last_error": self.last_error,
             "state_dir": str(self.directory),
+            "recent_pauses_seconds": self.pauses[-100:],
+            "recent_snapshot_seconds": self.snapshot_seconds[-100:],
         }
 
     # -- the snapshot loop ---------------------------------------------------------------------
@@ -172,6 +175,7 @@ class Persistence:
         except ValueError:
             result = {}
         if status == 0 and result.get("ok"):
+            result["seconds"] = time.perf_counter() - started  # fork → on disk, as the server sees it
             self._finished(seq, result)
         else:
             error = result.get("error") or f"snapshot child ended with status {status}"
@@ -185,6 +189,7 @@ class Persistence:
             self.persisted = max(self.persisted, seq)
             self.snapshots += 1
             self.last_snapshot_seconds = float(result.get("seconds", 0.0))
+            self.snapshot_seconds = [*self.snapshot_seconds, self.last_snapshot_seconds][-1000:]
             self.last_error = None
             self._cond.notify_all()
 
