@@ -60,7 +60,7 @@ def test_round_trip_objects_messages_tables(aws, tmp_path):
     dynamodb.put_item(TableName="jobs", Item={"id": {"S": "a"}, "n": {"N": "3"}})
 
     written = snapshot.write_snapshot(tmp_path, seq=42)
-    assert written.skipped == [] and written.blobs_written == 2
+    assert written.skipped == [] and written.blobs_written == 1  # "hello" is inside the snapshot
     _forget_everything()
     assert s3.list_buckets()["Buckets"] == []
 
@@ -76,16 +76,17 @@ def test_round_trip_objects_messages_tables(aws, tmp_path):
     assert dynamodb.get_item(TableName="jobs", Key={"id": {"S": "a"}})["Item"]["n"] == {"N": "3"}
 
 
-def test_bodies_are_written_once_and_dropped_when_unreferenced(aws, tmp_path):
+def test_large_bodies_are_written_once_and_dropped_when_unreferenced(aws, tmp_path):
     s3 = aws["s3"]
+    first, second = b"1" * (snapshot.INLINE_MAX + 1), b"2" * (snapshot.INLINE_MAX + 1)
     s3.create_bucket(Bucket="data")
-    s3.put_object(Bucket="data", Key="k", Body=b"first")
+    s3.put_object(Bucket="data", Key="k", Body=first)
     assert snapshot.write_snapshot(tmp_path, seq=1).blobs_written == 1
     assert snapshot.write_snapshot(tmp_path, seq=2).blobs_written == 0  # unchanged: nothing rewritten
-    s3.put_object(Bucket="data", Key="k", Body=b"second")
+    s3.put_object(Bucket="data", Key="k", Body=second)
     assert snapshot.write_snapshot(tmp_path, seq=3).blobs_written == 1
     blobs = list((tmp_path / snapshot.BLOBS_NAME).iterdir())
-    assert [blob.read_bytes() for blob in blobs] == [b"second"]  # the old body is gone
+    assert [blob.read_bytes() for blob in blobs] == [second]  # the old body is gone
 
 
 def test_what_does_not_pickle_is_skipped_and_the_rest_kept(aws, tmp_path):

@@ -37,6 +37,8 @@ MAGIC = b"INTERLINKED-EMULATOR-SNAPSHOT 1\n"
 HEADER = "__header__"
 END = "__end__"
 _CHUNK = 16 * 1024 * 1024
+# Bodies up to this size go into the snapshot itself; larger ones into blob files (written once).
+INLINE_MAX = 64 * 1024
 _LOCK_TYPE = type(threading.Lock())
 _RLOCK_TYPE = type(threading.RLock())
 
@@ -124,33 +126,46 @@ class _Blobs:
     def __init__(self, directory: Path, report: WriteReport):
         self.directory = directory
         self.report = report
+        self.existing = {name for name in os.listdir(directory) if not name.endswith(".tmp")}
         self.referenced: set[str] = set()
 
-    def save(self, key: Any) -> str | None:
+    def save(self, key: Any) -> tuple[str | None, bytes | None]:
+        """``(blob id, None)`` for a body in a blob file, ``(None, body)`` for a small one."""
         if key.__dict__.get("disposed"):
-            return None
+            return None, b""
+        if _buffer_size(key._value_buffer)[1] <= INLINE_MAX:
+            out = io.BytesIO()
+            _copy_buffer(key._value_buffer, out)
+            return None, out.getvalue()
         blob = key.__dict__.get("_emu_blob") or uuid.uuid4().hex
         self.referenced.add(blob)
-        path = self.directory / blob
-        if not path.exists():
+        if blob not in self.existing:
             tmp = self.directory / f".{blob}.{os.getpid()}.tmp"
             with open(tmp, "wb") as out:
                 written = _copy_buffer(key._value_buffer, out)
-            os.replace(tmp, path)
+            os.replace(tmp, self.directory / blob)
+            self.existing.add(blob)
             self.report.blobs_written += 1
             self.report.blob_bytes_written += written
-        return blob
+        return blob, None
+
+    def collect(self) -> None:
+        """Remove the blob files this snapshot does not refer to."""
+        for name in self.existing - self.referenced:
+            (self.directory / name).unlink(missing_ok=True)
 
 
 _restore_blobs: Path | None = None
 _restore_warnings: list[str] = []
 
 
-def _restore_key(cls: type, blob: str | None, max_size: int | None) -> Any:
+def _restore_key(cls: type, blob: str | None, max_size: int | None, inline: bytes | None = None) -> Any:
     key = cls.__new__(cls)
     key._value_buffer = tempfile.SpooledTemporaryFile(max_size or 8 * 1024 * 1024)  # noqa: SIM115 - owned by the key
     key.lock = threading.Lock()
-    if blob is not None:
+    if inline is not None:
+        key._value_buffer.write(inline)
+    elif blob is not None:
         path = (_restore_blobs or Path(".")) / blob
         try:
             with open(path, "rb") as source:
@@ -214,11 +229,12 @@ class _Pickler(pickle.Pickler):
             state = dict(obj.__dict__)
             state.pop("_value_buffer", None)
             state.pop("lock", None)
-            blob = self.blobs.save(obj)
-            state["_emu_blob"] = blob
+            blob, inline = self.blobs.save(obj)
+            if blob is not None:
+                state["_emu_blob"] = blob
             return (
                 _restore_key,
-                (kind, blob, state.get("_max_buffer_size")),
+                (kind, blob, state.get("_max_buffer_size"), inline),
                 state,
                 None,
                 None,
@@ -364,9 +380,7 @@ def write_snapshot(directory: Path, seq: int) -> WriteReport:
         _write_record(out, END, b"")
         report.bytes = out.tell()
     os.replace(tmp, target)
-    for path in blobs_dir.iterdir():
-        if path.name not in blobs.referenced and not path.name.endswith(".tmp"):
-            path.unlink(missing_ok=True)
+    blobs.collect()
     report.seconds = time.perf_counter() - started
     return report
 
