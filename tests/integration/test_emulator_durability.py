@@ -279,6 +279,14 @@ def test_flush_reports_everything_acknowledged_as_persisted(emu):
     assert after["persisted"] >= before["completed"] >= 2 and after["last_error"] is None
     header = (emu.state_dir / "state.pickle").read_bytes()
     assert header.startswith(b"INTERLINKED-EMULATOR-SNAPSHOT")
+    # Reads and empty receives (idle polling) change nothing and cause no snapshot; a receive that
+    # takes a message does.
+    sqs.get_queue_url(QueueName="q")
+    assert sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1, VisibilityTimeout=600)["Messages"]
+    taken = emulator.status(emu.url)["completed"]
+    assert taken == after["completed"] + 1
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)
+    assert emulator.status(emu.url)["completed"] == taken
 
 
 def test_an_object_and_a_queued_message_survive_stack_down_and_up(stack, stack_handle):

@@ -41,6 +41,7 @@ log = logging.getLogger("interlinked.emulator")
 LOCK_NAME = "lock"
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONTROL_PREFIX = "/_emulator/"
+READ_ONLY_OPERATIONS = ("Get", "List", "Describe", "Query", "Scan", "BatchGet")
 
 
 class Persistence:
@@ -210,7 +211,11 @@ class _App:
         path = environ.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX):
             return self._control(path[len(CONTROL_PREFIX) :], environ, start_response)
-        if environ.get("REQUEST_METHOD", "GET") in READ_ONLY_METHODS:
+        # JSON-protocol reads (DynamoDB GetItem/Query/Scan, SQS GetQueueUrl, ...) change nothing.
+        operation = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+        if environ.get("REQUEST_METHOD", "GET") in READ_ONLY_METHODS or operation.startswith(
+            READ_ONLY_OPERATIONS
+        ):
             return self.app(environ, start_response)
         answer: list[Any] = []
 
@@ -220,10 +225,20 @@ class _App:
 
         try:
             result = self.app(environ, hold)
-        finally:
+        except BaseException:
+            self.persistence.changed()
+            raise
+        changed = True
+        if operation == "ReceiveMessage" and answer:
+            # An empty receive (the services' idle polling) changes nothing: no snapshot for it.
+            body = b"".join(result)
+            if hasattr(result, "close"):
+                result.close()
+            result, changed = [body], b"ReceiptHandle" in body
+        if changed:
             # Counted once the app has done its work, before the client sees the answer.
             self.persistence.changed()
-        if self.persistence.closing or not answer:
+        if (changed and self.persistence.closing) or not answer:
             # Done after the final snapshot was taken: not saved, so not acknowledged either.
             if hasattr(result, "close"):
                 result.close()
