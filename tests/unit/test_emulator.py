@@ -18,6 +18,7 @@ from moto.core.base_backend import BackendDict
 
 from interlinked.local import emulator
 from interlinked.local.emulator import server, snapshot
+from interlinked.local.parts import STOP_GRACE, parts
 from interlinked.settings import Settings
 
 REGION = "us-east-1"
@@ -166,3 +167,6 @@ def test_command_runs_the_module_on_the_stack_port(tmp_path):
     assert argv[1:3] == ["-m", "interlinked.local.emulator"]
     assert argv[argv.index("--port") + 1] == "5999"
     assert argv[argv.index("--state-dir") + 1] == str(tmp_path / "state" / "aws")
+    # The stack runs it as its `aws` part, and `down` waits for its final snapshot.
+    assert parts(settings)["aws"].command == argv
+    assert STOP_GRACE["aws"] >= 20
