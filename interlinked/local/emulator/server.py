@@ -372,9 +372,10 @@ def serve(host: str, port: int, directory: Path, *, interval: float = 1.0) -> No
     persistence.listen_fd = server.socket.fileno()
 
     stop = threading.Event()
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping, writing the final snapshot", signum)
+        received.append(signum)  # no logging in a signal handler: it may hold the logging lock
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -393,6 +394,8 @@ def serve(host: str, port: int, directory: Path, *, interval: float = 1.0) -> No
         if not serving.is_alive():
             log.error("the HTTP server stopped on its own")
             break
+    if received:
+        log.info("signal %d: stopping, writing the final snapshot", received[0])
     server.shutdown()
     server.server_close()
     persistence.listen_fd = None
