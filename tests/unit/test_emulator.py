@@ -170,3 +170,28 @@ def test_command_runs_the_module_on_the_stack_port(tmp_path):
     # The stack runs it as its `aws` part, and `down` waits for its final snapshot.
     assert parts(settings)["aws"].command == argv
     assert STOP_GRACE["aws"] >= 20
+
+
+def test_batch_queues_and_jobs_survive_although_jobs_are_threads(aws, tmp_path):
+    iam, batch = boto3.client("iam", region_name=REGION), boto3.client("batch", region_name=REGION)
+    role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    batch.create_compute_environment(computeEnvironmentName="local-ce", type="UNMANAGED", serviceRole=role)
+    batch.create_job_queue(
+        jobQueueName="jobs",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": "local-ce"}],
+    )
+    batch.register_job_definition(
+        jobDefinitionName="script",
+        type="container",
+        containerProperties={"image": "python:3.11", "vcpus": 1, "memory": 128, "command": ["true"]},
+    )
+    job = batch.submit_job(jobName="job-1", jobQueue="jobs", jobDefinition="script")["jobId"]
+
+    written = snapshot.write_snapshot(tmp_path, seq=1)
+    assert written.skipped == []
+    _forget_everything()
+    assert snapshot.restore(tmp_path).failed == []
+    assert [q["jobQueueName"] for q in batch.describe_job_queues()["jobQueues"]] == ["jobs"]
+    assert [j["jobName"] for j in batch.describe_jobs(jobs=[job])["jobs"]] == ["job-1"]

@@ -187,6 +187,27 @@ def _new_event(is_set: bool) -> threading.Event:
     return event
 
 
+# What threading.Thread.__init__ sets up for a live thread; a restored thread gets fresh ones.
+_THREAD_INTERNALS = frozenset(
+    {"_started", "_tstate_lock", "_stderr", "_invoke_excepthook", "_is_stopped", "_ident", "_native_id"}
+    | {"_target", "_args", "_kwargs", "_handle"}
+)
+
+
+def _restore_thread(cls: type) -> threading.Thread:
+    thread = cls.__new__(cls)
+    threading.Thread.__init__(thread)
+    return thread
+
+
+def _set_thread_state(thread: threading.Thread, state: dict) -> None:
+    thread.__dict__.update(state)
+
+
+def _std_stream(name: str) -> Any:
+    return getattr(sys, name)
+
+
 def _weak_values(items: dict) -> weakref.WeakValueDictionary:
     return weakref.WeakValueDictionary(items)
 
@@ -240,6 +261,13 @@ class _Pickler(pickle.Pickler):
                 None,
                 _set_key_state,
             )
+        if isinstance(obj, threading.Thread):
+            # moto's Batch jobs are threads: keep the job, not the (unpicklable) thread machinery.
+            state = {k: v for k, v in obj.__dict__.items() if k not in _THREAD_INTERNALS}
+            return _restore_thread, (kind,), state, None, None, _set_thread_state
+        for name in ("stdout", "stderr", "stdin"):
+            if obj is getattr(sys, name) or obj is getattr(sys, f"__{name}__"):
+                return _std_stream, (name,)
         if kind is collections.defaultdict:
             return _defaultdict_reduction(obj)
         if kind is tempfile.SpooledTemporaryFile:
