@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from interlinked.local import postgres
+from interlinked.local import emulator, postgres
 from interlinked.local.deployments import deploy, deployed_stamp, ensure_work_pool, local_deployment_names
 from interlinked.local.parts import (
     LOCAL_AWS_CREDENTIALS,
@@ -203,16 +202,6 @@ def down(settings: Settings, *, echo: Callable[[str], None] = print, wipe: bool 
     return stopped
 
 
-def wipe_emulator_state(settings: Settings) -> list[Path]:
-    """Delete what the AWS emulator keeps between runs (hook of the durable emulator: its state
-    lives under ``{state_dir}/aws``); return what was deleted."""
-    path = settings.state_dir / "aws"
-    if path.exists():
-        shutil.rmtree(path)
-        return [path]
-    return []
-
-
 def wipe_state(settings: Settings) -> list[Path]:
     """Delete the local stack's state (it must be stopped): the PostgreSQL cluster, the SQLite
     Prefect database, the stack description, the deployments' stamp, the services' status files
@@ -234,7 +223,11 @@ def wipe_state(settings: Settings) -> list[Path]:
         if path.exists():
             path.unlink()
             deleted.append(path)
-    deleted += wipe_emulator_state(settings)
+    try:
+        if emulator.wipe_state(settings):
+            deleted.append(emulator.state_dir(settings))
+    except RuntimeError as error:
+        raise StackError(f"wipe: {error}") from error
     return deleted
 
 
@@ -250,6 +243,5 @@ __all__ = [
     "read_description",
     "stack_file",
     "up",
-    "wipe_emulator_state",
     "wipe_state",
 ]

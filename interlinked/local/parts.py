@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from blocks.status import service_ready
-from interlinked.local import postgres
+from interlinked.local import emulator, postgres
 from interlinked.local.processes import LocalStack, Part, python_tool
 from interlinked.settings import PROJECT_ROOT, Settings
 
@@ -30,6 +30,9 @@ SERVICES = ("worker", "analysis-service", "bridge")
 # Services first, so nothing is left talking to servers that are going away; the database after
 # the Prefect server that uses it.
 STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "postgres", "aws")
+# The emulator writes its final snapshot on SIGTERM: a large state needs more than the default
+# grace (processes.DEFAULT_GRACE) to reach disk before `down` would kill it.
+EMULATOR_STOP_GRACE = 20.0
 # Fake credentials: moto accepts any, and boto3 refuses to sign without some.
 LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
@@ -163,11 +166,13 @@ def parts(settings: Settings) -> dict[str, Part]:
     host = settings.host
     return {
         "postgres": postgres.part(settings),
+        # moto's server with durable state (interlinked.local.emulator), kept in {state_dir}/aws.
         "aws": Part(
             name="aws",
-            command=[python_tool("moto_server"), "-H", host, "-p", str(settings.aws_port)],
-            ready=lambda: moto_ready(settings),
+            command=emulator.command(settings),
+            ready=lambda: emulator.ready(settings),
             port=settings.aws_port,
+            stop_grace=EMULATOR_STOP_GRACE,
         ),
         "prefect-server": Part(
             name="prefect-server",

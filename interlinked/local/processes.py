@@ -16,13 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from interlinked.settings import PROJECT_ROOT, Settings
+
+# Seconds `stop` waits after SIGTERM before it sends SIGKILL.
+DEFAULT_GRACE = 10.0
 
 
 class StackError(RuntimeError):
@@ -165,14 +168,15 @@ class LocalStack:
     def stop(self, name: str, *, grace: float | None = None) -> bool:
         """Stop the process group `up` started for ``name``; True if something was stopped.
 
-        ``grace``: seconds to wait before killing it (default: the part's own, else 10 s).
+        ``grace``: seconds to wait before killing it (default: the part's own ``stop_grace``, else
+        :data:`DEFAULT_GRACE`).
         """
         process = self.recorded_process(name)
         if process is None:
             return False
         record = json.loads(self._pid_file(name).read_text())
         stop_signal = record.get("stop_signal", int(signal.SIGTERM))
-        grace = grace or record.get("stop_grace") or 10.0
+        grace = grace or record.get("stop_grace") or DEFAULT_GRACE
         try:
             group = os.getpgid(process.pid)
             if record.get("stop_group", True):
@@ -207,10 +211,14 @@ class LocalStack:
                 alive[pid_file.stem] = process.pid
         return alive
 
-    def stop_all(self, order: Iterable[str] = ()) -> list[str]:
-        """Stop every part `up` started: the ones in ``order`` first, then the rest."""
+    def stop_all(self, order: Iterable[str] = (), grace: Mapping[str, float] | None = None) -> list[str]:
+        """Stop every part `up` started: the ones in ``order`` first, then the rest.
+
+        ``grace`` overrides a part's own ``stop_grace`` (seconds it may take to exit after the signal).
+        """
         names = list(order) + [name for name in self.running() if name not in order]
-        return [name for name in names if self.stop(name)]
+        grace = grace or {}
+        return [name for name in names if self.stop(name, grace=grace.get(name))]
 
 
 def _processes_in_group(group: int) -> list[psutil.Process]:
