@@ -207,3 +207,23 @@ def test_wipe_state_refuses_while_a_part_runs(settings, server):
         wipe_state(settings)
     assert (settings.state_dir / "stack.json").exists()
     assert (postgres.cluster_dir(settings) / "PG_VERSION").exists()
+
+
+def test_database_block_connects_pools_and_yields_to_the_environment(settings, server, monkeypatch):
+    from pydantic import SecretStr
+
+    from blocks.postgres import URL_ENV, PostgresDatabase
+
+    _, start = server
+    start()
+    postgres.ensure_database(settings, "interlinked")
+    monkeypatch.delenv(URL_ENV, raising=False)
+    block = PostgresDatabase(url=SecretStr(postgres.dsn(settings, "interlinked")))
+    assert "postgres@" not in repr(block)  # the URL is a secret
+    with block.connect() as connection:
+        assert connection.execute("SELECT current_database()").fetchone() == ("interlinked",)
+    with block.pool(max_size=2) as pool, pool.connection() as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+    monkeypatch.setenv(URL_ENV, postgres.dsn(settings, "postgres"))
+    with block.connect() as connection:
+        assert connection.execute("SELECT current_database()").fetchone() == ("postgres",)
