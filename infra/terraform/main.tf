@@ -1,6 +1,7 @@
 # interlinked root stack: storage + messaging, and optionally compute (ECS cluster with the Prefect
 # ECS and aws-batch workers, Batch, the analysis service, the event bridge as an ECS service) and the
-# event-bridge Lambda. The provider is configured by the caller (examples/aws, examples/local).
+# event-bridge Lambda, and a PostgreSQL instance on RDS (enable_database). The provider is configured
+# by the caller (examples/aws, examples/local).
 
 data "aws_region" "current" {}
 
@@ -33,6 +34,23 @@ locals {
     ],
   )
   s3_event_routes = var.s3_event_routes == null ? local.default_s3_event_routes : var.s3_event_routes
+
+  # The compute security groups reach the database: their egress gains its port.
+  security_group_egress_ports = var.enable_database ? distinct(concat(var.security_group_egress_ports, [5432])) : var.security_group_egress_ports
+
+  # Flow runs (the task store) find the database through these two variables: the URL without the
+  # password and the secret holding it.
+  database_environment = !var.enable_database ? {} : {
+    INTERLINKED_DATABASE_URL_TEMPLATE = module.database[0].connection_url_template
+    INTERLINKED_DATABASE_SECRET_ARN   = module.database[0].master_user_secret_arn
+  }
+
+  # Roles that read the master user secret, keyed statically (the flow-run role's name is only
+  # known after apply).
+  database_secret_readers = !var.enable_database ? {} : merge(
+    var.enable_compute ? { flow_run = reverse(split("/", module.compute[0].flow_run_task_role_arn))[0] } : {},
+    { for name in var.database_secret_reader_role_names : name => name },
+  )
 
   # Both bridge front ends (Lambda, ECS service) route with the same bucket names and create runs of
   # the deployments of one set (interlinked/bridge/routes.json: "<flow>/{deployment_set}").
@@ -115,7 +133,7 @@ module "compute" {
   vpc_id                      = var.vpc_id
   subnet_ids                  = var.subnet_ids
   security_group_ids          = var.security_group_ids
-  security_group_egress_ports = var.security_group_egress_ports
+  security_group_egress_ports = local.security_group_egress_ports
   assign_public_ip            = var.assign_public_ip
 
   image                      = var.container_image
@@ -152,13 +170,16 @@ module "compute" {
   topic_arns  = values(module.messaging.topic_arns)
   kms_key_arn = var.kms_key_arn
 
-  flow_run_environment = {
-    INTERLINKED_DATA_BUCKET     = module.storage.data_bucket_name
-    INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
-    WORKER_QUEUE                = module.messaging.work_queue_name
-    WORK_RESULTS_TOPIC_ARN      = module.messaging.work_results_topic_arn
-    JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
-  }
+  flow_run_environment = merge(
+    {
+      INTERLINKED_DATA_BUCKET     = module.storage.data_bucket_name
+      INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
+      WORKER_QUEUE                = module.messaging.work_queue_name
+      WORK_RESULTS_TOPIC_ARN      = module.messaging.work_results_topic_arn
+      JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
+    },
+    local.database_environment,
+  )
 
   enable_batch                = var.enable_batch
   batch_compute_type          = var.batch_compute_type
@@ -189,4 +210,71 @@ module "bridge" {
   environment = local.bridge_environment
 
   tags = local.tags
+}
+
+module "database" {
+  source = "./modules/database"
+  count  = var.enable_database ? 1 : 0
+
+  name_prefix = local.name_prefix
+  vpc_id      = var.database_vpc_id != null ? var.database_vpc_id : var.vpc_id
+  subnet_ids  = length(var.database_subnet_ids) > 0 ? var.database_subnet_ids : var.subnet_ids
+  allowed_security_group_ids = concat(
+    try(module.compute[0].security_group_ids, []),
+    var.database_allowed_security_group_ids,
+  )
+
+  db_name               = var.database_name
+  engine_version        = var.database_engine_version
+  instance_class        = var.database_instance_class
+  multi_az              = var.database_multi_az
+  backup_retention_days = var.database_backup_retention_days
+  deletion_protection   = var.database_deletion_protection
+  skip_final_snapshot   = var.database_skip_final_snapshot
+  kms_key_arn           = var.kms_key_arn
+  log_retention_days    = var.log_retention_days
+
+  attach_aws_managed_policies = var.attach_aws_managed_policies
+
+  tags = local.tags
+}
+
+################################################################################
+# Database secret readers
+################################################################################
+
+data "aws_iam_policy_document" "database_secret" {
+  count = var.enable_database ? 1 : 0
+
+  statement {
+    sid       = "ReadDatabaseSecret"
+    effect    = "Allow"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [module.database[0].master_user_secret_arn]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "DecryptDatabaseSecret"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${data.aws_region.current.name}.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "database_secret" {
+  for_each = local.database_secret_readers
+
+  name   = "read-database-secret"
+  role   = each.value
+  policy = data.aws_iam_policy_document.database_secret[0].json
 }

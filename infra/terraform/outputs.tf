@@ -259,3 +259,47 @@ output "dlq_urls" {
     var.enable_bridge ? { bridge = module.bridge[0].dlq_url } : {},
   )
 }
+
+################################################################################
+# Database (null when enable_database is false)
+################################################################################
+
+output "database_endpoint" {
+  description = "Endpoint \"host:port\" of the PostgreSQL instance."
+  value       = try(module.database[0].endpoint, null)
+}
+
+output "database_address" {
+  description = "Host name of the PostgreSQL instance."
+  value       = try(module.database[0].address, null)
+}
+
+output "database_port" {
+  description = "TCP port of the PostgreSQL instance."
+  value       = try(module.database[0].port, null)
+}
+
+output "database_name" {
+  description = "Database created with the instance (the task store's)."
+  value       = try(module.database[0].database_name, null)
+}
+
+output "database_secret_arn" {
+  description = "Secrets Manager ARN of the master user secret RDS manages (JSON username/password, rotated by RDS)."
+  value       = try(module.database[0].master_user_secret_arn, null)
+}
+
+output "database_security_group_id" {
+  description = "Security group of the PostgreSQL instance (the database port from the compute and the allowed security groups only)."
+  value       = try(module.database[0].security_group_id, null)
+}
+
+output "database_connection_url_template" {
+  description = "libpq URL of the database with {password} in place of the password (URL-quote the secret's password); sslmode=require. For a self-hosted Prefect server: postgresql+asyncpg:// with its own database."
+  value       = try(module.database[0].connection_url_template, null)
+}
+
+output "database_instance_resource_id" {
+  description = "Resource id of the PostgreSQL instance (for rds-db:connect policies with IAM authentication)."
+  value       = try(module.database[0].instance_resource_id, null)
+}

@@ -332,3 +332,79 @@ variable "bridge_environment" {
   type        = map(string)
   default     = {}
 }
+
+################################################################################
+# Database (PostgreSQL on RDS for the task store and a self-hosted Prefect server)
+################################################################################
+
+variable "enable_database" {
+  description = "Create the PostgreSQL instance (modules/database) and let the flow-run role read its master user secret."
+  type        = bool
+  default     = false
+}
+
+variable "database_vpc_id" {
+  description = "VPC of the database. null = vpc_id."
+  type        = string
+  default     = null
+}
+
+variable "database_subnet_ids" {
+  description = "Private subnets (two availability zones at least) of the database. Empty = subnet_ids."
+  type        = list(string)
+  default     = []
+}
+
+variable "database_allowed_security_group_ids" {
+  description = "Security groups admitted on the database port besides the compute security groups (e.g. a self-hosted Prefect server's)."
+  type        = list(string)
+  default     = []
+}
+
+variable "database_secret_reader_role_names" {
+  description = "IAM roles (names) besides the flow-run role that may read the database's master user secret, e.g. the task role of a self-hosted Prefect server."
+  type        = list(string)
+  default     = []
+}
+
+variable "database_name" {
+  description = "Database created with the instance (the task store's)."
+  type        = string
+  default     = "interlinked"
+}
+
+variable "database_engine_version" {
+  description = "PostgreSQL major (\"16\") or exact version of the database."
+  type        = string
+  default     = "16"
+}
+
+variable "database_instance_class" {
+  description = "DB instance class of the database."
+  type        = string
+  default     = "db.t4g.small"
+}
+
+variable "database_multi_az" {
+  description = "Keep a synchronous standby of the database in a second availability zone."
+  type        = bool
+  default     = true
+}
+
+variable "database_backup_retention_days" {
+  description = "Days the database's automated backups are kept (1-35)."
+  type        = number
+  default     = 7
+}
+
+variable "database_deletion_protection" {
+  description = "Refuse to delete the database instance."
+  type        = bool
+  default     = true
+}
+
+variable "database_skip_final_snapshot" {
+  description = "Delete the database without a final snapshot (throw-away stacks only)."
+  type        = bool
+  default     = false
+}

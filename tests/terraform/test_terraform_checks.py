@@ -14,7 +14,13 @@ from tf_harness import CONFIG_DIRS, REPO, TF_DIR, find_checkov
 
 pytestmark = pytest.mark.terraform
 
-MODULE_DIRS = ("modules/storage", "modules/messaging", "modules/compute", "modules/bridge")
+MODULE_DIRS = (
+    "modules/storage",
+    "modules/messaging",
+    "modules/compute",
+    "modules/bridge",
+    "modules/database",
+)
 SKIP_COMMENT = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 
 

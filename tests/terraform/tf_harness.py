@@ -28,6 +28,7 @@ CONFIG_DIRS = (
     "modules/messaging",
     "modules/compute",
     "modules/bridge",
+    "modules/database",
     "examples/local",
     "examples/aws",
 )

@@ -1,7 +1,9 @@
 # The root stack on real AWS with every feature on, including a customer managed KMS key for the
 # buckets, topics, log groups, the Prefect API key secret and the Lambda environment: the Prefect
 # ECS and aws-batch workers and the analysis service as ECS services, and the event bridge as the
-# Lambda (default) or as an ECS service (bridge_runs_on = "ecs"; no zip is needed then).
+# Lambda (default) or as an ECS service (bridge_runs_on = "ecs"; no zip is needed then), and a
+# Multi-AZ PostgreSQL instance on RDS for the task store (enable_database; its master password is
+# kept and rotated by RDS in Secrets Manager, encrypted with the same key).
 #
 #   python infra/terraform/scripts/package_lambda.py        # -> infra/terraform/build/bridge.zip
 #   terraform -chdir=infra/terraform/examples/aws init
@@ -96,6 +98,13 @@ module "interlinked" {
   log_retention_days          = 90
 
   deployment_set = var.deployment_set
+
+  enable_database                     = var.enable_database
+  database_subnet_ids                 = var.database_subnet_ids
+  database_allowed_security_group_ids = var.database_allowed_security_group_ids
+  database_secret_reader_role_names   = var.database_secret_reader_role_names
+  database_instance_class             = var.database_instance_class
+  database_backup_retention_days      = 14
 
   # The event bridge runs either as the Lambda (default) or as an ECS service: both would consume
   # the same events queue, so exactly one of them exists.

@@ -89,6 +89,36 @@ variable "bridge_package_path" {
   default     = null
 }
 
+variable "enable_database" {
+  description = "Create the PostgreSQL instance (RDS, Multi-AZ) for the task store and, if wanted, a self-hosted Prefect server."
+  type        = bool
+  default     = true
+}
+
+variable "database_subnet_ids" {
+  description = "Private subnets (two availability zones at least, no route to an internet gateway) of the database. Empty = subnet_ids."
+  type        = list(string)
+  default     = []
+}
+
+variable "database_allowed_security_group_ids" {
+  description = "Security groups admitted on port 5432 besides the stack's compute security group (e.g. a self-hosted Prefect server's)."
+  type        = list(string)
+  default     = []
+}
+
+variable "database_secret_reader_role_names" {
+  description = "IAM roles (names) besides the flow-run role that may read the database's master user secret (e.g. a self-hosted Prefect server's task role)."
+  type        = list(string)
+  default     = []
+}
+
+variable "database_instance_class" {
+  description = "DB instance class of the database."
+  type        = string
+  default     = "db.t4g.small"
+}
+
 variable "tags" {
   description = "Extra tags for every taggable resource."
   type        = map(string)

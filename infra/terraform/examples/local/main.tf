@@ -100,4 +100,8 @@ module "interlinked" {
   # function in a Docker container; locally the bridge runs as a process polling the events queue,
   # so the mapping is created but disabled.
   bridge_event_source_mapping_enabled = false
+
+  # enable_database stays off (the root default): moto 5.2 creates the RDS instance and its managed
+  # secret, but the provider's wait for the instance makes the apply ~2.5 min longer. Locally
+  # `interlinked up` runs PostgreSQL itself.
 }
