@@ -61,7 +61,7 @@ class Settings(BaseSettings):
 
     # -- task collections ---------------------------------------------------------------------
     tasks_backend: str = Field(
-        default="dynamodb",
+        default="postgres",
         description="Where task collections live: `dynamodb` (the tasks table) or `postgres`.",
     )
     tasks_table: str = Field(

@@ -22,13 +22,14 @@ def open_store(
     dsn: str | None = None,
     schema: str | None = None,
 ) -> TaskStore:
-    """The configured store: ``backend`` (or ``$INTERLINKED_TASKS_BACKEND``), ``dynamodb`` by default.
+    """The configured store: ``backend`` (or ``$INTERLINKED_TASKS_BACKEND``), ``postgres`` by default (the
+    local stack's PostgreSQL, RDS on AWS); ``dynamodb`` is the serverless option.
 
     ``table`` names the DynamoDB table (or ``$INTERLINKED_TASKS_TABLE``); ``dsn`` the PostgreSQL
     database (else ``$INTERLINKED_DATABASE_URL`` / the ``interlinked-database`` block) and
     ``schema`` its schema (or ``$INTERLINKED_TASKS_SCHEMA``).
     """
-    backend = (backend or os.environ.get(BACKEND_ENV) or "dynamodb").lower()
+    backend = (backend or os.environ.get(BACKEND_ENV) or "postgres").lower()
     if backend == "dynamodb":
         from flows.collections.dynamodb import DynamoTaskStore
 
