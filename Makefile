@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # uv comes from PATH when present, else from a private bootstrap venv (never from the lock).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
+# Test modules run in parallel, one local stack per pytest-xdist worker (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 
 .PHONY: install system-packages demo test lint lock lock-checkov checkov up down clean
 
@@ -37,7 +39,7 @@ $(CHECKOV_STAMP): infra/checkov-requirements.lock infra/install-checkov.sh | $(U
 
 test: install system-packages $(CHECKOV_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

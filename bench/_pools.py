@@ -18,14 +18,20 @@ STOCK_POOL = "bench-stock"
 
 
 @contextlib.contextmanager
-def stock_worker(settings: Settings, *, pool: str = STOCK_POOL):
-    """Run `prefect worker start --type process` on ``pool`` with Prefect's default settings."""
+def stock_worker(settings: Settings, *, pool: str = STOCK_POOL, query_seconds: float | None = None):
+    """Run `prefect worker start --type process` on ``pool``.
+
+    ``query_seconds=None`` is Prefect's default polling (every 10 s); a competent user tunes it
+    down (``query_seconds=1``, as the local stack's own stock worker would be).
+    """
     ensure_work_pool(pool, "process", "benchmarks: the stock process worker")
     env = {**os.environ, **client_env(settings)}
     # The stock experience: Prefect's own polling interval, not the local stack's tuned one.
     for name in ("PREFECT_WORKER_QUERY_SECONDS", "PREFECT_WORKER_PREFETCH_SECONDS"):
         env.pop(name, None)
-    log = (settings.logs_dir / "bench-stock-worker.log").open("ab")
+    if query_seconds is not None:
+        env["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
+    log = (settings.logs_dir / f"{pool}-worker.log").open("ab")
     process = subprocess.Popen(
         [
             python_tool("prefect"),
@@ -36,7 +42,7 @@ def stock_worker(settings: Settings, *, pool: str = STOCK_POOL):
             "--type",
             "process",
             "--name",
-            "bench-stock",
+            pool,
         ],
         env=env,
         stdout=log,

@@ -340,6 +340,7 @@ def main() -> None:
     # Imported after `up` has set PREFECT_API_URL: Prefect reads its settings once, at import.
     from blocks.status import read_status, service_ready
     from flows.analysis.client import import_example
+
     import_example("pbmc68k_reduced", EXPERIMENT_ID)
     import scanpy as sc
 

@@ -1,6 +1,6 @@
-"""1,000 events with 30 % duplicates and 5 % poison through the event bridge: runs, dead letters, events/s.
+"""2,000 events with 30 % duplicates and 5 % poison through the event bridge: runs, dead letters, events/s.
 
-    .venv/bin/python bench/bench_bridge_throughput.py [--events 1000] [--duplicates 0.30] [--poison 0.05]
+    .venv/bin/python bench/bench_bridge_throughput.py [--events 2000] [--duplicates 0.30] [--poison 0.05]
 
 A queue of its own (with a DLQ after the stack's max receives, 5) is filled with a mix of every
 shape the bridge understands — S3 notifications straight from S3, the same inside SNS envelopes,
@@ -154,6 +154,24 @@ def queue_counts(sqs, url: str) -> tuple[int, int]:
     )
 
 
+def dead_letters_with_reason(sqs, url: str) -> int:
+    """How many messages in the dead-letter queue say why they are there (received, left in place)."""
+    seen: dict[str, bool] = {}
+    for _ in range(50):
+        reply = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
+        )
+        messages = reply.get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            attributes = message.get("MessageAttributes", {})
+            seen[message["MessageId"]] = bool(
+                attributes.get("interlinked.dlq.reason") or "interlinked_dead_letter" in message["Body"]
+            )
+    return sum(seen.values())
+
+
 def count_runs(deployment_id) -> int:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -168,12 +186,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--duplicates", type=float, default=0.30)
     parser.add_argument("--poison", type=float, default=0.05)
     parser.add_argument(
         "--stock", type=int, default=200, help="events created one by one the stock way (0: skip)"
     )
+    parser.add_argument("--json-out", type=Path, help="also write the results here (for bench_databases.py)")
     args = parser.parse_args()
 
     settings = get_settings()
@@ -295,6 +314,8 @@ def main() -> None:
     print(
         f"  dead letters              {dead:>6}   (poison events: {expected['poison']}) {'OK' if dead == expected['poison'] else 'MISMATCH'}"
     )
+    with_reason = dead_letters_with_reason(sqs, dlq)
+    print(f"  dead letters with a reason{with_reason:>6}")
     print(f"  left in the queue         {sum(queue_counts(sqs, queue)):>6}")
     print(f"  consumer start            {ready - started:>6.2f} s")
     print(
@@ -306,6 +327,20 @@ def main() -> None:
     )
     print(f"  consumer counters         {json.dumps({k: v for k, v in status.get('counts', {}).items()})}")
 
+    results = {
+        "events": args.events,
+        "valid": valid,
+        "unique": expected["unique"],
+        "poison": expected["poison"],
+        "runs": runs,
+        "dead_letters": dead,
+        "dead_letters_with_reason": with_reason,
+        "left": sum(queue_counts(sqs, queue)),
+        "seconds_to_all_runs": all_runs - ready,
+        "valid_per_second": valid / (all_runs - ready),
+        "seconds_to_empty": drained - ready,
+        "counts": status.get("counts", {}),
+    }
     if args.stock:
         sample = [(body, attributes) for body, attributes in bodies if not body.startswith(("{not", "[]"))][
             : args.stock
@@ -318,6 +353,9 @@ def main() -> None:
             f"\nstock: run_deployment per delivery, {len(sample)} deliveries → {len(sample)} runs (duplicates included) "
             f"in {seconds:.2f} s → {len(sample) / seconds:.0f} events/s"
         )
+        results["stock_events_per_second"] = len(sample) / seconds
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
     load = os.getloadavg()
     print(
         f"\nload average: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores)"

@@ -5,7 +5,8 @@
 - :mod:`blocks.errors` — transient / missing / conflict classification of AWS errors;
 - :mod:`blocks.s3` — :class:`ObjectStore` (a bucket and the object operations the flows need);
 - :mod:`blocks.sqs`, :mod:`blocks.sns` — the queue and topic blocks; :mod:`blocks.queues` — redrive;
-- :mod:`blocks.status` — heartbeat files of the long-running services.
+- :mod:`blocks.status` — heartbeat files of the long-running services;
+- :mod:`blocks.postgres` — :class:`PostgresDatabase`, our own database (psycopg connections, pools).
 
 ``blocks.errors`` and ``blocks.queues`` import only botocore (the Lambda bridge uses them), so the
 Prefect-based names below are loaded on first use.
@@ -19,6 +20,7 @@ from blocks.names import (
     ANALYSIS_BUCKET,
     AWS_CREDENTIALS,
     DATA_BUCKET,
+    DATABASE,
     EVENTS_QUEUE,
     JOB_EVENTS_TOPIC,
     RESULT_STORAGE,
@@ -33,6 +35,7 @@ _LAZY = {
     "data_store": "blocks.s3",
     "analysis_store": "blocks.s3",
     "aws_client": "blocks.clients",
+    "PostgresDatabase": "blocks.postgres",
 }
 
 
@@ -48,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ANALYSIS_BUCKET",
     "AWS_CREDENTIALS",
+    "DATABASE",
     "DATA_BUCKET",
     "EVENTS_QUEUE",
     "JOB_EVENTS_TOPIC",
@@ -55,6 +59,7 @@ __all__ = [
     "WORK_QUEUE",
     "WORK_RESULTS_TOPIC",
     "ObjectStore",
+    "PostgresDatabase",
     "SnsTopic",
     "SqsQueue",
     "analysis_store",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root when installed editable (the supported way); state lives next to the code
@@ -34,6 +35,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Loopback address every local service binds to.")
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server (API and UI).")
     aws_port: int = Field(default=5055, description="Port of the local moto server (the AWS emulator).")
+    postgres_port: int = Field(
+        default=5433,
+        description="Port of the local PostgreSQL server (loopback only; 5433 leaves a system one on 5432 be).",
+    )
     start_timeout: float = Field(default=180.0, description="Seconds `up` waits for a part to answer.")
     region: str = Field(
         default="us-east-1",
@@ -54,11 +59,33 @@ class Settings(BaseSettings):
     job_events_topic: str = Field(default="interlinked-job-events", description="Final job states.")
     max_receive_count: int = Field(default=5, description="Receives before a message goes to its DLQ.")
 
+    # -- task collections ---------------------------------------------------------------------
+    tasks_backend: str = Field(
+        default="postgres",
+        description="Where task collections live: `dynamodb` (the tasks table) or `postgres`.",
+    )
+    tasks_table: str = Field(
+        default="interlinked-tasks", description="DynamoDB table of the task collections."
+    )
+    tasks_schema: str = Field(
+        default="interlinked_tasks", description="PostgreSQL schema of the task collections' tables."
+    )
+
     # -- Prefect ------------------------------------------------------------------------------
     work_pool: str = Field(default="local", description="Work pool the local deployments run on.")
     worker_type: str = Field(
         default="warm-process",
         description="Worker type of the local pool: `warm-process` (fork server) or the stock `process`.",
+    )
+    prefect_database: Literal["postgres", "sqlite"] = Field(
+        default="postgres",
+        description="Database of the local Prefect server: the stack's PostgreSQL (database `prefect`) "
+        "or a SQLite file `{state_dir}/prefect.db` (light single-user use only).",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="libpq URI of our own database (task store), saved in the `interlinked-database` block "
+        "by `up`; unset: the local stack's PostgreSQL database `interlinked`.",
     )
     deployment_set: str = Field(
         default="local", description="Which deployments of prefect.yaml submissions target (name suffix)."

@@ -1,9 +1,9 @@
 """The test session's local stack: environment, CLI runner and handle.
 
-Integration tests share one real local stack (a Prefect server, a moto server and a worker),
-started once per session through the real `interlinked up` on free ports and a temporary state
-directory, so a developer's own stack is never touched. The environment is set here, at import
-time, because Prefect reads its settings when it is first imported.
+Integration tests share one real local stack (PostgreSQL, a Prefect server on it, a moto server
+and the services), started once per session through the real `interlinked up` on free ports and a
+temporary state directory, so a developer's own stack is never touched. The environment is set
+here, at import time, because Prefect reads its settings when it is first imported.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ def _free_port() -> int:
 _STATE_DIR = Path(tempfile.mkdtemp(prefix="interlinked-test-"))
 _PREFECT_PORT = _free_port()
 _AWS_PORT = _free_port()
+_POSTGRES_PORT = _free_port()
 TEST_ENV = {
     "INTERLINKED_STATE_DIR": str(_STATE_DIR / "state"),
     "INTERLINKED_PREFECT_PORT": str(_PREFECT_PORT),
     "INTERLINKED_AWS_PORT": str(_AWS_PORT),
+    "INTERLINKED_POSTGRES_PORT": str(_POSTGRES_PORT),
     "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
     "PREFECT_UI_URL": f"http://127.0.0.1:{_PREFECT_PORT}",
     "PREFECT_HOME": str(_STATE_DIR / "prefect-home"),

@@ -31,9 +31,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from interlinked.local import down
+    from interlinked.local import StackError, down
 
-    down(get_settings(), echo=_echo)
+    try:
+        down(get_settings(), echo=_echo, wipe=args.wipe)
+    except StackError as error:
+        return report_error(str(error), EXIT_STACK)
     return 0
 
 
@@ -60,7 +63,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``up``, ``down``, ``env`` and ``demo``."""
     subparsers.add_parser("up", help="start the local stack (idempotent)").set_defaults(func=cmd_up)
-    subparsers.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
+    down = subparsers.add_parser("down", help="stop what `up` started (its data stays)")
+    down.add_argument(
+        "--wipe",
+        action="store_true",
+        help="also delete the local state (PostgreSQL cluster, Prefect database, emulator state): "
+        "the next `up` starts empty",
+    )
+    down.set_defaults(func=cmd_down)
     env = subparsers.add_parser("env", help="print `export` lines (or --json) for the local stack")
     env.add_argument("--json", action="store_true", help="print the resource description as JSON")
     env.set_defaults(func=cmd_env)

@@ -1,13 +1,14 @@
 """`interlinked up | down | env`: the embedded local stack, composed from its modules.
 
-Order of `up`: moto server and Prefect server (started together, both slow to start) → AWS
-resources and their event wiring (S3/SNS → events queue) → blocks → the `local` work pool → the
-deployments of prefect.yaml → the worker, the analysis service and the event bridge (started
+Order of `up`: PostgreSQL and the moto server (started together) → the databases ``prefect`` and
+``interlinked`` → the Prefect server (on PostgreSQL, or SQLite when so set) → AWS resources and
+their event wiring (S3/SNS → events queue) → blocks → the `local` work pool → the deployments of prefect.yaml → the worker, the analysis service and the event bridge (started
 together; the services are long-running processes, not flow runs, so they answer at once).
 
 Dependencies point one way, all into this module:
 
 - :mod:`.processes` — start, watch and stop processes (:class:`Part`, :class:`LocalStack`);
+- :mod:`.postgres` — the PostgreSQL cluster under the state directory, its databases and URLs;
 - :mod:`.parts` — which processes the stack has, their environments and readiness checks;
 - :mod:`.provision` — the AWS resources and the Prefect blocks that name them;
 - :mod:`.wiring` — S3 notifications and the job-requests topic → the events queue;
@@ -24,7 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from interlinked.local.deployments import deploy, ensure_work_pool, local_deployment_names
+from interlinked.local import emulator, postgres
+from interlinked.local.deployments import deploy, deployed_stamp, ensure_work_pool, local_deployment_names
 from interlinked.local.parts import (
     LOCAL_AWS_CREDENTIALS,
     SERVERS,
@@ -35,7 +37,7 @@ from interlinked.local.parts import (
     stack_env,
 )
 from interlinked.local.processes import LocalStack, Part, StackError
-from interlinked.local.provision import Resources, ensure_resources, save_blocks
+from interlinked.local.provision import Resources, ensure_resources, save_blocks, save_database_block
 from interlinked.local.wiring import ensure_event_sources
 from interlinked.settings import Settings
 
@@ -57,17 +59,36 @@ def stack_file(settings: Settings) -> Path:
     return settings.state_dir / "stack.json"
 
 
-def _start_and_wait(
-    stack: LocalStack, settings: Settings, started: list[Part], echo: Callable[[str], None]
-) -> None:
-    """Start the parts that do not answer yet (all at once), then wait until each one answers."""
+def _start(stack: LocalStack, settings: Settings, started: list[Part], echo: Callable[[str], None]) -> None:
+    """Start the parts that do not answer yet (all at once, without waiting)."""
     for part in started:
         if stack.start(part):
             what = f"worker for pool '{settings.work_pool}'" if part.name == "worker" else part.name
             where = f" on {settings.host}:{part.port}" if part.port is not None else ""
             echo(f"starting {what}{where} (log: {stack.log_path(part.name)})")
+
+
+def _start_and_wait(
+    stack: LocalStack, settings: Settings, started: list[Part], echo: Callable[[str], None]
+) -> None:
+    """Start the parts that do not answer yet (all at once), then wait until each one answers."""
+    _start(stack, settings, started, echo)
     for part in started:
         stack.wait_ready(part)
+
+
+def _start_servers(stack: LocalStack, settings: Settings, every_part: dict[str, Part], echo) -> None:
+    """PostgreSQL and moto together; the databases; then the Prefect server on its database."""
+    database, aws, prefect_server = (every_part[name] for name in SERVERS)
+    _start(stack, settings, [database, aws], echo)
+    stack.wait_ready(database)
+    try:
+        for name in postgres.DATABASES:
+            postgres.ensure_database(settings, name)
+    except Exception as error:  # psycopg's errors: the stack cannot go on without its databases
+        raise StackError(f"postgres: could not create the databases {postgres.DATABASES}: {error}") from error
+    _start_and_wait(stack, settings, [prefect_server], echo)
+    stack.wait_ready(aws)
 
 
 def _provision(settings: Settings) -> Resources:
@@ -97,10 +118,11 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     stack = LocalStack(settings, echo=echo)
     every_part = parts(settings)
 
-    _start_and_wait(stack, settings, [every_part[name] for name in SERVERS], echo)
+    _start_servers(stack, settings, every_part, echo)
     resources = _provision(settings)
     with _stack_api(settings):
         save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
+        save_database_block(database_url(settings))
         pool_created = ensure_work_pool(
             settings.work_pool, settings.worker_type, "Local stack: runs flows as processes on this machine."
         )
@@ -126,6 +148,8 @@ def describe(settings: Settings, resources: Resources) -> dict:
         "topics": resources.topics,
         "work_pool": settings.work_pool,
         "state_dir": str(settings.state_dir),
+        "prefect_database": settings.prefect_database,
+        "postgres_port": settings.postgres_port,
     }
 
 
@@ -153,20 +177,64 @@ def env_lines(settings: Settings) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
 
 
-def down(settings: Settings, *, echo: Callable[[str], None] = print) -> list[str]:
-    """Stop what `up` started (and only that); return the names stopped."""
+def database_url(settings: Settings) -> str:
+    """Our own database: ``INTERLINKED_DATABASE_URL`` when set, else the stack's ``interlinked``."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return postgres.dsn(settings, postgres.INTERLINKED_DATABASE)
+
+
+def down(settings: Settings, *, echo: Callable[[str], None] = print, wipe: bool = False) -> list[str]:
+    """Stop what `up` started (and only that); return the names stopped.
+
+    The data stays (PostgreSQL is stopped with a fast shutdown) unless ``wipe``: then every piece
+    of local state goes too (:func:`wipe_state`), and the next `up` starts empty.
+    """
     stack = LocalStack(settings, echo=echo)
     stopped = stack.stop_all(STOP_ORDER)
     for name in stopped:
         echo(f"stopped {name}")
     if not stopped:
         echo("nothing of ours was running")
+    if wipe:
+        for path in wipe_state(settings):
+            echo(f"deleted {path}")
     return stopped
+
+
+def wipe_state(settings: Settings) -> list[Path]:
+    """Delete the local stack's state (it must be stopped): the PostgreSQL cluster, the SQLite
+    Prefect database, the stack description, the deployments' stamp, the services' status files
+    and journals, and the emulator's state. Logs are kept. Return what was deleted."""
+    running = LocalStack(settings, echo=lambda _: None).running()
+    if running:
+        raise StackError(f"wipe: {', '.join(running)} still run(s) on {settings.state_dir}; stop them first")
+    deleted = []
+    if postgres.wipe(settings):
+        deleted.append(postgres.cluster_dir(settings))
+    sqlite = settings.state_dir / "prefect.db"
+    files = [sqlite, sqlite.with_name("prefect.db-wal"), sqlite.with_name("prefect.db-shm")]
+    files += [stack_file(settings), deployed_stamp(settings)]
+    # The services' heartbeat files and the analysis service's journal of answered message ids.
+    files += sorted(settings.state_dir.glob("*-status.json")) + sorted(
+        settings.state_dir.glob("*-status.json.*")
+    )
+    for path in files:
+        if path.exists():
+            path.unlink()
+            deleted.append(path)
+    try:
+        if emulator.wipe_state(settings):
+            deleted.append(emulator.state_dir(settings))
+    except RuntimeError as error:
+        raise StackError(f"wipe: {error}") from error
+    return deleted
 
 
 __all__ = [
     "StackError",
     "client_env",
+    "database_url",
     "describe",
     "down",
     "ensure_work_pool",
@@ -175,4 +243,5 @@ __all__ = [
     "read_description",
     "stack_file",
     "up",
+    "wipe_state",
 ]

@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from interlinked.local.parts import client_env
 from interlinked.local.processes import StackError, python_tool
@@ -87,9 +88,14 @@ def _missing_deployments(names: list[str]) -> list[str]:
     return missing
 
 
+def deployed_stamp(settings: Settings) -> Path:
+    """The fingerprint of what was last deployed (``deploy`` skips when it is unchanged)."""
+    return settings.state_dir / "deployed.sha256"
+
+
 def deploy(settings: Settings, echo: Callable[[str], None], *, force: bool = False) -> None:
     """`prefect deploy --name local`, skipped when nothing it depends on changed."""
-    stamp = settings.state_dir / "deployed.sha256"
+    stamp = deployed_stamp(settings)
     fingerprint = _deployment_fingerprint()
     expected = local_deployment_names()
     unchanged = not force and stamp.exists() and stamp.read_text() == fingerprint

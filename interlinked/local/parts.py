@@ -1,7 +1,9 @@
 """What the local stack is made of: its processes (:class:`~.processes.Part`), their environments
 and their readiness checks.
 
-- ``aws`` (moto server) and ``prefect-server``: started first, ready when their APIs answer;
+- ``postgres`` (:mod:`.postgres`): the database under the Prefect server and our own stores, ready
+  when our cluster answers on its port;
+- ``aws`` (moto server) and ``prefect-server``: ready when their APIs answer;
 - ``worker``: the pool's worker, ready once it sent a heartbeat after it started;
 - ``analysis-service`` and ``bridge``: long-running services (``python -m MODULE --status-file``),
   ready when the process ``up`` recorded writes a fresh, ready status file (:mod:`blocks.status`).
@@ -17,14 +19,20 @@ import urllib.request
 from pathlib import Path
 
 from blocks.status import service_ready
+from interlinked.local import emulator, postgres
 from interlinked.local.processes import LocalStack, Part, python_tool
 from interlinked.settings import PROJECT_ROOT, Settings
 
 WORKER_NAME = "interlinked-local-worker"
-SERVERS = ("aws", "prefect-server")
+# Started first: postgres and aws together, the Prefect server once its database answers.
+SERVERS = ("postgres", "aws", "prefect-server")
 SERVICES = ("worker", "analysis-service", "bridge")
-# Services first, so nothing is left talking to servers that are going away.
-STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "aws")
+# Services first, so nothing is left talking to servers that are going away; the database after
+# the Prefect server that uses it.
+STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "postgres", "aws")
+# The emulator writes its final snapshot on SIGTERM: a large state needs more than the default
+# grace (processes.DEFAULT_GRACE) to reach disk before `down` would kill it.
+EMULATOR_STOP_GRACE = 20.0
 # Fake credentials: moto accepts any, and boto3 refuses to sign without some.
 LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
@@ -57,11 +65,18 @@ def client_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def prefect_database_url(settings: Settings) -> str:
+    """The Prefect server's database: the stack's PostgreSQL (asyncpg) or the SQLite file."""
+    if settings.prefect_database == "sqlite":
+        return f"sqlite+aiosqlite:///{settings.state_dir / 'prefect.db'}"
+    return postgres.sqlalchemy_url(settings, postgres.PREFECT_DATABASE)
+
+
 def _server_env(settings: Settings) -> dict[str, str]:
     home = settings.state_dir / "prefect"
     return {
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{settings.state_dir / 'prefect.db'}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": settings.host,
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
@@ -150,11 +165,14 @@ def parts(settings: Settings) -> dict[str, Part]:
     """Every process of the local stack, by name."""
     host = settings.host
     return {
+        "postgres": postgres.part(settings),
+        # moto's server with durable state (interlinked.local.emulator), kept in {state_dir}/aws.
         "aws": Part(
             name="aws",
-            command=[python_tool("moto_server"), "-H", host, "-p", str(settings.aws_port)],
-            ready=lambda: moto_ready(settings),
+            command=emulator.command(settings),
+            ready=lambda: emulator.ready(settings),
             port=settings.aws_port,
+            stop_grace=EMULATOR_STOP_GRACE,
         ),
         "prefect-server": Part(
             name="prefect-server",

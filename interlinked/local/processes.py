@@ -16,13 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from interlinked.settings import PROJECT_ROOT, Settings
+
+# Seconds `stop` waits after SIGTERM before it sends SIGKILL.
+DEFAULT_GRACE = 10.0
 
 
 class StackError(RuntimeError):
@@ -40,6 +43,16 @@ class Part:
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = PROJECT_ROOT
+    # Run as this system user (only when we are root: e.g. PostgreSQL refuses to run as root).
+    user: str | None = None
+    # Called just before the process is started here (e.g. create a database cluster once).
+    prepare: Callable[[], object] | None = None
+    # How `down` asks it to stop: the signal, and whether to its whole process group or the
+    # process alone (a server that stops its own children, such as the postmaster).
+    stop_signal: int = signal.SIGTERM
+    stop_group: bool = True
+    # Seconds `down` waits after that signal before it kills the group (None: stop()'s default).
+    stop_grace: float | None = None
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -92,12 +105,20 @@ class LocalStack:
                 f"{part.name}: port {self.settings.host}:{part.port} is taken by something that is not "
                 f"a {part.name} we can use; stop it or choose another port (INTERLINKED_*_PORT)."
             )
+        if part.prepare is not None:
+            part.prepare()
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path(part.name).open("ab")
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(part.command)}\n".encode())
         log.flush()
         env = {**os.environ, **part.env}
+        as_user = {}
+        if part.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(part.user)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         process = subprocess.Popen(
             part.command,
             cwd=part.cwd,
@@ -107,6 +128,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             # Own process group: `down` stops the part and whatever it spawned, nothing else.
             start_new_session=True,
+            **as_user,
         )
         log.close()
         record = {
@@ -114,6 +136,9 @@ class LocalStack:
             "create_time": psutil.Process(process.pid).create_time(),
             "command": part.command,
             "port": part.port,
+            "stop_signal": int(part.stop_signal),
+            "stop_group": part.stop_group,
+            "stop_grace": part.stop_grace,
         }
         self._pid_file(part.name).write_text(json.dumps(record))
         return True
@@ -140,14 +165,24 @@ class LocalStack:
             tail = "\n    " + "\n    ".join(lines)
         return f"{part.name}{where} {what}; its log is {log}{tail}"
 
-    def stop(self, name: str, *, grace: float = 10.0) -> bool:
-        """Stop the process group `up` started for ``name``; True if something was stopped."""
+    def stop(self, name: str, *, grace: float | None = None) -> bool:
+        """Stop the process group `up` started for ``name``; True if something was stopped.
+
+        ``grace``: seconds to wait before killing it (default: the part's own ``stop_grace``, else
+        :data:`DEFAULT_GRACE`).
+        """
         process = self.recorded_process(name)
         if process is None:
             return False
+        record = json.loads(self._pid_file(name).read_text())
+        stop_signal = record.get("stop_signal", int(signal.SIGTERM))
+        grace = grace or record.get("stop_grace") or DEFAULT_GRACE
         try:
             group = os.getpgid(process.pid)
-            os.killpg(group, signal.SIGTERM)
+            if record.get("stop_group", True):
+                os.killpg(group, stop_signal)
+            else:
+                os.kill(process.pid, stop_signal)
         except (ProcessLookupError, PermissionError):
             group = None
         try:
@@ -176,10 +211,14 @@ class LocalStack:
                 alive[pid_file.stem] = process.pid
         return alive
 
-    def stop_all(self, order: Iterable[str] = ()) -> list[str]:
-        """Stop every part `up` started: the ones in ``order`` first, then the rest."""
+    def stop_all(self, order: Iterable[str] = (), grace: Mapping[str, float] | None = None) -> list[str]:
+        """Stop every part `up` started: the ones in ``order`` first, then the rest.
+
+        ``grace`` overrides a part's own ``stop_grace`` (seconds it may take to exit after the signal).
+        """
         names = list(order) + [name for name in self.running() if name not in order]
-        return [name for name in names if self.stop(name)]
+        grace = grace or {}
+        return [name for name in names if self.stop(name, grace=grace.get(name))]
 
 
 def _processes_in_group(group: int) -> list[psutil.Process]:

@@ -148,3 +148,13 @@ def save_blocks(resources: Resources, *, endpoint_url: str | None, credentials: 
     SnsTopic(topic_arn=resources.topics["job_events"], credentials=aws).save(
         blocks.JOB_EVENTS_TOPIC, overwrite=True
     )
+
+
+def save_database_block(url: str) -> None:
+    """Save (or overwrite) our own database's block, :data:`blocks.DATABASE`, with libpq URI ``url``."""
+    from pydantic import SecretStr
+
+    import blocks
+    from blocks.postgres import PostgresDatabase
+
+    PostgresDatabase(url=SecretStr(url)).save(blocks.DATABASE, overwrite=True)

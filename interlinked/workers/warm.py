@@ -36,6 +36,20 @@ from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
 
 WORKER_TYPE = "warm-process"
+# Flow runs that may be between "forked" and "Running" at once. Starting a run is the CPU-heavy
+# part (the engine's client, states, logs); a burst of hundreds starting together makes every one
+# of them slow and the server with them. A run holds its start slot only until it reports
+# Running (or exits), so long runs never block new ones. INTERLINKED_WARM_START_SLOTS changes it.
+DEFAULT_START_SLOTS = 4
+# A run that never reports Running (a crash in the engine's start) gives its slot back after this.
+START_SLOT_TIMEOUT = 30.0
+
+
+def start_slots() -> int:
+    try:
+        return max(1, int(os.environ.get("INTERLINKED_WARM_START_SLOTS", DEFAULT_START_SLOTS)))
+    except ValueError:
+        return DEFAULT_START_SLOTS
 
 
 def default_preload() -> list[str]:
@@ -192,6 +206,12 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         self._control: Any = None
         # Runs this worker started and that are still alive: flow run id → "cancel requested" flag.
         self._cancel_requests: dict[str, asyncio.Event] = {}
+        # Runs between fork and Running hold a start slot; flow run id → "it reported Running".
+        self._start_slots: asyncio.Semaphore | None = None
+        self._running_seen: dict[str, asyncio.Event] = {}
+        # Fetches are coalesced: a burst of N "Scheduled" events costs one or two fetches, not N.
+        self._fetch_wanted: asyncio.Event | None = None
+        self._fetcher: asyncio.Task | None = None
 
     async def __aenter__(self) -> WarmProcessWorker:
         await self._zygote.start()
@@ -205,14 +225,19 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             else "",
         )
         await super().__aenter__()
-        self._listener = asyncio.get_running_loop().create_task(self._listen_for_scheduled_runs())
+        self._start_slots = asyncio.Semaphore(start_slots())
+        self._fetch_wanted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._fetcher = loop.create_task(self._fetch_when_wanted())
+        self._listener = loop.create_task(self._listen_for_scheduled_runs())
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self._listener:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        for task in (self._listener, self._fetcher):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         try:
             await super().__aexit__(*exc_info)
         finally:
@@ -221,15 +246,65 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                     await self._control.__aexit__(None, None, None)
             await self._zygote.stop()
 
+    async def _get_scheduled_flow_runs(self) -> list[Any]:
+        """Scheduled runs of our queues, but no more than the start slots can take soon.
+
+        The stock worker fetches every scheduled run at each poll; in a burst of hundreds, each
+        fetch returns (and the server serialises) all of them again while most must wait for a
+        start slot anyway. Fetching a few slots' worth keeps the server's work per run constant.
+        """
+        import datetime
+
+        from prefect.client.schemas.responses import WorkerFlowRunResponse
+        from prefect.types._datetime import now
+
+        body: dict[str, Any] = {
+            "scheduled_before": str(now("UTC") + datetime.timedelta(seconds=int(self._prefetch_seconds))),
+            "limit": 2 * start_slots(),
+        }
+        if self._work_queues:
+            body["work_queue_names"] = list(self._work_queues)
+        response = await self.client._client.post(
+            f"/work_pools/{self._work_pool_name}/get_scheduled_flow_runs", json=body
+        )
+        if response.status_code == 404:  # the pool is created on the next heartbeat
+            return []
+        response.raise_for_status()
+        return WorkerFlowRunResponse.model_validate_list(response.json())
+
+    def want_fetch(self) -> None:
+        """Ask for a fetch of scheduled runs soon (any number of asks before it runs make one)."""
+        if self._fetch_wanted is not None:
+            self._fetch_wanted.set()
+
+    async def _fetch_when_wanted(self) -> None:
+        assert self._fetch_wanted is not None
+        while True:
+            await self._fetch_wanted.wait()
+            self._fetch_wanted.clear()
+            try:
+                await self.get_and_submit_flow_runs()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the poll loop still runs; the next event asks again
+                self._logger.debug("fetch of scheduled runs failed (%s)", error)
+                await asyncio.sleep(1)
+
     async def _listen_for_scheduled_runs(self) -> None:
-        """React to the server's events: fetch runs the moment one of our pool is scheduled, and stop
-        a running run of ours the moment it is cancelled (the stock worker only cancels runs that
-        have not started)."""
+        """React to the server's events: fetch runs the moment one of our pool is scheduled, note
+        when a run of ours is Running (its start slot is free again), and stop a running run of
+        ours the moment it is cancelled (the stock worker only cancels runs that have not started)."""
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventFilter, EventNameFilter
 
         event_filter = EventFilter(
-            event=EventNameFilter(prefix=["prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"])
+            event=EventNameFilter(
+                prefix=[
+                    "prefect.flow-run.Scheduled",
+                    "prefect.flow-run.Cancelling",
+                    "prefect.flow-run.Running",
+                ]
+            )
         )
         while True:
             try:
@@ -237,20 +312,42 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                     filter=event_filter, reconnect_on_clean_close=True
                 ) as events:
                     async for event in events:
+                        run_id = event.resource.id.rsplit(".", 1)[-1]
                         if event.event.endswith(".Cancelling"):
-                            request = self._cancel_requests.get(event.resource.id.rsplit(".", 1)[-1])
+                            request = self._cancel_requests.get(run_id)
                             if request is not None:
                                 request.set()
+                            continue
+                        if event.event.endswith(".Running"):
+                            seen = self._running_seen.get(run_id)
+                            if seen is not None:
+                                seen.set()
                             continue
                         pool = self._work_pool
                         related = {resource.id for resource in event.related}
                         if pool is None or f"prefect.work-pool.{pool.id}" in related:
-                            await self.get_and_submit_flow_runs()
+                            self.want_fetch()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the poll loops still run; retry the stream shortly
                 self._logger.debug("event stream interrupted (%s); reconnecting", error)
                 await asyncio.sleep(2)
+
+    async def _hold_start_slot(self, run_id: str, exit_code: asyncio.Future) -> None:
+        """Keep a start slot until the run reports Running, exits, or START_SLOT_TIMEOUT passes."""
+        assert self._start_slots is not None
+        seen = self._running_seen.setdefault(run_id, asyncio.Event())
+        try:
+            running = asyncio.ensure_future(seen.wait())
+            await asyncio.wait(
+                {running, exit_code}, timeout=START_SLOT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            running.cancel()
+        finally:
+            self._running_seen.pop(run_id, None)
+            self._start_slots.release()
+            # A slot is free: runs that were scheduled meanwhile can start now, not at the next poll.
+            self.want_fetch()
 
     async def _watch_for_cancellation(self, flow_run_id: str, request: asyncio.Event) -> None:
         """Set ``request`` when the run is Cancelling; a slow poll backs up the event stream."""
@@ -306,11 +403,24 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         if self._control is not None:
             port, token = self._control.register(flow_run.id)
             env.update({"PREFECT__CONTROL_PORT": str(port), "PREFECT__CONTROL_TOKEN": token})
+        slot_holder: asyncio.Task | None = None
         try:
-            pid = await self._zygote.spawn(run_id, run_id, env, cwd)
+            if self._start_slots is not None:
+                self._running_seen.setdefault(run_id, asyncio.Event())
+                await self._start_slots.acquire()
+                try:
+                    pid = await self._zygote.spawn(run_id, run_id, env, cwd)
+                except BaseException:
+                    self._running_seen.pop(run_id, None)
+                    self._start_slots.release()
+                    raise
+            else:
+                pid = await self._zygote.spawn(run_id, run_id, env, cwd)
             if task_status is not None:
                 task_status.started(pid)
             exit_code = asyncio.ensure_future(self._zygote.wait(pid))
+            if self._start_slots is not None:
+                slot_holder = asyncio.get_running_loop().create_task(self._hold_start_slot(run_id, exit_code))
             cancel = asyncio.ensure_future(request.wait())
             await asyncio.wait({exit_code, cancel}, return_when=asyncio.FIRST_COMPLETED)
             if not exit_code.done():
@@ -326,6 +436,8 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             code = await exit_code
         finally:
             watcher.cancel()
+            if slot_holder is not None and not slot_holder.done():
+                await asyncio.wait({slot_holder}, timeout=1)
             self._cancel_requests.pop(run_id, None)
             if self._control is not None:
                 self._control.unregister(flow_run.id)

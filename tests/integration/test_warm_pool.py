@@ -70,3 +70,34 @@ def test_local_pool_is_warm_and_cancellation_stops_the_run_process_group(stack, 
             lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         )
     assert os.environ.get("PREFECT_API_URL") == stack["prefect_api_url"]
+
+
+def test_a_warm_run_ships_its_logs_and_ends_completed(stack, tmp_path):
+    """A forked run ends without the interpreter's full shutdown: its exit hooks must still flush
+    the run's logs to the server (the engine's own lines and the user's printed ones)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    script = tmp_path / "talk.py"
+    script.write_text(
+        "def talk(args):\n    print('warm-log-marker', args['n'], flush=True)\n    return args['n'] * 2\n"
+    )
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps({"func": "talk", "arguments": {"n": 21}, "name": "logs", "script": str(script)})
+    )
+    submitted = run_cli("submit", str(job), "--json", "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    flow_run_id = json.loads(submitted.stdout)["flow_run_id"]
+
+    with get_client(sync_client=True) as client:
+        final = _wait(lambda: (r := client.read_flow_run(flow_run_id)).state.is_final() and r)
+        assert final.state.is_completed(), final.state
+
+        def messages():
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[final.id])))
+            text = "\n".join(log.message for log in logs)
+            return "Finished in state Completed" in text and text
+
+        text = _wait(messages, timeout=30)
+    assert "Beginning flow run" in text

@@ -91,3 +91,27 @@ def test_part_that_never_answers_times_out_with_its_name(settings):
     finally:
         stack.stop("slow")
     assert subprocess.run(["true"]).returncode == 0
+
+
+def test_stop_all_gives_each_part_its_own_grace(settings, tmp_path):
+    """A part that needs time after SIGTERM (the emulator's final snapshot) gets its grace."""
+    done = tmp_path / "final-write-done"
+    code = (
+        "import signal,sys,time,pathlib\n"
+        "def bye(*_):\n"
+        f"    time.sleep(1.5); pathlib.Path({str(done)!r}).write_text('ok'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "time.sleep(120)\n"
+    )
+    stack = LocalStack(settings, echo=lambda _: None)
+    slow = Part(name="slow", command=[sys.executable, "-c", code], ready=lambda: False)
+    stack.start(slow)
+    time.sleep(1.0)  # let it install its handler
+    assert stack.stop_all(grace={"slow": 30.0}) == ["slow"]
+    assert done.read_text() == "ok"  # it finished its work instead of being killed
+    done.unlink()
+    stack.start(slow)
+    time.sleep(1.0)
+    assert stack.stop_all(grace={"slow": 0.2}) == ["slow"]  # too short: SIGKILL, nothing written
+    assert stack.running() == {}
+    assert not done.exists()

@@ -1,0 +1,8 @@
+"""Task collections (seed 002, PyAnamo / PiCaS): named to-do lists of shell tasks, claimed with leases.
+
+- :mod:`.model` — a task, its states, the names it may use, the errors;
+- :mod:`.parsing` — tasks from JSON Lines, TSV, or ids + a command template (all-or-nothing);
+- :mod:`.store` — the store interface; :mod:`.backends` — :func:`~.backends.open_store`;
+- :mod:`.dynamodb` — the DynamoDB backend (conditional-write claims, sharded open index, counters);
+- :mod:`.client` — what ``interlinked tasks`` calls.
+"""

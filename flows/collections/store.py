@@ -1,0 +1,141 @@
+"""The task store interface: what every backend (DynamoDB, PostgreSQL) must do, and what it promises.
+
+Promises (the tests in ``tests/unit/test_collections_store.py`` check each on every backend):
+
+- ``add`` writes a batch of tasks; ids the collection already has are skipped and counted; a
+  validation error writes nothing.
+- ``claim`` hands each task to at most one caller at a time: it takes a lease with a fresh fencing
+  token (a number that grows with every claim of the task). A task is claimable when it is
+  ``todo``, or ``locked`` with an expired lease (so the reaper is the claim itself: there is no
+  separate process that can stall), and every ``depends_on`` task is ``done``. A task whose lease
+  expired ``max_attempts`` times becomes ``failed`` with the reason instead (poison tasks stop).
+- ``heartbeat``, ``complete``, ``fail`` and ``release`` succeed only with the current token:
+  a worker that lost its lease gets :class:`~flows.collections.model.LeaseLost` and changes nothing.
+- ``status`` reads counters kept by the same writes that change states: it never scans the tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from flows.collections.model import (
+    DEFAULT_LEASE_SECONDS,
+    AddResult,
+    CollectionStatus,
+    Task,
+    TaskSpec,
+)
+
+
+def new_owner() -> str:
+    """A worker id that is never reused, even after a restart on the same host (host, pid, random)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class TaskStore(ABC):
+    """A store of task collections. Thread-safe: one instance may serve many threads."""
+
+    @abstractmethod
+    def ensure(self) -> None:
+        """Create the table(s) when missing (idempotent). On AWS, Terraform owns them instead."""
+
+    @abstractmethod
+    def add(
+        self, collection: str, tasks: Sequence[TaskSpec], *, max_attempts: int | None = None
+    ) -> AddResult:
+        """Add ``tasks`` to ``collection`` (created on first use; ``max_attempts`` is fixed then)."""
+
+    @abstractmethod
+    def claim(
+        self,
+        collection: str,
+        *,
+        owner: str,
+        batch: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> list[Task]:
+        """Up to ``batch`` claimable tasks, each now ``locked`` by ``owner`` with a new ``lease_token``."""
+
+    @abstractmethod
+    def heartbeat(self, collection: str, task_id: str, token: int, lease_seconds: float) -> float:
+        """Extend the lease to now + ``lease_seconds``; the new expiry (raises ``LeaseLost``)."""
+
+    @abstractmethod
+    def complete(
+        self,
+        collection: str,
+        task_id: str,
+        token: int,
+        *,
+        exit_code: int = 0,
+        log_key: str | None = None,
+    ) -> None:
+        """Mark the task ``done`` (raises ``LeaseLost`` for a stale token)."""
+
+    @abstractmethod
+    def fail(
+        self,
+        collection: str,
+        task_id: str,
+        token: int,
+        *,
+        error: str,
+        exit_code: int | None = None,
+        log_key: str | None = None,
+        retry: bool = False,
+    ) -> str:
+        """Mark the task ``failed`` with ``error`` (or back to ``todo`` when ``retry`` and attempts
+        remain); returns the new state (raises ``LeaseLost`` for a stale token)."""
+
+    @abstractmethod
+    def release(self, collection: str, task_id: str, token: int) -> None:
+        """Give the task back (``todo``) without counting the attempt: the SIGTERM path."""
+
+    @abstractmethod
+    def reset(self, collection: str, state: str) -> int:
+        """Every task in ``state`` (``failed`` or ``locked``) back to ``todo``; how many. Resetting
+        ``locked`` voids the leases (their tokens become stale); resetting ``failed`` clears errors
+        and attempts."""
+
+    @abstractmethod
+    def retry_failed(self, collection: str, task_ids: Sequence[str] | None = None) -> int:
+        """Failed tasks (all, or those of ``task_ids``) back to ``todo`` with fresh attempts."""
+
+    @abstractmethod
+    def delete(self, collection: str) -> int:
+        """Remove the collection and all its tasks; how many tasks were removed."""
+
+    @abstractmethod
+    def get(self, collection: str, task_id: str) -> Task | None:
+        """One task, read consistently, or None."""
+
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """Names of every collection, sorted."""
+
+    @abstractmethod
+    def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
+        """Counts per state for ``collection`` (or every collection), the oldest lease and up to
+        ``failures`` failed tasks each. Raises ``UnknownCollection`` for a named unknown collection."""
+
+    def close(self) -> None:
+        """Release connections (a no-op where there are none)."""
+        return None
+
+
+def first_of_each(tasks: Sequence[TaskSpec], result: AddResult) -> list[TaskSpec]:
+    """``tasks`` without repeated ids (the first wins; repeats are counted as duplicates)."""
+    seen: set[str] = set()
+    unique = []
+    for spec in tasks:
+        if spec.id in seen:
+            result.duplicates += 1
+            result.duplicate_ids.append(spec.id)
+        else:
+            seen.add(spec.id)
+            unique.append(spec)
+    return unique
