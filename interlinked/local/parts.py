@@ -99,12 +99,6 @@ def prefect_ready(settings: Settings) -> bool:
     return _http_ok(f"{settings.prefect_api_url}/health")
 
 
-def moto_ready(settings: Settings) -> bool:
-    # moto's own management API answers only if the thing on the port really is moto. Its config
-    # endpoint is tiny; data.json serialises every stored object and fails on some of them.
-    return _http_ok(f"{settings.aws_endpoint_url}/moto-api/config")
-
-
 def status_file(settings: Settings, name: str) -> Path:
     """Where the service ``name`` writes its heartbeat/status file."""
     return settings.state_dir / f"{name}-status.json"
