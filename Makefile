@@ -37,7 +37,8 @@ CHECKOV_STAMP := .tools/checkov-venv/.lock.sha256
 $(CHECKOV_STAMP): infra/checkov-requirements.lock infra/install-checkov.sh | $(UV)
 	UV=$(UV) bash infra/install-checkov.sh
 
-test: install system-packages $(CHECKOV_STAMP)
+test: install $(CHECKOV_STAMP)
+	@bash scripts/system-packages.sh test
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 

@@ -1,0 +1,111 @@
+"""What a user sees in the Prefect UI, checked in a real browser (headless Chromium + Playwright).
+
+The runs are made the way a user makes them (the `interlinked` CLI against the test stack); the
+pages are the Prefect server's own UI, read the way a user reads them: the run's page, its state
+badge, its logs and its Artifacts tab.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import pytest
+
+from _stack import run_cli
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+SCRIPTS = {
+    "add.py": """
+        def myfunc(args):
+            print("the sum is", args["a"] + args["b"])
+            return args["a"] + args["b"]
+    """,
+    "fail.py": """
+        def explode(args):
+            raise RuntimeError("deliberate failure for the UI check")
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip(
+            "Chromium is not installed (Debian: apt-get install chromium; `make test` does it as root)"
+        )
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (make install)"
+    )
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def script_runs(stack_handle, tmp_path_factory):
+    """A completed and a failed script job, submitted through the CLI and waited for."""
+    stack_handle.ensure_up()
+    directory = tmp_path_factory.mktemp("ui-scripts")
+    for name, source in SCRIPTS.items():
+        (directory / name).write_text(textwrap.dedent(source).lstrip())
+    jobs = {
+        "ok": {"func": "myfunc", "arguments": {"a": 20, "b": 22}, "name": "UI sum", "script": "add.py"},
+        "failed": {"func": "explode", "name": "UI failure", "script": "fail.py"},
+    }
+    submitted = {}
+    for key, description in jobs.items():
+        path = directory / f"{key}.json"
+        path.write_text(json.dumps(description))
+        result = run_cli("submit", str(path), "--json", "--wait", cwd=directory, timeout=300)
+        assert result.returncode in (0, 1), result.stderr
+        submitted[key] = json.loads(result.stdout)
+    return submitted
+
+
+def _open_run(page, url: str, state: str) -> str:
+    """Open a flow run's page and wait until its state badge shows ``state``; the page's text."""
+    page.goto(url)
+    page.get_by_text(state, exact=True).first.wait_for()
+    return page.inner_text("body")
+
+
+def test_a_completed_script_job_shows_its_state_tags_logs_and_summary(page, script_runs):
+    run = script_runs["ok"]
+    assert run["state"] == "COMPLETED"
+    text = _open_run(page, run["ui_url"], "Completed")
+    assert "UI sum" in text, "the run is named after the job"
+    assert f"job:{run['job_id']}" in text, "the job's tag is on the run"
+    page.get_by_text("the sum is 42").first.wait_for()  # the script's own output in the run's logs
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text(f"script-job-{run['job_id']}").first.wait_for()
+    assert "Script job UI sum: COMPLETED" in page.inner_text("body")
+
+
+def test_a_failed_script_job_shows_failed_with_the_error_in_its_logs(page, script_runs):
+    run = script_runs["failed"]
+    assert run["state"] == "FAILED"
+    _open_run(page, run["ui_url"], "Failed")
+    page.get_by_text("deliberate failure for the UI check").first.wait_for()
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text("Script job UI failure: FAILED").first.wait_for()
+
+
+def test_the_runs_page_lists_both_jobs(page, script_runs, stack):
+    page.goto(script_runs["ok"]["ui_url"].split("/runs/")[0] + "/runs")
+    page.get_by_text("UI sum").first.wait_for()
+    page.get_by_text("UI failure").first.wait_for()
