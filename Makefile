@@ -18,10 +18,13 @@ install: $(BIN)/.installed
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv
 
+# Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (CI images, many
+# containers) Python would otherwise compile every module from source in every process it starts.
 $(BIN)/.installed: requirements.lock pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q -j 0 interlinked flows analyses blocks >/dev/null
 	@touch $@
 
 # Optional system packages (R for R script jobs) when this machine lets us install them.

@@ -32,6 +32,18 @@ DEFAULT_PRELOAD = (
     "prefect.deployments.steps",
     "prefect_aws",
     "boto3",
+    # Imported lazily by every run (anyio picks its backend on first use, rich builds its emoji
+    # table on the first log line, httpx encodes hosts with idna); importing them here spares each
+    # child the work.
+    "anyio._backends._asyncio",
+    "anyio._core._sockets",
+    "anyio._core._streams",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "encodings.idna",
+    "rich._emoji_codes",
+    "rich._emoji_replace",
 )
 
 
@@ -103,11 +115,42 @@ def _reuse_preloaded_flow_modules(preloaded: list[str]) -> None:
     importtools.load_script_as_module = load_script_as_module
 
 
-def warm_prefect(preloaded: list[str]) -> None:
-    """Work every flow run would repeat, done once in the fork server (see the two helpers)."""
-    import prefect.client.orchestration as orchestration
+def _check_server_version_once() -> None:
+    """Make the client/server version check of every run's events client once, here.
 
-    orchestration.ssl = _CachedVerifiedContexts(orchestration.ssl)
+    Prefect checks the server's version once per process and per API URL, with a TLS context of
+    its own: every child repeated it before its first event. The result is cached by Prefect; the
+    children inherit the cache (a run with another API URL still checks its own). Nothing is cached
+    when the server cannot be reached, so a child then checks as before.
+    """
+    import asyncio
+    import logging
+
+    from prefect._internal import version_checking
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        return
+    with contextlib.suppress(Exception):
+        asyncio.run(
+            version_checking.check_server_version(
+                str(api_url), logging.getLogger("interlinked.zygote"), raise_on_error=False
+            )
+        )
+
+
+def warm_prefect(preloaded: list[str]) -> None:
+    """Work every flow run would repeat, done once in the fork server (see the helpers)."""
+    import certifi
+    import prefect.client.orchestration as orchestration
+    from prefect._internal import version_checking
+
+    contexts = _CachedVerifiedContexts(orchestration.ssl)
+    orchestration.ssl = contexts
+    version_checking.ssl = contexts
+    contexts.create_default_context(cafile=certifi.where())  # the context every client asks for
+    _check_server_version_once()
     _reuse_preloaded_flow_modules(preloaded)
 
 

@@ -56,3 +56,55 @@ def test_fork_server_spawns_reports_exit_and_survives_bad_input(tmp_path):
         process.stdin.close()
         process.wait(timeout=30)
     assert process.returncode == 0
+
+
+_WARM_PROBE = """
+import json, threading
+from interlinked.workers import zygote
+from prefect._internal import version_checking
+import prefect
+from prefect.settings import get_current_settings
+zygote.warm_prefect([])
+key = version_checking._api_version_check_key(str(get_current_settings().api.url), prefect.__version__)
+print(json.dumps({"threads": threading.active_count(), "cached": version_checking._is_api_version_check_cached(key)}))
+"""
+
+
+def _warm_in_subprocess(api_url: str) -> dict:
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    out = subprocess.run(
+        [sys.executable, "-c", _WARM_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_fork_server_checks_the_server_version_once_and_stays_single_threaded():
+    """Children inherit the checked version (no check, no TLS context each); fork safety holds."""
+    import http.server
+    import threading
+
+    import prefect
+
+    class Version(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(prefect.__version__ if self.path == "/api/admin/version" else None).encode()
+            self.send_response(200 if self.path == "/api/admin/version" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Version)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        reachable = _warm_in_subprocess(f"http://127.0.0.1:{server.server_address[1]}/api")
+    finally:
+        server.shutdown()
+    assert reachable == {"threads": 1, "cached": True}
+    # Nothing answers: nothing is cached (each run then checks for itself), and no thread is left.
+    assert _warm_in_subprocess("http://127.0.0.1:9/api") == {"threads": 1, "cached": False}
