@@ -170,8 +170,11 @@ def parts(settings: Settings) -> dict[str, Part]:
         ),
         "prefect-server": Part(
             name="prefect-server",
+            # Prefect's own `prefect server start`, with its schema checks memoised (see the module).
             command=[
-                python_tool("prefect"),
+                sys.executable,
+                "-m",
+                "interlinked.local.prefect_server",
                 "server",
                 "start",
                 "--host",
