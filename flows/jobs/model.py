@@ -98,6 +98,15 @@ class Execution(_Camel):
     finished_at: str | None = None
     flow_run_id: str | None = None
     infrastructure_id: str | None = None
+    # Resource policy (flows/jobs/checkpoints.py, memory.py, triage.py, cost.py):
+    checkpoint: Any = Field(
+        default=None, description="The last checkpoint of the job (carried over from earlier executions)."
+    )
+    checkpointed_at: str | None = None
+    resources: dict[str, Any] | None = Field(
+        default=None, description="What this execution ran with: pool, cpu, memoryMiB, capacity."
+    )
+    cost: dict[str, Any] | None = Field(default=None, description="Its cost, recorded when it ended.")
 
 
 class Job(_Camel):
@@ -116,6 +125,10 @@ class Job(_Camel):
     executions: list[Execution] = Field(default_factory=list)
     output_data: dict[str, Any] = Field(default_factory=dict)
     output_files: dict[str, Any] = Field(default_factory=dict)
+    group: str | None = Field(default=None, description="Who pays: cost-allocation tag and budget.")
+    placement: dict[str, Any] | None = Field(
+        default=None, description="Where the latest dispatch sent the job and why (triage)."
+    )
     version: int = 0
 
     @computed_field(alias="currentExecution")
