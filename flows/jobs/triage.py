@@ -221,5 +221,7 @@ def explain(placement: dict[str, Any] | Placement) -> str:
     ]
     if document.get("estimate"):
         estimate = document["estimate"]
-        lines.append(f"  estimated cost: {estimate['usd']:.4f} {estimate['currency']} ({estimate['basis']})")
+        lines.append(
+            f"  estimated cost: {estimate['amount']:.4f} {estimate['currency']} ({estimate['basis']})"
+        )
     return "\n".join(lines)
