@@ -4,8 +4,9 @@ A job's JSON keeps the seed's field names so Archimedes users read what they kno
 
     {"id", "jobType", "inputData", "inputFiles", "estimations", "state", "createdAt", "updatedAt",
      "flowRunId", "currentExecution": {"executionId", "attempt", "createdAt", "updatedAt", "metrics",
-     "progress", "state", "failureReason", "finishedAt", "flowRunId", "infrastructureId"},
-     "executions": [...every attempt...], "outputData", "outputFiles", "version"}
+     "progress", "state", "failureReason", "finishedAt", "flowRunId", "infrastructureId",
+     "checkpoint", "checkpointedAt", "resources", "cost"},
+     "executions": [...every attempt...], "outputData", "outputFiles", "group", "placement", "version"}
 
 ``currentExecution`` is the last entry of ``executions`` (null before the first ``EXECUTE``).
 ``version`` grows by one with every stored change; stores use it for conditional writes.
