@@ -77,6 +77,7 @@ def _print_job(job: dict[str, Any], *, as_json: bool) -> None:
         ("created", job["createdAt"]),
         ("updated", job["updatedAt"]),
         ("flow run", job.get("flowRunId") or "-"),
+        ("group", job.get("group") or "-"),
         ("input", json.dumps(job["inputData"])),
     ]
     if job["inputFiles"]:

@@ -571,6 +571,14 @@ def test_cli_create_explain_and_cost(cli_service, capsys):
     code, out, _ = run(capsys, "jobs", "cost")
     assert code == 0 and "group lab-a: 0.040480" in out and "as of 2024-11-01" in out
 
+    job = cli_service.signal(job["id"], "EXECUTE")
+    execution_id = job.current_execution.execution_id
+    cli_service.update_execution(job.id, execution_id, checkpoint={"done": 1})
+    cli_service.signal_execution(job.id, execution_id, "SUCCESS")
+    code, out, _ = run(capsys, "jobs", "show", job.id)
+    assert code == 0 and "group: lab-a" in out and "resources: local pool, 1 vCPU, 2048 MiB" in out
+    assert "cost: " in out and "checkpoint (" in out and '{"done": 1}' in out
+
 
 def test_cli_bad_input_exits_2_and_changes_nothing(cli_service, capsys):
     code, _, err = run(capsys, "jobs", "create", "script", "--input", "{}", "--group", "bad group")
