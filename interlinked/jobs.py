@@ -7,6 +7,8 @@ Inside the work (a flow run started with ``{"id": JOB_ID}``)::
 
     job = jobs.signal(job_id, "EXECUTE")          # a new execution; sets INTERLINKED_*_ID
     jobs.progress(0.5, {"rows": 1000})             # the current execution's progress and metrics
+    jobs.progress(0.5, checkpoint={"done": 1000})  # ... and a checkpoint the next execution resumes from
+    state = jobs.get_checkpoint()                  # the job's last checkpoint (None the first time)
     jobs.update(job_id, output_data={...}, output_files={...})
     jobs.signal_execution(job_id, job["currentExecution"]["executionId"], "SUCCESS")
 
@@ -20,9 +22,12 @@ from flows.jobs.client import (
     EXECUTION_ID_ENV,
     JOB_ID_ENV,
     cancel,
+    cost_summary,
     create,
     get,
+    get_checkpoint,
     list_jobs,
+    place,
     progress,
     retry,
     signal,
@@ -38,9 +43,12 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "cancel",
+    "cost_summary",
     "create",
     "get",
+    "get_checkpoint",
     "list_jobs",
+    "place",
     "progress",
     "retry",
     "signal",

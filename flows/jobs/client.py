@@ -18,17 +18,19 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from flows.jobs import machine
+from flows.jobs import checkpoints, cost, machine, memory, triage
 from flows.jobs.model import (
     CANCELLED,
     CREATED,
     DISPATCH,
     EXECUTE,
     FAILED,
+    FAILURE,
     JOB_SIGNALS,
     Job,
     JobError,
 )
+from flows.jobs.policy import JobPolicy
 from flows.jobs.store import JobStore, change
 from flows.jobs.types import JobTypes, load_job_types
 
@@ -61,6 +63,7 @@ class PrefectDispatcher:
         flow_run = run_deployment(
             deployment,
             parameters={"id": job.id},
+            job_variables=(job.placement or {}).get("jobVariables") or None,  # triage: memory, tags
             flow_run_name=f"{name} (job {job.id[:8]}, attempt {len(job.executions) + 1})"[:200],
             tags=[f"job:{job.id}", f"job-type:{job.job_type}", "interlinked-job"],
             timeout=0,
@@ -146,11 +149,13 @@ class JobService:
         mirror: Callable[[Job], None] | None = None,
         dispatcher: Dispatcher | None = None,
         job_types: JobTypes | None = None,
+        policy: JobPolicy | None = None,
     ):
         self.store = store
         self.mirror = mirror
         self.dispatcher = dispatcher
         self.job_types = job_types or load_job_types()
+        self.policy = policy or JobPolicy()
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _mirror(self, job: Job) -> Job:
@@ -175,6 +180,7 @@ class JobService:
         estimations: Any = None,
         *,
         job_id: str | None = None,
+        group: str | None = None,
     ) -> Job:
         job = machine.new_job(
             job_type,
@@ -184,6 +190,8 @@ class JobService:
             known_types=self.job_types.names(),
             job_id=job_id,
         )
+        job.group = triage.check_group(group if group is not None else self.policy.jobs_default_group)
+        self.place(job)  # estimations no pool can take are refused now, not at dispatch
         return self._mirror(self.store.insert(job))
 
     def get(self, job_id: str) -> Job:
@@ -199,16 +207,31 @@ class JobService:
             flow_run_id, infrastructure_id = _run_context()
             options.setdefault("flow_run_id", flow_run_id)
             options.setdefault("infrastructure_id", infrastructure_id)
-            return self._change(job_id, lambda job: machine.execute(job, **options))
+            return self._change(job_id, lambda job: _with_resources(machine.execute(job, **options)))
         raise JobError(f"unknown job signal {state!r}; a job takes {' or '.join(JOB_SIGNALS)}")
 
     def update_execution(
-        self, job_id: str, execution_id: str, *, progress: Any = None, metrics: Any = None
+        self,
+        job_id: str,
+        execution_id: str,
+        *,
+        progress: Any = None,
+        metrics: Any = None,
+        checkpoint: Any = None,
     ) -> Job:
-        return self._change(
-            job_id,
-            lambda job: machine.update_execution(job, execution_id, progress=progress, metrics=metrics),
-        )
+        """Progress, metrics and (not None) a checkpoint the next execution resumes from."""
+        if checkpoint is not None:
+            checkpoint = checkpoints.check_checkpoint(checkpoint, self.policy.jobs_checkpoint_max_bytes)
+
+        def transition(job: Job) -> Job:
+            changed = machine.update_execution(job, execution_id, progress=progress, metrics=metrics)
+            return changed if checkpoint is None else checkpoints.attach(changed, execution_id, checkpoint)
+
+        return self._change(job_id, transition)
+
+    def get_checkpoint(self, job_id: str) -> Any:
+        """The job's last checkpoint (None when no execution attached one)."""
+        return checkpoints.last_checkpoint(self.store.get(job_id))[0]
 
     def update(self, job_id: str, *, output_data: Any = None, output_files: Any = None) -> Job:
         return self._change(
@@ -218,14 +241,39 @@ class JobService:
     def signal_execution(
         self, job_id: str, execution_id: str, state: str, *, failure_reason: str | None = None
     ) -> Job:
-        return self._change(
+        job = self._change(
             job_id,
-            lambda job: machine.signal_execution(job, execution_id, state, failure_reason=failure_reason),
+            lambda job: cost.record(
+                machine.signal_execution(job, execution_id, state, failure_reason=failure_reason),
+                execution_id,
+                self.policy,
+            ),
         )
+        if state == FAILURE:
+            job = self._retry_after_oom(job)
+        return job
+
+    def _retry_after_oom(self, job: Job) -> Job:
+        """Dispatch again, with twice the memory (:mod:`.triage`), a job whose execution just ran out
+        of memory — while it has attempts left and ``INTERLINKED_JOBS_RETRY_ON_OOM`` is on."""
+        if not (
+            self.policy.jobs_retry_on_oom
+            and self.dispatcher is not None
+            and memory.is_out_of_memory(job.current_execution)
+            and len(job.executions) < job.estimations.max_attempts
+        ):
+            return job
+        try:
+            return self.retry(job.id)
+        except Exception as error:  # e.g. over budget, or Prefect unreachable: the job stays FAILED
+            logger.warning("job %s ran out of memory and could not be retried: %s", job.id, error)
+            return job
 
     # -- operator actions ---------------------------------------------------------------------------
     def cancel(self, job_id: str, *, reason: str = "cancelled by the user") -> Job:
-        job = self._change(job_id, lambda current: machine.cancel(current, reason=reason))
+        job = self._change(
+            job_id, lambda current: cost.record_ended(machine.cancel(current, reason=reason), self.policy)
+        )
         if job.flow_run_id and self.dispatcher is not None:
             try:
                 self.dispatcher.cancel_run(job.flow_run_id)
@@ -242,21 +290,71 @@ class JobService:
         when the run cannot be created the job goes back to the state it was in."""
         if self.dispatcher is None:
             raise JobError("this job service has no dispatcher: it cannot create flow runs")
-        deployment = self.job_types.deployment(self.store.get(job_id).job_type)
+        current = self.store.get(job_id)
+        transition(current)  # refused transitions say so before triage and budget are looked at
+        placement = self.place(current, check_budget=True)
         found: dict[str, str] = {}
 
         def mark(job: Job) -> Job:
             found["state"] = job.state
-            return transition(job)
+            changed = transition(job)
+            changed.placement = placement
+            return changed
 
         dispatched = self._change(job_id, mark)
         try:
-            flow_run_id = self.dispatcher.create_run(dispatched, deployment)
+            flow_run_id = self.dispatcher.create_run(dispatched, placement["deployment"])
         except Exception:
             back_to = found["state"] if found["state"] in (CREATED, FAILED, CANCELLED) else CREATED
             self._change(job_id, lambda job: machine.undispatch(job, back_to))
             raise
         return self._change(job_id, lambda job: machine.record_flow_run(job, flow_run_id))
+
+    # -- triage and cost ----------------------------------------------------------------------------
+    def place(self, job: Job, *, check_budget: bool = False) -> dict[str, Any]:
+        """Where the job's next execution goes and with what (:mod:`.triage`), with its cost
+        estimate; ``check_budget`` refuses (:class:`JobError`) what would pass the group's budget."""
+        group = job.group or self.policy.jobs_default_group
+        chosen = triage.place(job, self.job_types, self.policy, group)
+        document = chosen.to_json()
+        document["estimate"] = cost.estimate(
+            chosen.resources(), job.estimations.expected_seconds, self.policy
+        )
+        if check_budget and self.policy.budget_of(group) is not None:
+            since = cost.period_start(self.policy.jobs_budget_period)
+            cost.check_budget(self.store.list_changed_since(since), group, document["estimate"], self.policy)
+        return document
+
+    def cost_summary(self, *, group: str | None = None, since: str | None = None) -> dict[str, Any]:
+        """Cost per execution, per group and in all, of executions that ended at or after ``since``."""
+        since_iso = None if since is None else cost.iso(cost.parse_time(since, "--since"))
+        if group is not None:
+            triage.check_group(group)
+        return cost.summary(
+            self.store.list_changed_since(since_iso), self.policy, group=group, since=since_iso
+        )
+
+
+_RESOURCE_KEYS = (
+    "pool",
+    "size",
+    "deploymentSet",
+    "deployment",
+    "cpu",
+    "memoryMiB",
+    "capacity",
+    "pricedAs",
+    "instanceType",
+)
+
+
+def _with_resources(job: Job) -> Job:
+    """The new execution (EXECUTE) runs with the latest dispatch's resources and resumes from the
+    job's last checkpoint."""
+    current = job.current_execution
+    if current is not None and job.placement:
+        current.resources = {key: job.placement.get(key) for key in _RESOURCE_KEYS}
+    return checkpoints.carry_forward(job)
 
 
 # -- the default service and the module-level SDK ---------------------------------------------------
@@ -297,9 +395,11 @@ def create(
     input_data: dict[str, Any] | None = None,
     input_files: dict[str, Any] | None = None,
     estimations: dict[str, Any] | None = None,
+    group: str | None = None,
 ) -> dict[str, Any]:
-    """Create a job of ``job_type`` (state CREATED); the job's JSON."""
-    return default_service().create(job_type, input_data, input_files, estimations).to_json()
+    """Create a job of ``job_type`` (state CREATED) for ``group`` (who pays; default
+    ``INTERLINKED_JOBS_DEFAULT_GROUP``); the job's JSON."""
+    return default_service().create(job_type, input_data, input_files, estimations, group=group).to_json()
 
 
 def get(job_id: str) -> dict[str, Any]:
@@ -326,12 +426,35 @@ def signal(job_id: str, state: str) -> dict[str, Any]:
 
 
 def update_execution(
-    job_id: str, execution_id: str, progress: float | None = None, metrics: dict[str, Any] | None = None
+    job_id: str,
+    execution_id: str,
+    progress: float | None = None,
+    metrics: dict[str, Any] | None = None,
+    checkpoint: Any = None,
 ) -> dict[str, Any]:
-    """Report progress (in [0, 1]) and/or metrics (merged) of a running execution."""
+    """Report progress (in [0, 1]) and/or metrics (merged) of a running execution, and optionally a
+    checkpoint (small JSON) the job's next execution receives to resume from."""
     return (
-        default_service().update_execution(job_id, execution_id, progress=progress, metrics=metrics).to_json()
+        default_service()
+        .update_execution(job_id, execution_id, progress=progress, metrics=metrics, checkpoint=checkpoint)
+        .to_json()
     )
+
+
+def get_checkpoint(job_id: str | None = None) -> Any:
+    """The last checkpoint of the job (default: the job this process runs), or None."""
+    return default_service().get_checkpoint(job_id if job_id is not None else current_ids()[0])
+
+
+def place(job_id: str) -> dict[str, Any]:
+    """Where a dispatch of the job would send it now, with what and why (triage), and its estimate."""
+    service = default_service()
+    return service.place(service.get(job_id))
+
+
+def cost_summary(*, group: str | None = None, since: str | None = None) -> dict[str, Any]:
+    """Cost per execution, per group and in all (executions that ended at or after ``since``)."""
+    return default_service().cost_summary(group=group, since=since)
 
 
 def update(
@@ -373,7 +496,10 @@ def current_ids() -> tuple[str, str]:
     return job_id, execution_id
 
 
-def progress(fraction: float, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Report progress (in [0, 1]) and metrics of the current execution (from the environment)."""
+def progress(
+    fraction: float, metrics: dict[str, Any] | None = None, checkpoint: Any = None
+) -> dict[str, Any]:
+    """Report progress (in [0, 1]), metrics and optionally a checkpoint of the current execution
+    (from the environment)."""
     job_id, execution_id = current_ids()
-    return update_execution(job_id, execution_id, progress=fraction, metrics=metrics)
+    return update_execution(job_id, execution_id, progress=fraction, metrics=metrics, checkpoint=checkpoint)

@@ -4,8 +4,9 @@ A job's JSON keeps the seed's field names so Archimedes users read what they kno
 
     {"id", "jobType", "inputData", "inputFiles", "estimations", "state", "createdAt", "updatedAt",
      "flowRunId", "currentExecution": {"executionId", "attempt", "createdAt", "updatedAt", "metrics",
-     "progress", "state", "failureReason", "finishedAt", "flowRunId", "infrastructureId"},
-     "executions": [...every attempt...], "outputData", "outputFiles", "version"}
+     "progress", "state", "failureReason", "finishedAt", "flowRunId", "infrastructureId",
+     "checkpoint", "checkpointedAt", "resources", "cost"},
+     "executions": [...every attempt...], "outputData", "outputFiles", "group", "placement", "version"}
 
 ``currentExecution`` is the last entry of ``executions`` (null before the first ``EXECUTE``).
 ``version`` grows by one with every stored change; stores use it for conditional writes.
@@ -98,6 +99,15 @@ class Execution(_Camel):
     finished_at: str | None = None
     flow_run_id: str | None = None
     infrastructure_id: str | None = None
+    # Resource policy (flows/jobs/checkpoints.py, memory.py, triage.py, cost.py):
+    checkpoint: Any = Field(
+        default=None, description="The last checkpoint of the job (carried over from earlier executions)."
+    )
+    checkpointed_at: str | None = None
+    resources: dict[str, Any] | None = Field(
+        default=None, description="What this execution ran with: pool, cpu, memoryMiB, capacity."
+    )
+    cost: dict[str, Any] | None = Field(default=None, description="Its cost, recorded when it ended.")
 
 
 class Job(_Camel):
@@ -116,6 +126,10 @@ class Job(_Camel):
     executions: list[Execution] = Field(default_factory=list)
     output_data: dict[str, Any] = Field(default_factory=dict)
     output_files: dict[str, Any] = Field(default_factory=dict)
+    group: str | None = Field(default=None, description="Who pays: cost-allocation tag and budget.")
+    placement: dict[str, Any] | None = Field(
+        default=None, description="Where the latest dispatch sent the job and why (triage)."
+    )
     version: int = 0
 
     @computed_field(alias="currentExecution")

@@ -130,3 +130,13 @@ class PostgresJobStore(JobStore):
                 (*parameters, int(limit)),
             ).fetchall()
         return [Job.from_json(row[0]) for row in rows]
+
+    def list_changed_since(self, since: str | None = None, *, limit: int = 1_000_000) -> list[Job]:
+        self._ready()
+        where, parameters = ("WHERE updated_at >= %s::timestamptz", [since]) if since else ("", [])
+        with self._connect() as connection:
+            rows = connection.execute(
+                f"SELECT document FROM {TABLE} {where} ORDER BY updated_at DESC, id LIMIT %s",
+                (*parameters, int(limit)),
+            ).fetchall()
+        return [Job.from_json(row[0]) for row in rows]

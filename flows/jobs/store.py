@@ -48,6 +48,11 @@ class JobStore(ABC):
     def list(self, *, job_type: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
         """Jobs, newest first, optionally of one type and/or in one state."""
 
+    def list_changed_since(self, since: str | None = None, *, limit: int = 1_000_000) -> list[Job]:
+        """Jobs changed at or after ``since`` (the record's ISO 8601 format; None: every job), newest
+        first — what spend and budgets read (:mod:`flows.jobs.cost`). Backends may do it better."""
+        return [job for job in self.list(limit=limit) if since is None or job.updated_at >= since]
+
 
 def change(store: JobStore, job_id: str, transition: Callable[[Job], Job]) -> Job:
     """Apply ``transition`` to the stored job and write the result conditionally; the new job.

@@ -37,8 +37,17 @@ class RunningExecution:
     def job_id(self) -> str:
         return self.job["id"]
 
-    def progress(self, fraction: float, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-        return client.update_execution(self.job_id, self.execution_id, progress=fraction, metrics=metrics)
+    @property
+    def checkpoint(self) -> Any:
+        """The checkpoint this execution resumes from (the job's last one at EXECUTE; None: start over)."""
+        return self.job["currentExecution"].get("checkpoint")
+
+    def progress(
+        self, fraction: float, metrics: dict[str, Any] | None = None, checkpoint: Any = None
+    ) -> dict[str, Any]:
+        return client.update_execution(
+            self.job_id, self.execution_id, progress=fraction, metrics=metrics, checkpoint=checkpoint
+        )
 
     def outputs(
         self, *, data: dict[str, Any] | None = None, files: dict[str, Any] | None = None

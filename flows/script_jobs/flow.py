@@ -24,6 +24,7 @@ from prefect.context import get_run_context
 import blocks
 from blocks.s3 import ObjectMissing, data_store
 from flows.aws_tasks import aws_task
+from flows.jobs.memory import limit_from_environment
 from flows.script_jobs.layout import ScriptJobError, job_spec_key, log_key, result_key, s3_uri, script_key
 from flows.script_jobs.runners import ScriptRuntimeMissing, run_script
 from flows.script_jobs.spec import JobSpec, parse_job_spec
@@ -119,6 +120,9 @@ def run_job_script(spec: JobSpec, script_path: Path, live_log: LiveLog, attempt_
         live_log.write(line)
         (logger.warning if stream == "stderr" else logger.info)(line)
 
+    memory_limit = limit_from_environment()  # the dispatch's job variable on the local pool
+    if memory_limit:
+        live_log.write(f"=== memory limit {memory_limit} MiB")
     try:
         outcome = run_script(
             language=spec.language,
@@ -127,6 +131,7 @@ def run_job_script(spec: JobSpec, script_path: Path, live_log: LiveLog, attempt_
             arguments=spec.arguments,
             on_line=forward,
             timeout_seconds=spec.timeout_seconds,
+            memory_limit_mib=memory_limit,
         )
     except ScriptRuntimeMissing as error:
         live_log.write(f"=== {error}")

@@ -54,6 +54,7 @@ class ScriptOutcome:
     timed_out: bool = False
     duration: float = 0.0
     error: str | None = None
+    out_of_memory: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -140,8 +141,15 @@ def run_script(
     on_line: LineCallback,
     timeout_seconds: float | None = None,
     env: dict[str, str] | None = None,
+    memory_limit_mib: int | None = None,
 ) -> ScriptOutcome:
-    """Run ``script`` and return how it ended; never raises for a failing script."""
+    """Run ``script`` and return how it ended; never raises for a failing script.
+
+    ``memory_limit_mib``: the script's process group is killed once its resident memory passes it
+    (:class:`flows.jobs.memory.MemoryWatch`); the outcome then says ``out_of_memory``, exit code 137.
+    """
+    from flows.jobs.memory import OOM_EXIT_CODE, MemoryWatch
+
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="interlinked-job-") as workdir:
         arguments_file = Path(workdir) / "arguments.json"
@@ -184,8 +192,10 @@ def run_script(
         except BrokenPipeError:
             pass  # the script did not read its stdin; that's allowed
         timed_out = False
+        watch = MemoryWatch(process.pid, memory_limit_mib) if memory_limit_mib else None
         try:
-            process.wait(timeout=timeout_seconds)
+            with watch or contextlib.nullcontext():
+                process.wait(timeout=timeout_seconds)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(process)
@@ -199,7 +209,9 @@ def run_script(
         duration = time.monotonic() - started
 
         outcome = ScriptOutcome(exit_code=process.returncode, timed_out=timed_out, duration=duration)
-        if timed_out:
+        if watch is not None and watch.killed:
+            outcome.exit_code, outcome.out_of_memory, outcome.error = OOM_EXIT_CODE, True, watch.reason()
+        elif timed_out:
             outcome.error = f"timed out after {timeout_seconds:g} s: the script was killed"
         elif process.returncode != 0:
             last = next((line.strip() for line in reversed(stderr_lines) if line.strip()), "")

@@ -1,4 +1,4 @@
-"""`interlinked jobs create | dispatch | list | show | cancel | retry`: the job lifecycle (seed 004).
+"""`interlinked jobs create | dispatch | list | show | cancel | retry | cost`: the job lifecycle (seed 004).
 
 Thin: argument parsing, output and exit codes; the work is in ``flows.jobs.client``. ``--json``
 prints the job's JSON (the seed's field names); ``show --watch`` and ``list --watch`` follow
@@ -77,6 +77,7 @@ def _print_job(job: dict[str, Any], *, as_json: bool) -> None:
         ("created", job["createdAt"]),
         ("updated", job["updatedAt"]),
         ("flow run", job.get("flowRunId") or "-"),
+        ("group", job.get("group") or "-"),
         ("input", json.dumps(job["inputData"])),
     ]
     if job["inputFiles"]:
@@ -93,6 +94,21 @@ def _print_job(job: dict[str, Any], *, as_json: bool) -> None:
         print(line)
         if execution["metrics"]:
             print(f"      metrics: {json.dumps(execution['metrics'])}")
+        resources = execution.get("resources")
+        if resources:
+            print(
+                f"      resources: {resources['pool']} pool, {resources['cpu']:g} vCPU, "
+                f"{resources['memoryMiB']} MiB ({resources['deployment']})"
+            )
+        if execution.get("cost"):
+            cost = execution["cost"]
+            print(
+                f"      cost: {cost['amount']:.6f} {cost['currency']} for {cost['seconds']:g} s ({cost['basis']})"
+            )
+        if execution.get("checkpointedAt"):
+            print(
+                f"      checkpoint ({execution['checkpointedAt']}): {json.dumps(execution['checkpoint'])[:200]}"
+            )
     if job["outputData"]:
         print(f"{'output':>10}: {json.dumps(job['outputData'])}")
     if job["outputFiles"]:
@@ -133,11 +149,22 @@ def cmd_create(args: argparse.Namespace) -> int:
     except JobError as error:
         return report_error(str(error), EXIT_INVALID)
 
-    def action() -> dict[str, Any]:
-        job = client.create(args.job_type, input_data, input_files, estimations)
-        return client.signal(job["id"], "DISPATCH") if args.dispatch else job
+    explained: list[str] = []
 
-    return _run(action, as_json=args.json, quiet_id=True)
+    def action() -> dict[str, Any]:
+        from flows.jobs.triage import explain
+
+        job = client.create(args.job_type, input_data, input_files, estimations, group=args.group)
+        if args.dispatch:
+            job = client.signal(job["id"], "DISPATCH")
+        if args.explain:  # what the dispatch chose, or what one would choose now
+            explained.append(explain(job["placement"] if args.dispatch else client.place(job["id"])))
+        return job
+
+    code = _run(action, as_json=args.json, quiet_id=True)
+    if explained:
+        print(explained[0], file=sys.stderr if args.json else sys.stdout)
+    return code
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
@@ -254,9 +281,51 @@ def cmd_list(args: argparse.Namespace) -> int:
         _sleep(args.interval)
 
 
+def _print_cost(summary: dict[str, Any]) -> None:
+    currency = summary["currency"]
+    scope = f"group {summary['group']}" if summary["group"] else "all groups"
+    since = f"since {summary['since']}" if summary["since"] else "all time"
+    print(
+        f"cost of ended executions, {scope}, {since} ({currency}; prices {summary['region']} "
+        f"as of {summary['pricesAsOf']})"
+    )
+    for line in summary["executions"]:
+        mark = "" if line["recorded"] else " (computed now)"
+        print(
+            f"  {line['finishedAt']}  {line['jobId']}  #{line['attempt']} {line['state']:<9} "
+            f"{line['group']:<12} {line['seconds']:>9.1f} s  {line['amount']:>12.6f}{mark}"
+        )
+    for group, amount in summary["groups"].items():
+        budget = summary["budgets"].get(group)
+        of = f" of a budget of {budget:g} per {summary['budgetPeriod']}" if budget is not None else ""
+        print(f"{'group ' + group:>24}: {amount:.6f}{of}")
+    print(f"{'total':>24}: {summary['total']:.6f}")
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Cost per execution, per group and in all; ``--json`` prints the summary document."""
+    _prepare()
+    from flows.jobs import client
+    from flows.jobs.model import JobError
+
+    try:
+        summary = client.cost_summary(group=args.group, since=args.since)
+    except JobError as error:
+        return report_error(str(error), EXIT_INVALID)
+    except Exception as error:
+        return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_cost(summary)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``jobs`` and its subcommands."""
-    jobs = subparsers.add_parser("jobs", help="job lifecycle: create, dispatch, list, show, cancel, retry")
+    jobs = subparsers.add_parser(
+        "jobs", help="job lifecycle: create, dispatch, list, show, cancel, retry, cost"
+    )
     commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
 
     def json_flag(parser: argparse.ArgumentParser) -> None:
@@ -273,7 +342,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--input", required=True, help="inputData: JSON text or @FILE (@- for stdin)")
     create.add_argument("--input-files", help="inputFiles: JSON text or @FILE")
     create.add_argument("--estimations", help="estimations: JSON text or @FILE (cpu, memoryMiB, ...)")
+    create.add_argument("--group", help="who pays: cost-allocation tag and budget (default: default)")
     create.add_argument("--dispatch", action="store_true", help="dispatch it right away")
+    create.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the triage: pool, job variables and why (stderr with --json)",
+    )
     json_flag(create)
     create.set_defaults(func=cmd_create)
 
@@ -306,3 +381,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retry.add_argument("--force", action="store_true", help="even past estimations.maxAttempts")
     json_flag(retry)
     retry.set_defaults(func=cmd_retry)
+
+    costs = commands.add_parser("cost", help="cost of ended executions, per group and in all")
+    costs.add_argument("--group", help="only this group")
+    costs.add_argument("--since", help="only executions that ended at or after this ISO 8601 date/time")
+    costs.add_argument("--json", action="store_true", help="print the summary as JSON")
+    costs.set_defaults(func=cmd_cost)
