@@ -20,7 +20,7 @@ import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from flows.collections.model import (
     DEFAULT_LEASE_SECONDS,
@@ -121,6 +121,11 @@ class TaskStore(ABC):
     def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
         """Counts per state for ``collection`` (or every collection), the oldest lease and up to
         ``failures`` failed tasks each. Raises ``UnknownCollection`` for a named unknown collection."""
+
+    def iter_tasks(self, collection: str) -> Iterator[Task]:
+        """Every task of ``collection`` (``tasks export``): read page by page, not all at once.
+        Raises ``UnknownCollection`` for an unknown collection."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list tasks")
 
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""
