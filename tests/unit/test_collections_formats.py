@@ -452,7 +452,7 @@ def test_jsonl_export_keeps_states_and_reads_back():
 def test_jsonl_reads_a_locked_task_as_todo_and_refuses_unknown_states():
     (task,) = parse_tasks('{"id": "a", "command": "true", "state": "locked"}\n', "T", fmt="jsonl")
     assert task.state == TODO
-    with pytest.raises(TaskInputError, match="line 1: .*'state' must be"):
+    with pytest.raises(TaskInputError, match=r"line 1: .*'state' must be"):
         parse_tasks('{"id": "a", "command": "true", "state": "running"}\n', "T", fmt="jsonl")
 
 
