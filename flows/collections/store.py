@@ -3,7 +3,8 @@
 Promises (the tests in ``tests/unit/test_collections_store.py`` check each on every backend):
 
 - ``add`` writes a batch of tasks; ids the collection already has are skipped and counted; a
-  validation error writes nothing.
+  validation error writes nothing. A task may be added ``done`` or ``failed`` (an import that
+  brings its history, e.g. PiCaS tokens): counted as such, never claimed.
 - ``claim`` hands each task to at most one caller at a time: it takes a lease with a fresh fencing
   token (a number that grows with every claim of the task). A task is claimable when it is
   ``todo``, or ``locked`` with an expired lease (so the reaper is the claim itself: there is no
