@@ -114,6 +114,11 @@ class TaskStore(ABC):
     def get(self, collection: str, task_id: str) -> Task | None:
         """One task, read consistently, or None."""
 
+    def iter_tasks(self, collection: str) -> Iterator[Task]:
+        """Every task of ``collection`` (``tasks export``): read page by page, not all at once.
+        Raises ``UnknownCollection`` for an unknown collection."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list tasks")
+
     @abstractmethod
     def collections(self) -> list[str]:
         """Names of every collection, sorted."""
@@ -122,11 +127,6 @@ class TaskStore(ABC):
     def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
         """Counts per state for ``collection`` (or every collection), the oldest lease and up to
         ``failures`` failed tasks each. Raises ``UnknownCollection`` for a named unknown collection."""
-
-    def iter_tasks(self, collection: str) -> Iterator[Task]:
-        """Every task of ``collection`` (``tasks export``): read page by page, not all at once.
-        Raises ``UnknownCollection`` for an unknown collection."""
-        raise NotImplementedError(f"{type(self).__name__} cannot list tasks")
 
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""
