@@ -5,4 +5,5 @@
 - :mod:`.store` — the store interface; :mod:`.backends` — :func:`~.backends.open_store`;
 - :mod:`.dynamodb` — the DynamoDB backend (conditional-write claims, sharded open index, counters);
 - :mod:`.client` — what ``interlinked tasks`` calls.
+- :mod:`.formats` — PyAnamo lines and PiCaS tokens in (``tasks add --format``) and out (``tasks export``).
 """

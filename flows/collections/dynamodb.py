@@ -73,6 +73,7 @@ from flows.collections.model import (
     TaskSpec,
     UnknownCollection,
     check_collection,
+    check_initial_state,
     check_task_id,
     split_ref,
 )
@@ -363,6 +364,7 @@ class DynamoTaskStore(TaskStore):
         check_collection(collection)
         for spec in tasks:
             check_task_id(spec.id)
+            check_initial_state(spec)
             if not spec.command.strip():
                 raise TaskInputError(f"task {spec.id!r}: empty command")
         if max_attempts is not None and max_attempts < 1:
@@ -442,15 +444,24 @@ class DynamoTaskStore(TaskStore):
             **self._task_key(collection, spec.id),
             "collection": _s(collection),
             "command": _s(spec.command),
-            "state": _s(TODO),
+            "state": _s(spec.state),
             "attempts": _n(0),
             "max_attempts": _n(max_attempts),
             "fence": _n(0),
-            "open_pk": _s(self._shard_pk(collection, shard)),
             "due": _n(now),
             "created_at": _n(now),
             "updated_at": _n(now),
         }
+        if spec.state == TODO:
+            item["open_pk"] = _s(self._shard_pk(collection, shard))
+        else:  # imported with its outcome (done, or failed with the reason)
+            item["finished_at"] = _n(now)
+            if spec.state == FAILED:
+                item["failed_pk"] = _s(collection)
+        if spec.error is not None:
+            item["error"] = _s(spec.error)
+        if spec.exit_code is not None:
+            item["exit_code"] = _n(spec.exit_code)
         if spec.depends_on:
             item["deps"] = {"L": [_s(ref) for ref in spec.depends_on]}
         if spec.attributes:
@@ -487,7 +498,10 @@ class DynamoTaskStore(TaskStore):
                         }
                     )
                     owners.append(None)
-            items.append(self._counter_update(collection, {TODO: len(chunk)}))
+            deltas: dict[str, int] = {}
+            for spec in chunk:
+                deltas[spec.state] = deltas.get(spec.state, 0) + 1
+            items.append(self._counter_update(collection, deltas))
             reasons = self._transact(items)
             if reasons is None:
                 result.added += len(chunk)
@@ -926,6 +940,16 @@ class DynamoTaskStore(TaskStore):
             TableName=self.table, Key=self._task_key(collection, task_id), ConsistentRead=True
         ).get("Item")
         return None if item is None else self._task(item)
+
+    def iter_tasks(self, collection: str) -> Iterator[Task]:
+        self._require(collection)
+        for shard in range(SHARDS):  # a query per shard (paged), never a table scan
+            for item in self._query(
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": _s(f"T#{collection}#{shard:02d}")},
+                ConsistentRead=True,
+            ):
+                yield self._task(item)
 
     def collections(self) -> list[str]:
         if not self._table_exists():

@@ -31,6 +31,10 @@ _COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,254}")
 
 
+#: States a task may be added in (``locked`` belongs to a worker's lease, never to an import).
+INITIAL_STATES = (TODO, DONE, FAILED)
+
+
 class TaskInputError(ValueError):
     """Invalid tasks or names given by the user; nothing was written."""
 
@@ -64,6 +68,13 @@ def check_task_id(task_id: Any) -> str:
     return task_id
 
 
+def check_initial_state(spec: TaskSpec) -> TaskSpec:
+    """``spec`` when its ``state`` is one a task may be added in (:data:`INITIAL_STATES`)."""
+    if spec.state not in INITIAL_STATES:
+        raise TaskInputError(f"task {spec.id!r}: cannot be added as {spec.state!r} (todo, done or failed)")
+    return spec
+
+
 def dependency_ref(ref: Any, collection: str) -> str:
     """The dependency ``ref`` as ``"COLLECTION/TASK_ID"``; a bare id means the same collection."""
     if not isinstance(ref, str) or not ref:
@@ -90,12 +101,21 @@ class TaskSpec:
     command: str
     depends_on: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: The state the task starts in: ``todo``, or ``done`` / ``failed`` when it is imported with
+    #: its history (a PiCaS token that is already done or in error, a ``tasks export`` line).
+    state: str = TODO
+    #: With ``state="failed"``: why (shown by status); and the exit code where one is known.
+    error: str | None = None
+    exit_code: int | None = None
 
     def same_as(self, other: TaskSpec) -> bool:
-        return (self.command, self.depends_on, self.attributes) == (
+        return (self.command, self.depends_on, self.attributes, self.state, self.error, self.exit_code) == (
             other.command,
             other.depends_on,
             other.attributes,
+            other.state,
+            other.error,
+            other.exit_code,
         )
 
 

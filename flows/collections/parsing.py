@@ -1,6 +1,7 @@
 """Reading tasks from what the user gives ``interlinked tasks add``.
 
-- JSON Lines: one ``{"id", "command", "depends_on"?, "attributes"?}`` object a line;
+- JSON Lines: one ``{"id", "command", "depends_on"?, "attributes"?}`` object a line (plus
+  ``"state"``, ``"error"``, ``"exit_code"`` as ``tasks export --format jsonl`` writes them);
 - TSV: ``id<TAB>command`` (the command is everything after the first tab);
 - a list of ids (one a line) and a command template with ``{id}`` substituted.
 
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.collections.model import (
+    INITIAL_STATES,
+    LOCKED,
+    TODO,
     TaskInputError,
     TaskSpec,
     check_collection,
@@ -27,7 +31,7 @@ from flows.collections.model import (
 )
 
 MAX_REPORTED = 10
-_FIELDS = {"id", "command", "depends_on", "attributes"}
+_FIELDS = {"id", "command", "depends_on", "attributes", "state", "error", "exit_code"}
 
 
 class ParsedTasks(list):
@@ -62,7 +66,30 @@ def task_from_object(data: Any, collection: str) -> TaskSpec:
     attributes = data.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise TaskInputError(f"task {task_id!r}: 'attributes' must be a JSON object")
-    return TaskSpec(id=task_id, command=command, depends_on=refs, attributes=attributes)
+    # A task exported with its history (``tasks export --format jsonl``) keeps it; a lease does not
+    # travel (it belongs to a worker of the store it came from): ``locked`` comes back as ``todo``.
+    state = data.get("state") or TODO
+    if state == LOCKED:
+        state = TODO
+    if state not in INITIAL_STATES:
+        raise TaskInputError(f"task {task_id!r}: 'state' must be todo, locked, done or failed")
+    error = data.get("error")
+    if error is not None and not isinstance(error, str):
+        raise TaskInputError(f"task {task_id!r}: 'error' must be a string")
+    exit_code = data.get("exit_code")
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+        raise TaskInputError(f"task {task_id!r}: 'exit_code' must be an integer")
+    if state == TODO:
+        error = exit_code = None
+    return TaskSpec(
+        id=task_id,
+        command=command,
+        depends_on=refs,
+        attributes=attributes,
+        state=state,
+        error=error,
+        exit_code=exit_code,
+    )
 
 
 def _parse_line(line: str, fmt: str, collection: str) -> TaskSpec:

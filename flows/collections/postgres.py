@@ -24,7 +24,7 @@ import json
 import random
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from flows.collections.model import (
@@ -43,6 +43,7 @@ from flows.collections.model import (
     TaskSpec,
     UnknownCollection,
     check_collection,
+    check_initial_state,
     check_task_id,
 )
 from flows.collections.store import TaskStore, first_of_each
@@ -234,6 +235,7 @@ class PostgresTaskStore(TaskStore):
         check_collection(collection)
         for spec in tasks:
             check_task_id(spec.id)
+            check_initial_state(spec)
             if not spec.command.strip():
                 raise TaskInputError(f"task {spec.id!r}: empty command")
         if max_attempts is not None and max_attempts < 1:
@@ -251,6 +253,9 @@ class PostgresTaskStore(TaskStore):
                     "command": spec.command,
                     "depends_on": list(spec.depends_on),
                     "attributes": spec.attributes,
+                    "state": spec.state,
+                    "error": spec.error,
+                    "exit_code": spec.exit_code,
                 }
                 for spec in tasks
             ]
@@ -268,31 +273,38 @@ class PostgresTaskStore(TaskStore):
                     """
                 WITH incoming AS (
                     SELECT x.id, x.command, coalesce(x.depends_on, '{}') AS depends_on,
-                           coalesce(x.attributes, '{}') AS attributes
+                           coalesce(x.attributes, '{}') AS attributes, x.state, x.error, x.exit_code
                     FROM jsonb_to_recordset(%s::jsonb)
-                         AS x(id text, command text, depends_on text[], attributes jsonb)),
+                         AS x(id text, command text, depends_on text[], attributes jsonb, state text,
+                              error text, exit_code integer)),
                 inserted AS (
-                    INSERT INTO {s}.tasks (collection, id, command, depends_on, attributes, max_attempts)
-                    SELECT %s, i.id, i.command, i.depends_on, i.attributes, c.max_attempts
+                    INSERT INTO {s}.tasks (collection, id, command, depends_on, attributes, max_attempts,
+                                           state, error, exit_code, finished_at)
+                    SELECT %s, i.id, i.command, i.depends_on, i.attributes, c.max_attempts,
+                           i.state, i.error, i.exit_code,
+                           CASE WHEN i.state = 'todo' THEN NULL ELSE now() END
                     FROM incoming i, {s}.collections c WHERE c.name = %s
                     ON CONFLICT (collection, id) DO NOTHING
-                    RETURNING id, depends_on),
+                    RETURNING id, depends_on, state),
                 edges AS (
                     INSERT INTO {s}.task_deps (collection, id, dep_collection, dep_id)
                     SELECT %s, inserted.id, split_part(dep, '/', 1),
                            substr(dep, length(split_part(dep, '/', 1)) + 2)
                     FROM inserted, unnest(inserted.depends_on) AS dep
                     ON CONFLICT DO NOTHING)
-                SELECT id FROM inserted
+                SELECT id, state FROM inserted
                 """
                 ),
                 (rows, collection, collection, collection),
             )
-            added = {row[0] for row in cursor.fetchall()}
+            added = dict(cursor.fetchall())
             result.added = len(added)
             result.duplicate_ids += [spec.id for spec in tasks if spec.id not in added]
             result.duplicates = len(result.duplicate_ids)
-            self._count(cursor, collection, {TODO: result.added})
+            deltas: dict[str, int] = {}
+            for state in added.values():
+                deltas[state] = deltas.get(state, 0) + 1
+            self._count(cursor, collection, deltas)
 
         self._tx(write)
         return result
@@ -543,6 +555,28 @@ class PostgresTaskStore(TaskStore):
             return None if row is None else _task(row)
 
         return self._tx(read)
+
+    def iter_tasks(self, collection: str, *, page: int = 1000) -> Iterator[Task]:
+        check_collection(collection)
+        self.ensure()
+        if not self._tx(lambda cursor: self._exists(cursor, collection)):
+            raise UnknownCollection(f"no collection named {collection!r}")
+        after = ""
+        while True:
+            # Keyset pages on the primary key: each page is one short query, none holds a snapshot.
+            rows = self._tx(
+                lambda cursor, after=after: cursor.execute(
+                    self._sql(
+                        f"SELECT {_TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.collection = %s AND t.id > %s "
+                        "ORDER BY t.id LIMIT %s"
+                    ),
+                    (collection, after, page),
+                ).fetchall()
+            )
+            yield from (_task(row) for row in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][1]
 
     def collections(self) -> list[str]:
         self.ensure()

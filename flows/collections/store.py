@@ -3,7 +3,8 @@
 Promises (the tests in ``tests/unit/test_collections_store.py`` check each on every backend):
 
 - ``add`` writes a batch of tasks; ids the collection already has are skipped and counted; a
-  validation error writes nothing.
+  validation error writes nothing. A task may be added ``done`` or ``failed`` (an import that
+  brings its history, e.g. PiCaS tokens): counted as such, never claimed.
 - ``claim`` hands each task to at most one caller at a time: it takes a lease with a fresh fencing
   token (a number that grows with every claim of the task). A task is claimable when it is
   ``todo``, or ``locked`` with an expired lease (so the reaper is the claim itself: there is no
@@ -20,7 +21,7 @@ import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from flows.collections.model import (
     DEFAULT_LEASE_SECONDS,
@@ -112,6 +113,11 @@ class TaskStore(ABC):
     @abstractmethod
     def get(self, collection: str, task_id: str) -> Task | None:
         """One task, read consistently, or None."""
+
+    def iter_tasks(self, collection: str) -> Iterator[Task]:
+        """Every task of ``collection`` (``tasks export``): read page by page, not all at once.
+        Raises ``UnknownCollection`` for an unknown collection."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list tasks")
 
     @abstractmethod
     def collections(self) -> list[str]:

@@ -1,11 +1,14 @@
-"""`interlinked tasks add | status | reset | retry-failed | delete`: task collections (seed 002).
+"""`interlinked tasks add | status | reset | retry-failed | delete | export`: task collections (seed 002).
 
     interlinked tasks add COLLECTION --file FILE [--format jsonl|tsv] [--max-attempts N] [--json]
+    interlinked tasks add COLLECTION --file FILE --format pyanamo [--separator S] [--nested-delimiter D]
+    interlinked tasks add COLLECTION --file FILE --format picas [--type TYPE]
     interlinked tasks add COLLECTION --ids FILE --command TEMPLATE [--max-attempts N] [--json]
     interlinked tasks status [COLLECTION] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
+    interlinked tasks export COLLECTION --format pyanamo|picas|jsonl [--output FILE]
 
 Thin: parsing, output and exit codes; the work is in ``flows.collections.client``. The store is
 the one the settings name (``INTERLINKED_TASKS_BACKEND``; ``INTERLINKED_TASKS_TABLE`` for
@@ -59,12 +62,20 @@ def _print_json(document: Any) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from flows.collections.client import add_tasks, read_tasks
+    from flows.collections.client import add_tasks
+    from flows.collections.formats import read_input
     from flows.collections.model import TaskInputError
 
     try:  # all input is read and checked before the store is even opened
-        tasks = read_tasks(
-            args.collection, file=args.file, ids=args.ids, command=args.command, fmt=args.format
+        tasks = read_input(
+            args.collection,
+            file=args.file,
+            ids=args.ids,
+            command=args.command,
+            fmt=args.format,
+            separator=args.separator,
+            nested_delimiter=args.nested_delimiter,
+            token_type=args.type,
         )
         if args.max_attempts is not None and args.max_attempts < 1:
             raise TaskInputError("--max-attempts must be at least 1")
@@ -75,11 +86,13 @@ def cmd_add(args: argparse.Namespace) -> int:
     )
     if code:
         return code
+    skipped = getattr(tasks, "skipped", 0)  # PiCaS: design documents, tokens of other types
     if args.json:
-        _print_json(result.as_dict())
+        _print_json({**result.as_dict(), **({"skipped": skipped} if skipped else {})})
     else:
         print(
             f"added {result.added} task(s) to {result.collection}; {result.duplicates} duplicate(s) skipped"
+            + (f"; {skipped} document(s) not tasks of this collection skipped" if skipped else "")
         )
     return 0
 
@@ -158,6 +171,39 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from flows.collections.formats import export_collection
+
+    code, text = _run(
+        lambda store: export_collection(
+            store,
+            args.collection,
+            args.format,
+            separator=args.separator,
+            nested_delimiter=args.nested_delimiter,
+        )
+    )
+    if code:
+        return code
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(args.output)
+    try:  # all or nothing: a half-written export never replaces a file
+        fd, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, target)
+    except OSError as error:
+        return report_error(f"cannot write {args.output}: {error.strerror or error}", EXIT_INVALID)
+    print(f"exported {text.count(chr(10))} line(s) of {args.collection} to {args.output}", file=sys.stderr)
+    return 0
+
+
 def register(subparsers) -> None:
     """Add the ``tasks`` command to the ``interlinked`` argument parser."""
     parser = subparsers.add_parser(
@@ -170,7 +216,18 @@ def register(subparsers) -> None:
     add.add_argument(
         "--file", help="JSON Lines (one task object a line) or TSV (id<TAB>command); - for stdin"
     )
-    add.add_argument("--format", choices=("jsonl", "tsv"), help="of --file (default: from its first line)")
+    add.add_argument(
+        "--format",
+        choices=("jsonl", "tsv", "pyanamo", "picas"),
+        help="of --file (default: jsonl or tsv from its first line); pyanamo: itemID|taskID|table|script|"
+        "argument lines (taskID|table|script|arg1,arg2,... with --nested-delimiter); picas: tokens "
+        "(a JSON document a line, a JSON array, or a CouchDB _all_docs?include_docs=true export)",
+    )
+    add.add_argument("--separator", help="pyanamo: the field separator (default |)")
+    add.add_argument(
+        "--nested-delimiter", help="pyanamo: lines are nested items, their arguments split on this (e.g. ,)"
+    )
+    add.add_argument("--type", help="picas: only tokens of this type (view) go into COLLECTION")
     add.add_argument("--ids", help="a file of task ids, one a line (with --command)")
     add.add_argument("--command", help="command template for --ids; {id} is replaced by each id")
     add.add_argument(
@@ -203,6 +260,18 @@ def register(subparsers) -> None:
     delete.add_argument("collection", metavar="COLLECTION")
     delete.add_argument("--json", action="store_true", help="machine-readable output")
     delete.set_defaults(func=cmd_delete)
+
+    export = actions.add_parser(
+        "export", help="write a collection's tasks as PyAnamo lines, PiCaS tokens or JSON Lines"
+    )
+    export.add_argument("collection", metavar="COLLECTION")
+    export.add_argument("--format", required=True, choices=("pyanamo", "picas", "jsonl"))
+    export.add_argument("--output", help="file to write (default: standard output)")
+    export.add_argument("--separator", help="pyanamo: the field separator (default |)")
+    export.add_argument(
+        "--nested-delimiter", help="pyanamo: joins a nested item's arguments (default: as imported, or ,)"
+    )
+    export.set_defaults(func=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:
