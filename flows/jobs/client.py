@@ -216,11 +216,25 @@ class JobService:
         )
 
     def signal_execution(
-        self, job_id: str, execution_id: str, state: str, *, failure_reason: str | None = None
+        self,
+        job_id: str,
+        execution_id: str,
+        state: str,
+        *,
+        failure_reason: str | None = None,
+        failure_code: str | None = None,
+        failure_evidence: dict[str, Any] | None = None,
     ) -> Job:
         return self._change(
             job_id,
-            lambda job: machine.signal_execution(job, execution_id, state, failure_reason=failure_reason),
+            lambda job: machine.signal_execution(
+                job,
+                execution_id,
+                state,
+                failure_reason=failure_reason,
+                failure_code=failure_code,
+                failure_evidence=failure_evidence,
+            ),
         )
 
     # -- operator actions ---------------------------------------------------------------------------
@@ -342,12 +356,25 @@ def update(
 
 
 def signal_execution(
-    job_id: str, execution_id: str, state: str, failure_reason: str | None = None
+    job_id: str,
+    execution_id: str,
+    state: str,
+    failure_reason: str | None = None,
+    failure_code: str | None = None,
+    failure_evidence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """End an execution: ``"SUCCESS"`` or ``"FAILURE"`` (with ``failure_reason``)."""
+    """End an execution: ``"SUCCESS"`` or ``"FAILURE"`` (with ``failure_reason`` and optionally a
+    stable ``failure_code`` of :class:`flows.jobs.failures.FailureCode` and its evidence)."""
     return (
         default_service()
-        .signal_execution(job_id, execution_id, state, failure_reason=failure_reason)
+        .signal_execution(
+            job_id,
+            execution_id,
+            state,
+            failure_reason=failure_reason,
+            failure_code=failure_code,
+            failure_evidence=failure_evidence,
+        )
         .to_json()
     )
 

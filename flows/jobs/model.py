@@ -98,6 +98,13 @@ class Execution(_Camel):
     finished_at: str | None = None
     flow_run_id: str | None = None
     infrastructure_id: str | None = None
+    failure_code: str | None = Field(
+        default=None, description="Stable code of the failure (flows.jobs.failures.FailureCode)."
+    )
+    failure_evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the failure code was read from (exit code, reason texts, ...).",
+    )
 
 
 class Job(_Camel):
@@ -116,6 +123,10 @@ class Job(_Camel):
     executions: list[Execution] = Field(default_factory=list)
     output_data: dict[str, Any] = Field(default_factory=dict)
     output_files: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The sweeper's last verdict on this job when it was not healthy (flows.jobs.sweeper).",
+    )
     version: int = 0
 
     @computed_field(alias="currentExecution")
