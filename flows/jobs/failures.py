@@ -108,9 +108,11 @@ _CANCELLED = re.compile(r"cancel", re.IGNORECASE)
 _CRASH_EXIT = re.compile(r"non-zero status code (?P<code>-?\d+)")
 _LEADING_CODE = re.compile(r"^(?P<code>[A-Z_]+):")
 
-# Exit statuses: a container killed by SIGKILL exits 137 (128 + 9), by SIGTERM 143; a local child
-# killed by a signal reports minus the signal number (os.waitstatus_to_exitcode).
-_SIGKILL_EXITS = frozenset({137, -9})
+# Exit statuses: a container killed by SIGKILL exits 137 (128 + 9) — on ECS/Batch that is the memory
+# limit's kill unless something else is said — and by SIGTERM 143. A local child killed by a signal
+# reports minus the signal number (os.waitstatus_to_exitcode): -9 is a kill from outside (a local
+# memory limit (RLIMIT) shows as a MemoryError instead), so it is not taken as memory.
+_SIGKILL_EXITS = frozenset({137})
 _SIGTERM_EXITS = frozenset({143, -15})
 
 
@@ -149,8 +151,8 @@ def from_exit(
     """The failure a process's exit status means; None for a clean exit (0, no OOM text).
 
     ``output_tail`` (its last stderr lines) is evidence and is read for OOM/traceback texts; a
-    SIGKILL status (137, -9) without other evidence is taken as the memory killer's, as ECS and the
-    kernel's OOM killer report it.
+    container's SIGKILL status (137) without other evidence is taken as the memory limit's kill, as ECS
+    and Batch report it; a local ``-9`` is a kill from outside (KILLED).
     """
     evidence: dict[str, Any] = {"source": source, "exitCode": exit_code}
     if output_tail:

@@ -108,7 +108,7 @@ def test_batch_jobs_not_failed_are_no_failure(fixture):
     [
         (1, {}, FailureCode.CODE_ERROR),
         (137, {}, FailureCode.OUT_OF_MEMORY),
-        (-9, {}, FailureCode.OUT_OF_MEMORY),
+        (-9, {}, FailureCode.KILLED),
         (143, {}, FailureCode.KILLED),
         (-15, {}, FailureCode.KILLED),
         (-6, {}, FailureCode.KILLED),
@@ -153,7 +153,7 @@ def test_an_exception_is_a_code_error_with_its_traceback():
         (
             "CRASHED",
             "Flow run infrastructure exited with non-zero status code -9.",
-            FailureCode.OUT_OF_MEMORY,
+            FailureCode.KILLED,
         ),
         ("CRASHED", "Flow run infrastructure exited with non-zero status code 1.", FailureCode.CODE_ERROR),
         ("CRASHED", "Execution was interrupted by an unexpected exception", FailureCode.ORPHANED),
