@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -228,8 +229,16 @@ HEALTHY = Decision(Verdict.HEALTHY)
 # -- the decision (pure) ---------------------------------------------------------------------------
 def infrastructure_of(job: LiveJob, run: RunView | None) -> InfraRef | None:
     """The infrastructure to check for ``job``: its execution's, else its flow run's."""
-    execution_infrastructure = job.execution_infrastructure if job.state == EXECUTING else None
-    return parse(execution_infrastructure, run.infrastructure_pid if run else None)
+    own = parse(job.execution_infrastructure) if job.state == EXECUTING else None
+    worker = parse(None, run.infrastructure_pid) if run is not None and run.infrastructure_pid else None
+    if own is not None and _foreign(own) and worker is not None and worker.kind != PROCESS:
+        return worker  # e.g. a process in an ECS task: the task is what can be checked and stopped
+    return own or worker
+
+
+def _foreign(ref: InfraRef) -> bool:
+    """A process on another host: it cannot be looked at from here."""
+    return ref.kind == PROCESS and bool(ref.host) and ref.host != socket.gethostname()
 
 
 def wants_look(job: LiveJob, run: RunView | None, ref: InfraRef | None, now: datetime) -> bool:
@@ -613,7 +622,20 @@ class Sweeper:
             and job.dispatched_at is not None
             and (now - job.dispatched_at).total_seconds() > job.start_timeout
         ]
-        runs.update(self.runs.read(overdue))
+        # A silent execution whose process is on another host: its run's worker id (an ECS task,
+        # a Batch job) is what can be checked.
+        foreign = [
+            job.flow_run_id
+            for job in jobs
+            if job.state == EXECUTING
+            and job.flow_run_id
+            and job.flow_run_id not in runs
+            and (own := parse(job.execution_infrastructure)) is not None
+            and _foreign(own)
+            and job.execution_updated_at is not None
+            and (now - job.execution_updated_at).total_seconds() > job.heartbeat_timeout
+        ]
+        runs.update(self.runs.read(overdue + foreign))
 
         refs: dict[str, InfraRef] = {}
         not_before: dict[InfraRef, datetime] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ from flows.jobs.sweeper import (
 from flows.jobs.types import JobTypes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "aws"
+HOST = socket.gethostname()
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 TYPES = JobTypes({"script": {"flow": "script-job"}, "slow-start": {"flow": "x", "startTimeoutSeconds": 900}})
 
@@ -54,7 +56,9 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def live(state=EXECUTING, *, updated=T0, dispatched=T0, infra="process:host:4242", estimations=None, **more):
+def live(
+    state=EXECUTING, *, updated=T0, dispatched=T0, infra=f"process:{HOST}:4242", estimations=None, **more
+):
     view = {
         "id": "job-1",
         "jobType": more.pop("job_type", "script"),
@@ -80,7 +84,7 @@ def live(state=EXECUTING, *, updated=T0, dispatched=T0, infra="process:host:4242
     return LiveJob.from_view(view, TYPES, SweepSettings())
 
 
-REF = InfraRef(PROCESS, "4242", host="host")
+REF = InfraRef(PROCESS, "4242", host=HOST)
 BATCH_REF = InfraRef(BATCH, "6f1b0e9c-2d3a-4b4c-5d6e-7f8091a2b3c4")
 
 
@@ -233,7 +237,7 @@ def service(**kwargs) -> JobService:
     return JobService(MemoryJobStore(), dispatcher=Dispatcher(), job_types=TYPES, **kwargs)
 
 
-def running_job(svc: JobService, *, estimations=None, infra="process:host:4242"):
+def running_job(svc: JobService, *, estimations=None, infra=f"process:{HOST}:4242"):
     job = svc.create("script", {"name": "x"}, estimations=estimations or {"heartbeatTimeoutSeconds": 60})
     svc.signal(job.id, "DISPATCH")
     return svc.signal(job.id, "EXECUTE", infrastructure_id=infra, flow_run_id=None)
@@ -354,11 +358,11 @@ class Infra(Infrastructure):
 
 def test_one_sweep_over_healthy_hung_orphaned_and_never_started_jobs():
     svc = service()
-    healthy = [running_job(svc, infra=f"process:host:{1000 + i}") for i in range(100)]
+    healthy = [running_job(svc, infra=f"process:{HOST}:{1000 + i}") for i in range(100)]
     for job in healthy[:50]:
         svc.update_execution(job.id, job.current_execution.execution_id, progress=0.5)
-    hung = running_job(svc, infra="process:host:2001")
-    orphan = running_job(svc, infra="process:host:2002")
+    hung = running_job(svc, infra=f"process:{HOST}:2001")
+    orphan = running_job(svc, infra=f"process:{HOST}:2002")
     pending = svc.create("script", {}, estimations={"startTimeoutSeconds": 30})
     pending = svc.signal(pending.id, "DISPATCH")
     ages = {hung.id: 61, orphan.id: 61, pending.id: 31}
@@ -428,7 +432,7 @@ def test_hung_again_and_again_stops_at_max_attempts():
     job = svc.create("script", {}, estimations={"heartbeatTimeoutSeconds": 60, "maxAttempts": 2})
     svc.signal(job.id, "DISPATCH")
     for attempt in (1, 2):
-        svc.signal(job.id, "EXECUTE", infrastructure_id=f"process:host:{attempt}", flow_run_id=None)
+        svc.signal(job.id, "EXECUTE", infrastructure_id=f"process:{HOST}:{attempt}", flow_run_id=None)
         now = datetime.now(UTC) + timedelta(seconds=61)
         Sweeper(svc, Runs(), Infra({str(attempt): InfraStatus.ALIVE}), clock=lambda now=now: now).sweep()
     stored = svc.store.get(job.id)
@@ -456,7 +460,7 @@ def test_lagging_is_noted_once_and_nothing_is_killed():
 def test_a_healthy_sweep_costs_two_prefect_calls_and_looks_only_at_local_pids():
     svc = service()
     for i in range(20):
-        running_job(svc, infra=f"process:host:{i}")
+        running_job(svc, infra=f"process:{HOST}:{i}")
     remote = running_job(svc, infra=f"batch:{BATCH_REF.id}")
     infra = Infra({str(i): InfraStatus.ALIVE for i in range(20)})
     runs = Runs()
@@ -563,3 +567,52 @@ def test_a_zombie_or_a_reused_pid_is_gone_and_another_host_is_unknown():
     gone = observe_process(me, not_before=datetime.now(UTC) - timedelta(days=1))
     assert gone.status == InfraStatus.GONE and "reused" in gone.detail["reason"]
     assert observe_process(InfraRef(PROCESS, "1", host="elsewhere")).status == InfraStatus.UNKNOWN
+
+
+def test_a_silent_process_on_another_host_is_checked_through_its_runs_worker_id():
+    svc = service()
+    job = running_job(svc, infra="process:ip-10-0-1-23.ec2.internal:7")
+    task = "arn:aws:ecs:us-east-1:123456789012:task/interlinked/5b0e0d7a9c5f4c1c9e0e4d2b1a3f6e71"
+    cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/interlinked"
+    runs = Runs(
+        {
+            job.flow_run_id: RunView(
+                job.flow_run_id, "RUNNING", "Running", infrastructure_pid=f"{cluster}::{task}"
+            )
+        }
+    )
+    infra = Infra({task: InfraStatus.ALIVE})
+    now = datetime.now(UTC) + timedelta(seconds=61)
+    report = Sweeper(svc, runs, infra, clock=lambda: now).sweep()
+    assert infra.looked == [task] and infra.stopped == [task]
+    assert report.verdicts == {"HUNG": 1}
+    assert svc.store.get(job.id).executions[0].failure_evidence["infrastructure"]["status"] == "ALIVE"
+
+
+def test_the_work_records_its_ecs_task_from_the_metadata_endpoint(monkeypatch):
+    import http.server
+    import threading
+
+    from flows.jobs import client
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"Cluster": "arn:c", "TaskARN": "arn:t"}).encode()
+            self.send_response(200 if self.path.endswith("/task") else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("AWS_BATCH_JOB_ID", raising=False)
+        monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", f"http://127.0.0.1:{server.server_port}/v4/abc")
+        assert client._run_context()[1] == "ecs:arn:c::arn:t"
+        assert parse("ecs:arn:c::arn:t") == InfraRef("ecs", "arn:t", cluster="arn:c")
+        monkeypatch.setenv("AWS_BATCH_JOB_ID", "job-1")  # a Batch job runs on ECS too: the job wins
+        assert client._run_context()[1] == "batch:job-1"
+    finally:
+        server.shutdown()
