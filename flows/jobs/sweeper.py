@@ -660,25 +660,33 @@ class Sweeper:
             if decision.verdict != Verdict.HEALTHY:
                 report.actions.append(self._act(job, run, ref, decision))
 
-        for run in self.runs.cancelling():
-            ref = parse(None, run.infrastructure_pid)
-            seen = self.infrastructure.observe([ref])[ref] if ref else None
-            decision = decide_cancelling(run, seen, now, self.settings.cancelling_timeout)
-            if decision.verdict != Verdict.HEALTHY:
-                report.verdicts[decision.verdict.value] = report.verdicts.get(decision.verdict.value, 0) + 1
-                action: dict[str, Any] = {
-                    "flowRunId": run.id,
-                    "verdict": decision.verdict.value,
-                    "note": decision.note,
-                }
-                if decision.stop and ref is not None:
-                    action["stop"] = self.infrastructure.stop(
-                        ref, "interlinked sweeper: run stuck in Cancelling"
-                    )
-                self.runs.end(
-                    run.id, "CANCELLED", f"interlinked sweeper: {decision.note}; infrastructure stopped"
-                )
-                report.actions.append(action)
+        cancelling = [(run, parse(None, run.infrastructure_pid)) for run in self.runs.cancelling()]
+        overdue_refs = [
+            ref
+            for run, ref in cancelling
+            if ref is not None
+            and decide_cancelling(run, None, now, self.settings.cancelling_timeout).verdict != Verdict.HEALTHY
+        ]
+        seen_cancelling = self.infrastructure.observe(overdue_refs) if overdue_refs else {}
+        for run, ref in cancelling:
+            decision = decide_cancelling(
+                run, seen_cancelling.get(ref) if ref else None, now, self.settings.cancelling_timeout
+            )
+            if decision.verdict == Verdict.HEALTHY:
+                continue
+            report.verdicts[decision.verdict.value] = report.verdicts.get(decision.verdict.value, 0) + 1
+            action: dict[str, Any] = {
+                "flowRunId": run.id,
+                "verdict": decision.verdict.value,
+                "note": decision.note,
+            }
+            if decision.stop and ref is not None:
+                action["stop"] = self.infrastructure.stop(ref, "interlinked sweeper: run stuck in Cancelling")
+            self.runs.end(
+                run.id, "CANCELLED", f"interlinked sweeper: {decision.note}; infrastructure stopped"
+            )
+            action["done"] = "run cancelled"
+            report.actions.append(action)
 
         report.prefect_calls = self.runs.calls - prefect_before
         report.aws_calls = self.infrastructure.calls - aws_before

@@ -616,3 +616,39 @@ def test_the_work_records_its_ecs_task_from_the_metadata_endpoint(monkeypatch):
         assert client._run_context()[1] == "batch:job-1"
     finally:
         server.shutdown()
+
+
+# -- the command ------------------------------------------------------------------------------------------
+def test_jobs_sweep_command_prints_what_it_did_and_jobs_show_the_code(monkeypatch, capsys):
+    from flows.jobs import client, sweeper
+    from interlinked.cli import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # never contacted
+    svc = service()
+    job = running_job(svc)
+    now = datetime.now(UTC) + timedelta(seconds=61)
+    monkeypatch.setattr(
+        sweeper,
+        "sweep_once",
+        lambda: Sweeper(svc, Runs(), Infra({"4242": InfraStatus.ALIVE}), clock=lambda: now).sweep(),
+    )
+    client.set_default_service(svc)
+    try:
+        assert main(["jobs", "sweep"]) == 0
+        out = capsys.readouterr().out
+        assert "swept 1 live jobs" in out and "1 hung" in out
+        assert f"{job.id} HUNG: STUCK: no progress for" in out and "→ failed" in out
+        assert main(["jobs", "show", job.id]) == 0
+        assert "FAILURE" in (shown := capsys.readouterr().out) and "— STUCK: no progress for" in shown
+        assert main(["jobs", "sweep", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["live"] == 1 and report["databaseQueries"] == 1  # the job is DISPATCHED again now
+
+        def down():
+            raise ConnectionError("Prefect is not answering")
+
+        monkeypatch.setattr(sweeper, "sweep_once", down)
+        assert main(["jobs", "sweep"]) == 3
+        assert "Prefect is not answering" in capsys.readouterr().err
+    finally:
+        client.set_default_service(None)
