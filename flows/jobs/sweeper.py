@@ -658,7 +658,17 @@ class Sweeper:
             )
             report.verdicts[decision.verdict.value] = report.verdicts.get(decision.verdict.value, 0) + 1
             if decision.verdict != Verdict.HEALTHY:
-                report.actions.append(self._act(job, run, ref, decision))
+                try:
+                    report.actions.append(self._act(job, run, ref, decision))
+                except Exception as error:  # one job's trouble never stops the sweep of the others
+                    logger.exception("the sweeper could not act on job %s", job.id)
+                    report.actions.append(
+                        {
+                            "jobId": job.id,
+                            "verdict": decision.verdict.value,
+                            "done": f"error: {type(error).__name__}: {error}",
+                        }
+                    )
 
         cancelling = [(run, parse(None, run.infrastructure_pid)) for run in self.runs.cancelling()]
         overdue_refs = [
@@ -680,12 +690,16 @@ class Sweeper:
                 "verdict": decision.verdict.value,
                 "note": decision.note,
             }
-            if decision.stop and ref is not None:
-                action["stop"] = self.infrastructure.stop(ref, "interlinked sweeper: run stuck in Cancelling")
-            self.runs.end(
-                run.id, "CANCELLED", f"interlinked sweeper: {decision.note}; infrastructure stopped"
-            )
-            action["done"] = "run cancelled"
+            try:
+                if decision.stop and ref is not None:
+                    action["stop"] = self.infrastructure.stop(
+                        ref, "interlinked sweeper: run stuck in Cancelling"
+                    )
+                stopped = "; its infrastructure was stopped" if "stop" in action else ""
+                self.runs.end(run.id, "CANCELLED", f"interlinked sweeper: {decision.note}{stopped}")
+                action["done"] = "run cancelled"
+            except Exception as error:
+                action["done"] = f"error: {type(error).__name__}: {error}"
             report.actions.append(action)
 
         report.prefect_calls = self.runs.calls - prefect_before

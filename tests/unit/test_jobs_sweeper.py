@@ -652,3 +652,24 @@ def test_jobs_sweep_command_prints_what_it_did_and_jobs_show_the_code(monkeypatc
         assert "Prefect is not answering" in capsys.readouterr().err
     finally:
         client.set_default_service(None)
+
+
+def test_one_jobs_trouble_does_not_stop_the_sweep_of_the_others():
+    class Flaky(MemoryJobStore):
+        broken: str | None = None
+
+        def replace(self, job, expected_version):
+            if job.id == self.broken:
+                raise ConnectionError("the database went away for this one")
+            return super().replace(job, expected_version)
+
+    svc = JobService(Flaky(), dispatcher=Dispatcher(), job_types=TYPES)
+    first, second = running_job(svc, infra=f"process:{HOST}:1"), running_job(svc, infra=f"process:{HOST}:2")
+    svc.store.broken = first.id
+    now = datetime.now(UTC) + timedelta(seconds=61)
+    report = Sweeper(
+        svc, Runs(), Infra({"1": InfraStatus.ALIVE, "2": InfraStatus.ALIVE}), clock=lambda: now
+    ).sweep()
+    done = {action["jobId"]: action["done"] for action in report.actions}
+    assert done[first.id].startswith("error: ConnectionError") and done[second.id] == "failed"
+    assert svc.store.get(second.id).executions[0].failure_code == "STUCK"
