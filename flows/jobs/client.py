@@ -135,8 +135,33 @@ def _run_context() -> tuple[str | None, str | None]:
     except Exception:  # not in a flow run, or Prefect not importable here
         flow_run_id = None
     batch_job = os.environ.get("AWS_BATCH_JOB_ID")
-    infrastructure = f"batch:{batch_job}" if batch_job else f"process:{socket.gethostname()}:{os.getpid()}"
+    if batch_job:
+        infrastructure = f"batch:{batch_job}"
+    else:
+        task = ecs_task()
+        infrastructure = (
+            f"ecs:{task[0]}::{task[1]}" if task else f"process:{socket.gethostname()}:{os.getpid()}"
+        )
     return (str(flow_run_id) if flow_run_id else None), infrastructure
+
+
+ECS_METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
+
+
+def ecs_task() -> tuple[str, str] | None:
+    """(cluster, task ARN) of the ECS task this process runs in, from the task metadata endpoint
+    (``ECS_CONTAINER_METADATA_URI_V4``); None outside ECS or when the endpoint does not answer."""
+    import urllib.request
+
+    base = os.environ.get(ECS_METADATA_ENV)
+    if not base:
+        return None
+    try:
+        with urllib.request.urlopen(f"{base.rstrip('/')}/task", timeout=2) as response:
+            task = json.loads(response.read())
+        return str(task["Cluster"]), str(task["TaskARN"])
+    except Exception:  # no metadata: the process id is still recorded
+        return None
 
 
 class JobService:
@@ -239,12 +264,26 @@ class JobService:
         )
 
     def signal_execution(
-        self, job_id: str, execution_id: str, state: str, *, failure_reason: str | None = None
+        self,
+        job_id: str,
+        execution_id: str,
+        state: str,
+        *,
+        failure_reason: str | None = None,
+        failure_code: str | None = None,
+        failure_evidence: dict[str, Any] | None = None,
     ) -> Job:
         job = self._change(
             job_id,
             lambda job: cost.record(
-                machine.signal_execution(job, execution_id, state, failure_reason=failure_reason),
+                machine.signal_execution(
+                    job,
+                    execution_id,
+                    state,
+                    failure_reason=failure_reason,
+                    failure_code=failure_code,
+                    failure_evidence=failure_evidence,
+                ),
                 execution_id,
                 self.policy,
             ),
@@ -465,12 +504,25 @@ def update(
 
 
 def signal_execution(
-    job_id: str, execution_id: str, state: str, failure_reason: str | None = None
+    job_id: str,
+    execution_id: str,
+    state: str,
+    failure_reason: str | None = None,
+    failure_code: str | None = None,
+    failure_evidence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """End an execution: ``"SUCCESS"`` or ``"FAILURE"`` (with ``failure_reason``)."""
+    """End an execution: ``"SUCCESS"`` or ``"FAILURE"`` (with ``failure_reason`` and optionally a
+    stable ``failure_code`` of :class:`flows.jobs.failures.FailureCode` and its evidence)."""
     return (
         default_service()
-        .signal_execution(job_id, execution_id, state, failure_reason=failure_reason)
+        .signal_execution(
+            job_id,
+            execution_id,
+            state,
+            failure_reason=failure_reason,
+            failure_code=failure_code,
+            failure_evidence=failure_evidence,
+        )
         .to_json()
     )
 

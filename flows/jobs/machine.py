@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flows.jobs.failures import FailureCode, code_of
 from flows.jobs.model import (
     CANCELLED,
     CREATED,
@@ -217,16 +218,29 @@ def update(job: Job, *, output_data: Any = None, output_files: Any = None) -> Jo
     return changed
 
 
-def signal_execution(job: Job, execution_id: str, state: str, *, failure_reason: str | None = None) -> Job:
-    """End the running execution: SUCCESS → job SUCCEEDED, FAILURE (with a reason) → job FAILED."""
+def signal_execution(
+    job: Job,
+    execution_id: str,
+    state: str,
+    *,
+    failure_reason: str | None = None,
+    failure_code: str | None = None,
+    failure_evidence: dict[str, Any] | None = None,
+) -> Job:
+    """End the running execution: SUCCESS → job SUCCEEDED, FAILURE (with a reason) → job FAILED.
+
+    A FAILURE carries a stable ``failure_code`` (:mod:`.failures`; read from a ``"CODE: ..."``
+    reason, else ``CODE_ERROR``: the work itself said it failed) and its evidence."""
     if state not in EXECUTION_SIGNALS:
         raise JobError(
             f"unknown execution signal {state!r}; an execution takes {' or '.join(EXECUTION_SIGNALS)}"
         )
     if failure_reason is not None and not isinstance(failure_reason, str):
         raise JobError(f"failure_reason must be a string, got {type(failure_reason).__name__}")
-    if state == SUCCESS and failure_reason:
+    if state == SUCCESS and (failure_reason or failure_code):
         raise JobError("a failure reason goes with FAILURE, not SUCCESS")
+    if failure_code is not None and failure_code not in FailureCode.__members__:
+        raise JobError(f"unknown failure code {failure_code!r}; known: {', '.join(FailureCode.__members__)}")
     _running(job, execution_id, state)
     changed = _copy(job)
     execution = changed.execution(execution_id)
@@ -237,6 +251,8 @@ def signal_execution(job: Job, execution_id: str, state: str, *, failure_reason:
         changed.state = SUCCEEDED
     else:
         execution.failure_reason = failure_reason or "unspecified failure"
+        execution.failure_code = failure_code or code_of(execution.failure_reason) or FailureCode.CODE_ERROR
+        execution.failure_evidence = check_mapping("failure evidence", failure_evidence)
         changed.state = FAILED
     return changed
 
@@ -251,6 +267,7 @@ def cancel(job: Job, *, reason: str = "cancelled") -> Job:
     if current is not None and current.state == EXECUTION_EXECUTING:
         current.state = EXECUTION_CANCELLED
         current.failure_reason = reason
+        current.failure_code = FailureCode.CANCELLED
         current.finished_at = current.updated_at = changed.updated_at
     return changed
 

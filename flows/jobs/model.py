@@ -108,6 +108,13 @@ class Execution(_Camel):
         default=None, description="What this execution ran with: pool, cpu, memoryMiB, capacity."
     )
     cost: dict[str, Any] | None = Field(default=None, description="Its cost, recorded when it ended.")
+    failure_code: str | None = Field(
+        default=None, description="Stable code of the failure (flows.jobs.failures.FailureCode)."
+    )
+    failure_evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the failure code was read from (exit code, reason texts, ...).",
+    )
 
 
 class Job(_Camel):
@@ -129,6 +136,10 @@ class Job(_Camel):
     group: str | None = Field(default=None, description="Who pays: cost-allocation tag and budget.")
     placement: dict[str, Any] | None = Field(
         default=None, description="Where the latest dispatch sent the job and why (triage)."
+    )
+    sweep: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The sweeper's last verdict on this job when it was not healthy (flows.jobs.sweeper).",
     )
     version: int = 0
 

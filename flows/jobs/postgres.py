@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from flows.jobs.model import Job, JobError, JobNotFound
-from flows.jobs.store import JobStore
+from flows.jobs.store import LIVE_EXECUTION_FIELDS, LIVE_STATES, JobStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -140,3 +140,25 @@ class PostgresJobStore(JobStore):
                 (*parameters, int(limit)),
             ).fetchall()
         return [Job.from_json(row[0]) for row in rows]
+
+    def live(self) -> list[dict[str, Any]]:
+        """Every DISPATCHED or EXECUTING job, trimmed (:func:`flows.jobs.store.live_view`), in one
+        query on the ``(state, created_at)`` index; the documents' large parts stay in the database."""
+        self._ready()
+        current = ", ".join(
+            f"'{name}', document #> '{{currentExecution,{name}}}'" for name in LIVE_EXECUTION_FIELDS
+        )
+        query = f"""
+            SELECT jsonb_build_object(
+                'id', id, 'jobType', job_type, 'state', state, 'version', version,
+                'flowRunId', document -> 'flowRunId', 'dispatchedAt', document -> 'dispatchedAt',
+                'updatedAt', document -> 'updatedAt',
+                'estimations', coalesce(document -> 'estimations', '{{}}'::jsonb),
+                'executionCount', coalesce(jsonb_array_length(document -> 'executions'), 0),
+                'currentExecution', CASE WHEN jsonb_typeof(document -> 'currentExecution') = 'object'
+                    THEN jsonb_build_object({current}) END)
+            FROM {TABLE} WHERE state = ANY(%s)
+        """
+        with self._connect() as connection:
+            rows = connection.execute(query, (list(LIVE_STATES),)).fetchall()
+        return [row[0] for row in rows]

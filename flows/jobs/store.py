@@ -18,8 +18,9 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
-from flows.jobs.model import Job, JobError, JobNotFound
+from flows.jobs.model import DISPATCHED, EXECUTING, Job, JobError, JobNotFound
 
 MAX_CONFLICT_RETRIES = 20
 
@@ -52,6 +53,47 @@ class JobStore(ABC):
         """Jobs changed at or after ``since`` (the record's ISO 8601 format; None: every job), newest
         first — what spend and budgets read (:mod:`flows.jobs.cost`). Backends may do it better."""
         return [job for job in self.list(limit=limit) if since is None or job.updated_at >= since]
+
+    def live(self) -> list[dict[str, Any]]:
+        """Every DISPATCHED or EXECUTING job, trimmed to what the sweeper reads (:func:`live_view`).
+        Backends answer it with one indexed query; this default lists each state."""
+        return [
+            live_view(job.to_json())
+            for state in LIVE_STATES
+            for job in self.list(state=state, limit=1_000_000)
+        ]
+
+
+LIVE_STATES = (DISPATCHED, EXECUTING)
+LIVE_EXECUTION_FIELDS = (
+    "executionId",
+    "attempt",
+    "state",
+    "createdAt",
+    "updatedAt",
+    "flowRunId",
+    "infrastructureId",
+)
+
+
+def live_view(document: dict[str, Any]) -> dict[str, Any]:
+    """The part of a job's JSON the sweeper reads: ids, state, version, flow run, dispatch time,
+    estimations, the number of executions and the current execution without metrics."""
+    current = document.get("currentExecution")
+    return {
+        "id": document["id"],
+        "jobType": document["jobType"],
+        "state": document["state"],
+        "version": document.get("version", 0),
+        "flowRunId": document.get("flowRunId"),
+        "dispatchedAt": document.get("dispatchedAt"),
+        "updatedAt": document.get("updatedAt"),
+        "estimations": document.get("estimations") or {},
+        "executionCount": len(document.get("executions") or []),
+        "currentExecution": None
+        if current is None
+        else {name: current.get(name) for name in LIVE_EXECUTION_FIELDS},
+    }
 
 
 def change(store: JobStore, job_id: str, transition: Callable[[Job], Job]) -> Job:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.jobs import client
+from flows.jobs.failures import from_exception
 from flows.jobs.model import FAILURE, SUCCESS
 
 logger = logging.getLogger(__name__)
@@ -70,8 +71,14 @@ def executing(job_id: str) -> Iterator[RunningExecution]:
         yield execution
     except BaseException as error:
         try:
+            failure = from_exception(error)
             client.signal_execution(
-                job_id, execution.execution_id, FAILURE, failure_reason=failure_reason(error)
+                job_id,
+                execution.execution_id,
+                FAILURE,
+                failure_reason=failure_reason(error),
+                failure_code=failure.code.value,
+                failure_evidence=failure.evidence,
             )
         except Exception as signal_error:  # keep the work's own error the one that surfaces
             logger.error("could not record the failure of job %s: %s", job_id, signal_error)

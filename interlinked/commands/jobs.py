@@ -90,7 +90,9 @@ def _print_job(job: dict[str, Any], *, as_json: bool) -> None:
             f"{_bar(execution['progress'])}"
         )
         if execution["failureReason"]:
-            line += f" — {execution['failureReason']}"
+            code = execution.get("failureCode")
+            reason = execution["failureReason"]
+            line += f" — {reason}" if not code or reason.startswith(code) else f" — {code}: {reason}"
         print(line)
         if execution["metrics"]:
             print(f"      metrics: {json.dumps(execution['metrics'])}")
@@ -318,6 +320,31 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_cost(summary)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """One sweep for stuck, orphaned and never-started executions (what the scheduled
+    ``job-sweeper`` flow does every 30 s); prints its verdicts, actions and cost."""
+    _prepare()
+    from flows.jobs.sweeper import sweep_once
+
+    try:
+        report = sweep_once().to_json()
+    except Exception as error:
+        return report_error(f"{type(error).__name__}: {error}", EXIT_STACK)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    verdicts = ", ".join(f"{count} {name.lower()}" for name, count in sorted(report["verdicts"].items()))
+    print(
+        f"swept {report['live']} live jobs in {report['seconds']:.3f} s ({verdicts or 'none'}; "
+        f"{report['prefectCalls']} Prefect calls, {report['awsCalls']} AWS calls)"
+    )
+    for action in report["actions"]:
+        target = action.get("jobId") or action.get("flowRunId")
+        print(
+            f"  {target} {action['verdict']}: {action.get('reason') or action.get('note', '')} → {action['done']}"
+        )
     return 0
 
 
@@ -387,3 +414,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     costs.add_argument("--since", help="only executions that ended at or after this ISO 8601 date/time")
     costs.add_argument("--json", action="store_true", help="print the summary as JSON")
     costs.set_defaults(func=cmd_cost)
+    sweep = commands.add_parser("sweep", help="one sweep for stuck, orphaned and never-started executions")
+    sweep.add_argument("--json", action="store_true", help="print the sweep's report as JSON")
+    sweep.set_defaults(func=cmd_sweep)

@@ -247,8 +247,11 @@ def _counts(aws, stack) -> tuple[int, int]:
     from prefect.client.orchestration import get_client
 
     listing = aws["s3"].list_objects_v2(Bucket=stack["buckets"]["data"], Prefix="jobs/")
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    # Runs of this flow only: the stack's scheduled job sweeper adds runs of its own meanwhile.
     with get_client(sync_client=True) as client:
-        runs = client.count_flow_runs()
+        runs = client.count_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["script-job"])))
     return listing.get("KeyCount", 0), runs
 
 
