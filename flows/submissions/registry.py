@@ -108,7 +108,9 @@ class _Config(BaseModel):
     duration_hours: float | None = Field(default=None, gt=0, le=24 * 14)
     description: str | None = None
     duration_minutes: float | None = Field(default=None, alias="__duration__", gt=0, le=60 * 24 * 14)
-    dataset_size_gb: float | None = Field(default=None, alias="__dataset_size__", ge=0, le=MAX_DATASET_SIZE_GB)
+    dataset_size_gb: float | None = Field(
+        default=None, alias="__dataset_size__", ge=0, le=MAX_DATASET_SIZE_GB
+    )
     ensemble_size: int | None = Field(default=None, ge=1, le=MAX_ENSEMBLE, strict=True)
     mode: Any = None
 
@@ -147,7 +149,9 @@ def choose_analysis(
             )
         analysis = REGISTRY.get(bucket_analysis)
         if analysis is None:
-            raise ConfigRefused(f"this bucket's analysis {bucket_analysis!r} is not registered ({registered})")
+            raise ConfigRefused(
+                f"this bucket's analysis {bucket_analysis!r} is not registered ({registered})"
+            )
         return analysis, "bucket"
     if named is not None:
         analysis = REGISTRY.get(named)

@@ -216,7 +216,8 @@ def check_config_key(value: Any, *, group: str) -> str:
         raise first
     if not key.lower().endswith(CONFIG_EXTENSIONS):
         raise SubmissionRefused(
-            f"configname {key!r} must be a .json or .yaml file (NeuroCAAS reads these two)", field="configname"
+            f"configname {key!r} must be a .json or .yaml file (NeuroCAAS reads these two)",
+            field="configname",
         )
     return key
 
