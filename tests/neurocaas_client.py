@@ -13,9 +13,11 @@ from typing import Any
 
 DIVIDER = "================"
 STATUS_WORDS = {"INITIALIZING", "IN PROGRESS", "SUCCESS", "FAILED"}
-# The keys neurocaas_contrib's NeuroCAASDataStatus orders a status file by (its ``writeorder``),
-# less ``std`` (what its own update writes in place of the job manager's ``stdout``/``stderr``).
-STATUS_KEYS = ("instance", "command", "input", "status", "reason", "memory_usage", "cpu_usage")
+# The keys of the status file NeuroCAAS's job manager writes first (ncap_iac/protocols/utilsparam/
+# s3.py, initialize_datasets_dev), and those neurocaas_contrib's NeuroCAASDataStatus adds while a
+# run goes (its ``writeorder``, less ``std``, which replaces the job manager's stdout/stderr).
+STATUS_KEYS = ("instance", "command", "input", "status", "reason", "stdout", "stderr")
+LIVE_KEYS = ("memory_usage", "cpu_usage", "job_start", "job_finish")
 INSTANCE = re.compile(r"\[Utils\] New instance ec2\.Instance\(id='(?P<id>[^']*)'\) created!")
 
 
@@ -60,17 +62,18 @@ def get_instances(text: str) -> dict[int, dict[str, str | None]]:
 def job_manager_steps(text: str) -> list[str]:
     """``[Job Manager] STEP n/4 (…): OUTCOME`` lines, without their ``\\t [+…]`` time
     (cunningham-lab/neurocaas, ``ncap_iac/protocols/submit_start.py``, ``process_upload_dev``)."""
-    return [
-        line.split("\t [+")[0] for line in text.split("\n") if line.startswith("[Job Manager] STEP ")
-    ]
+    return [line.split("\t [+")[0] for line in text.split("\n") if line.startswith("[Job Manager] STEP ")]
 
 
-def read_status(text: str) -> dict[str, Any]:
+def read_status(text: str, *, live: bool = False) -> dict[str, Any]:
     """A per-dataset status file as NeuroCAAS's readers load it (neurocaas_contrib ``log.py``,
-    ``NeuroCAASDataStatus.load_init_s3``: ``json.loads``); checks the keys its ``write`` orders
-    by and NeuroCAAS's status words."""
+    ``NeuroCAASDataStatus.load_init_s3``: ``json.loads``); checks the job manager's keys (and with
+    ``live`` the usage and times contrib's updates add) and NeuroCAAS's status words."""
     status = json.loads(text)
-    missing = [key for key in STATUS_KEYS if key not in status]
+    wanted = STATUS_KEYS + (LIVE_KEYS if live else ())
+    if "std" in status:  # contrib's update format: std in place of stdout/stderr
+        wanted = tuple(key for key in wanted if key not in ("stdout", "stderr"))
+    missing = [key for key in wanted if key not in status]
     assert not missing, f"status file lacks {missing}"
     assert status["status"] in STATUS_WORDS, status["status"]
     return status

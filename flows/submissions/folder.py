@@ -64,7 +64,8 @@ def _elapsed(seconds: float) -> str:
 
 def _cell(value: Any) -> str:
     """One value of a monitoring row: one line, no ``|`` (the row's separator)."""
-    return " ".join(str(value).split()).replace("|", "/") or "N/A"
+    text = str(value).translate({ord("\n"): " ", ord("\r"): " ", ord("\t"): " ", ord("|"): "/"})
+    return (text.strip() and text) or "N/A"
 
 
 class JobFolder:

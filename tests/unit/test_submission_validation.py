@@ -11,7 +11,6 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from flows.submissions.validation import (
-    SAFE_SEGMENT,
     SubmissionRefused,
     check_key,
     dataset_labels,
