@@ -158,7 +158,9 @@ class ObjectStore:
     def copy(self, source: str, target: str) -> None:
         """Server-side copy of ``source`` to ``target`` within this bucket."""
         try:
-            self.client.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source})
+            self.client.copy_object(
+                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+            )
         except ClientError as error:
             if is_missing(error):
                 raise ObjectMissing(self.uri(source)) from None

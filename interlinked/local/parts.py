@@ -26,10 +26,10 @@ from interlinked.settings import PROJECT_ROOT, Settings
 WORKER_NAME = "interlinked-local-worker"
 # Started first: postgres and aws together, the Prefect server once its database answers.
 SERVERS = ("postgres", "aws", "prefect-server")
-SERVICES = ("worker", "analysis-service", "bridge")
+SERVICES = ("worker", "analysis-service", "bridge", "script-api")
 # Services first, so nothing is left talking to servers that are going away; the database after
 # the Prefect server that uses it.
-STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "postgres", "aws")
+STOP_ORDER = ("script-api", "bridge", "analysis-service", "worker", "prefect-server", "postgres", "aws")
 # The emulator writes its final snapshot on SIGTERM: a large state needs more than the default
 # grace (processes.DEFAULT_GRACE) to reach disk before `down` would kill it.
 EMULATOR_STOP_GRACE = 20.0
@@ -59,6 +59,8 @@ def client_env(settings: Settings) -> dict[str, str]:
         **stack_env(settings),
         "PREFECT_HOME": str(settings.state_dir / "prefect"),
         "INTERLINKED_CODE_DIR": str(PROJECT_ROOT),
+        # The repository's R packages (interlinker, aws.s3), installed there by `up`.
+        "R_LIBS": str(settings.state_dir / "r-lib"),
         # The stock process worker polls every 10 s by default; locally we want runs to start promptly.
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",

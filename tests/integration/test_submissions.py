@@ -67,13 +67,16 @@ def prefix(env, timestamp: str, group: str = GROUP) -> str:
 
 
 def end_of(env, timestamp: str, group: str = GROUP, timeout: float = 90) -> str:
-    return wait_for_object(
-        env.s3,
-        env.analysis,
-        prefix(env, timestamp, group) + "process_results/end.txt",
-        timeout=timeout,
-        consumer=env.consumer,
-    )
+    try:
+        return wait_for_object(
+            env.s3,
+            env.analysis,
+            prefix(env, timestamp, group) + "process_results/end.txt",
+            timeout=timeout,
+            consumer=env.consumer,
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}\ncertificate:\n{certificate(env, timestamp, group)}") from None
 
 
 def certificate(env, timestamp: str, group: str = GROUP) -> str:
