@@ -207,4 +207,6 @@ def parts(settings: Settings) -> dict[str, Part]:
             settings, "analysis-service", "flows.analysis.service", {"INTERLINKED_ANALYSIS_POLL_SECONDS": "2"}
         ),
         "bridge": _service_part(settings, "bridge", "interlinked.bridge"),
+        # The seed's HTTP API (submitjob, upload, bulk, fetch, exists, log) for its R interface.
+        "script-api": _service_part(settings, "script-api", "interlinked.script_api"),
     }
