@@ -116,12 +116,19 @@ def _instance_id(seed: str, index: int) -> str:
     return "i-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/{index}").hex[:17]
 
 
+_PROCESS: Any = None
+
+
 def _usage() -> tuple[str, str]:
-    """Live ``("12.5 %", "812.3 MB")`` of the process running the analysis (NeuroCAAS's units)."""
+    """Live ``("12.5 %", "812.3 MB")`` of the process running the analysis (NeuroCAAS's units):
+    CPU since the previous reading, resident memory now."""
+    global _PROCESS
     import psutil
 
-    process = psutil.Process()
-    return f"{process.cpu_percent(interval=None):.1f} %", f"{process.memory_info().rss / 1e6:.1f} MB"
+    if _PROCESS is None or _PROCESS.pid != os.getpid():  # not inherited across a fork
+        _PROCESS = psutil.Process()
+        _PROCESS.cpu_percent(interval=None)  # the first reading only starts the clock
+    return f"{_PROCESS.cpu_percent(interval=None):.1f} %", f"{_PROCESS.memory_info().rss / 1e6:.1f} MB"
 
 
 @dataclass
