@@ -181,11 +181,20 @@ def describe(settings: Settings, resources: Resources) -> dict:
         "queues": resources.queues,
         "dead_letter_queues": resources.dead_letter_queues,
         "topics": resources.topics,
+        "analysis_buckets": _analysis_buckets(),
+        "script_api_url": settings.script_api_url,
         "work_pool": settings.work_pool,
         "state_dir": str(settings.state_dir),
         "prefect_database": settings.prefect_database,
         "postgres_port": settings.postgres_port,
     }
+
+
+def _analysis_buckets() -> dict[str, str]:
+    """Analyses with a bucket of their own (``INTERLINKED_ANALYSIS_BUCKETS``)."""
+    from flows.submissions.quotas import SubmissionSettings
+
+    return dict(SubmissionSettings().analysis_buckets)
 
 
 def read_description(settings: Settings) -> dict:

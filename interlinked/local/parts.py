@@ -47,6 +47,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_UI_URL": settings.prefect_ui_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "INTERLINKED_SCRIPT_API_URL": settings.script_api_url,
         "AWS_DEFAULT_REGION": settings.region,
         "AWS_REGION": settings.region,
         **LOCAL_AWS_CREDENTIALS,
