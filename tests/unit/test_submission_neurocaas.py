@@ -231,3 +231,27 @@ def test_outputs_are_flat_and_never_overwrite_each_other_when_downloaded():
         "v_inst1_out_model.pt",
         "v_inst2_out_model.pt",
     ]
+
+
+def test_a_re_upload_waits_for_a_running_job_then_is_refused_and_takes_over_an_ended_one(store, monkeypatch):
+    from flows.submissions import flow as flow_module
+    from flows.submissions.folder import END, claim_folder
+
+    first = {
+        "submission": "s3://b/k",
+        "key": f"{GROUP}/submissions/submit.json",
+        "etag": "e1",
+        "flow_run_id": "r1",
+    }
+    second = {**first, "etag": "e2", "flow_run_id": "r2"}
+    claim_folder(store, PREFIX, first)
+    monkeypatch.setattr(flow_module, "_active", lambda run_id: run_id == "r1")
+    quick = SubmissionSettings(submission_rerun_wait_seconds=0)
+    claim, busy = flow_module._claim(store, PREFIX, second, "r2", quick)
+    assert claim is None and "still running" in busy and "r1" in busy
+    assert store.read_json(PREFIX + "logs/submission.json")["etag"] == "e1"  # untouched
+    store.put(PREFIX + END, b"COMPLETED")  # the first job ended: the re-upload takes over
+    claim, busy = flow_module._claim(store, PREFIX, second, "r2", quick)
+    assert claim is not None and claim.ours and busy is None
+    assert not store.exists(PREFIX + END)
+    assert store.read_json(PREFIX + "logs/submission.json")["etag"] == "e2"
