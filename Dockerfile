@@ -7,7 +7,8 @@
 # - Python packages: exactly requirements.lock (hash-checked, --no-deps: nothing is resolved
 #   here), plus this project built as a wheel; setuptools (pinned below) only builds that wheel
 #   in a throwaway environment and is not in the image;
-# - R (r-base-core, r-cran-jsonlite) for R script jobs;
+# - R (r-base-core, r-cran-jsonlite, r-cran-httr) for R script jobs, with the repository's R
+#   packages (r/interlinker, r/aws.s3: the seed's R interface) installed in R's site library;
 # - the repository's code at /opt/interlinked, the working directory of every flow run
 #   (prefect.yaml's pull step `set_working_directory: "{{ $INTERLINKED_CODE_DIR }}"`);
 # - a non-root user (uid 10001), with /scratch writable for the worker service's PREFECT_HOME
@@ -37,7 +38,7 @@ RUN python -m venv /build/tools \
 
 FROM ${PYTHON_IMAGE}
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends r-base-core r-cran-jsonlite \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends r-base-core r-cran-jsonlite r-cran-httr \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 interlinked \
  && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/interlinked --shell /usr/sbin/nologin interlinked \
@@ -50,6 +51,8 @@ COPY interlinked ./interlinked
 COPY flows ./flows
 COPY blocks ./blocks
 COPY analyses ./analyses
+COPY r ./r
+RUN R CMD INSTALL --no-test-load -l /usr/local/lib/R/site-library r/interlinker r/aws.s3
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \

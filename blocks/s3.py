@@ -155,6 +155,17 @@ class ObjectStore:
         extra = {"ContentType": content_type} if content_type else None
         self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
 
+    def copy(self, source: str, target: str) -> None:
+        """Server-side copy of ``source`` to ``target`` within this bucket."""
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+            )
+        except ClientError as error:
+            if is_missing(error):
+                raise ObjectMissing(self.uri(source)) from None
+            raise
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 

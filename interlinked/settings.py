@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Loopback address every local service binds to.")
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server (API and UI).")
     aws_port: int = Field(default=5055, description="Port of the local moto server (the AWS emulator).")
+    script_api_port: int = Field(
+        default=5057, description="Port of the seed's HTTP API (submitjob, upload, fetch, ...) on loopback."
+    )
     postgres_port: int = Field(
         default=5433,
         description="Port of the local PostgreSQL server (loopback only; 5433 leaves a system one on 5432 be).",
@@ -102,6 +105,11 @@ class Settings(BaseSettings):
     @property
     def aws_endpoint_url(self) -> str:
         return f"http://{self.host}:{self.aws_port}"
+
+    @property
+    def script_api_url(self) -> str:
+        """Base URL of the seed's HTTP API (``interlinker_options("lambda_uri")``), ending in ``/``."""
+        return f"http://{self.host}:{self.script_api_port}/"
 
     @property
     def logs_dir(self) -> Path:

@@ -32,11 +32,14 @@ _STATE_DIR = Path(tempfile.mkdtemp(prefix="interlinked-test-"))
 _PREFECT_PORT = _free_port()
 _AWS_PORT = _free_port()
 _POSTGRES_PORT = _free_port()
+_SCRIPT_API_PORT = _free_port()
 TEST_ENV = {
     "INTERLINKED_STATE_DIR": str(_STATE_DIR / "state"),
     "INTERLINKED_PREFECT_PORT": str(_PREFECT_PORT),
     "INTERLINKED_AWS_PORT": str(_AWS_PORT),
     "INTERLINKED_POSTGRES_PORT": str(_POSTGRES_PORT),
+    "INTERLINKED_SCRIPT_API_PORT": str(_SCRIPT_API_PORT),
+    "INTERLINKED_SCRIPT_API_URL": f"http://127.0.0.1:{_SCRIPT_API_PORT}/",
     "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
     "PREFECT_UI_URL": f"http://127.0.0.1:{_PREFECT_PORT}",
     "PREFECT_HOME": str(_STATE_DIR / "prefect-home"),

@@ -44,8 +44,12 @@ def submit_script_job(
     deployment: str,
     base_dir: Path | None = None,
     job_id: str | None = None,
+    allow_local: bool = True,
 ) -> SubmittedJob:
     """Validate, upload a local script, store the spec and create the flow run.
+
+    ``allow_local=False`` (the HTTP API): ``script`` is only ever an object under ``scripts/``,
+    never a file of the machine that serves the request.
 
     Raises :class:`flows.script_jobs.spec.JobSpecError` (nothing created) for an invalid description, and
     :class:`ScriptJobError` when the script is neither a local file nor an object under ``scripts/``.
@@ -58,7 +62,7 @@ def submit_script_job(
     local = Path(spec.script).expanduser()
     if not local.is_absolute() and base_dir is not None:
         local = base_dir / local
-    if local.is_file():
+    if allow_local and local.is_file():
         # Each job gets its own copy: a later edit of the file never changes a submitted job.
         stored = f"{job_id}/{local.name}"
         store.upload(local, script_key(stored))

@@ -56,6 +56,7 @@ class LiveLog:
     """Collects the script's output and keeps ``logs/{job_id}.log`` in S3 current while it runs."""
 
     def __init__(self, job_id: str, *, interval: float = 3.0):
+        self.job_id = job_id
         self.key = log_key(job_id)
         self.interval = interval
         self._lines: list[str] = []
@@ -132,6 +133,8 @@ def run_job_script(spec: JobSpec, script_path: Path, live_log: LiveLog, attempt_
             on_line=forward,
             timeout_seconds=spec.timeout_seconds,
             memory_limit_mib=memory_limit,
+            # The seed's scripts find their job here (its Lambda set it on the Batch job).
+            env={"LAMBDA_JOB_ID": live_log.job_id, **({"INTERLINKED_DEBUG": "1"} if spec.debug else {})},
         )
     except ScriptRuntimeMissing as error:
         live_log.write(f"=== {error}")

@@ -53,6 +53,15 @@ class JobSpec(BaseModel):
     )
     retries: int = Field(default=0, ge=0, le=10, description="Re-run a failed script this many times.")
     retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600, description="Wait between retries.")
+    debug: bool = Field(
+        default=False, description="The seed's debug flag: the job's steps are logged in more detail."
+    )
+
+    @field_validator("name", "script", "func", "language", "debug", mode="before")
+    @classmethod
+    def _unbox(cls, value: Any) -> Any:
+        """R's ``toJSON`` without ``auto_unbox`` sends ``["Test job"]``: a one-element array is its element."""
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
 
     @field_validator("language")
     @classmethod

@@ -7,7 +7,6 @@ analysis bucket (or another bucket, with the stack's credentials and endpoint).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -77,14 +76,23 @@ def upload_submission(
     timestamp: str | None = None,
     s3=None,
     bucket: str | None = None,
+    rerun: bool = False,
 ) -> Uploaded:
     """Validate, upload inputs and config, then the submit file. Raises :class:`UploadError`.
 
     ``s3`` and ``bucket``: a boto3 client and the bucket to use (default: :func:`submissions_store`;
-    ``bucket`` alone: that bucket with the stack's credentials).
+    ``bucket`` alone: that bucket with the stack's credentials). A timestamp that already has
+    results is refused unless ``rerun`` (then the job re-runs there, as a re-upload does).
     """
     from blocks.s3 import ObjectStore
-    from flows.submissions.registry import ConfigRefused, check_inputs, parse_config
+    from flows.submissions.quotas import analysis_for_bucket
+    from flows.submissions.registry import (
+        ConfigRefused,
+        check_inputs,
+        input_kind,
+        parse_config,
+        parse_config_text,
+    )
     from flows.submissions.validation import (
         SAFE_SEGMENT,
         SubmissionRefused,
@@ -103,14 +111,6 @@ def upload_submission(
     config_path = Path(config)
     if not config_path.is_file():
         raise UploadError(f"config {config} is not a file")
-    try:
-        config_document = json.loads(config_path.read_text())
-    except ValueError as error:
-        raise UploadError(f"config {config} is not valid JSON: {error}") from None
-    try:
-        analysis_config = parse_config(config_document)
-    except ConfigRefused as error:
-        raise UploadError(str(error)) from None
 
     store = ObjectStore(bucket, s3) if s3 is not None and bucket is not None else submissions_store(bucket)
     bucket = store.bucket
@@ -137,11 +137,17 @@ def upload_submission(
             )
         datanames.append(key)
     try:
+        config_document = parse_config_text(config_path.read_bytes(), config_path.name)
+        analysis_config = parse_config(
+            config_document,
+            bucket_analysis=analysis_for_bucket(bucket),
+            kinds=[input_kind(key) for key in datanames],
+        )
         check_inputs(analysis_config, datanames)
     except ConfigRefused as error:
         raise UploadError(str(error)) from None
     configname = f"{group}/configs/{config_path.name}"
-    submission_key = f"{group}/submissions/submit_{timestamp}.json"
+    submission_key = f"{group}/submissions/submit_{timestamp}.json".replace(" ", "_")
     document = {
         "dataname": datanames[0] if len(datanames) == 1 else datanames,
         "configname": configname,
@@ -152,9 +158,10 @@ def upload_submission(
     except SubmissionRefused as error:
         raise UploadError(error.reason) from None
     prefix = results_prefix(group, bucket, timestamp)
-    if store.exists(prefix):
+    if store.prefix_exists(prefix) and not rerun:
         raise UploadError(
-            f"timestamp {timestamp!r} is already used: s3://{bucket}/{prefix} exists (results folders are immutable)"
+            f"timestamp {timestamp!r} is already used: s3://{bucket}/{prefix} exists (pass --rerun to run "
+            "again there; the earlier results move to results/superseded/)"
         )
 
     for local, key in plan:
@@ -197,33 +204,34 @@ def results_folder(path: str, bucket: str | None = None) -> tuple[ObjectStore, s
 def watch_results(
     store: ObjectStore, prefix: str, *, timeout: float = 3600.0, interval: float = 1.0, out=None
 ) -> str | None:
-    """Print the certificate as it grows until ``end.txt`` exists; return end.txt's status (or None)."""
+    """Print the certificate's job-manager log as it grows until ``end.txt`` exists, then its
+    per-dataset monitoring rows; return end.txt's status (or None on timeout)."""
+    from flows.submissions.folder import DIVIDER
+
     out = out or sys.stdout
 
     def read(relative: str) -> str | None:
         return store.read_text(prefix + relative, None)
 
     deadline = time.monotonic() + timeout
-    printed_header = False
-    printed_lines = 0
+    printed = 0
     while True:
         end = read(END)  # read first: the certificate is complete once end exists
         certificate = read(CERTIFICATE)
         if certificate is not None:
-            header, _, log = certificate.partition("\nlog:\n")
-            if not printed_header:
-                print(
-                    "\n".join(line for line in header.splitlines() if not line.startswith("updated")),
-                    file=out,
-                )
-                print("log:", file=out)
-                printed_header = True
-            lines = [line for line in log.splitlines() if line.strip()]
-            for line in lines[printed_lines:]:
+            _, _, log = certificate.partition("JOB MANAGER SETUP LOG:\n")
+            lines = [line.split("\t [+")[0] for line in log.splitlines() if line.strip()]
+            for line in lines[printed:]:
                 print(line, file=out)
-            printed_lines = max(printed_lines, len(lines))
+            printed = max(printed, len(lines))
             out.flush()
         if end is not None:
+            if certificate is not None:
+                parts = certificate.split("\n")
+                marks = [i for i, line in enumerate(parts) if line == DIVIDER]
+                if len(marks) >= 2:
+                    for row in parts[marks[0] + 1 : marks[1]]:
+                        print(row, file=out)
             status = end.splitlines()[0].strip() if end.strip() else "UNKNOWN"
             print(f"end.txt: {' — '.join(end.strip().splitlines())}", file=out)
             return status

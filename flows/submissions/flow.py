@@ -1,27 +1,33 @@
 """S3 submissions (seed 003, NeuroCAAS): ``{group}/submissions/*.json`` → an analysis run per dataset.
 
-Started by the event bridge for every submit file uploaded to the analysis bucket (or by hand:
-``prefect deployment run process-submission/local -p bucket=... -p key=...``). Layout, fixed by
-the architecture::
+Started by the event bridge for every submit file uploaded to an analysis bucket (or by hand:
+``prefect deployment run process-submission/local -p bucket=... -p key=...``). Layout, NeuroCAAS's
+own (what its interface client, website and CLI docs read)::
 
     {group}/results/job__{bucket}_{timestamp}/
-        logs/certificate.txt                      live, human-readable status of the job
-        logs/DATASET_NAME:{file}_STATUS.txt       one JSON status per dataset, updated live
-        logs/submission.json                      the claim: which submission owns this folder
-        process_results/{file}/...                the analysis outputs of each dataset
+        logs/certificate.txt                      live: per-run monitoring rows + job manager log
+        logs/DATASET_NAME:{basename}_STATUS.txt   one JSON status per run, updated live
+        logs/submission.json                      the claim: which upload owns this folder
+        process_results/{stem}_{output}           every run's outputs, flat (downloaded by basename)
+        process_results/{config file}             a copy of the config
         process_results/end.txt                   written last, also on failure or refusal
 
-Order: read the submit file → validate it (pure, before touching any other path) → claim the
-results folder (a second submission with the same timestamp is refused and the first job's folder
-is left untouched) → check that data and config exist and the config names a registered analysis
-→ take a job slot of the group and charge the estimated cost to its budget → analyse the datasets
-in parallel (at most the group's ``dataset_concurrency`` at once; one failing dataset does not stop
-the others) → ``end.txt``. A refusal still gets its certificate (saying exactly why) and
-``end.txt``, and never reads or writes anything outside its own results folder.
+Order (NeuroCAAS's four steps, logged as such in the certificate): 1. read the submit file and
+claim the results folder; 2. validate (pure checks first, then only the group's own ``inputs/``
+and ``configs/``), read the config, choose the analysis and charge the budget; 3. read the
+reserved config keys and wait for a job slot of the group; 4. start the runs (in parallel, at
+most ``dataset_concurrency``, one failing run does not stop the others) → ``end.txt``.
+
+Re-uploading a submit file with the timestamp of an earlier job re-runs it in the same folder,
+as the NeuroCAAS website expects (it always uploads ``submissions/submit.json``): once the earlier
+job has ended its files are moved to ``{group}/results/superseded/…`` and the new job starts;
+while it still runs the new upload waits for it (up to ``submission_rerun_wait_seconds``, then it
+is refused in a ``…__refused-xxxx`` folder of its own).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -29,6 +35,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,14 +47,48 @@ from prefect.context import get_run_context
 from prefect.states import Completed, Failed
 
 from blocks.s3 import ObjectMissing, ObjectStore, data_store
-from flows.submissions.folder import END, RESULTS, JobFolder, claim_folder, now, take_over_claim
-from flows.submissions.quotas import NoSlot, OverBudget, Quota, charge_budget, job_slot, quota_for
-from flows.submissions.registry import AnalysisConfig, ConfigRefused, check_inputs, parse_config
+from flows.submissions.folder import (
+    END,
+    FAILED,
+    IN_PROGRESS,
+    INITIALIZING,
+    RESULTS,
+    SUCCESS,
+    Claim,
+    JobFolder,
+    claim_folder,
+    neurocaas_time,
+    now,
+    supersede,
+    take_over_claim,
+)
+from flows.submissions.quotas import (
+    INSTANCE_TYPES,
+    NoSlot,
+    OverBudget,
+    Quota,
+    SubmissionSettings,
+    analysis_for_bucket,
+    charge_budget,
+    job_slot,
+    quota_for,
+)
+from flows.submissions.registry import (
+    AnalysisConfig,
+    ConfigRefused,
+    check_inputs,
+    input_kind,
+    parse_config,
+    parse_config_text,
+)
 from flows.submissions.validation import (
+    KNOWN_FIELDS,
+    MAX_DATASETS,
     Dataset,
     Submission,
     SubmissionRefused,
     check_timestamp,
+    dataset_labels,
     parse_submission,
     parse_submission_key,
     refusal_prefix,
@@ -58,6 +99,8 @@ from flows.submissions.validation import (
 
 FLOW_NAME = "process-submission"
 MAX_SUBMISSION_BYTES = 256 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_STD_LINES = 200  # stdout/stderr lines kept in a status file
 
 
 def _ui_link(flow_run_id: str | None) -> str:
@@ -67,22 +110,118 @@ def _ui_link(flow_run_id: str | None) -> str:
     return f"{flow_run_id} ({base.rstrip('/')}/runs/flow-run/{flow_run_id})" if base else flow_run_id
 
 
+def _instance_id(seed: str, index: int) -> str:
+    """An EC2-style id (``i-`` + 17 hex) naming one run, stable for a flow run: the NeuroCAAS client
+    pairs runs and datasets through ``[Utils] New instance ec2.Instance(id='…') created!`` lines."""
+    return "i-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/{index}").hex[:17]
+
+
+_PROCESS: Any = None
+
+
+def _usage() -> tuple[str, str]:
+    """Live ``("12.5 %", "812.3 MB")`` of the process running the analysis (NeuroCAAS's units):
+    CPU since the previous reading, resident memory now."""
+    global _PROCESS
+    import psutil
+
+    if _PROCESS is None or _PROCESS.pid != os.getpid():  # not inherited across a fork
+        _PROCESS = psutil.Process()
+        _PROCESS.cpu_percent(interval=None)  # the first reading only starts the clock
+    return f"{_PROCESS.cpu_percent(interval=None):.1f} %", f"{_PROCESS.memory_info().rss / 1e6:.1f} MB"
+
+
+@dataclass
+class Run:
+    """One analysis run (NeuroCAAS: one immutable analysis environment) and its live status."""
+
+    dataset: Dataset
+    number: int  # 1-based, as in "Starting analysis n with parameter set …"
+    instance: str
+    command: str
+    record: dict[str, Any] = field(default_factory=dict)
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+
+
 @dataclass
 class JobContext:
     store: ObjectStore  # the bucket the submission came from
     folder: JobFolder
     submission: Submission
     config: AnalysisConfig
-    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    instance_type: str
+    price_per_hour: float
+    runs: dict[str, Run] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def write_status(self, target: Dataset, **changes: Any) -> dict[str, Any]:
+    def write_status(self, run: Run, *, upload_certificate: bool = True, **changes: Any) -> dict[str, Any]:
+        """Update a run's status file (NeuroCAAS's fields) and its row in the certificate."""
         with self.lock:
-            record = self.statuses.setdefault(target.label, {})
-            record.update(changes, updated=now())
-            snapshot = dict(record)
-        self.folder.put_json(f"logs/{status_file_name(target)}", snapshot)
+            run.record.update(changes)
+            cpu, memory = (
+                _usage()
+                if run.record.get("status") == IN_PROGRESS
+                else (
+                    run.record.get("cpu_usage", "0.0 %"),
+                    run.record.get("memory_usage", "0.0 MB"),
+                )
+            )
+            run.record.update(
+                cpu_usage=cpu,
+                memory_usage=memory,
+                reason=list(run.steps[-20:]),
+                stdout={str(i): line for i, line in enumerate(run.stdout[-MAX_STD_LINES:])},
+                stderr={str(i): line for i, line in enumerate(run.stderr[-MAX_STD_LINES:])},
+            )
+            snapshot = {
+                "instance": run.instance,
+                "command": run.command,
+                "input": run.dataset.key,
+                **{k: run.record.get(k) for k in ("status", "reason", "memory_usage", "cpu_usage")},
+                "job_start": run.record.get("job_start", "N/A"),
+                "job_finish": run.record.get("job_finish", "N/A"),
+                "stdout": run.record["stdout"],
+                "stderr": run.record["stderr"],
+                # interlinked's own additions (NeuroCAAS readers ignore them)
+                **{
+                    k: run.record[k]
+                    for k in ("analysis", "jobnb", "progress", "outputs", "summary")
+                    if k in run.record
+                },
+            }
+        self.folder.put_json(f"logs/{status_file_name(run.dataset)}", snapshot)
+        last = run.steps[-1] if run.steps else "none"
+        self.folder.monitor(
+            run.dataset.label,
+            run.dataset.key,
+            snapshot["status"],
+            last,
+            snapshot["cpu_usage"],
+            upload=upload_certificate,
+        )
         return snapshot
+
+    def usage_log(self, run: Run, *, start: str | None, end: str | None) -> None:
+        """The run's usage log where NeuroCAAS's cost tools read it (``logs/{group}/{instance}.json``
+        in the analysis bucket: neurocaas_contrib's monitor.py sums price x (end - start))."""
+        self.store.put_json(
+            f"logs/{self.submission.group}/{run.instance}.json",
+            {
+                "instance-id": run.instance,
+                "instance-type": self.instance_type,
+                "spot": False,
+                "price": self.price_per_hour,
+                "databucket": self.submission.bucket,
+                "datapath": run.dataset.key,
+                "configpath": self.submission.configname,
+                "jobpath": self.folder.prefix.rstrip("/"),
+                "start": start,
+                "end": end,
+            },
+            indent=2,
+        )
 
 
 class DatasetFailed(RuntimeError):
@@ -90,11 +229,11 @@ class DatasetFailed(RuntimeError):
 
 
 def _download_dataset(store: ObjectStore, dataset: Dataset, directory: Path) -> Path:
-    """The dataset as a local path (a file, or a directory for a 10x matrix folder)."""
+    """The dataset as a local path (a file, or a directory for a folder dataset)."""
     directory.mkdir(parents=True, exist_ok=True)
     if not dataset.is_directory:
-        return store.download(dataset.key, directory / dataset.key.rsplit("/", 1)[-1])
-    target = directory / dataset.label
+        return store.download(dataset.key, directory / dataset.name)
+    target = directory / dataset.name
     target.mkdir(parents=True, exist_ok=True)
     found = 0
     for key in store.keys(dataset.key):
@@ -108,28 +247,39 @@ def _download_dataset(store: ObjectStore, dataset: Dataset, directory: Path) -> 
     return target
 
 
+def _flat_name(run: Run, relative: str) -> str:
+    """An output's name in the flat ``process_results/``: the run's stem, then the file."""
+    return f"{run.dataset.stem}_{relative.replace('/', '_')}"
+
+
 @task(
     name="analyse-dataset",
-    task_run_name="analyse {dataset.label}",
+    task_run_name="analyse {run.dataset.label}",
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def analyse_dataset(context: JobContext, dataset: Dataset) -> dict[str, Any]:
+def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
     """Download one dataset, run the analysis, upload its outputs; keep its status file current."""
     logger = get_run_logger()
     analysis = context.config.analysis
     folder = context.folder
+    dataset = run.dataset
     started = time.monotonic()
-    output_prefix = f"{RESULTS}{dataset.label}/"
-    context.write_status(dataset, status="RUNNING", start=now(), progress=0.0, step="download")
-    folder.log("DATASET", f"{dataset.label}: RUNNING ({analysis.name})")
+    start_time = neurocaas_time()
+    run.steps.append("download")
+    run.stdout.append(f"{now()} downloading {context.store.uri(dataset.key)}")
+    context.write_status(run, status=IN_PROGRESS, job_start=start_time, progress=0.0)
+    context.usage_log(run, start=start_time, end=None)
     last_progress = [0.0]
 
     def progress(step: str, fraction: float) -> None:
+        if not run.steps or run.steps[-1] != step:
+            run.steps.append(step)
         moment = time.monotonic()
         if moment - last_progress[0] >= 1.0 or fraction >= 1.0:
             last_progress[0] = moment
-            context.write_status(dataset, progress=round(min(1.0, fraction), 3), step=step)
+            run.stdout.append(f"{now()} {step}: {100 * min(1.0, fraction):.0f}%")
+            context.write_status(run, progress=round(min(1.0, fraction), 3))
 
     workdir = Path(tempfile.mkdtemp(prefix="interlinked-submission-"))
     try:
@@ -143,60 +293,87 @@ def analyse_dataset(context: JobContext, dataset: Dataset) -> dict[str, Any]:
             raise DatasetFailed(f"cannot read {context.store.uri(dataset.key)}: {error}") from None
         output_dir = workdir / "output"
         output_dir.mkdir()
+        run.steps.append(analysis.name)
+        run.stdout.append(f"{now()} running {analysis.name} on {dataset.name}")
         try:
-            summary = analysis.run(path, context.config.params, output_dir, progress)
+            summary = analysis.run(path, context.config.run_params(dataset.jobnb), output_dir, progress)
         except Exception as error:
             raise DatasetFailed(f"{type(error).__name__}: {error}") from None
+        run.steps.append("upload")
         outputs = []
         for item in sorted(output_dir.rglob("*")):
             if item.is_file():
-                relative = item.relative_to(output_dir).as_posix()
-                context.store.upload(item, folder.prefix + output_prefix + relative)
-                outputs.append(output_prefix + relative)
+                name = _flat_name(run, item.relative_to(output_dir).as_posix())
+                context.store.upload(item, folder.prefix + RESULTS + name)
+                outputs.append(RESULTS + name)
         seconds = round(time.monotonic() - started, 3)
+        run.steps.append("done")
+        run.stdout.append(f"{now()} {len(outputs)} output(s) in {seconds:.1f} s")
+        finish = neurocaas_time()
         context.write_status(
-            dataset,
-            status="SUCCESS",
-            reason=None,
-            end=now(),
-            seconds=seconds,
-            progress=1.0,
-            step="done",
-            outputs=outputs,
-            summary=summary,
+            run, status=SUCCESS, job_finish=finish, progress=1.0, outputs=outputs, summary=summary
         )
-        folder.log("DATASET", f"{dataset.label}: SUCCESS in {seconds:.1f} s → {output_prefix}")
+        context.usage_log(run, start=start_time, end=finish)
+        folder.line(
+            f"[Internal (monitor)] analysis {run.number} ({dataset.label}): SUCCESS in {seconds:.1f} s, "
+            f"{len(outputs)} output(s)",
+            internal=True,
+        )
         logger.info("dataset %s: %d outputs in %.1f s", dataset.label, len(outputs), seconds)
         return {"dataset": dataset.key, "outputs": outputs, "summary": summary}
     except Exception as error:
-        reason = str(error) if isinstance(error, DatasetFailed) else f"{type(error).__name__}: {error}"
-        context.write_status(
-            dataset, status="FAILED", reason=reason, end=now(), seconds=round(time.monotonic() - started, 3)
+        if isinstance(error, DatasetFailed):
+            reason = str(error)
+        elif isinstance(error, TimeoutError) and context.config.duration_minutes:
+            reason = f"exceeded its __duration__ of {context.config.duration_minutes:g} minutes"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        run.stderr.append(reason)
+        run.steps.append(f"failed: {reason}")
+        finish = neurocaas_time()
+        context.write_status(run, status=FAILED, job_finish=finish, failure=reason)
+        context.usage_log(run, start=start_time, end=finish)
+        folder.line(
+            f"[Internal (monitor)] analysis {run.number} ({dataset.label}): FAILED. {reason}", internal=True
         )
-        folder.log("DATASET", f"{dataset.label}: FAILED — {reason}")
         raise DatasetFailed(f"{dataset.label}: {reason}") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run_datasets(context: JobContext, limit: int) -> dict[str, str]:
-    """Analyse every dataset, at most ``limit`` at a time; return label → final status."""
+    """Analyse every run, at most ``limit`` at a time; return label → final status."""
     finished: queue.Queue = queue.Queue()
-    pending = list(context.submission.datasets)
+    pending = list(context.runs.values())
     running = 0
+    task_ = analyse_dataset
+    if context.config.duration_minutes:
+        task_ = analyse_dataset.with_options(timeout_seconds=context.config.duration_minutes * 60)
     while pending or running:
         while pending and running < limit:
-            dataset = pending.pop(0)
-            future = analyse_dataset.submit(context, dataset)
+            run = pending.pop(0)
+            future = task_.submit(context, run)
             future.add_done_callback(finished.put)
             running += 1
         finished.get()
         running -= 1
-    return {label: record.get("status", "UNKNOWN") for label, record in context.statuses.items()}
+    return {label: run.record.get("status", "UNKNOWN") for label, run in context.runs.items()}
 
 
-def _refuse(folder: JobFolder, reason: str):
-    folder.log("REFUSED", reason, status="REFUSED", reason=reason)
+class Refusal(Exception):
+    """Refuse the submission at NeuroCAAS step ``step``."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
+
+
+STEP_NAMES = {1: "Initialization", 2: "Validation", 3: "Environment Setup", 4: "Initialize Processing"}
+
+
+def _refuse(folder: JobFolder, step: int, reason: str):
+    folder.refuse(step, STEP_NAMES[step], reason)
     folder.end("REFUSED", reason)
     get_run_logger().warning("submission refused: %s", reason)
     return Failed(name="Refused", message=f"refused: {reason}")
@@ -204,13 +381,59 @@ def _refuse(folder: JobFolder, reason: str):
 
 def _read_submission(store: ObjectStore, key: str, version_id: str | None) -> tuple[bytes, dict[str, Any]]:
     reply = store.get(key, version_id=version_id)
+    identity = {
+        "etag": reply["ETag"].strip('"'),
+        "version_id": reply.get("VersionId"),
+        # An unversioned bucket gives the same ETag to an identical re-upload: its upload time
+        # tells it from a duplicate delivery of the same upload.
+        "last_modified": reply["LastModified"].isoformat() if reply.get("LastModified") else None,
+    }
     if reply.get("ContentLength", 0) > MAX_SUBMISSION_BYTES:
-        return b"", {
-            "etag": reply["ETag"].strip('"'),
-            "version_id": reply.get("VersionId"),
-            "too_large": True,
-        }
-    return reply["Body"].read(), {"etag": reply["ETag"].strip('"'), "version_id": reply.get("VersionId")}
+        return b"", {**identity, "too_large": True}
+    return reply["Body"].read(), identity
+
+
+def _claim(
+    store: ObjectStore,
+    prefix: str,
+    identity: dict[str, Any],
+    flow_run_id: str | None,
+    settings: SubmissionSettings,
+) -> tuple[Claim | None, str | None]:
+    """Claim the job folder: ``(claim, None)``, or ``(None, reason)`` when an earlier job with
+    this timestamp still runs after waiting ``submission_rerun_wait_seconds`` for it."""
+    deadline = time.monotonic() + settings.submission_rerun_wait_seconds
+    while True:
+        claim = claim_folder(store, prefix, identity)
+        if claim.ours:
+            return claim, None
+        if store.exists(prefix + END) or not _active(claim.record.get("flow_run_id")):
+            taken = supersede(store, prefix, claim, identity)
+            if taken is not None:
+                return Claim(True, {**identity}, fresh=True, etag=None), None
+            continue  # another re-upload replaced the claim at the same moment: look again
+        if time.monotonic() >= deadline:
+            owner = claim.record.get("submission", "another submission")
+            return None, (
+                f"timestamp is used by a job still running ({owner}, flow run "
+                f"{claim.record.get('flow_run_id')}); waited {settings.submission_rerun_wait_seconds:g} s "
+                "for it to end: submit again when it has ended, or with another timestamp"
+            )
+        time.sleep(1.0)
+
+
+def _active(flow_run_id: str | None) -> bool:
+    """Whether that flow run is still running (unknown runs count as ended)."""
+    if not flow_run_id:
+        return False
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+        return state is not None and not state.is_final()
+    except Exception:
+        return False
 
 
 @flow(
@@ -220,7 +443,8 @@ def _read_submission(store: ObjectStore, key: str, version_id: str | None) -> tu
 )
 def process_submission(bucket: str, key: str, etag: str | None = None, version_id: str | None = None):
     logger = get_run_logger()
-    store = ObjectStore(bucket)  # the bucket of the event: not necessarily the stack's analysis bucket
+    store = ObjectStore(bucket)  # the bucket of the event: the shared analysis bucket or an analysis's own
+    settings = SubmissionSettings()
     run = get_run_context().flow_run
     flow_run_id = str(run.id) if run else None
     group, name = parse_submission_key(key)  # the bridge routes only such keys; anything else fails here
@@ -231,12 +455,6 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
         logger.warning("s3://%s/%s no longer exists: nothing to do", bucket, key)
         return Completed(name="Skipped", message=f"s3://{bucket}/{key} no longer exists")
     identity = {"submission": f"s3://{bucket}/{key}", "key": key, **identity, "flow_run_id": flow_run_id}
-    header = {
-        "submission": f"s3://{bucket}/{key} (etag {identity['etag']}, version {identity.get('version_id') or '-'})",
-        "group": group,
-        "flow run": _ui_link(flow_run_id),
-        "received": now(),
-    }
 
     # 1. Enough of the document to know where the certificate goes.
     document: Any = None
@@ -254,180 +472,363 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             timestamp = check_timestamp(document["timestamp"])
         except SubmissionRefused as refused:
             problem = refused.reason
-    identity_text = f"{key}@{identity['etag']}:{identity.get('version_id')}"
+    identity_text = f"{key}@{identity['etag']}:{identity.get('version_id')}:{identity.get('last_modified')}"
     if timestamp is None:
         prefix = refusal_prefix(group, bucket, safe_label(name.removesuffix(".json")), identity_text)
     else:
         prefix = results_prefix(group, bucket, timestamp)
+    bucket_analysis = analysis_for_bucket(bucket, settings=settings)
 
     def folder_at(prefix: str) -> JobFolder:
-        job = prefix.rstrip("/").rsplit("/", 1)[-1]
-        return JobFolder(store, prefix, {"job": job, "results": store.uri(prefix), **header})
-
-    folder = folder_at(prefix)
-
-    # 2. Claim the folder: it belongs to exactly one submission, forever.
-    claim = claim_folder(store, prefix, identity)
-    if not claim.ours:
-        owner = claim.record.get("submission", "another submission")
-        reason = (
-            f"timestamp {timestamp!r} is already used by {owner} (claimed {claim.record.get('claimed_at')}): "
-            f"results folders are immutable, submit again with a new timestamp"
+        return JobFolder(
+            store,
+            prefix,
+            job_id=timestamp or name,
+            version=f"interlinked {bucket_analysis or 'shared bucket'}",
         )
+
+    # 2. Claim the folder: one job at a time; a re-upload re-runs once the earlier job has ended.
+    claim, busy = _claim(store, prefix, identity, flow_run_id, settings)
+    if claim is None:
         prefix = refusal_prefix(group, bucket, safe_label(timestamp or name), identity_text)
         folder = folder_at(prefix)
-        folder.put_json("logs/submission.json", {**identity, "refused": reason})
-        return _refuse(folder, reason)
+        folder.put_json("logs/submission.json", {**identity, "refused": busy})
+        return _refuse(folder, 1, busy or "refused")
     if not claim.fresh and claim.record.get("flow_run_id") != flow_run_id:
         duplicate = _duplicate_of(store, prefix, claim.record, flow_run_id)
         if duplicate is not None:
             return duplicate
+    folder = folder_at(prefix)
     logger.info("results folder s3://%s/%s", bucket, prefix)
 
     try:
-        folder.log("RECEIVED", f"submit file {key} ({len(body)} bytes)", status="VALIDATING")
+        folder.line("[Internal (init)] Initializing job manager.", internal=True, status="VALIDATING")
+        folder.line(
+            f"[Internal (init)] submit file s3://{bucket}/{key} ({len(body)} bytes, etag {identity['etag']}); "
+            f"flow run {_ui_link(flow_run_id)}",
+            internal=True,
+        )
         if problem is not None:
-            return _refuse(folder, problem)
-
-        # 3. Validate (pure), then look at the group's own inputs and configs only.
+            return _refuse(folder, 1, problem)
         try:
             submission = parse_submission(bucket, key, document)
         except SubmissionRefused as refused:
-            return _refuse(folder, refused.reason)
-        refusal = _check_existence(store, submission)
-        if refusal:
-            return _refuse(folder, refusal)
-        try:
-            config_document = store.read_json(submission.configname)
-        except ValueError as error:
-            return _refuse(folder, f"configname {submission.configname!r} is not valid JSON: {error}")
-        try:
-            config = parse_config(config_document)
-            check_inputs(config, [dataset.key for dataset in submission.datasets])
-        except ConfigRefused as refused:
-            return _refuse(folder, str(refused))
-        datasets = len(submission.datasets)
-        folder.log(
-            "VALIDATED",
-            f"{datasets} dataset{'s' if datasets != 1 else ''} ({', '.join(d.label for d in submission.datasets)}); "
-            f"config {submission.configname}: analysis {config.analysis.name!r}",
-        )
-        context = JobContext(store=store, folder=folder, submission=submission, config=config)
-        for dataset in submission.datasets:
-            context.write_status(
-                dataset,
-                dataset=dataset.key,
-                analysis=config.analysis.name,
-                status="PENDING",
-                reason=None,
-                start=None,
-                end=None,
-                input=f"s3://{bucket}/{dataset.key}",
-                config=f"s3://{bucket}/{submission.configname}",
-                outputs_prefix=f"s3://{bucket}/{prefix}{RESULTS}{dataset.label}/",
+            return _refuse(folder, 1, refused.reason)
+        instance = _instance_type(folder, submission)
+        if "resultpath" in submission.extras:
+            return _refuse(
+                folder,
+                1,
+                f"resultpath {submission.extras['resultpath']!r}: storage bypass (results written to "
+                "another bucket) is not enabled on this stack; remove resultpath to get the results in "
+                f"{prefix}",
             )
+        for extra in sorted(set(submission.extras) - set(KNOWN_FIELDS)):
+            folder.line(
+                f"[Internal (init)] submit field {extra!r} is not a NeuroCAAS field: ignored", internal=True
+            )
+        if "exitcode" in submission.extras:
+            folder.line(
+                "[Internal (init)] submit field 'exitcode' (set by the NeuroCAAS client) noted", internal=True
+            )
+        datanames = [d.key for d in submission.datasets]
+        folder.line(
+            f"[Internal (init)] Analysis request with dataset(s): "
+            f"{datanames[0] if len(datanames) == 1 else datanames}, config file {submission.configname}",
+            internal=True,
+        )
+        folder.step(1, STEP_NAMES[1])
 
-        # 4. Quotas: a job slot of the group, then the budget.
+        # 2. Validation: only the group's own inputs and configs are read.
+        try:
+            submission, config = _validate(store, submission, bucket_analysis, folder)
+        except Refusal as refused:
+            return _refuse(folder, refused.step, refused.reason)
         quota = quota_for(group)
+        price = instance.price_per_hour if instance else quota.price_per_hour
+        context = JobContext(
+            store=store,
+            folder=folder,
+            submission=submission,
+            config=config,
+            instance_type=instance.name if instance else (submission.instance_type or "default"),
+            price_per_hour=price,
+        )
+        refusal = _charge(context, quota, identity)
+        if refusal:
+            return _refuse(folder, 2, refusal)
+        folder.step(2, STEP_NAMES[2])
+
+        # 3. Environment: reserved keys, scratch space, a job slot of the group.
+        try:
+            _environment(folder, config)
+        except Refusal as refused:
+            return _refuse(folder, refused.step, refused.reason)
 
         def waiting(in_use: int, limit: int) -> None:
-            folder.log("WAITING", f"waiting: {in_use} of {limit} slots of {group} in use", status="WAITING")
+            folder.line(
+                f"[Internal (acquire_instances)] waiting: {in_use} of {limit} slots of {group} in use",
+                internal=True,
+                status="WAITING",
+            )
 
         try:
             with job_slot(
                 group, quota.max_concurrent_jobs, wait_seconds=quota.slot_wait_seconds, on_wait=waiting
             ):
                 if folder.status == "WAITING":
-                    folder.log("SLOT", f"a slot of {group} is free", status="VALIDATING")
-                return _accepted(context, quota, identity)
+                    folder.line(f"[Internal (acquire_instances)] a slot of {group} is free", internal=True)
+                folder.step(3, STEP_NAMES[3], status="RUNNING")
+                return _accepted(context, quota, instance)
         except NoSlot as refused:
-            return _refuse(folder, str(refused))
+            return _refuse(folder, 3, str(refused))
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         try:
-            folder.log("FAILED", reason, status="FAILED", reason=reason)
+            folder.line(f"[Job Manager] INTERNAL ERROR. {reason}", status="FAILED")
+            folder.line("[Job Manager] Shutting down job.")
             folder.end("FAILED", reason)
         finally:
             logger.error("submission failed: %s", reason)
         raise
 
 
-def _duplicate_of(store: ObjectStore, prefix: str, record: dict[str, Any], flow_run_id: str | None):
-    """The same submission (same object version) reached another run too — e.g. one event delivered
-    by two paths. Done or in progress there: nothing to do here. That run ended without end.txt
-    (crashed): take over. Returns the state to end with, or None to go on."""
-    from prefect.client.orchestration import get_client
-
-    other = record.get("flow_run_id")
-    if store.exists(prefix + END):
-        return Completed(name="Duplicate", message=f"already processed by flow run {other}")
-    active = False
-    if other:
-        try:
-            with get_client(sync_client=True) as client:
-                state = client.read_flow_run(other).state
-            active = state is not None and not state.is_final()
-        except Exception:  # unknown run (another server?): treat as gone
-            active = False
-    if active:
-        return Completed(name="Duplicate", message=f"being processed by flow run {other}")
-    get_run_logger().warning("flow run %s ended without end.txt; this run takes over", other)
-    take_over_claim(store, prefix, record, flow_run_id)
-    return None
+def _instance_type(folder: JobFolder, submission: Submission):
+    """The submit file's ``instance_type`` (its price and CPUs), logged as NeuroCAAS logs it."""
+    if submission.instance_type is None:
+        folder.line("[Internal (init)] Using default instance type from config file.", internal=True)
+        return None
+    known = INSTANCE_TYPES.get(submission.instance_type)
+    if known is None:
+        folder.line(
+            f"[Internal (init)] instance type {submission.instance_type} is not known here: "
+            "default resources and price",
+            internal=True,
+        )
+        return None
+    folder.line(
+        f"[Internal (init)] Using instance type {known.name} ({known.vcpus} vCPU, {known.memory_gib:g} GiB, "
+        f"${known.price_per_hour:g}/h)",
+        internal=True,
+    )
+    return known
 
 
-def _check_existence(store: ObjectStore, submission: Submission) -> str | None:
+def _folder_kinds(store: ObjectStore, prefix: str) -> tuple[list[str], list[str]]:
+    """The files under a folder dataset and the input kinds they make (``10x-dir`` for a 10x matrix)."""
+    files = [k for k in store.keys(prefix) if not k.endswith("/")]
+    top = {k[len(prefix) :] for k in files if "/" not in k[len(prefix) :]}
+    if top & {"matrix.mtx", "matrix.mtx.gz"}:
+        return files, ["10x-dir"]
+    return files, sorted({input_kind(k) for k in files})
+
+
+def _validate(
+    store: ObjectStore, submission: Submission, bucket_analysis: str | None, folder: JobFolder
+) -> tuple[Submission, AnalysisConfig]:
+    """Existence, folders, the config and the analysis: the submission as it will run."""
+    keys: list[str] = []
+    folders: dict[str, list[str]] = {}
+    kinds: list[str] = []
     for dataset in submission.datasets:
-        if dataset.is_directory and not store.prefix_exists(dataset.key):
-            return f"dataname {dataset.key!r} does not exist (no objects under it)"
-        if not dataset.is_directory and store.head(dataset.key) is None:
-            return f"dataname {dataset.key!r} does not exist"
+        key = dataset.key
+        if not dataset.is_directory and store.head(key) is not None:
+            keys.append(key)
+            kinds.append(input_kind(key))
+            continue
+        prefix = key if dataset.is_directory else key + "/"
+        files, folder_kinds = _folder_kinds(store, prefix)
+        if not files:
+            raise Refusal(
+                2,
+                f"dataname {key!r} does not exist"
+                + (" (no objects under it)" if dataset.is_directory else ""),
+            )
+        keys.append(prefix)
+        folders[prefix] = files
+        kinds.extend(folder_kinds)
     if store.head(submission.configname) is None:
-        return f"configname {submission.configname!r} does not exist"
-    return None
+        raise Refusal(2, f"configname {submission.configname!r} does not exist")
+    try:
+        reply = store.get(submission.configname)
+        if reply.get("ContentLength", 0) > MAX_CONFIG_BYTES:
+            raise Refusal(2, f"configname {submission.configname!r} is larger than {MAX_CONFIG_BYTES} bytes")
+        document = parse_config_text(reply["Body"].read(), submission.configname)
+        config = parse_config(document, bucket_analysis=bucket_analysis, kinds=kinds)
+    except ConfigRefused as refused:
+        raise Refusal(2, str(refused)) from None
+    # A folder is one dataset for an analysis that reads folders (a 10x matrix), otherwise each
+    # of its files is one (NeuroCAAS: a folder dataname runs every file under it).
+    final: list[str] = []
+    for key in keys:
+        if key in folders and "10x-dir" not in config.analysis.input_kinds:
+            final.extend(folders[key])
+            folder.line(
+                f"[Internal (check_existence)] folder {key} holds {len(folders[key])} dataset(s)",
+                internal=True,
+            )
+        else:
+            final.append(key)
+    if config.ensemble_size and len(final) != 1:
+        raise Refusal(
+            2, f"an ensemble (ensemble_size {config.ensemble_size}) runs one dataset, got {len(final)}"
+        )
+    runs = len(final) * (config.ensemble_size or 1)
+    if runs > MAX_DATASETS:
+        raise Refusal(2, f"the submission makes {runs} runs; at most {MAX_DATASETS} per submission")
+    try:
+        check_inputs(config, final)
+    except ConfigRefused as refused:
+        raise Refusal(2, str(refused)) from None
+    chosen = {
+        "bucket": "this bucket is the analysis",
+        "config": "named by the config",
+        "inputs": "the only analysis reading these datasets (the config names none)",
+    }[config.chosen_by]
+    folder.line(f"[Internal (check_existence)] analysis {config.analysis.name!r}: {chosen}", internal=True)
+    if config.ignored:
+        folder.line(
+            f"[Internal (parse_config)] config keys not read by {config.analysis.name!r}: {', '.join(config.ignored)}",
+            internal=True,
+        )
+    datasets = tuple(dataset_labels(final, ensemble_size=config.ensemble_size))
+    return dataclasses.replace(submission, datasets=datasets), config
 
 
-def _accepted(context: JobContext, quota: Quota, identity: dict[str, Any]):
-    folder, submission, config = context.folder, context.submission, context.config
-    datasets = len(submission.datasets)
-    cost = config.estimated_cost(datasets=datasets, price_per_hour=quota.price_per_hour)
+def _charge(context: JobContext, quota: Quota, identity: dict[str, Any]) -> str | None:
+    """Charge the job's cost bound to the group's budget; the refusal reason, or None."""
+    submission, config, folder = context.submission, context.config, context.folder
+    runs = len(submission.datasets)
+    cost = config.estimated_cost(datasets=runs, price_per_hour=context.price_per_hour)
     try:
         account = charge_budget(
             data_store(),
             group=submission.group,
-            job=f"{submission.bucket}/{submission.results_prefix}",
+            job=f"{submission.bucket}/{submission.results_prefix}@{identity.get('etag')}:{identity.get('last_modified')}",
             cost=cost,
             budget=quota.budget,
             detail={"submission": identity["submission"], "flow_run_id": identity.get("flow_run_id")},
         )
     except OverBudget as refused:
-        return _refuse(
-            folder,
-            f"{refused} (estimate: {config.duration_hours:g} h x {datasets} dataset(s) x {quota.price_per_hour:g} per hour)",
+        return (
+            f"{refused} (estimate: {config.duration_hours:g} h x {runs} dataset(s) x "
+            f"{context.price_per_hour:g} per hour)"
         )
-    folder.log(
-        "ACCEPTED",
-        f"estimated cost {cost:g} ({config.duration_hours:g} h x {datasets} x {quota.price_per_hour:g}/h); "
-        f"budget left {account['remaining']:g} of {account['budget']:g}",
+    folder.line(
+        f"[Internal (get_costmonitoring)] Projected total costs: ${account['spent']:g} "
+        f"(this job: {config.duration_hours:g} h x {runs} x ${context.price_per_hour:g}/h = ${cost:g}). "
+        f"Remaining budget: ${account['remaining']:g}",
+        internal=True,
     )
-    limit = min(quota.dataset_concurrency, datasets)
-    folder.log("STARTED", f"analysing {datasets} dataset(s), {limit} at a time", status="RUNNING")
-    statuses = _run_datasets(context, limit)
-    failed = sorted(label for label, status in statuses.items() if status != "SUCCESS")
-    succeeded = datasets - len(failed)
+    return None
 
-    def finish(status: str, summary: str, reason: str | None = None) -> str:
-        folder.log("FINISHED", summary, status=status, reason=reason)
+
+def _environment(folder: JobFolder, config: AnalysisConfig) -> None:
+    """NeuroCAAS's parse_config lines, and the scratch space ``__dataset_size__`` asks for."""
+    if config.duration_minutes is not None:
+        folder.line(
+            f"[Internal (parse_config)] parameter __duration__ given: {config.duration_minutes:g} "
+            "(minutes: each run's time limit and the cost bound)",
+            internal=True,
+        )
+    else:
+        folder.line(
+            "[Internal (parse_config)] parameter __duration__ not given, proceeding with standard compute launch.",
+            internal=True,
+        )
+    if config.dataset_size_gb is not None:
+        free = shutil.disk_usage(tempfile.gettempdir()).free / 1e9
+        folder.line(
+            f"[Internal (parse_config)] parameter __dataset_size__ given: {config.dataset_size_gb:g} "
+            f"(GB of scratch; {free:.1f} GB free)",
+            internal=True,
+        )
+        if free < config.dataset_size_gb:
+            raise Refusal(
+                3,
+                f"__dataset_size__ asks for {config.dataset_size_gb:g} GB of scratch space; "
+                f"only {free:.1f} GB are free here",
+            )
+    else:
+        folder.line(
+            "[Internal (parse_config)] parameter __dataset_size__ is not given, proceeding with standard storage.",
+            internal=True,
+        )
+    if config.ensemble_size:
+        folder.line(
+            f"[Internal (parse_config)] parameter ensemble_size given: {config.ensemble_size} "
+            f"(jobnb 1..{config.ensemble_size}{', mode ' + str(config.mode) if config.mode is not None else ''})",
+            internal=True,
+        )
+
+
+def _accepted(context: JobContext, quota: Quota, instance) -> Any:
+    folder, submission, config = context.folder, context.submission, context.config
+    seed = folder.prefix + (get_run_context().flow_run.id.hex if get_run_context().flow_run else "")
+    for number, dataset in enumerate(submission.datasets, start=1):
+        run = Run(
+            dataset=dataset, number=number, instance=_instance_id(seed, number), command=str(uuid.uuid4())
+        )
+        context.runs[dataset.label] = run
+        folder.line(
+            f"[Utils] New instance ec2.Instance(id='{run.instance}') created!", internal=True, upload=False
+        )
+    # The config goes with the results (NeuroCAAS's runner copies it to process_results/); an
+    # ensemble's per-run configs too, named as NeuroCAAS names them.
+    folder.put(
+        RESULTS + submission.configname.rsplit("/", 1)[-1], context.store.read_bytes(submission.configname)
+    )
+    for run in context.runs.values():
+        if run.dataset.jobnb is not None:
+            folder.put_json(
+                f"{RESULTS}{submission.job_name}inst{run.dataset.jobnb}config.json",
+                config.run_config(run.dataset.jobnb),
+            )
+    for run in context.runs.values():
+        run.steps.append("initialize")
+        run.record["analysis"] = config.analysis.name
+        if run.dataset.jobnb is not None:
+            run.record["jobnb"] = run.dataset.jobnb
+        context.write_status(run, status=INITIALIZING, upload_certificate=False)
+    runs = len(context.runs)
+    folder.line(f"[Internal (start_instance)] Created {runs} immutable analysis environments.", internal=True)
+    for run in context.runs.values():
+        folder.line(
+            f"[Internal (process_inputs)] Starting analysis {run.number} with parameter set {run.dataset.name}",
+            internal=True,
+        )
+    folder.line("[Internal (process_inputs)] All jobs submitted. Processing...", internal=True)
+    limit = min(quota.dataset_concurrency, runs, instance.vcpus if instance else runs)
+    folder.step(4, STEP_NAMES[4])
+    folder.line("JOB MONITOR LOG COMPLETE. SEE TOP FOR LIVE PER-DATASET MONITORING")
+    statuses = _run_datasets(context, limit)
+    failed = sorted(label for label, status in statuses.items() if status != SUCCESS)
+    succeeded = runs - len(failed)
+
+    def finish(status: str, summary: str) -> str:
+        folder.line(f"[Job Manager] JOB FINISHED: {status}. {summary}", status=status)
         folder.end(status, summary)
         return summary
 
     if not failed:
-        return Completed(message=finish("COMPLETED", f"{succeeded} of {datasets} dataset(s) succeeded"))
-    reasons = "; ".join(f"{label}: {context.statuses[label].get('reason')}" for label in failed)
+        return Completed(message=finish("COMPLETED", f"{succeeded} of {runs} dataset(s) succeeded"))
+    reasons = "; ".join(f"{label}: {context.runs[label].record.get('failure')}" for label in failed)
     if succeeded:
-        summary = f"{succeeded} of {datasets} dataset(s) succeeded; failed: {reasons}"
-        return Completed(
-            name="Partially completed", message=finish("PARTIAL", summary, f"failed: {', '.join(failed)}")
-        )
+        summary = f"{succeeded} of {runs} dataset(s) succeeded; failed: {reasons}"
+        return Completed(name="Partially completed", message=finish("PARTIAL", summary))
     summary = f"every dataset failed: {reasons}"
-    return Failed(message=finish("FAILED", summary, summary))
+    return Failed(message=finish("FAILED", summary))
+
+
+def _duplicate_of(store: ObjectStore, prefix: str, record: dict[str, Any], flow_run_id: str | None):
+    """The same upload reached another run too — e.g. one event delivered by two paths. Done or in
+    progress there: nothing to do here. That run ended without end.txt (crashed): take over.
+    Returns the state to end with, or None to go on."""
+    other = record.get("flow_run_id")
+    if store.exists(prefix + END):
+        return Completed(name="Duplicate", message=f"already processed by flow run {other}")
+    if _active(other):
+        return Completed(name="Duplicate", message=f"being processed by flow run {other}")
+    get_run_logger().warning("flow run %s ended without end.txt; this run takes over", other)
+    take_over_claim(store, prefix, record, flow_run_id)
+    return None

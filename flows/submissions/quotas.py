@@ -61,9 +61,61 @@ class SubmissionSettings(BaseSettings):
     submission_groups: dict[str, GroupLimits] = Field(
         default_factory=dict, description="Per-group overrides."
     )
+    submission_rerun_wait_seconds: float = Field(
+        default=3600,
+        ge=0,
+        description="How long a re-upload with the timestamp of a job still running waits for it to end "
+        "before it is refused (a finished job's folder is taken over at once).",
+    )
+    analysis_buckets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Analyses with a bucket of their own (analysis name → bucket): there the bucket is "
+        "the analysis, as on NeuroCAAS, and configs need no `analysis` key.",
+    )
     submission_quota_variable: str = Field(
         default="submission-quotas", description="Prefect Variable with run-time overrides (JSON)."
     )
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """What a NeuroCAAS ``instance_type`` stands for here: CPUs, memory and on-demand price (USD/h)."""
+
+    name: str
+    vcpus: int
+    memory_gib: float
+    price_per_hour: float
+
+
+# The instance types NeuroCAAS analyses name in their submit files and blueprints (us-east-1
+# on-demand Linux prices). A submit file's ``instance_type`` sets its runs' price in the budget
+# estimate and how many of its runs go at once (one run per vCPU at most).
+INSTANCE_TYPES = {
+    item.name: item
+    for item in (
+        InstanceType("t2.micro", 1, 1, 0.0116),
+        InstanceType("t2.medium", 2, 4, 0.0464),
+        InstanceType("t2.large", 2, 8, 0.0928),
+        InstanceType("m5.large", 2, 8, 0.096),
+        InstanceType("m5.xlarge", 4, 16, 0.192),
+        InstanceType("m5.2xlarge", 8, 32, 0.384),
+        InstanceType("m5.4xlarge", 16, 64, 0.768),
+        InstanceType("m5.16xlarge", 64, 256, 3.072),
+        InstanceType("c5.xlarge", 4, 8, 0.17),
+        InstanceType("c5.4xlarge", 16, 32, 0.68),
+        InstanceType("r5.2xlarge", 8, 64, 0.504),
+        InstanceType("p2.xlarge", 4, 61, 0.9),
+        InstanceType("p3.2xlarge", 8, 61, 3.06),
+        InstanceType("g4dn.xlarge", 4, 16, 0.526),
+    )
+}
+
+
+def analysis_for_bucket(bucket: str, *, settings: SubmissionSettings | None = None) -> str | None:
+    """The analysis that owns ``bucket`` (NeuroCAAS: the bucket is the analysis), or None."""
+    settings = settings or SubmissionSettings()
+    owners = [name for name, owned in settings.analysis_buckets.items() if owned == bucket]
+    return owners[0] if owners else None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,46 +61,156 @@ def input_kind(key: str) -> str:
     return "." + name.rsplit(".", 1)[-1] if "." in name else ""
 
 
+# NeuroCAAS's reserved config keys (read by its job manager, not by the analysis): ``__duration__``
+# in minutes (time limit and cost bound), ``__dataset_size__`` in GB (extra storage), and for
+# ensembles ``ensemble_size`` (N runs of one dataset, each config getting ``jobnb`` 1..N) and ``mode``.
+RESERVED_KEYS = ("__duration__", "__dataset_size__", "ensemble_size", "mode", "jobnb")
+# interlinked's own keys: the analysis (in the shared bucket), strict params, our duration, a note.
+OWN_KEYS = ("analysis", "params", "duration_hours", "description")
+MAX_ENSEMBLE = 100
+MAX_DATASET_SIZE_GB = 16 * 1024
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
+    """A parsed config: which analysis, its parameters and NeuroCAAS's reserved keys."""
+
     analysis: RegisteredAnalysis
     params: BaseModel
     duration_hours: float
+    chosen_by: str = "config"  # how the analysis was chosen: config | bucket | inputs
+    duration_minutes: float | None = None  # __duration__ as given
+    dataset_size_gb: float | None = None  # __dataset_size__ as given
+    ensemble_size: int | None = None
+    mode: Any = None
+    ignored: tuple[str, ...] = ()  # free-form keys the analysis does not read
+    document: dict[str, Any] = field(default_factory=dict)  # the config as uploaded
 
     def estimated_cost(self, *, datasets: int, price_per_hour: float) -> float:
         return round(self.duration_hours * datasets * price_per_hour, 6)
 
+    def run_params(self, jobnb: int | None) -> BaseModel:
+        """The parameters of one run: an ensemble run ``jobnb`` > 1 gets its own random seed."""
+        if jobnb is None or jobnb == 1 or "random_state" not in type(self.params).model_fields:
+            return self.params
+        return self.params.model_copy(update={"random_state": self.params.random_state + jobnb - 1})
+
+    def run_config(self, jobnb: int | None) -> dict[str, Any]:
+        """The config document of one run, as NeuroCAAS writes it for an ensemble (``jobnb`` set)."""
+        return dict(self.document) if jobnb is None else {**self.document, "jobnb": jobnb}
+
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
-    analysis: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    analysis: str | None = None
+    params: dict[str, Any] | None = None
     duration_hours: float | None = Field(default=None, gt=0, le=24 * 14)
     description: str | None = None
+    duration_minutes: float | None = Field(default=None, alias="__duration__", gt=0, le=60 * 24 * 14)
+    dataset_size_gb: float | None = Field(
+        default=None, alias="__dataset_size__", ge=0, le=MAX_DATASET_SIZE_GB
+    )
+    ensemble_size: int | None = Field(default=None, ge=1, le=MAX_ENSEMBLE, strict=True)
+    mode: Any = None
 
 
-def parse_config(document: Any) -> AnalysisConfig:
-    """Validate a decoded config file; raise :class:`ConfigRefused` naming the problem."""
+def parse_config_text(text: str | bytes, name: str) -> Any:
+    """Decode a config file as NeuroCAAS does: YAML for ``.yaml``/``.yml``, JSON otherwise."""
+    import yaml
+
+    if name.lower().endswith((".yaml", ".yml")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigRefused(f"config {name} is not valid YAML: {error}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ConfigRefused(f"config {name} is not valid JSON: {error}") from None
+
+
+def choose_analysis(
+    named: str | None, *, bucket_analysis: str | None = None, kinds: list[str] | None = None
+) -> tuple[RegisteredAnalysis, str]:
+    """The analysis of a submission and how it was chosen.
+
+    In a bucket of its own the bucket is the analysis (NeuroCAAS's model): a config needs no
+    ``analysis`` key, and one naming another analysis is refused. In the shared bucket the
+    config's ``analysis`` names it; without one, the analysis is the only registered one that
+    reads every dataset's kind (``.csv`` → describe, ``.h5ad`` → single-cell), or the config is
+    refused naming the choices."""
+    registered = ", ".join(sorted(REGISTRY))
+    if bucket_analysis is not None:
+        if named is not None and named != bucket_analysis:
+            raise ConfigRefused(
+                f"config: analysis {named!r}, but this bucket is the analysis {bucket_analysis!r} "
+                "(drop the analysis key, or submit to that analysis's bucket)"
+            )
+        analysis = REGISTRY.get(bucket_analysis)
+        if analysis is None:
+            raise ConfigRefused(
+                f"this bucket's analysis {bucket_analysis!r} is not registered ({registered})"
+            )
+        return analysis, "bucket"
+    if named is not None:
+        analysis = REGISTRY.get(named)
+        if analysis is None:
+            raise ConfigRefused(f"config: analysis {named!r} is not registered (registered: {registered})")
+        return analysis, "config"
+    kinds = kinds or []
+    readers = [a for a in REGISTRY.values() if kinds and all(kind in a.input_kinds for kind in kinds)]
+    if len(readers) == 1:
+        return readers[0], "inputs"
+    shown = ", ".join(sorted(set(kinds))) or "no datasets"
+    raise ConfigRefused(
+        "config: no analysis key, this is the shared bucket, and "
+        + (f"several analyses read {shown}" if readers else f"no registered analysis reads {shown}")
+        + f': add "analysis": one of {registered}'
+    )
+
+
+def parse_config(
+    document: Any, *, bucket_analysis: str | None = None, kinds: list[str] | None = None
+) -> AnalysisConfig:
+    """Validate a decoded config file; raise :class:`ConfigRefused` naming the problem.
+
+    Configs are free-form, as in NeuroCAAS: top-level keys that are parameters of the analysis
+    are used (and checked), the reserved keys are read, anything else is reported in
+    ``ignored``. A ``params`` object (interlinked's form) is checked strictly instead."""
     if not isinstance(document, dict):
-        raise ConfigRefused(f"the config must be a JSON object, got {type(document).__name__}")
+        raise ConfigRefused(f"the config must be a JSON or YAML mapping, got {type(document).__name__}")
     try:
         config = _Config.model_validate(document)
     except ValidationError as error:
         raise ConfigRefused(_first_error("config", error)) from None
-    analysis = REGISTRY.get(config.analysis)
-    if analysis is None:
-        raise ConfigRefused(
-            f"config: analysis {config.analysis!r} is not registered (registered: {', '.join(sorted(REGISTRY))})"
-        )
+    analysis, chosen_by = choose_analysis(config.analysis, bucket_analysis=bucket_analysis, kinds=kinds)
+    fields = analysis.params.model_fields
+    if config.params is not None:
+        given = config.params
+        free = [k for k in document if k not in OWN_KEYS and k not in RESERVED_KEYS]
+    else:
+        given = {k: v for k, v in document.items() if k in fields}
+        free = [k for k in document if k not in OWN_KEYS and k not in RESERVED_KEYS and k not in fields]
     try:
-        params = analysis.params.model_validate(config.params)
+        params = analysis.params.model_validate(given)
     except ValidationError as error:
         raise ConfigRefused(_first_error(f"config: params of {analysis.name!r}", error)) from None
+    if config.duration_minutes is not None:
+        duration_hours = config.duration_minutes / 60
+    else:
+        duration_hours = config.duration_hours or analysis.default_duration_hours
     return AnalysisConfig(
         analysis=analysis,
         params=params,
-        duration_hours=config.duration_hours or analysis.default_duration_hours,
+        duration_hours=duration_hours,
+        chosen_by=chosen_by,
+        duration_minutes=config.duration_minutes,
+        dataset_size_gb=config.dataset_size_gb,
+        ensemble_size=config.ensemble_size,
+        mode=config.mode,
+        ignored=tuple(str(k) for k in free),
+        document={k: v for k, v in document.items() if k != "jobnb"},
     )
 
 

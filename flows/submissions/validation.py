@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SUBMISSION_KEY = re.compile(r"^(?P<group>[^/]+)/submissions/(?P<name>[^/]+\.json)$")
-# A path segment we create from user input (timestamp, group): conservative on purpose.
+# A path segment we create from user input (the group): conservative on purpose.
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,127}$")
-ALLOWED_FIELDS = ("dataname", "configname", "timestamp")
+REQUIRED_FIELDS = ("dataname", "configname", "timestamp")
+# NeuroCAAS's other submit fields: ``instance_type`` (the job's resources), ``resultpath`` (storage
+# bypass), ``exitcode`` (written by the NeuroCAAS interface client). Any other field is accepted too
+# and reported in the certificate: a submit file is never refused for carrying more.
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "instance_type", "resultpath", "exitcode")
+CONFIG_EXTENSIONS = (".json", ".yaml", ".yml")
+# Where a config may live: NeuroCAAS's own submits keep some under inputs/.
+CONFIG_AREAS = ("configs", "inputs")
 MAX_DATASETS = 100
+MAX_TIMESTAMP = 128
 MAX_KEY_LENGTH = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -40,12 +48,24 @@ class SubmissionRefused(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    key: str  # the S3 key (a 10x directory ends with '/')
-    label: str  # unique per submission: names the status file and the output folder
+    """One analysis run: a data file (or folder, key ending in '/') of the group's ``inputs/``.
+
+    ``name`` is the raw basename NeuroCAAS names the status file with; ``label`` is unique per
+    submission (a ``-2`` suffix for a repeated basename, ``_inst{n}`` for an ensemble run) and
+    ``stem`` prefixes the run's outputs in the flat ``process_results/``."""
+
+    key: str
+    label: str
+    jobnb: int | None = None  # the ensemble run number (NeuroCAAS's ``jobnb``), None outside ensembles
+    stem: str = ""
 
     @property
     def is_directory(self) -> bool:
         return self.key.endswith("/")
+
+    @property
+    def name(self) -> str:
+        return self.key.rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -56,19 +76,30 @@ class Submission:
     datasets: tuple[Dataset, ...]
     configname: str
     timestamp: str
+    instance_type: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # fields beyond the required three
 
     @property
     def results_prefix(self) -> str:
         return results_prefix(self.group, self.bucket, self.timestamp)
 
+    @property
+    def job_name(self) -> str:
+        return job_name(self.bucket, self.timestamp)
+
+
+def job_name(bucket: str, timestamp: str) -> str:
+    """NeuroCAAS's job name: ``job__{bucket}_{timestamp}`` (the results folder's name)."""
+    return f"job__{bucket}_{timestamp}"
+
 
 def results_prefix(group: str, bucket: str, timestamp: str) -> str:
-    return f"{group}/results/job__{bucket}_{timestamp}/"
+    return f"{group}/results/{job_name(bucket, timestamp)}/"
 
 
 def refusal_prefix(group: str, bucket: str, label: str, identity: str) -> str:
-    """Where a refusal goes when its own results folder cannot be used (no valid timestamp, or the
-    timestamp belongs to another job): ``job__{bucket}_{label}__refused-{8 hex of the identity}``."""
+    """Where a refusal goes when no results folder can be named (no valid timestamp):
+    ``job__{bucket}_{label}__refused-{8 hex of the identity}``."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     return f"{group}/results/job__{bucket}_{label}__refused-{digest}/"
 
@@ -93,13 +124,30 @@ def parse_submission_key(key: str) -> tuple[str, str]:
 
 
 def check_timestamp(value: Any) -> str:
+    """The timestamp as NeuroCAAS uses it: any text that is one path segment.
+
+    Spaces, colons and the like are kept as they are (the folder is
+    ``job__{bucket}_{timestamp}`` exactly, where the NeuroCAAS client and website look); a number
+    (``int(time.time())``) is used as its decimal text. Refused: empty, longer than 128
+    characters, ``/`` or ``\\``, control characters, ``.``/``..`` and ``__refused``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str):
         raise SubmissionRefused(f"timestamp must be a string, got {type(value).__name__}", field="timestamp")
-    if not SAFE_SEGMENT.match(value) or ".." in value or "__refused" in value:
+    problem = None
+    if not value.strip():
+        problem = "is empty"
+    elif len(value) > MAX_TIMESTAMP:
+        problem = f"is longer than {MAX_TIMESTAMP} characters"
+    elif "/" in value or "\\" in value:
+        problem = "contains '/' or '\\' (it names one folder)"
+    elif _CONTROL.search(value):
+        problem = "contains control characters"
+    elif value in (".", "..") or "__refused" in value:
+        problem = "is reserved"
+    if problem:
         raise SubmissionRefused(
-            f"timestamp {value!r} is not a safe path segment: 1-128 characters, letters, digits and "
-            ". _ : + = @ - (not starting with a symbol, no '..', no '/', no '__refused')",
-            field="timestamp",
+            f"timestamp {value!r} is not a safe path segment: it {problem}", field="timestamp"
         )
     return value
 
@@ -147,21 +195,52 @@ def check_key(value: Any, *, group: str, area: str, field: str, allow_directory:
     return value
 
 
+def check_config_key(value: Any, *, group: str) -> str:
+    """A config key: a ``.json``/``.yaml`` file under the group's ``configs/`` or ``inputs/``."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # storage-bypass style submits give a one-element list
+    problems = []
+    for area in CONFIG_AREAS:
+        try:
+            key = check_key(value, group=group, area=area, field="configname")
+            break
+        except SubmissionRefused as refused:
+            problems.append(refused)
+    else:
+        # Say what is wrong with it as a configs/ key, unless it is only "not under configs/".
+        first = problems[0]
+        if "is not under" in first.reason:
+            raise SubmissionRefused(
+                f"configname {value!r} is not under {group}/configs/ or {group}/inputs/", field="configname"
+            )
+        raise first
+    if not key.lower().endswith(CONFIG_EXTENSIONS):
+        raise SubmissionRefused(
+            f"configname {key!r} must be a .json or .yaml file (NeuroCAAS reads these two)",
+            field="configname",
+        )
+    return key
+
+
 def parse_submission(bucket: str, key: str, document: Any) -> Submission:
-    """Validate a decoded submit file uploaded at ``key``; raise :class:`SubmissionRefused`."""
+    """Validate a decoded submit file uploaded at ``key``; raise :class:`SubmissionRefused`.
+
+    Fields beyond ``dataname``, ``configname`` and ``timestamp`` are kept in ``extras`` (the flow
+    uses ``instance_type``, refuses ``resultpath`` unless storage bypass is set up, and reports the
+    rest): a real NeuroCAAS submit file is never refused for carrying them."""
     group, _ = parse_submission_key(key)
     if not isinstance(document, dict):
         raise SubmissionRefused(f"the submit file must be a JSON object, got {type(document).__name__}")
-    unknown = sorted(set(document) - set(ALLOWED_FIELDS))
-    if unknown:
-        raise SubmissionRefused(
-            f"unknown field(s) {unknown} in the submit file (allowed: {', '.join(ALLOWED_FIELDS)})",
-            field=unknown[0],
-        )
-    for name in ALLOWED_FIELDS:
+    for name in REQUIRED_FIELDS:
         if name not in document:
             raise SubmissionRefused(f"{name} is missing from the submit file", field=name)
     timestamp = check_timestamp(document["timestamp"])
+    instance_type = document.get("instance_type")
+    if instance_type is not None and (not isinstance(instance_type, str) or not instance_type.strip()):
+        raise SubmissionRefused(
+            f"instance_type must be a non-empty string (e.g. 'm5.xlarge'), got {instance_type!r}",
+            field="instance_type",
+        )
 
     dataname = document["dataname"]
     if isinstance(dataname, str):
@@ -188,9 +267,7 @@ def parse_submission(bucket: str, key: str, document: Any) -> Submission:
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise SubmissionRefused(f"dataname lists {repeated[0]!r} more than once", field="dataname")
-    configname = check_key(document["configname"], group=group, area="configs", field="configname")
-    if not configname.endswith(".json"):
-        raise SubmissionRefused(f"configname {configname!r} must be a .json file", field="configname")
+    configname = check_config_key(document["configname"], group=group)
     return Submission(
         bucket=bucket,
         key=key,
@@ -198,22 +275,53 @@ def parse_submission(bucket: str, key: str, document: Any) -> Submission:
         datasets=tuple(dataset_labels(keys)),
         configname=configname,
         timestamp=timestamp,
+        instance_type=instance_type.strip() if instance_type else None,
+        extras={name: value for name, value in document.items() if name not in REQUIRED_FIELDS},
     )
 
 
-def dataset_labels(keys: list[str]) -> list[Dataset]:
-    """Label each dataset by its file (or directory) name, made unique with a ``-2``, ``-3`` suffix."""
-    seen: dict[str, int] = {}
+_COMPOUND = (".csv.gz", ".tsv.gz", ".json.gz", ".jsonl.gz", ".tar.gz", ".nii.gz")
+
+
+def file_stem(name: str) -> str:
+    """A file name without its extension (compound ones like ``.csv.gz`` included)."""
+    lowered = name.lower()
+    for compound in _COMPOUND:
+        if lowered.endswith(compound) and len(name) > len(compound):
+            return name[: -len(compound)]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def dataset_labels(keys: list[str], *, ensemble_size: int | None = None) -> list[Dataset]:
+    """One :class:`Dataset` per key (``ensemble_size`` runs of a single key for an ensemble).
+
+    The label is the raw basename (what NeuroCAAS names the status file with), made unique with a
+    ``-2``, ``-3`` suffix; the stem (basename without extension, made unique the same way) prefixes
+    the run's files in the flat ``process_results/``."""
+    labels: dict[str, int] = {}
+    stems: dict[str, int] = {}
     datasets = []
     for key in keys:
-        base = key.rstrip("/").rsplit("/", 1)[-1]
-        base = re.sub(r"[^A-Za-z0-9._:+=@-]", "_", base) or "dataset"
-        count = seen.get(base, 0) + 1
-        seen[base] = count
-        datasets.append(Dataset(key=key, label=base if count == 1 else f"{base}-{count}"))
+        base = key.rstrip("/").rsplit("/", 1)[-1] or "dataset"
+        count = labels.get(base, 0) + 1
+        labels[base] = count
+        label = base if count == 1 else f"{base}-{count}"
+        stem = file_stem(base) if not key.endswith("/") else base
+        stem_count = stems.get(stem, 0) + 1
+        stems[stem] = stem_count
+        stem = stem if stem_count == 1 else f"{stem}-{stem_count}"
+        if ensemble_size:
+            datasets.extend(
+                Dataset(key=key, label=f"{label}_inst{n}", jobnb=n, stem=f"{stem}_inst{n}")
+                for n in range(1, ensemble_size + 1)
+            )
+        else:
+            datasets.append(Dataset(key=key, label=label, stem=stem))
     return datasets
 
 
 def status_file_name(dataset: Dataset) -> str:
-    """NeuroCAAS-style per-dataset status file: ``DATASET_NAME:{file}_STATUS.txt``."""
+    """NeuroCAAS's per-dataset status file: ``DATASET_NAME:{basename}_STATUS.txt`` with the raw
+    basename of the dataset (``_inst{n}`` added for an ensemble run, ``-2`` for a repeated name)."""
     return f"DATASET_NAME:{dataset.label}_STATUS.txt"

@@ -1,6 +1,6 @@
 """`interlinked submissions upload | watch`: S3 submissions (seed 003) from the command line.
 
-    interlinked submissions upload GROUP DATA [DATA ...] CONFIG [--timestamp T] [--json]
+    interlinked submissions upload GROUP DATA [DATA ...] CONFIG [--timestamp T] [--rerun] [--json]
     interlinked submissions watch RESULTS_PATH [--timeout S]
 
 ``upload`` checks everything it can before writing anything (the group and timestamp are safe
@@ -35,7 +35,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     use_stack_defaults()
     try:
         uploaded = upload_submission(
-            args.group, args.data, args.config, timestamp=args.timestamp, bucket=args.bucket
+            args.group, args.data, args.config, timestamp=args.timestamp, bucket=args.bucket, rerun=args.rerun
         )
     except UploadError as error:
         return report_error(str(error), EXIT_INVALID)
@@ -94,6 +94,12 @@ def register(subparsers) -> None:
         "--timestamp", help="names the results folder (default: the current UTC time + 4 hex)"
     )
     upload.add_argument("--bucket", help="analysis bucket (default: the stack's)")
+    upload.add_argument(
+        "--rerun",
+        action="store_true",
+        help="re-use a timestamp that has results: the job re-runs there, the earlier results move to "
+        "{group}/results/superseded/ (what a re-upload from the NeuroCAAS website does)",
+    )
     upload.add_argument("--json", action="store_true", help="machine-readable output")
     upload.set_defaults(func=cmd_upload)
 

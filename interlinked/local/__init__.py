@@ -39,7 +39,7 @@ from interlinked.local.parts import (
 from interlinked.local.processes import LocalStack, Part, StackError
 from interlinked.local.provision import Resources, ensure_resources, save_blocks, save_database_block
 from interlinked.local.wiring import ensure_event_sources
-from interlinked.settings import Settings
+from interlinked.settings import PROJECT_ROOT, Settings
 
 
 @contextmanager
@@ -108,6 +108,40 @@ def _provision(settings: Settings) -> Resources:
     return resources
 
 
+def install_r_packages(settings: Settings, echo: Callable[[str], None] = print) -> Path | None:
+    """Install the repository's R packages (``r/interlinker``, ``r/aws.s3``: the seed's R
+    interface) into ``{state_dir}/r-lib``, which every stack process has in ``R_LIBS``; again only
+    when their sources changed. Without ``Rscript`` (or ``httr``) nothing is installed and R jobs
+    that load them fail saying so."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    sources = PROJECT_ROOT / "r"
+    if shutil.which("R") is None or not sources.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(sources.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(sources).as_posix().encode() + path.read_bytes())
+    library = settings.state_dir / "r-lib"
+    stamp = library / ".interlinked-sources"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return library
+    library.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["R", "CMD", "INSTALL", "--no-test-load", "-l", str(library), "interlinker", "aws.s3"],
+        cwd=sources,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        echo(f"R packages not installed (R jobs using interlinker will fail): {done.stderr.strip()[-300:]}")
+        return None
+    stamp.write_text(digest.hexdigest())
+    return library
+
+
 def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     """Bring the whole local stack up (idempotent) and return what `env --json` prints."""
     started_at = time.monotonic()
@@ -119,6 +153,7 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     every_part = parts(settings)
 
     _start_servers(stack, settings, every_part, echo)
+    install_r_packages(settings, echo)
     resources = _provision(settings)
     with _stack_api(settings):
         save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
@@ -146,11 +181,20 @@ def describe(settings: Settings, resources: Resources) -> dict:
         "queues": resources.queues,
         "dead_letter_queues": resources.dead_letter_queues,
         "topics": resources.topics,
+        "analysis_buckets": _analysis_buckets(),
+        "script_api_url": settings.script_api_url,
         "work_pool": settings.work_pool,
         "state_dir": str(settings.state_dir),
         "prefect_database": settings.prefect_database,
         "postgres_port": settings.postgres_port,
     }
+
+
+def _analysis_buckets() -> dict[str, str]:
+    """Analyses with a bucket of their own (``INTERLINKED_ANALYSIS_BUCKETS``)."""
+    from flows.submissions.quotas import SubmissionSettings
+
+    return dict(SubmissionSettings().analysis_buckets)
 
 
 def read_description(settings: Settings) -> dict:

@@ -26,10 +26,10 @@ from interlinked.settings import PROJECT_ROOT, Settings
 WORKER_NAME = "interlinked-local-worker"
 # Started first: postgres and aws together, the Prefect server once its database answers.
 SERVERS = ("postgres", "aws", "prefect-server")
-SERVICES = ("worker", "analysis-service", "bridge")
+SERVICES = ("worker", "analysis-service", "bridge", "script-api")
 # Services first, so nothing is left talking to servers that are going away; the database after
 # the Prefect server that uses it.
-STOP_ORDER = ("bridge", "analysis-service", "worker", "prefect-server", "postgres", "aws")
+STOP_ORDER = ("script-api", "bridge", "analysis-service", "worker", "prefect-server", "postgres", "aws")
 # The emulator writes its final snapshot on SIGTERM: a large state needs more than the default
 # grace (processes.DEFAULT_GRACE) to reach disk before `down` would kill it.
 EMULATOR_STOP_GRACE = 20.0
@@ -47,6 +47,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_UI_URL": settings.prefect_ui_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "INTERLINKED_SCRIPT_API_URL": settings.script_api_url,
         "AWS_DEFAULT_REGION": settings.region,
         "AWS_REGION": settings.region,
         **LOCAL_AWS_CREDENTIALS,
@@ -59,6 +60,8 @@ def client_env(settings: Settings) -> dict[str, str]:
         **stack_env(settings),
         "PREFECT_HOME": str(settings.state_dir / "prefect"),
         "INTERLINKED_CODE_DIR": str(PROJECT_ROOT),
+        # The repository's R packages (interlinker, aws.s3), installed there by `up`.
+        "R_LIBS": str(settings.state_dir / "r-lib"),
         # The stock process worker polls every 10 s by default; locally we want runs to start promptly.
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
@@ -208,4 +211,6 @@ def parts(settings: Settings) -> dict[str, Part]:
             settings, "analysis-service", "flows.analysis.service", {"INTERLINKED_ANALYSIS_POLL_SECONDS": "2"}
         ),
         "bridge": _service_part(settings, "bridge", "interlinked.bridge"),
+        # The seed's HTTP API (submitjob, upload, bulk, fetch, exists, log) for its R interface.
+        "script-api": _service_part(settings, "script-api", "interlinked.script_api"),
     }

@@ -273,3 +273,106 @@ def test_invalid_description_is_refused_and_creates_nothing(stack, aws, script_d
     assert result.returncode == 2
     assert words in result.stderr and result.stdout == ""
     assert _counts(aws, stack) == before
+
+
+# ---- the seed's own R interface, unchanged ---------------------------------------------------------
+
+# The seed README's script template, verbatim (seed 000, "Running a job").
+SEED_TEMPLATE = """# these libraries are baked into the docker container
+library(interlinker)
+library(aws.s3)
+library(httr)
+library(jsonlite)
+
+myfunc <- function(args) {
+  mysum = args$a + args$b
+  url <- paste0(interlinker_options("lambda_uri"), "upload")
+  result <- POST(url, body = toJSON(list(key = "test/my_results_1",
+                                         data = mysum,
+                                         bucket = "interlinked"), auto_unbox = TRUE))
+  # alternatively, you can just use aws.s3::put_object directly
+  logS3(paste0("myfunc completed with result: ", result$result), "INFO", "interlinked")
+}
+"""
+# The seed README's R session, verbatim but for one stray ')' (a syntax error in the README), and
+# printing the reply so the test can read the job id.
+SEED_SUBMIT = """library(interlinker)
+library(jsonlite)
+library(httr)
+
+  job <- list(func = "myfunc",
+   arguments =  list("a" = 1, "b" = 2),
+   name = "Test job",
+   script = "test.r")
+
+  url <- paste0(interlinker_options("lambda_uri"), "submitjob")
+  reply <- POST(url, body = toJSON(job), auto_unbox = TRUE)
+cat(content(reply, as = "text"))
+"""
+# The seed's /tmp/start.r, verbatim (``UUID`` is undefined there: runJob falls back to LAMBDA_JOB_ID).
+SEED_START = """library(interlinker)
+
+job <- Sys.getenv("LAMBDA_JOB_ID")
+runJob(UUID, debug = TRUE)
+"""
+
+
+def _r_session(code: str, tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    import os
+
+    from interlinked.settings import Settings
+
+    script = tmp_path / "session.R"
+    script.write_text(code)
+    r_libs = str(Settings().state_dir / "r-lib")
+    return subprocess.run(
+        [rscript_path(), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **TEST_ENV, "R_LIBS": r_libs, **env},
+    )
+
+
+def _r_with_httr() -> bool:
+    path = rscript_path()
+    return bool(path) and subprocess.run([path, "-e", "library(httr)"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(
+    not _r_with_httr(), reason="Rscript with httr is not installed (apt-get install r-cran-httr)"
+)
+def test_the_seeds_r_template_and_session_run_unchanged(stack_handle, aws, stack, tmp_path):
+    """The seed's template uploaded to scripts/, its R session POSTs the job to submitjob (one-element
+    arrays and all), the script runs with LAMBDA_JOB_ID and POSTs its result to upload; then the
+    seed's start.r runs the same job again by LAMBDA_JOB_ID through runJob."""
+    from flows.script_jobs.client import wait_for_job
+
+    stack_handle.ensure_up()
+    data = stack["buckets"]["data"]
+    aws["s3"].put_object(Bucket=data, Key="scripts/test.r", Body=SEED_TEMPLATE.encode())
+    aws["s3"].delete_object(Bucket=data, Key="test/my_results_1")
+
+    submitted = _r_session(SEED_SUBMIT, tmp_path, {})
+    assert submitted.returncode == 0, submitted.stderr
+    reply = json.loads(submitted.stdout)
+    job_id = reply["jobId"]
+    status = wait_for_job(job_id, timeout=180)
+    assert status["state"] == "COMPLETED", status
+    # Where the template puts its result: s3://interlinked/test/my_results_1 (the data bucket).
+    stored = aws["s3"].get_object(Bucket=data, Key="test/my_results_1")["Body"].read()
+    assert json.loads(stored) == 3
+    log = aws["s3"].get_object(Bucket=data, Key="log/INFO")["Body"].read().decode()
+    assert "INFO myfunc completed with result: " in log
+    spec = json.loads(aws["s3"].get_object(Bucket=data, Key=f"jobs/{job_id}.json")["Body"].read())
+    assert spec["name"] == "Test job" and spec["script"] == "test.r"
+    # The script saw its job id.
+    job_log = aws["s3"].get_object(Bucket=data, Key=f"logs/{job_id}.log")["Body"].read().decode()
+    assert "exit code 0" in job_log
+
+    aws["s3"].delete_object(Bucket=data, Key="test/my_results_1")
+    started = _r_session(SEED_START, tmp_path, {"LAMBDA_JOB_ID": job_id})
+    assert started.returncode == 0, started.stderr
+    assert json.loads(aws["s3"].get_object(Bucket=data, Key="test/my_results_1")["Body"].read()) == 3
+    debug = aws["s3"].get_object(Bucket=data, Key="log/DEBUG")["Body"].read().decode()
+    assert f"runJob {job_id}: done" in debug

@@ -45,18 +45,38 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def wait_until(check, *, timeout: float = 120, what: str = "a condition"):
+    """Poll ``check`` until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.3)
+
+
+def results_path_of_client(group: str, bucket: str, timestamp: str) -> str:
+    from neurocaas_client import results_prefix
+
+    return results_prefix(group, bucket, timestamp)
+
+
 def prefix(env, timestamp: str, group: str = GROUP) -> str:
     return f"{group}/results/job__{env.analysis}_{timestamp}/"
 
 
 def end_of(env, timestamp: str, group: str = GROUP, timeout: float = 90) -> str:
-    return wait_for_object(
-        env.s3,
-        env.analysis,
-        prefix(env, timestamp, group) + "process_results/end.txt",
-        timeout=timeout,
-        consumer=env.consumer,
-    )
+    try:
+        return wait_for_object(
+            env.s3,
+            env.analysis,
+            prefix(env, timestamp, group) + "process_results/end.txt",
+            timeout=timeout,
+            consumer=env.consumer,
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}\ncertificate:\n{certificate(env, timestamp, group)}") from None
 
 
 def certificate(env, timestamp: str, group: str = GROUP) -> str:
@@ -159,10 +179,16 @@ def test_cli_upload_then_watch_until_end(env, tmp_path):
     assert uploaded.stdout.strip() == f"s3://{env.analysis}/{prefix(env, 'via-cli')}"
     watched = cli("watch", uploaded.stdout.strip(), "--timeout", "90")
     assert watched.returncode == 0, watched.stderr + watched.stdout
-    for words in ("VALIDATED", "ACCEPTED", "table.csv: SUCCESS", "end.txt: COMPLETED"):
+    for words in (
+        "[Job Manager] STEP 2/4 (Validation): DONE",
+        "Projected total costs",
+        "analysis 1 (table.csv): SUCCESS",
+        "DATANAME: lab-sub/inputs/table.csv | STATUS: SUCCESS",
+        "end.txt: COMPLETED",
+    ):
         assert words in watched.stdout
     summary = json.loads(
-        read_text(env.s3, env.analysis, prefix(env, "via-cli") + "process_results/table.csv/summary.json")
+        read_text(env.s3, env.analysis, prefix(env, "via-cli") + "process_results/table_summary.json")
     )
     assert summary["rows"] == 2 and summary["describe"]["b"]["mean"] == 3.0
     again = cli("upload", GROUP, str(table), str(config), "--timestamp", "via-cli")
@@ -177,25 +203,24 @@ def test_status_files_and_end_written_last(env):
     status = json.loads(
         read_text(env.s3, env.analysis, prefix(env, "via-cli") + "logs/DATASET_NAME:table.csv_STATUS.txt")
     )
-    assert status["status"] == "SUCCESS" and status["analysis"] == "describe" and status["reason"] is None
-    assert (
-        status["input"] == f"s3://{env.analysis}/{GROUP}/inputs/table.csv"
-        and status["start"]
-        and status["end"]
-    )
+    assert status["status"] == "SUCCESS" and status["analysis"] == "describe" and "done" in status["reason"]
+    assert status["input"] == f"{GROUP}/inputs/table.csv"
+    assert status["job_start"] <= status["job_finish"] and status["job_finish"].endswith("Z")
 
 
 def test_fan_out_with_one_failing_dataset_is_partial(env, data):
     end = end_of(env, "fan-out")
     assert end.startswith("PARTIAL") and "2 of 3 dataset(s) succeeded" in end and "broken.csv" in end
     text = certificate(env, "fan-out")
-    assert "good.csv: SUCCESS" in text and "records.json: SUCCESS" in text and "broken.csv: FAILED" in text
+    assert (
+        "(good.csv): SUCCESS" in text and "(records.json): SUCCESS" in text and "(broken.csv): FAILED" in text
+    )
     broken = json.loads(
         read_text(env.s3, env.analysis, prefix(env, "fan-out") + "logs/DATASET_NAME:broken.csv_STATUS.txt")
     )
-    assert broken["status"] == "FAILED" and "cannot read broken.csv" in broken["reason"]
+    assert broken["status"] == "FAILED" and "cannot read broken.csv" in broken["stderr"]["0"]
     records = json.loads(
-        read_text(env.s3, env.analysis, prefix(env, "fan-out") + "process_results/records.json/summary.json")
+        read_text(env.s3, env.analysis, prefix(env, "fan-out") + "process_results/records_summary.json")
     )
     assert records["describe"]["v"]["max"] == 10.0
     run = final_run_for_key(f"{GROUP}/submissions/fan-out.json")
@@ -206,7 +231,7 @@ def test_fan_out_with_one_failing_dataset_is_partial(env, data):
 def test_single_cell_analysis_writes_plot_and_tables(env, data):
     end = end_of(env, "cells", timeout=150)
     assert end.startswith("COMPLETED"), certificate(env, "cells")
-    base = prefix(env, "cells") + "process_results/cells.h5ad/"
+    base = prefix(env, "cells") + "process_results/cells_"
     png = env.s3.get_object(Bucket=env.analysis, Key=base + "embedding.png")["Body"].read()
     assert png.startswith(b"\x89PNG")
     summary = json.loads(read_text(env.s3, env.analysis, base + "summary.json"))
@@ -222,7 +247,7 @@ def test_refusals_say_why_and_touch_nothing_else(env, data):
         end = end_of(env, timestamp)
         assert end.startswith("REFUSED") and words in end, (name, end)
         text = certificate(env, timestamp)
-        assert "status       REFUSED" in text and words in text, (name, text)
+        assert "): REFUSED. " in text and words in text, (name, text)
         assert not listing(env.s3, env.analysis, prefix(env, timestamp) + "process_results/").keys() - {
             prefix(env, timestamp) + "process_results/end.txt"
         }
@@ -256,34 +281,42 @@ def test_refusals_without_a_usable_timestamp_get_their_own_folder(env, data):
     assert not listing(env.s3, env.analysis, f"{GROUP}/escape")
 
 
-def test_a_reused_timestamp_is_refused_and_the_first_job_untouched(env, data):
-    assert end_of(env, "fan-out")
+def test_a_reused_timestamp_re_runs_there_and_keeps_the_first_jobs_files(env, data):
+    """NeuroCAAS's website always uploads ``submissions/submit.json``: a new upload with the timestamp
+    of a finished job re-runs in the same folder (where clients poll); the earlier files move to
+    ``{group}/results/superseded/``."""
+    first_end = end_of(env, "fan-out")
     first = listing(env.s3, env.analysis, prefix(env, "fan-out"))
+    assert prefix(env, "fan-out") + "process_results/good_summary.json" in first
     key = submit(
         env,
         "fan-out-again",
         {
-            "dataname": f"{GROUP}/inputs/good.csv",
+            "dataname": f"{GROUP}/inputs/records.json",
             "configname": f"{GROUP}/configs/describe.json",
             "timestamp": "fan-out",
         },
     )
-    deadline = time.monotonic() + 60
-    refusal = None
-    while time.monotonic() < deadline and refusal is None:
-        for found in listing(env.s3, env.analysis, f"{GROUP}/results/job__{env.analysis}_fan-out__refused-"):
-            if found.endswith("process_results/end.txt"):
-                refusal = read_text(env.s3, env.analysis, found)
-        time.sleep(0.3)
-    assert (
-        refusal
-        and refusal.startswith("REFUSED")
-        and "already used by" in refusal
-        and "fan-out.json" in refusal
+    end = wait_until(
+        lambda: (
+            (read_text(env.s3, env.analysis, prefix(env, "fan-out") + "process_results/end.txt") or "")
+            if "1 of 1"
+            in (read_text(env.s3, env.analysis, prefix(env, "fan-out") + "process_results/end.txt") or "")
+            else None
+        ),
+        what="the re-run's end.txt",
     )
-    assert listing(env.s3, env.analysis, prefix(env, "fan-out")) == first
-    run = final_run_for_key(key)
-    assert run.state.name == "Refused"
+    assert end.startswith("COMPLETED") and end != first_end
+    assert final_run_for_key(key).state.is_completed()
+    now = listing(env.s3, env.analysis, prefix(env, "fan-out"))
+    assert prefix(env, "fan-out") + "process_results/good_summary.json" not in now
+    assert prefix(env, "fan-out") + "process_results/records_summary.json" in now
+    archived = listing(env.s3, env.analysis, f"{GROUP}/results/superseded/job__{env.analysis}_fan-out/")
+    assert any(k.endswith("process_results/good_summary.json") for k in archived)
+    assert any(k.endswith("process_results/end.txt") for k in archived)
+    assert "fan-out-again.json" in read_text(
+        env.s3, env.analysis, prefix(env, "fan-out") + "logs/submission.json"
+    )
 
 
 def test_group_quotas_queue_over_concurrency_and_refuse_over_budget(env, data):
@@ -385,9 +418,178 @@ def test_submissions_over_the_quota_all_run_never_more_than_the_quota_at_once(en
         status = json.loads(
             read_text(env.s3, env.analysis, prefix(env, stamp, group) + "logs/DATASET_NAME:t.csv_STATUS.txt")
         )
-        intervals.append((status["start"], status["end"]))
+        intervals.append((status["job_start"], status["job_finish"]))
     # Second resolution, truncated: a job that started after another freed its slot never counts
     # as overlapping it, so more than 2 here means more than 2 slots were held at once.
     for start, _ in intervals:
         running = sum(1 for other_start, other_end in intervals if other_start <= start < other_end)
         assert running <= 2, intervals
+
+
+# ---- real NeuroCAAS submit files and configs, read back the way NeuroCAAS's client reads ------------
+
+NEUROCAAS = ROOT / "tests" / "fixtures" / "neurocaas"
+TRAVIS = "traviscipermagroup"  # the group of the seed README and of its example submit file
+
+
+def client_wait(env, timestamp: str, group: str = TRAVIS, *, timeout: float = 120) -> list[str]:
+    """NeuroCAASJob.run (cellistigs/neurocaas_interface, jobtools.py): list the prefix
+    ``{group}/results/job__{bucket}_{timestamp}`` until a key holds 'certificate.txt' (started),
+    then until one holds 'end.txt' (finished); return the keys."""
+    resultsprefix = results_path_of_client(group, env.analysis, timestamp)
+
+    def keys() -> list[str]:
+        reply = env.s3.list_objects_v2(Bucket=env.analysis, Prefix=resultsprefix)
+        return [item["Key"] for item in reply.get("Contents", [])]
+
+    wait_until(lambda: any("certificate.txt" in k for k in keys()), timeout=timeout, what="certificate.txt")
+    return wait_until(
+        lambda: keys() if any("end.txt" in k for k in keys()) else None, timeout=timeout, what="end.txt"
+    )
+
+
+@pytest.fixture(scope="module")
+def neurocaas(env):
+    """The seed README's stack, as a NeuroCAAS user fills it: data, free-form configs (JSON and
+    YAML, one under inputs/), then real submit files."""
+    s3, bucket = env.s3, env.analysis
+    put_json(s3, bucket, f"{TRAVIS}/inputs/dataset1.json", [{"x": 1, "y": 2.0}, {"x": 5, "y": 4.0}])
+    s3.put_object(Bucket=bucket, Key=f"{TRAVIS}/inputs/Trial     3.csv", Body=b"t,v\n1,10\n2,30\n")
+    # A real NeuroCAAS config has no "analysis" key: free-form parameters and reserved keys.
+    put_json(s3, bucket, f"{TRAVIS}/configs/config_None_None.json", {"__duration__": 5, "seed": None})
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{TRAVIS}/configs/config.yaml",
+        Body=(NEUROCAAS / "test1config.yaml").read_bytes() + b"include: number\n__duration__: 5\n",
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{TRAVIS}/inputs/params.yaml",
+        Body=b"ensemble_size: 2\nmode: train\n__duration__: 5\n__dataset_size__: 0.001\nmaxrank: 4\n",
+    )
+    # The interface client's example submit file, as it uploads it ({group}/submissions/{ts}submit.json).
+    example = NEUROCAAS / "condition_test_interface_submit.json"
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{TRAVIS}/submissions/00:00:00.000001test_intersubmit.json",
+        Body=example.read_bytes(),
+    )
+    spaced = json.loads((NEUROCAAS / "instance_type_submit.json").read_text())
+    put_json(s3, bucket, f"{TRAVIS}/submissions/spaced_submit.json", spaced)
+    put_json(
+        s3,
+        bucket,
+        f"{TRAVIS}/submissions/bypass_submit.json",
+        {
+            "dataname": f"{TRAVIS}/inputs/dataset1.json",
+            "configname": f"{TRAVIS}/configs/config_None_None.json",
+            "timestamp": "bypass",
+            "resultpath": "s3://outputbucket/sep_results",
+        },
+    )
+    return spaced
+
+
+def test_the_seed_example_submit_completes_and_reads_back_as_the_client_reads(env, neurocaas):
+    from neurocaas_client import download_by_basename, get_instances, parse_certificate, read_status
+
+    timestamp = "00:00:00.000001test_inter"
+    keys = client_wait(env, timestamp)
+    job = results_path_of_client(TRAVIS, env.analysis, timestamp)
+    end = read_text(env.s3, env.analysis, f"{job}/process_results/end.txt")
+    certificate = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt")
+    assert end.startswith("COMPLETED"), certificate
+    rows = parse_certificate(certificate)
+    assert rows[f"{TRAVIS}/inputs/dataset1.json"]["STATUS"] == "SUCCESS"
+    [(number, instance)] = get_instances(certificate).items()
+    assert number == 1 and instance["dataset"] == "dataset1.json" and instance["id"].startswith("i-")
+    assert "submit field 'exitcode' (set by the NeuroCAAS client) noted" in certificate
+    assert "analysis 'describe': the only analysis reading these datasets" in certificate
+    assert (
+        "parameter __duration__ given: 5" in certificate
+        and "config keys not read by 'describe': seed" in certificate
+    )
+    status = read_status(
+        read_text(env.s3, env.analysis, f"{job}/logs/DATASET_NAME:dataset1.json_STATUS.txt"), live=True
+    )
+    assert status["status"] == "SUCCESS" and status["instance"] == instance["id"]
+    saved = download_by_basename(keys, job)
+    assert {"config_None_None.json", "dataset1_summary.json", "dataset1_describe.csv", "end.txt"} <= set(
+        saved
+    )
+    summary = json.loads(read_text(env.s3, env.analysis, saved["dataset1_summary.json"]))
+    assert summary["describe"]["x"]["max"] == 5.0
+    # The contrib monitor's usage log of the run (price x duration).
+    usage = json.loads(read_text(env.s3, env.analysis, f"logs/{TRAVIS}/{instance['id']}.json"))
+    assert usage["jobpath"] == job and usage["start"] and usage["end"]
+
+
+def test_a_spaced_timestamp_instance_type_yaml_config_under_inputs_and_an_ensemble(env, neurocaas):
+    from neurocaas_client import download_by_basename, get_instances, parse_certificate, read_status
+
+    timestamp = neurocaas["timestamp"]
+    assert " " in timestamp
+    keys = client_wait(env, timestamp)
+    job = results_path_of_client(TRAVIS, env.analysis, timestamp)
+    certificate = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt")
+    assert read_text(env.s3, env.analysis, f"{job}/process_results/end.txt").startswith("COMPLETED"), (
+        certificate
+    )
+    assert "Using instance type p3.2xlarge (8 vCPU" in certificate
+    assert "parameter ensemble_size given: 2 (jobnb 1..2, mode train)" in certificate
+    assert len(get_instances(certificate)) == 2 and len(parse_certificate(certificate)) == 1
+    for n in (1, 2):
+        status = read_status(
+            read_text(env.s3, env.analysis, f"{job}/logs/DATASET_NAME:dataset1.json_inst{n}_STATUS.txt"),
+            live=True,
+        )
+        assert status["status"] == "SUCCESS" and status["jobnb"] == n
+    saved = download_by_basename(keys, job)
+    assert {"params.yaml", "dataset1_inst1_summary.json", "dataset1_inst2_summary.json"} <= set(saved)
+    per_run = json.loads(
+        read_text(env.s3, env.analysis, saved[f"job__{env.analysis}_{timestamp}inst2config.json"])
+    )
+    assert per_run["jobnb"] == 2 and per_run["ensemble_size"] == 2
+
+
+def test_resultpath_is_refused_with_a_clear_reason_where_the_client_looks(env, neurocaas):
+    client_wait(env, "bypass")
+    job = results_path_of_client(TRAVIS, env.analysis, "bypass")
+    end = read_text(env.s3, env.analysis, f"{job}/process_results/end.txt")
+    assert end.startswith("REFUSED") and "storage bypass" in end
+    certificate = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt")
+    assert "[Job Manager] STEP 1/4 (Initialization): REFUSED. resultpath" in certificate
+
+
+def test_the_website_re_uploads_submit_json_and_the_client_sees_the_new_job(env, neurocaas):
+    """The website's submit (list dataname, numeric timestamp, always submissions/submit.json) with
+    a YAML config: uploaded twice with the same timestamp, the second job is the one clients see."""
+    from neurocaas_client import parse_certificate
+
+    website = json.loads((NEUROCAAS / "website_submit.json").read_text())
+    key = f"{TRAVIS}/submissions/submit.json"
+    put_json(env.s3, env.analysis, key, website)
+    client_wait(env, website["timestamp"])
+    job = results_path_of_client(TRAVIS, env.analysis, website["timestamp"])
+    certificate = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt")
+    assert read_text(env.s3, env.analysis, f"{job}/process_results/end.txt").startswith("COMPLETED"), (
+        certificate
+    )
+    assert len(parse_certificate(certificate)) == 2
+    assert read_text(env.s3, env.analysis, f"{job}/logs/DATASET_NAME:Trial     3.csv_STATUS.txt")
+    assert read_text(env.s3, env.analysis, f"{job}/process_results/Trial     3_describe.csv")
+    assert "config keys not read by 'describe': coordinates, nests" in certificate
+
+    put_json(env.s3, env.analysis, key, {**website, "dataname": [f"{TRAVIS}/inputs/Trial     3.csv"]})
+
+    def rerun_ended():
+        text = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt") or ""
+        done = read_text(env.s3, env.analysis, f"{job}/process_results/end.txt")
+        return text if done and len(parse_certificate(text)) == 1 else None
+
+    certificate = wait_until(rerun_ended, what="the re-upload's job")
+    assert "dataset1.json" not in certificate.split("JOB MANAGER SETUP LOG:")[0]
+    assert not listing(env.s3, env.analysis, f"{job}/process_results/dataset1_")
+    assert listing(
+        env.s3, env.analysis, f"{TRAVIS}/results/superseded/job__{env.analysis}_{website['timestamp']}/"
+    )

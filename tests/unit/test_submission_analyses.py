@@ -20,15 +20,18 @@ def test_describe_and_single_cell_are_registered():
 @pytest.mark.parametrize(
     ("document", "words"),
     [
-        ([], "must be a JSON object"),
-        ({}, "analysis: missing"),
+        ([], "must be a JSON or YAML mapping"),
+        ({}, "config: no analysis key, this is the shared bucket"),
+        ({"analysis": "describe", "__duration__": 0}, "__duration__"),
+        ({"analysis": "describe", "ensemble_size": "3"}, "ensemble_size"),
+        ({"analysis": "describe", "__dataset_size__": -1}, "__dataset_size__"),
         ({"analysis": "nope"}, "'nope' is not registered (registered: describe, single-cell"),
         ({"analysis": "describe", "params": {"include": "everything"}}, "params of 'describe': include"),
         ({"analysis": "describe", "params": {"percentiles": [2]}}, "percentiles must be between 0 and 1"),
         ({"analysis": "describe", "params": {"colour": "red"}}, "colour: unknown field"),
         ({"analysis": "single-cell", "params": {"resolution": 0}}, "resolution"),
         ({"analysis": "describe", "duration_hours": -1}, "duration_hours"),
-        ({"analysis": "describe", "surprise": True}, "surprise: unknown field"),
+        ({"analysis": "describe", "include": "everything"}, "params of 'describe': include"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_field(document, words):

@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from blocks.s3 import ObjectStore
 from flows.submissions.client import watch_results
-from flows.submissions.folder import CLAIM, JobFolder, claim_folder
+from flows.submissions.folder import CLAIM, END, JobFolder, claim_folder, supersede
 from flows.submissions.quotas import OverBudget, charge_budget, ledger_key
 
 PREFIX = "lab/results/job__b_t1/"
@@ -56,15 +56,48 @@ def test_the_ledger_charges_each_job_once_and_refuses_over_budget(store):
 
 
 def test_watch_prints_the_certificate_and_returns_the_end_status(store):
-    folder = JobFolder(store, PREFIX, {"job": "job__b_t1", "group": "lab"})
-    folder.log("RECEIVED", "submit file s.json", status="VALIDATING")
-    folder.log("FINISHED", "1 of 1 dataset(s) succeeded", status="COMPLETED")
+    folder = JobFolder(store, PREFIX, job_id="t1")
+    folder.line("[Internal (init)] Initializing job manager.", internal=True, status="VALIDATING")
+    folder.step(1, "Initialization")
+    folder.monitor("t.csv", "lab/inputs/t.csv", "SUCCESS", "done", "3.0 %")
+    folder.line("[Job Manager] JOB FINISHED: COMPLETED. 1 of 1 dataset(s) succeeded", status="COMPLETED")
     folder.end("COMPLETED", "1 of 1 dataset(s) succeeded")
     out = io.StringIO()
     assert watch_results(store, PREFIX, timeout=5, interval=0.1, out=out) == "COMPLETED"
     text = out.getvalue()
-    assert "group        lab" in text and "status       COMPLETED" in text and "FINISHED" in text
+    assert "JOB ID: t1" in text and "[Job Manager] STEP 1/4 (Initialization): DONE" in text
+    assert "\t [+" not in text  # the times are dropped when printing
+    assert "DATANAME: lab/inputs/t.csv | STATUS: SUCCESS" in text
     assert "end.txt: COMPLETED — 1 of 1 dataset(s) succeeded — finished " in text
     assert (
         watch_results(store, "lab/results/job__b_none/", timeout=0, interval=0.1, out=io.StringIO()) is None
     )
+
+
+def test_a_re_upload_takes_over_a_finished_folder_end_first_and_keeps_the_old_files(store):
+    first = claim_folder(store, PREFIX, identity("e1"))
+    store.put(PREFIX + "process_results/out.csv", b"old")
+    store.put(PREFIX + "logs/certificate.txt", b"old certificate")
+    store.put(PREFIX + END, b"COMPLETED")
+    other = claim_folder(store, PREFIX, identity("e2"))
+    assert not other.ours
+    archive, moved = supersede(store, PREFIX, other, identity("e2"))
+    assert moved == 2 and archive.startswith("lab/results/superseded/job__b_t1/")
+    assert sorted(store.keys(PREFIX)) == [PREFIX + CLAIM]  # end.txt and the old files are gone
+    assert store.read_json(PREFIX + CLAIM)["etag"] == "e2"
+    assert store.read_json(PREFIX + CLAIM)["supersedes"]["claimed_at"] == first.record["claimed_at"]
+    assert store.read_bytes(archive + "process_results/out.csv") == b"old"
+    assert store.read_bytes(archive + END) == b"COMPLETED"
+    assert not archive.startswith("lab/results/job__b_t1")  # never where a client polls
+    # The claim was replaced over the ETag read: a second taker with the stale claim loses.
+    assert supersede(store, PREFIX, other, identity("e3")) is None
+    assert claim_folder(store, PREFIX, identity("e2")).ours
+
+
+def test_an_identical_re_upload_is_a_new_upload_by_its_time(store):
+    """Same bytes, same ETag (an unversioned bucket): the upload time tells a re-upload from a
+    duplicate delivery of the same upload."""
+    claim_folder(store, PREFIX, {**identity("e1"), "last_modified": "2026-01-01T00:00:00+00:00"})
+    again = claim_folder(store, PREFIX, {**identity("e1"), "last_modified": "2026-01-01T00:00:00+00:00"})
+    later = claim_folder(store, PREFIX, {**identity("e1"), "last_modified": "2026-01-01T00:05:00+00:00"})
+    assert again.ours and not later.ours

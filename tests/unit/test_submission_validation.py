@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from flows.submissions.validation import (
-    SAFE_SEGMENT,
     SubmissionRefused,
     check_key,
+    dataset_labels,
     parse_submission,
     refusal_prefix,
     results_prefix,
     status_file_name,
 )
 
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "neurocaas"
 BUCKET = "cianalysispermastack"
 KEY = "traviscipermagroup/submissions/submit.json"
 GROUP = "traviscipermagroup"
@@ -60,7 +63,7 @@ def test_a_list_fans_out_with_unique_labels_and_directories():
 REFUSALS = [
     # shape
     (["not", "an", "object"], "must be a JSON object"),
-    (submit(extra=1), "unknown field(s) ['extra']"),
+    (submit(instance_type=""), "instance_type must be a non-empty string"),
     (submit(dataname=...), "dataname is missing"),
     (submit(configname=...), "configname is missing"),
     (submit(timestamp=...), "timestamp is missing"),
@@ -88,18 +91,21 @@ REFUSALS = [
     (submit(dataname=f"{GROUP}/configs/config.json"), "is not under traviscipermagroup/inputs/"),
     (submit(dataname=f"{GROUP}/results/job__x/out.csv"), "is not under traviscipermagroup/inputs/"),
     (submit(dataname=f"{GROUP}/inputs/"), "names the inputs/ folder itself"),
-    (submit(configname=f"{GROUP}/configs/config.yaml"), "must be a .json file"),
+    (submit(configname=f"{GROUP}/configs/config.txt"), "must be a .json or .yaml file"),
+    (submit(configname=f"{GROUP}/submissions/config.json"), "is not under traviscipermagroup/configs/ or"),
     (submit(dataname="x" * 2000), "longer than 1024"),
     # timestamps
-    (submit(timestamp=5), "timestamp must be a string"),
+    (submit(timestamp=5.5), "timestamp must be a string"),
+    (submit(timestamp=True), "timestamp must be a string"),
     (submit(timestamp="../../other"), "not a safe path segment"),
     (submit(timestamp="a/b"), "not a safe path segment"),
     (submit(timestamp=""), "not a safe path segment"),
-    (submit(timestamp="a..b"), "not a safe path segment"),
-    (submit(timestamp=".hidden"), "not a safe path segment"),
-    (submit(timestamp="t__refused-0000"), "not a safe path segment"),
+    (submit(timestamp="   "), "not a safe path segment"),
+    (submit(timestamp=".."), "not a safe path segment"),
+    (submit(timestamp="a\\b"), "not a safe path segment"),
+    (submit(timestamp="a\nb"), "not a safe path segment"),
     (submit(timestamp="x" * 129), "not a safe path segment"),
-    (submit(timestamp="with space"), "not a safe path segment"),
+    (submit(timestamp="t__refused-0000"), "not a safe path segment"),
 ]
 
 
@@ -199,10 +205,64 @@ def test_absolute_paths_and_urls_are_refused(group, prefix, rest):
 
 @settings(max_examples=300, deadline=None)
 @given(timestamp=anything)
-def test_an_accepted_timestamp_is_one_safe_segment(timestamp):
+def test_an_accepted_timestamp_is_one_path_segment(timestamp):
     try:
         parse_submission(BUCKET, KEY, submit(timestamp=timestamp))
     except SubmissionRefused:
         return
-    assert SAFE_SEGMENT.match(timestamp) and "/" not in timestamp and ".." not in timestamp
+    assert "/" not in timestamp and "\\" not in timestamp and timestamp not in (".", "..")
     assert results_prefix(GROUP, BUCKET, timestamp).count("/") == 3
+
+
+# ---- real NeuroCAAS submit files (tests/fixtures/neurocaas/) ------------------------------------
+
+
+def test_real_submit_files_are_accepted_with_their_extra_fields():
+    """The NeuroCAAS interface client's example submit (with ``exitcode``) and the CLI docs' form."""
+    example = json.loads((FIXTURES / "condition_test_interface_submit.json").read_text())
+    submission = parse_submission(BUCKET, KEY, example)
+    assert submission.timestamp == "00:00:00.000001test_inter"
+    assert submission.extras == {"exitcode": 0}
+    assert submission.results_prefix == f"{GROUP}/results/job__{BUCKET}_00:00:00.000001test_inter/"
+    docs = json.loads((FIXTURES / "cli_docs_submit.json").read_text())
+    submission = parse_submission("caiman-ncap-web", "user1/submissions/submit.json", docs)
+    assert [d.key for d in submission.datasets] == ["user1/inputs/data"]
+    assert submission.configname == "user1/configs/config.yaml"
+
+
+def test_instance_type_is_kept_and_unknown_fields_are_not_a_refusal():
+    submission = parse_submission(
+        BUCKET, KEY, submit(instance_type="p3.2xlarge", resultpath="s3://out/x", note="hello")
+    )
+    assert submission.instance_type == "p3.2xlarge"
+    assert set(submission.extras) == {"instance_type", "resultpath", "note"}
+
+
+def test_configs_may_be_yaml_and_live_under_inputs():
+    for name in (f"{GROUP}/configs/config.yaml", f"{GROUP}/inputs/config.yaml", f"{GROUP}/inputs/sub/c.json"):
+        assert parse_submission(BUCKET, KEY, submit(configname=name)).configname == name
+
+
+def test_timestamps_with_spaces_and_numbers_name_the_folder_as_given():
+    """The website's timestamp is ``str(int(time.time()))``; a user's may hold spaces: the folder is
+    exactly ``job__{bucket}_{timestamp}``, where the client and the website look."""
+    spaced = parse_submission(BUCKET, KEY, submit(timestamp="run 1 of 3"))
+    assert spaced.results_prefix == f"{GROUP}/results/job__{BUCKET}_run 1 of 3/"
+    assert parse_submission(BUCKET, KEY, submit(timestamp=1700000000)).timestamp == "1700000000"
+
+
+def test_status_files_keep_the_raw_basename():
+    submission = parse_submission(BUCKET, KEY, submit(dataname=f"{GROUP}/inputs/Trial     3.csv"))
+    [dataset] = submission.datasets
+    assert status_file_name(dataset) == "DATASET_NAME:Trial     3.csv_STATUS.txt"
+    assert dataset.stem == "Trial     3"
+
+
+def test_an_ensemble_makes_numbered_runs_of_one_dataset():
+    runs = dataset_labels([f"{GROUP}/inputs/video.mp4"], ensemble_size=3)
+    assert [(r.jobnb, r.label, r.stem) for r in runs] == [
+        (1, "video.mp4_inst1", "video_inst1"),
+        (2, "video.mp4_inst2", "video_inst2"),
+        (3, "video.mp4_inst3", "video_inst3"),
+    ]
+    assert {r.key for r in runs} == {f"{GROUP}/inputs/video.mp4"}
