@@ -320,6 +320,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_cost(summary)
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
