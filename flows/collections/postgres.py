@@ -439,6 +439,41 @@ class PostgresTaskStore(TaskStore):
             lambda _row: {LOCKED: -1, DONE: 1},
         )
 
+    def complete_many(
+        self, collection: str, results: Sequence[tuple[str, int, int, str | None]]
+    ) -> list[str]:
+        """One ``UPDATE`` for the whole batch, each row conditional on its own token."""
+        if not results:
+            return []
+        self.ensure()
+        ids = [task_id for task_id, _, _, _ in results]
+
+        def change(cursor: Any) -> list[str]:
+            cursor.execute(
+                self._sql(
+                    """
+                UPDATE {s}.tasks t SET state = 'done', exit_code = r.code,
+                    log_key = coalesce(r.log, t.log_key), error = NULL, finished_at = now(),
+                    lease_expires = NULL, updated_at = now()
+                FROM unnest(%s::text[], %s::bigint[], %s::int[], %s::text[]) AS r(id, token, code, log)
+                WHERE t.collection = %s AND t.id = r.id AND t.state = 'locked' AND t.lease_token = r.token
+                RETURNING t.id
+                """
+                ),
+                (
+                    ids,
+                    [int(token) for _, token, _, _ in results],
+                    [int(code) for _, _, code, _ in results],
+                    [key for _, _, _, key in results],
+                    collection,
+                ),
+            )
+            done = {row[0] for row in cursor.fetchall()}
+            self._count(cursor, collection, {LOCKED: -len(done), DONE: len(done)})
+            return [task_id for task_id in ids if task_id not in done]
+
+        return self._tx(change)
+
     def fail(
         self,
         collection: str,

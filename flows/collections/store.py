@@ -26,6 +26,7 @@ from flows.collections.model import (
     DEFAULT_LEASE_SECONDS,
     AddResult,
     CollectionStatus,
+    LeaseLost,
     Task,
     TaskSpec,
 )
@@ -75,6 +76,20 @@ class TaskStore(ABC):
         log_key: str | None = None,
     ) -> None:
         """Mark the task ``done`` (raises ``LeaseLost`` for a stale token)."""
+
+    def complete_many(
+        self, collection: str, results: Sequence[tuple[str, int, int, str | None]]
+    ) -> list[str]:
+        """Mark several tasks ``done`` at once: ``results`` are ``(task_id, token, exit_code,
+        log_key)``. Each is conditional on its own token; returns the ids refused as stale (the
+        others are done). Backends that can do it in one round trip override this loop."""
+        refused = []
+        for task_id, token, exit_code, key in results:
+            try:
+                self.complete(collection, task_id, token, exit_code=exit_code, log_key=key)
+            except LeaseLost:
+                refused.append(task_id)
+        return refused
 
     @abstractmethod
     def fail(
