@@ -151,7 +151,8 @@ def dask_client(
         n_workers=concurrency if processes else 1,
         threads_per_worker=1 if processes else concurrency,
         processes=processes,
-        dashboard_address=None,
+        dashboard_address=":0",
+        scheduler_kwargs={"dashboard": False},
         silence_logs=logging.WARNING,
     )
     try:
