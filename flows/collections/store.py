@@ -137,6 +137,20 @@ class TaskStore(ABC):
         """Counts per state for ``collection`` (or every collection), the oldest lease and up to
         ``failures`` failed tasks each. Raises ``UnknownCollection`` for a named unknown collection."""
 
+    def throughput(self, collection: str, window: float = 60.0) -> float | None:
+        """Tasks of ``collection`` finished (done or failed) per second over the last ``window``
+        seconds, or None where the backend cannot say without scanning (then the CLI measures it
+        from successive counts)."""
+        return None
+
+    def samples(
+        self, collections: Sequence[str], key: str = "sample"
+    ) -> dict[str, dict[str, dict[str, int]]]:
+        """Where each sample is across steps: ``{sample: {collection: {state: n}}}`` for the tasks of
+        ``collections`` whose ``attributes[key]`` names a sample; ``blocked`` counts todo tasks held
+        back by a failed dependency. Reads every task of those collections (an explicit request)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list samples")
+
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""
         return None
