@@ -45,7 +45,7 @@ from flows.collections.runner import (
     forget_owner,
     kill_task,
     register_store,
-    run_task,
+    run_tasks,
     stop_owner,
 )
 from flows.collections.store import TaskStore, new_owner
@@ -56,6 +56,10 @@ logger = logging.getLogger("interlinked.collections.drain")
 DONE_FLUSH_SECONDS = 0.25
 #: Tasks shorter than this (moving average, seconds) are claimed a batch ahead of the free slots.
 SHORT_TASK_SECONDS = 2.0
+#: Tasks much shorter than a Dask task's own cost run several to a Dask task: about this many
+#: seconds of work each (never more than :data:`MAX_CHUNK` tasks; one while durations are unknown).
+CHUNK_SECONDS = 0.25
+MAX_CHUNK = 16
 
 
 @dataclass
@@ -277,8 +281,11 @@ class Drain:
             with self._lock:
                 inflight = len(self._inflight)
             short = self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
-            room = options.concurrency + (options.batch if short else 0) - inflight
-            if claiming and room > 0 and now >= next_claim:
+            slots = options.concurrency * self._chunk()
+            room = slots + (options.batch if short else 0) - inflight
+            # Claim when a slot would idle, or a good part of a batch is free (not one task a claim).
+            worth = inflight < slots or room >= max(1, options.batch // 2)
+            if claiming and room > 0 and worth and now >= next_claim:
                 tasks = self.store.claim(
                     self.collection,
                     owner=self.owner,
@@ -311,6 +318,14 @@ class Drain:
         status = self.store.status(self.collection, failures=0)[self.collection]
         return status.todo + status.locked > 0
 
+    def _chunk(self) -> int:
+        """Tasks per Dask task: one, unless tasks are so short that Dask's own per-task cost
+        (milliseconds) would dominate; then about :data:`CHUNK_SECONDS` of work."""
+        mean = self._mean_seconds
+        if mean is None or mean >= CHUNK_SECONDS / 2:
+            return 1
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(mean, 1e-4))))
+
     def _submit(self, tasks: list[Task]) -> None:
         if not tasks:
             return
@@ -328,12 +343,20 @@ class Drain:
             )
             for task in tasks
         ]
-        keys = [f"task-{self.collection}-{run.task_id}-{run.token}" for run in runs]
-        futures = self.client.map(run_task, runs, key=keys, pure=False)
+        size = self._chunk()
+        # Spread a claim over the slots: never fewer Dask tasks than slots while there is work.
+        size = max(1, min(size, -(-len(runs) // self.options.concurrency)))
+        chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
+        keys = [
+            f"tasks-{self.collection}-{chunk[0].task_id}-{chunk[0].token}-{len(chunk)}" for chunk in chunks
+        ]
+        futures = self.client.map(run_tasks, chunks, key=keys, pure=False)
+        by_id = {task.id: task for task in tasks}
         with self._lock:
             self.stats.claimed += len(tasks)
-            for task, future in zip(tasks, futures, strict=True):
-                self._inflight[task.id] = (task, future)
+            for chunk, future in zip(chunks, futures, strict=True):
+                for run in chunk:
+                    self._inflight[run.task_id] = (by_id[run.task_id], future)
         for future in futures:
             future.add_done_callback(self._finished.put)
 
@@ -350,30 +373,33 @@ class Drain:
             except queue.Empty:
                 break
         ok = [future for future in futures if future.status == "finished"]
-        results = self.client.gather(ok, errors="skip") if ok else []
+        chunks = self.client.gather(ok, errors="skip") if ok else []
         for future in futures:
             if future.status != "finished":
                 self._lost_future(future)
-        for result in results:
-            self._record(result)
+        for results in chunks:
+            for result in results:
+                self._record(result)
 
     def _lost_future(self, future: Any) -> None:
-        """A Dask task that raised or was cancelled (its worker died): give the task back."""
+        """A Dask task that raised or was cancelled (its worker died): give its tasks back."""
         with self._lock:
-            entry = next(
-                ((tid, task) for tid, (task, f) in self._inflight.items() if f.key == future.key), None
-            )
-            if entry is None:
-                return
-            del self._inflight[entry[0]]
-        task = entry[1]
-        if self._stop.is_set():
-            return  # _give_back releases it
+            lost = [task for task, f in self._inflight.values() if f.key == future.key]
+            for task in lost:
+                del self._inflight[task.id]
+        if not lost or self._stop.is_set():
+            return  # _give_back releases them
         error = None
         with contextlib.suppress(Exception):
             error = future.exception(timeout=1)
-        logger.warning("task %s: its Dask task ended %s (%s); releasing it", task.id, future.status, error)
-        self._release(task)
+        logger.warning(
+            "tasks %s: their Dask task ended %s (%s); releasing them",
+            [t.id for t in lost],
+            future.status,
+            error,
+        )
+        for task in lost:
+            self._release(task)
 
     def _record(self, result: dict[str, Any]) -> None:
         task_id = result["task_id"]
