@@ -164,6 +164,13 @@ def _watch_status(store: Any, args: argparse.Namespace) -> int:
     meter = _RateMeter()
     console = Console()
     try:
+        if not args.json and not console.is_terminal:  # piped: plain tables, one per refresh
+            while True:
+                document = collection_status(store, args.collection, failures=args.failures)
+                meter.update(document["collections"])
+                print("\n".join(_status_lines(document["collections"]) or ["no task collections"]))
+                print(flush=True)
+                time.sleep(args.interval)
         if args.json:
             while True:
                 document = collection_status(store, args.collection, failures=args.failures)
