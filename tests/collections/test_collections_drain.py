@@ -103,8 +103,7 @@ def drain_process(postgres_dsn, store, moto_endpoint, s3, collection, *extra: st
     )
 
 
-def test_a_drain_runs_every_task_records_outcomes_and_logs(postgres_store, dask, s3, tmp_path):
-    store = postgres_store
+def test_a_drain_runs_every_task_records_outcomes_and_logs(store, dask, s3, tmp_path):
     out = tmp_path / "ran"
     store.add(
         "step",
