@@ -7,6 +7,8 @@ so a bad line means nothing was written.
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass, field
 from typing import Any
 
 from flows.collections.model import FAILED, LOCKED, AddResult, TaskInputError, check_collection
@@ -14,12 +16,16 @@ from flows.collections.parsing import ParsedTasks, parse_tasks, read_text, tasks
 from flows.collections.store import TaskStore
 
 __all__ = [
+    "DrainRequest",
     "add_tasks",
     "collection_status",
     "delete_collection",
+    "drain_requests",
     "read_tasks",
     "reset_collection",
     "retry_failed",
+    "sample_table",
+    "start_drains",
 ]
 
 
@@ -63,14 +69,32 @@ def add_tasks(
 
 
 def collection_status(
-    store: TaskStore, collection: str | None = None, *, failures: int = 10
+    store: TaskStore,
+    collection: str | None = None,
+    *,
+    failures: int = 10,
+    throughput_window: float | None = 60.0,
 ) -> dict[str, Any]:
     """``{"collections": {name: {"todo", "locked", "done", "failed", "blocked", "total",
-    "oldest_lease", "failures"}}}`` (the ``tasks status --json`` document)."""
+    "oldest_lease", "failures", "throughput", "eta_seconds"}}}`` (the ``tasks status --json``
+    document); throughput over the last ``throughput_window`` seconds where the store can tell."""
     if collection is not None:
         check_collection(collection)
     statuses = store.status(collection, failures=failures)
-    return {"collections": {name: status.as_dict() for name, status in statuses.items()}}
+    document = {"collections": {name: status.as_dict() for name, status in statuses.items()}}
+    for name, status in document["collections"].items():
+        rate = store.throughput(name, window=throughput_window) if throughput_window else None
+        add_rate(status, rate)
+    return document
+
+
+def add_rate(status: dict[str, Any], rate: float | None) -> dict[str, Any]:
+    """Put ``throughput`` (finished tasks per second, None when unknown) and ``eta_seconds`` (the
+    open tasks at that rate; None when unknown or nothing finishes) into a status entry."""
+    remaining = status["todo"] + status["locked"]
+    status["throughput"] = None if rate is None else round(rate, 3)
+    status["eta_seconds"] = 0.0 if remaining == 0 else (round(remaining / rate, 1) if rate else None)
+    return status
 
 
 def reset_collection(store: TaskStore, collection: str, state: str) -> int:
@@ -91,3 +115,112 @@ def delete_collection(store: TaskStore, collection: str) -> int:
     """Remove ``collection`` and its tasks; how many tasks."""
     check_collection(collection)
     return store.delete(collection)
+
+
+#: The drain deployment of each pool (prefect.yaml).
+DRAIN_FLOW = "drain-collection"
+POOLS = ("local", "ecs", "batch")
+
+
+@dataclass
+class DrainRequest:
+    """Flow runs to create for one ``tasks drain``: ``count`` runs of ``deployment``."""
+
+    deployment: str
+    parameters: dict[str, Any]
+    job_variables: dict[str, Any] = field(default_factory=dict)
+    count: int = 1
+
+
+def drain_requests(
+    collection: str,
+    *,
+    workers: int = 1,
+    concurrency: int = 4,
+    pool: str = "local",
+    time_budget: float | None = None,
+    task_timeout: float | None = None,
+    batch: int = 25,
+    lease_seconds: float | None = None,
+    scheduler_address: str | None = None,
+) -> DrainRequest:
+    """What ``interlinked tasks drain`` starts: on ``local`` and ``ecs``, ``workers`` runs of the
+    pool's ``drain-collection`` deployment; on ``batch`` with ``workers`` > 1, **one** run whose Batch
+    job is an array job of ``workers`` children (the aws-batch worker's ``array_size``), each child
+    running ``python -m flows.collections.drain`` (a drain with a flow run of its own)."""
+    check_collection(collection)
+    if pool not in POOLS:
+        raise TaskInputError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
+    if workers < 1:
+        raise TaskInputError("--workers must be at least 1")
+    if concurrency < 1:
+        raise TaskInputError("--concurrency must be at least 1")
+    if pool == "batch" and workers > 10_000:
+        raise TaskInputError("--workers on batch is at most 10000 (the largest AWS Batch array job)")
+    for name, value in (("--time-budget", time_budget), ("--task-timeout", task_timeout)):
+        if value is not None and value <= 0:
+            raise TaskInputError(f"{name} must be positive")
+    parameters: dict[str, Any] = {"collection": collection, "concurrency": concurrency, "batch": batch}
+    optional = {
+        "time_budget": time_budget,
+        "task_timeout": task_timeout,
+        "lease_seconds": lease_seconds,
+        "scheduler_address": scheduler_address,
+    }
+    parameters.update({key: value for key, value in optional.items() if value is not None})
+    deployment = f"{DRAIN_FLOW}/{pool}"
+    if pool != "batch" or workers == 1:
+        return DrainRequest(deployment, parameters, count=workers)
+    command = ["python", "-m", "flows.collections.drain", collection]
+    for key, value in parameters.items():
+        if key != "collection":
+            command += [
+                f"--{key.replace('_', '-')}",
+                f"{value:g}" if isinstance(value, float) else str(value),
+            ]
+    return DrainRequest(
+        deployment,
+        parameters,
+        job_variables={"array_size": workers, "command": shlex.join(command)},
+        count=1,
+    )
+
+
+def start_drains(request: DrainRequest) -> list[Any]:
+    """Create the flow runs of ``request`` (they start when the pool's worker picks them up)."""
+    from prefect.deployments import run_deployment
+
+    return [
+        run_deployment(
+            request.deployment,
+            parameters=request.parameters,
+            job_variables=request.job_variables or None,
+            timeout=0,
+            as_subflow=False,
+            tags=["task-collection", f"collection:{request.parameters['collection']}"],
+        )
+        for _ in range(request.count)
+    ]
+
+
+def sample_table(
+    store: TaskStore, collections: list[str] | None = None, key: str = "sample"
+) -> dict[str, Any]:
+    """``{"steps": [collection, ...], "samples": {sample: {collection: state text}}}``: where each
+    sample is across steps (a state, or e.g. ``done 2/3`` when a sample has several tasks in a step)."""
+    names = collections or store.collections()
+    for name in names:
+        check_collection(name)
+    raw = store.samples(names, key=key)
+    table: dict[str, dict[str, str]] = {}
+    for sample in sorted(raw):
+        row = {}
+        for collection, states in raw[sample].items():
+            total = sum(states.values())
+            if len(states) == 1:
+                (state,) = states
+                row[collection] = state if total == 1 else f"{state} {total}/{total}"
+            else:
+                row[collection] = ", ".join(f"{state} {n}/{total}" for state, n in sorted(states.items()))
+        table[sample] = row
+    return {"steps": names, "key": key, "samples": table}

@@ -1026,6 +1026,33 @@ class DynamoTaskStore(TaskStore):
                     frontier.append(f"{collection}/{item['sk']['S']}")
         return blocked
 
+    def samples(
+        self, collections: Sequence[str], key: str = "sample"
+    ) -> dict[str, dict[str, dict[str, int]]]:
+        """One query per task shard of each collection (every task item is read)."""
+        blocked = self.blocked()
+        result: dict[str, dict[str, dict[str, int]]] = {}
+        for collection in collections:
+            check_collection(collection)
+            held = blocked.get(collection, set())
+            for shard in range(SHARDS):
+                for item in self._query(
+                    KeyConditionExpression="pk = :p",
+                    ExpressionAttributeValues={":p": _s(f"T#{collection}#{shard:02d}")},
+                    ProjectionExpression="sk, #state, #attributes",
+                    ExpressionAttributeNames={"#state": "state", "#attributes": "attributes"},
+                ):
+                    attributes = _str(item, "attributes")
+                    sample = (json.loads(attributes) if attributes else {}).get(key)
+                    if sample is None:
+                        continue
+                    state = _str(item, "state") or TODO
+                    if state == TODO and item["sk"]["S"] in held:
+                        state = "blocked"
+                    states = result.setdefault(str(sample), {}).setdefault(collection, {})
+                    states[state] = states.get(state, 0) + 1
+        return result
+
     def _oldest_lease(self, collection: str) -> dict | None:
         oldest = None
         for shard in range(SHARDS):

@@ -207,6 +207,8 @@ class PostgresTaskStore(TaskStore):
                     WHERE state = 'locked';
                 CREATE INDEX IF NOT EXISTS tasks_failed ON {s}.tasks (collection, finished_at)
                     WHERE state = 'failed';
+                CREATE INDEX IF NOT EXISTS tasks_finished ON {s}.tasks (collection, finished_at)
+                    WHERE state IN ('done', 'failed');
                 CREATE TABLE IF NOT EXISTS {s}.task_deps (
                     collection text NOT NULL,
                     id text NOT NULL,
@@ -451,6 +453,41 @@ class PostgresTaskStore(TaskStore):
             lambda _row: {LOCKED: -1, DONE: 1},
         )
 
+    def complete_many(
+        self, collection: str, results: Sequence[tuple[str, int, int, str | None]]
+    ) -> list[str]:
+        """One ``UPDATE`` for the whole batch, each row conditional on its own token."""
+        if not results:
+            return []
+        self.ensure()
+        ids = [task_id for task_id, _, _, _ in results]
+
+        def change(cursor: Any) -> list[str]:
+            cursor.execute(
+                self._sql(
+                    """
+                UPDATE {s}.tasks t SET state = 'done', exit_code = r.code,
+                    log_key = coalesce(r.log, t.log_key), error = NULL, finished_at = now(),
+                    lease_expires = NULL, updated_at = now()
+                FROM unnest(%s::text[], %s::bigint[], %s::int[], %s::text[]) AS r(id, token, code, log)
+                WHERE t.collection = %s AND t.id = r.id AND t.state = 'locked' AND t.lease_token = r.token
+                RETURNING t.id
+                """
+                ),
+                (
+                    ids,
+                    [int(token) for _, token, _, _ in results],
+                    [int(code) for _, _, code, _ in results],
+                    [key for _, _, _, key in results],
+                    collection,
+                ),
+            )
+            done = {row[0] for row in cursor.fetchall()}
+            self._count(cursor, collection, {LOCKED: -len(done), DONE: len(done)})
+            return [task_id for task_id in ids if task_id not in done]
+
+        return self._tx(change)
+
     def fail(
         self,
         collection: str,
@@ -584,6 +621,61 @@ class PostgresTaskStore(TaskStore):
         def read(cursor: Any) -> list[str]:
             cursor.execute(self._sql("SELECT name FROM {s}.collections ORDER BY name"))
             return [row[0] for row in cursor.fetchall()]
+
+        return self._tx(read)
+
+    def throughput(self, collection: str, window: float = 60.0) -> float | None:
+        """From the finish times of the last ``window`` seconds (index ``tasks_finished``)."""
+        check_collection(collection)
+        self.ensure()
+
+        def read(cursor: Any) -> float:
+            cursor.execute(
+                self._sql(
+                    "SELECT count(*), extract(epoch from now() - min(finished_at))::float8 FROM {s}.tasks "
+                    "WHERE collection = %s AND state IN ('done', 'failed') "
+                    "AND finished_at > now() - make_interval(secs => %s)"
+                ),
+                (collection, float(window)),
+            )
+            count, span = cursor.fetchone()
+            # Over the span actually covered when the drain started within the window.
+            return 0.0 if not count else count / max(min(float(window), span or 0.0), 1.0)
+
+        return self._tx(read)
+
+    def samples(
+        self, collections: Sequence[str], key: str = "sample"
+    ) -> dict[str, dict[str, dict[str, int]]]:
+        names = [check_collection(name) for name in collections]
+        self.ensure()
+
+        def read(cursor: Any) -> dict[str, dict[str, dict[str, int]]]:
+            cursor.execute(
+                self._sql(
+                    """
+                WITH RECURSIVE blocked (collection, id) AS (
+                    SELECT d.collection, d.id FROM {s}.tasks f
+                    JOIN {s}.task_deps d ON d.dep_collection = f.collection AND d.dep_id = f.id
+                    WHERE f.state = 'failed'
+                    UNION
+                    SELECT d.collection, d.id FROM blocked b
+                    JOIN {s}.task_deps d ON d.dep_collection = b.collection AND d.dep_id = b.id)
+                SELECT t.attributes ->> %(key)s, t.collection,
+                       CASE WHEN t.state = 'todo' AND b.id IS NOT NULL THEN 'blocked' ELSE t.state END,
+                       count(*)
+                FROM {s}.tasks t
+                LEFT JOIN blocked b ON b.collection = t.collection AND b.id = t.id
+                WHERE t.collection = ANY(%(names)s) AND t.attributes ? %(key)s
+                GROUP BY 1, 2, 3
+                """
+                ),
+                {"key": key, "names": names},
+            )
+            result: dict[str, dict[str, dict[str, int]]] = {}
+            for sample, collection, state, count in cursor.fetchall():
+                result.setdefault(str(sample), {}).setdefault(collection, {})[state] = int(count)
+            return result
 
         return self._tx(read)
 

@@ -27,6 +27,7 @@ from flows.collections.model import (
     DEFAULT_LEASE_SECONDS,
     AddResult,
     CollectionStatus,
+    LeaseLost,
     Task,
     TaskSpec,
 )
@@ -76,6 +77,20 @@ class TaskStore(ABC):
         log_key: str | None = None,
     ) -> None:
         """Mark the task ``done`` (raises ``LeaseLost`` for a stale token)."""
+
+    def complete_many(
+        self, collection: str, results: Sequence[tuple[str, int, int, str | None]]
+    ) -> list[str]:
+        """Mark several tasks ``done`` at once: ``results`` are ``(task_id, token, exit_code,
+        log_key)``. Each is conditional on its own token; returns the ids refused as stale (the
+        others are done). Backends that can do it in one round trip override this loop."""
+        refused = []
+        for task_id, token, exit_code, key in results:
+            try:
+                self.complete(collection, task_id, token, exit_code=exit_code, log_key=key)
+            except LeaseLost:
+                refused.append(task_id)
+        return refused
 
     @abstractmethod
     def fail(
@@ -127,6 +142,20 @@ class TaskStore(ABC):
     def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
         """Counts per state for ``collection`` (or every collection), the oldest lease and up to
         ``failures`` failed tasks each. Raises ``UnknownCollection`` for a named unknown collection."""
+
+    def throughput(self, collection: str, window: float = 60.0) -> float | None:
+        """Tasks of ``collection`` finished (done or failed) per second over the last ``window``
+        seconds, or None where the backend cannot say without scanning (then the CLI measures it
+        from successive counts)."""
+        return None
+
+    def samples(
+        self, collections: Sequence[str], key: str = "sample"
+    ) -> dict[str, dict[str, dict[str, int]]]:
+        """Where each sample is across steps: ``{sample: {collection: {state: n}}}`` for the tasks of
+        ``collections`` whose ``attributes[key]`` names a sample; ``blocked`` counts todo tasks held
+        back by a failed dependency. Reads every task of those collections (an explicit request)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list samples")
 
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""

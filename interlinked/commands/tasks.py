@@ -4,7 +4,9 @@
     interlinked tasks add COLLECTION --file FILE --format pyanamo [--separator S] [--nested-delimiter D]
     interlinked tasks add COLLECTION --file FILE --format picas [--type TYPE]
     interlinked tasks add COLLECTION --ids FILE --command TEMPLATE [--max-attempts N] [--json]
-    interlinked tasks status [COLLECTION] [--json]
+    interlinked tasks status [COLLECTION] [--watch [--interval S]] [--samples] [--json]
+    interlinked tasks drain COLLECTION [--workers N] [--concurrency K] [--pool local|ecs|batch]
+                            [--time-budget S] [--task-timeout S] [--wait] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
@@ -15,7 +17,8 @@ the one the settings name (``INTERLINKED_TASKS_BACKEND``; ``INTERLINKED_TASKS_TA
 DynamoDB; ``INTERLINKED_DATABASE_URL`` or the ``interlinked-database`` block and
 ``INTERLINKED_TASKS_SCHEMA`` for PostgreSQL).
 Exit codes: 0 success, 2 invalid input or unknown collection (nothing written), 3 the store
-could not be reached or refused a call.
+(or, for ``drain``, the Prefect API) could not be reached or refused a call; ``drain --wait``: 1
+when tasks failed or every drain ended with tasks left.
 """
 
 from __future__ import annotations
@@ -106,9 +109,133 @@ def _lease_text(lease: dict | None) -> str:
     return f"{lease['task']} ({lease['owner']}, {state}, {when} UTC)"
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _rate_text(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1f}/s"
+
+
+_COLUMNS = ("todo", "locked", "done", "failed", "blocked", "total")
+
+
+def _status_lines(collections: dict[str, dict]) -> list[str]:
+    width = max(10, *(len(name) for name in collections))
+    lines = [
+        f"{'collection':<{width}}  "
+        + "  ".join(f"{c:>7}" for c in _COLUMNS)
+        + f"  {'rate':>8}  {'eta':>6}  oldest lease"
+    ]
+    for name, status in collections.items():
+        counts = "  ".join(f"{status[c]:>7}" for c in _COLUMNS)
+        lines.append(
+            f"{name:<{width}}  {counts}  {_rate_text(status.get('throughput')):>8}  "
+            f"{_eta_text(status.get('eta_seconds')):>6}  {_lease_text(status['oldest_lease'])}"
+        )
+    for name, status in collections.items():
+        for failure in status["failures"]:
+            code_text = "" if failure["exit_code"] is None else f" exit {failure['exit_code']}"
+            lines.append(f"failed {name}/{failure['id']}{code_text}: {failure['error']}")
+    return lines
+
+
+class _RateMeter:
+    """Throughput from successive counts, for stores that cannot tell it (DynamoDB) and for watching."""
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self.history: dict[str, list[tuple[float, int]]] = {}
+
+    def update(self, collections: dict[str, dict]) -> None:
+        now = time.monotonic()
+        for name, status in collections.items():
+            history = self.history.setdefault(name, [])
+            history.append((now, status["done"] + status["failed"]))
+            while len(history) > 2 and now - history[0][0] > self.window:
+                history.pop(0)
+            if status.get("throughput") is None and len(history) >= 2:
+                (t0, n0), (t1, n1) = history[0], history[-1]
+                from flows.collections.client import add_rate
+
+                add_rate(status, max(0, n1 - n0) / (t1 - t0) if t1 > t0 else None)
+
+
+def _watch_status(store: Any, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
     from flows.collections.client import collection_status
 
+    meter = _RateMeter()
+    console = Console()
+    try:
+        if not args.json and not console.is_terminal:  # piped: plain tables, one per refresh
+            while True:
+                document = collection_status(store, args.collection, failures=args.failures)
+                meter.update(document["collections"])
+                print("\n".join(_status_lines(document["collections"]) or ["no task collections"]))
+                print(flush=True)
+                time.sleep(args.interval)
+        if args.json:
+            while True:
+                document = collection_status(store, args.collection, failures=args.failures)
+                meter.update(document["collections"])
+                print(json.dumps({"time": time.time(), **document}, default=str), flush=True)
+                time.sleep(args.interval)
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                document = collection_status(store, args.collection, failures=args.failures)
+                meter.update(document["collections"])
+                stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S UTC")
+                body = "\n".join(_status_lines(document["collections"]) or ["no task collections"])
+                live.update(
+                    Text(f"{body}\n({stamp}; every {args.interval:g}s, Ctrl-C to stop)"), refresh=True
+                )
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_samples(document: dict) -> None:
+    steps, samples = document["steps"], document["samples"]
+    if not samples:
+        print(f"no tasks with attributes.{document['key']} in {', '.join(steps) or 'any collection'}")
+        return
+    width = max(6, *(len(sample) for sample in samples))
+    widths = [max(len(step), 9, *(len(row.get(step, "-")) for row in samples.values())) for step in steps]
+    print(f"{'sample':<{width}}  " + "  ".join(f"{step:<{w}}" for step, w in zip(steps, widths, strict=True)))
+    for sample, row in samples.items():
+        cells = "  ".join(f"{row.get(step, '-'):<{w}}" for step, w in zip(steps, widths, strict=True))
+        print(f"{sample:<{width}}  {cells}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.collections.client import collection_status, sample_table
+
+    if args.samples:
+        code, document = _run(
+            lambda store: sample_table(store, [args.collection] if args.collection else None)
+        )
+        if code:
+            return code
+        if args.json:
+            _print_json(document)
+        else:
+            _print_samples(document)
+        return 0
+    if args.watch:
+        if args.interval <= 0:
+            return report_error("--interval must be positive", EXIT_INVALID)
+        code, result = _run(lambda store: _watch_status(store, args))
+        return code or result
     code, document = _run(lambda store: collection_status(store, args.collection, failures=args.failures))
     if code:
         return code
@@ -119,17 +246,132 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not collections:
         print("no task collections")
         return 0
-    columns = ("todo", "locked", "done", "failed", "blocked", "total")
-    width = max(10, *(len(name) for name in collections))
-    print(f"{'collection':<{width}}  " + "  ".join(f"{c:>7}" for c in columns) + "  oldest lease")
-    for name, status in collections.items():
-        counts = "  ".join(f"{status[c]:>7}" for c in columns)
-        print(f"{name:<{width}}  {counts}  {_lease_text(status['oldest_lease'])}")
-    for name, status in collections.items():
-        for failure in status["failures"]:
-            code_text = "" if failure["exit_code"] is None else f" exit {failure['exit_code']}"
-            print(f"failed {name}/{failure['id']}{code_text}: {failure['error']}")
+    print("\n".join(_status_lines(collections)))
     return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from flows.collections.client import drain_requests
+    from flows.collections.model import TaskInputError
+
+    try:
+        request = drain_requests(
+            args.collection,
+            workers=args.workers,
+            concurrency=args.concurrency,
+            pool=args.pool,
+            time_budget=args.time_budget,
+            task_timeout=args.task_timeout,
+            batch=args.batch,
+            lease_seconds=args.lease_seconds,
+            scheduler_address=args.scheduler_address,
+        )
+    except TaskInputError as error:
+        return report_error(str(error), EXIT_INVALID)
+    # The collection must exist (a clear error now, not N drains that find nothing).
+    code, _ = _run(lambda store: store.status(args.collection, failures=0))
+    if code:
+        return code
+    from flows.collections.client import start_drains
+
+    try:
+        runs = start_drains(request)
+    except Exception as error:
+        return report_error(
+            f"could not start {request.deployment}: {type(error).__name__}: {error}", EXIT_STACK
+        )
+    started = {
+        "collection": args.collection,
+        "deployment": request.deployment,
+        "job_variables": request.job_variables,
+        "flow_runs": [{"id": str(run.id), "name": run.name} for run in runs],
+    }
+    if not args.json:
+        array = f" (one AWS Batch array job of {args.workers})" if request.job_variables else ""
+        print(f"started {len(runs)} run(s) of {request.deployment}{array}: {', '.join(r.name for r in runs)}")
+    if not args.wait:
+        if args.json:
+            _print_json(started)
+        return 0
+    code, outcome = _run(lambda store: _wait_drained(store, args.collection, [run.id for run in runs], args))
+    if code:
+        return code
+    if args.json:
+        _print_json({**started, **outcome})
+    else:
+        status = outcome["status"]
+        print(
+            f"{args.collection}: {status['done']} done, {status['failed']} failed, "
+            f"{status['todo'] + status['locked']} open, {status['blocked']} blocked ({outcome['reason']})"
+        )
+        for failure in status["failures"]:
+            print(f"failed {args.collection}/{failure['id']}: {failure['error']}")
+    return 0 if outcome["reason"] == "drained" and not outcome["status"]["failed"] else 1
+
+
+def _final_runs(run_ids: list[Any]) -> bool:
+    """Whether every one of these flow runs has ended."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return all(
+            (run.state is not None and run.state.is_final())
+            for run in (client.read_flow_run(i) for i in run_ids)
+        )
+
+
+def _wait_drained(store: Any, collection: str, run_ids: list[Any], args: argparse.Namespace) -> dict:
+    """Poll the collection (a rich progress bar unless ``--json``) until no open task is left, or
+    every drain run ended with tasks left; ``{"reason", "status"}``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.collections.client import collection_status
+
+    meter = _RateMeter()
+
+    def read() -> dict:
+        document = collection_status(store, collection, failures=5)
+        meter.update(document["collections"])
+        return document["collections"][collection]
+
+    progress = Progress(
+        TextColumn("[bold]{task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        disable=args.json,
+        transient=False,
+    )
+    reason = "drained"
+    checked_runs = 0.0
+    with progress:
+        bar = progress.add_task("drain", total=None, name=collection, detail="")
+        try:
+            while True:
+                status = read()
+                finished = status["done"] + status["failed"]
+                detail = (
+                    f"failed {status['failed']}  running {status['locked']}  blocked {status['blocked']}  "
+                    f"{_rate_text(status.get('throughput'))}  eta {_eta_text(status.get('eta_seconds'))}"
+                )
+                progress.update(
+                    bar, completed=finished, total=status["total"] - status["blocked"], detail=detail
+                )
+                if status["todo"] + status["locked"] == 0:
+                    break
+                now = time.monotonic()
+                if now - checked_runs > 5:
+                    checked_runs = now
+                    if _final_runs(run_ids):
+                        status = read()
+                        if status["todo"] + status["locked"]:
+                            reason = "every drain ended with tasks left"
+                        break
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            reason = "stopped watching (the drains go on)"
+    return {"reason": reason, "status": status}
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -241,8 +483,35 @@ def register(subparsers) -> None:
     status = actions.add_parser("status", help="counts per state, the oldest lease, failures")
     status.add_argument("collection", metavar="COLLECTION", nargs="?", help="default: every collection")
     status.add_argument("--failures", type=int, default=10, help="failed tasks to list per collection")
+    status.add_argument(
+        "--watch", action="store_true", help="refresh until Ctrl-C (with --json: a line each time)"
+    )
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes of --watch")
+    status.add_argument(
+        "--samples", action="store_true", help="where each sample (attributes.sample) is across the steps"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    drain = actions.add_parser("drain", help="start drains (flow runs) that run a collection's tasks")
+    drain.add_argument("collection", metavar="COLLECTION")
+    drain.add_argument("--workers", type=int, default=1, help="drains (flow runs; on batch: array children)")
+    drain.add_argument("--concurrency", type=int, default=4, help="Dask slots (tasks at once) per drain")
+    drain.add_argument(
+        "--pool", choices=("local", "ecs", "batch"), default="local", help="where the drains run"
+    )
+    drain.add_argument(
+        "--time-budget", type=float, help="seconds each drain may run (it stops cleanly before)"
+    )
+    drain.add_argument(
+        "--task-timeout", type=float, help="seconds a task may run before it is killed and failed"
+    )
+    drain.add_argument("--batch", type=int, default=25, help="tasks claimed per claim")
+    drain.add_argument("--lease-seconds", type=float, help="lease of a claim (heartbeats extend it)")
+    drain.add_argument("--scheduler-address", help="an existing Dask scheduler instead of a LocalCluster")
+    drain.add_argument("--wait", action="store_true", help="show progress until the collection is drained")
+    drain.add_argument("--json", action="store_true", help="machine-readable output")
+    drain.set_defaults(func=cmd_drain)
 
     reset = actions.add_parser("reset", help="tasks in a state back to todo")
     reset.add_argument("collection", metavar="COLLECTION")

@@ -124,3 +124,53 @@ def test_reset_retry_failed_and_delete(cli):
     result = cli("delete", "step", "--json")
     assert json.loads(result.stdout) == {"collection": "step", "deleted": 3}
     assert store.collections() == []
+
+
+def test_status_has_throughput_eta_and_samples(cli):
+    store = cli.store
+    store.add("align", [TaskSpec(f"a{i}", "true", attributes={"sample": f"S{i}"}) for i in range(4)])
+    store.add(
+        "call",
+        [
+            TaskSpec(f"c{i}", "true", depends_on=(f"align/a{i}",), attributes={"sample": f"S{i}"})
+            for i in range(4)
+        ],
+    )
+    claimed = {task.id: task for task in store.claim("align", owner="w", batch=4, lease_seconds=60)}
+    store.complete("align", "a0", claimed["a0"].lease_token)
+    store.fail("align", "a1", claimed["a1"].lease_token, error="exit code 3", exit_code=3)
+
+    status = cli("status", "align", "--json")
+    assert status.returncode == 0, status.stderr
+    align = json.loads(status.stdout)["collections"]["align"]
+    assert {"throughput", "eta_seconds"} <= set(align)
+    if isinstance(store, type(cli.store)) and hasattr(store, "schema"):  # postgres knows its rate
+        assert align["throughput"] > 0 and align["eta_seconds"] is not None
+    text = cli("status")
+    assert text.returncode == 0, text.stderr
+    assert "rate" in text.stdout.splitlines()[0] and "eta" in text.stdout.splitlines()[0]
+
+    samples = cli("status", "--samples", "--json")
+    assert samples.returncode == 0, samples.stderr
+    document = json.loads(samples.stdout)
+    assert document["steps"] == ["align", "call"]
+    assert document["samples"]["S0"] == {"align": "done", "call": "todo"}
+    assert document["samples"]["S1"] == {"align": "failed", "call": "blocked"}
+    table = cli("status", "--samples")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == ["sample", "align", "call"]
+    assert table.stdout.splitlines()[2].split() == ["S1", "failed", "blocked"]
+
+
+def test_drain_refuses_bad_input_before_starting_anything(cli):
+    cli.store.add("align", [TaskSpec("a", "true")])
+    for args, message in [
+        (("nosuch",), "no collection named 'nosuch'"),
+        (("align", "--workers", "0"), "--workers must be at least 1"),
+        (("align", "--concurrency", "0"), "--concurrency must be at least 1"),
+        (("align", "--time-budget", "-5"), "--time-budget must be positive"),
+        (("bad/name",), "invalid collection name"),
+    ]:
+        result = cli("drain", *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr

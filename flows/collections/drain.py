@@ -1,0 +1,798 @@
+"""Draining a task collection: claim tasks in batches, run them on Dask slots, record the outcomes.
+
+:class:`Drain` is the engine (no Prefect in it, so tests and the Batch array children can run it
+directly); :func:`drain_collection` is the ``drain-collection`` flow around it, which keeps a
+progress artifact and a collection status table artifact of its run current.
+
+One drain:
+
+- claims up to ``batch`` tasks at a time, only as many as it has room for (``concurrency`` slots,
+  plus one batch queued ahead while tasks are short: a long task never sits claimed behind another);
+- runs each task's command on a **Dask** cluster (``dask.distributed``: a ``LocalCluster`` of
+  ``concurrency`` threads by default, or the scheduler at ``scheduler_address``), one Dask task per
+  task (:func:`flows.collections.runner.run_task`), with a per-task timeout and its output streamed
+  to ``s3://{data}/collections/{collection}/logs/{task_id}.log``;
+- records outcomes conditional on each task's fencing token: successes in one write per batch
+  (``complete_many``), failures one by one with the exit code and the end of the output; a refused
+  write (the lease was lost) is counted, never retried;
+- heartbeats every held lease every ``lease_seconds / 3`` (a lost lease kills the task);
+- stops claiming before the wall-time budget and, ``budget_margin`` before it, gives back what
+  still runs; on :meth:`Drain.stop` (the flow's SIGTERM handler) kills its tasks and releases them
+  to ``todo`` at once;
+- ends when the collection has no open task left (``todo`` or ``locked``); while some are open
+  (other drains' leases, which may expire, or dependencies not done yet) it polls every
+  ``poll_seconds``, unless ``wait_for_more`` is off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prefect import flow
+
+from flows.collections.model import DEFAULT_LEASE_SECONDS, LeaseLost, Task, check_collection
+from flows.collections.runner import (
+    DEFAULT_LOG_INTERVAL,
+    TaskRun,
+    forget_owner,
+    kill_task,
+    register_store,
+    run_tasks,
+    stop_owner,
+)
+from flows.collections.store import TaskStore, new_owner
+
+logger = logging.getLogger("interlinked.collections.drain")
+
+#: A drain that does not record finished tasks for this long writes what it has (seconds).
+DONE_FLUSH_SECONDS = 0.25
+#: Tasks shorter than this (moving average, seconds) are claimed a batch ahead of the free slots.
+SHORT_TASK_SECONDS = 2.0
+#: Tasks much shorter than a Dask task's own cost run several to a Dask task: about this many
+#: seconds of work each (never more than :data:`MAX_CHUNK` tasks; one while durations are unknown).
+CHUNK_SECONDS = 0.25
+MAX_CHUNK = 16
+
+
+@dataclass
+class DrainOptions:
+    """How one drain works (the flow's parameters; the CLI's options)."""
+
+    concurrency: int = 4
+    batch: int = 25
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    heartbeat_seconds: float | None = None
+    task_timeout: float | None = None
+    time_budget: float | None = None
+    budget_margin: float | None = None
+    poll_seconds: float = 1.0
+    wait_for_more: bool = True
+    log_interval: float = DEFAULT_LOG_INTERVAL
+    report_seconds: float = 2.0
+
+    def check(self) -> DrainOptions:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {self.batch}")
+        if self.lease_seconds < 1:
+            raise ValueError(f"lease_seconds must be at least 1, got {self.lease_seconds}")
+        if self.task_timeout is not None and self.task_timeout <= 0:
+            raise ValueError(f"task_timeout must be positive, got {self.task_timeout}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be positive, got {self.time_budget}")
+        return self
+
+    @property
+    def heartbeat_every(self) -> float:
+        return self.heartbeat_seconds or max(0.5, self.lease_seconds / 3)
+
+    @property
+    def margin(self) -> float:
+        if self.budget_margin is not None:
+            return self.budget_margin
+        return 0.0 if self.time_budget is None else min(30.0, self.time_budget * 0.1)
+
+
+@dataclass
+class DrainStats:
+    """What one drain did; ``progress`` snapshots and its result are this, as a dict."""
+
+    collection: str
+    owner: str
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    released: int = 0
+    #: Outcomes refused because the lease had been lost (expired and taken over, reset).
+    lost: int = 0
+    running: int = 0
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    #: Why it ended: ``drained``, ``no claimable tasks``, ``time budget``, ``stopped: ...``.
+    stop_reason: str | None = None
+    #: A few failures: ``{"id", "error", "exit_code"}``.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Tasks finished per second since the drain started."""
+        return self.finished / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "finished": self.finished, "rate": round(self.rate, 2)}
+
+
+@contextlib.contextmanager
+def dask_client(
+    concurrency: int, scheduler_address: str | None = None, *, processes: bool = False
+) -> Iterator[Any]:
+    """A Dask client: on the scheduler at ``scheduler_address``, else on a ``LocalCluster`` of
+    ``concurrency`` slots (threads of this process by default — each slot only waits on its
+    command's process — or ``processes`` workers of one thread each)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler_address:
+        client = Client(scheduler_address, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(
+        n_workers=concurrency if processes else 1,
+        threads_per_worker=1 if processes else concurrency,
+        processes=processes,
+        dashboard_address=":0",
+        scheduler_kwargs={"dashboard": False},
+        silence_logs=logging.WARNING,
+    )
+    try:
+        client = Client(cluster, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+class Drain:
+    """Drain ``collection`` of ``store`` on the Dask ``client`` (see the module doc).
+
+    Parameters
+    ----------
+    bucket
+        The data bucket's name (logs go to ``collections/{collection}/logs/``); None: no logs.
+    object_store
+        The :class:`blocks.s3.ObjectStore` of ``bucket`` this process should use (slots in this
+        process share it; remote workers build their own).
+    on_progress
+        Called with :meth:`snapshot` at most every ``options.report_seconds``, from a thread of
+        its own (the flow updates its artifacts there).
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        collection: str,
+        client: Any,
+        *,
+        bucket: str | None,
+        options: DrainOptions | None = None,
+        object_store: Any | None = None,
+        owner: str | None = None,
+        on_progress: Callable[[DrainStats], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.collection = check_collection(collection)
+        self.client = client
+        self.bucket = bucket
+        self.options = (options or DrainOptions()).check()
+        self.owner = owner or new_owner()
+        self.on_progress = on_progress
+        if bucket and object_store is not None:
+            register_store(bucket, object_store)
+        self.stats = DrainStats(collection, self.owner)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, tuple[Task, Any]] = {}  # task id -> (task, future)
+        self._finished: queue.Queue = queue.Queue()
+        self._pending_done: list[tuple[str, int, int, str | None]] = []
+        self._pending_since = 0.0
+        self._stop = threading.Event()
+        self._stop_reason: str | None = None
+        self._ended = threading.Event()
+        self._mean_seconds: float | None = None
+        self._deadline: float | None = None
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the drain to give back its tasks and end (safe from a signal handler)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stop.set()
+
+    def snapshot(self) -> DrainStats:
+        with self._lock:
+            self.stats.running = len(self._inflight)
+            self.stats.seconds = time.time() - self.stats.started
+            return DrainStats(**{**asdict(self.stats), "failures": list(self.stats.failures)})
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> DrainStats:
+        """Drain until done, out of budget or stopped; the final :class:`DrainStats`."""
+        options = self.options
+        started = time.monotonic()
+        if options.time_budget is not None:
+            self._deadline = started + options.time_budget
+        threads = [threading.Thread(target=self._heartbeats, name="drain-heartbeats", daemon=True)]
+        if self.on_progress is not None:
+            threads.append(threading.Thread(target=self._reporter, name="drain-progress", daemon=True))
+        for thread in threads:
+            thread.start()
+        try:
+            reason = self._loop()
+        except BaseException:
+            self._give_back("the drain failed")
+            raise
+        finally:
+            self._ended.set()
+            for thread in threads:
+                thread.join(timeout=5)
+        self._flush_done()
+        if reason.startswith("stopped") or reason == "time budget":
+            self._give_back(reason)
+        else:
+            forget_owner(self.owner)
+        with self._lock:
+            self.stats.stop_reason = reason
+        final = self.snapshot()
+        if self.on_progress is not None:
+            with contextlib.suppress(Exception):
+                self.on_progress(final)
+        return final
+
+    def _loop(self) -> str:
+        options = self.options
+        next_claim = 0.0
+        while True:
+            if self._stop.is_set():
+                return f"stopped: {self._stop_reason}"
+            now = time.monotonic()
+            if self._deadline is not None and now >= self._deadline - options.margin:
+                return "time budget"
+            claiming = self._deadline is None or now + (self._mean_seconds or 0.0) < (
+                self._deadline - options.margin
+            )
+            with self._lock:
+                inflight = len(self._inflight)
+            short = self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
+            slots = options.concurrency * self._chunk()
+            room = slots + (options.batch if short else 0) - inflight
+            # Claim when a slot would idle, or a good part of a batch is free (not one task a claim).
+            worth = inflight < slots or room >= max(1, options.batch // 2)
+            if claiming and room > 0 and worth and now >= next_claim:
+                tasks = self.store.claim(
+                    self.collection,
+                    owner=self.owner,
+                    batch=min(options.batch, room),
+                    lease_seconds=options.lease_seconds,
+                )
+                self._submit(tasks)
+                if not tasks:
+                    next_claim = now + options.poll_seconds
+                    # Open tasks someone else holds, or whose dependencies are not done yet, keep it.
+                    if inflight == 0 and not self._pending_done and not self._more_to_come():
+                        return "drained" if options.wait_for_more else "no claimable tasks"
+                else:
+                    next_claim = 0.0
+            elif not claiming and inflight == 0:
+                return "time budget"
+            wait = 0.05 if self._pending_done else 0.1
+            if next_claim and not inflight:
+                wait = max(0.01, min(wait * 5, next_claim - now))
+            self._collect(wait)
+            if self._pending_done and (
+                len(self._pending_done) >= options.batch
+                or time.monotonic() - self._pending_since >= DONE_FLUSH_SECONDS
+            ):
+                self._flush_done()
+
+    def _more_to_come(self) -> bool:
+        if not self.options.wait_for_more:
+            return False
+        status = self.store.status(self.collection, failures=0)[self.collection]
+        return status.todo + status.locked > 0
+
+    def _chunk(self) -> int:
+        """Tasks per Dask task: one, unless tasks are so short that Dask's own per-task cost
+        (milliseconds) would dominate; then about :data:`CHUNK_SECONDS` of work."""
+        mean = self._mean_seconds
+        if mean is None or mean >= CHUNK_SECONDS / 2:
+            return 1
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(mean, 1e-4))))
+
+    def _submit(self, tasks: list[Task]) -> None:
+        if not tasks:
+            return
+        runs = [
+            TaskRun(
+                collection=self.collection,
+                task_id=task.id,
+                command=task.command,
+                token=int(task.lease_token),
+                owner=self.owner,
+                bucket=self.bucket,
+                timeout=self.options.task_timeout,
+                attributes=task.attributes,
+                log_interval=self.options.log_interval,
+            )
+            for task in tasks
+        ]
+        size = self._chunk()
+        # Spread a claim over the slots: never fewer Dask tasks than slots while there is work.
+        size = max(1, min(size, -(-len(runs) // self.options.concurrency)))
+        chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
+        keys = [
+            f"tasks-{self.collection}-{chunk[0].task_id}-{chunk[0].token}-{len(chunk)}" for chunk in chunks
+        ]
+        futures = self.client.map(run_tasks, chunks, key=keys, pure=False)
+        by_id = {task.id: task for task in tasks}
+        with self._lock:
+            self.stats.claimed += len(tasks)
+            for chunk, future in zip(chunks, futures, strict=True):
+                for run in chunk:
+                    self._inflight[run.task_id] = (by_id[run.task_id], future)
+        for future in futures:
+            future.add_done_callback(self._finished.put)
+
+    def _collect(self, timeout: float) -> None:
+        """Take the results of finished futures (waiting up to ``timeout`` for the first)."""
+        try:
+            first = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return
+        futures = [first]
+        while True:
+            try:
+                futures.append(self._finished.get_nowait())
+            except queue.Empty:
+                break
+        ok = [future for future in futures if future.status == "finished"]
+        chunks = self.client.gather(ok, errors="skip") if ok else []
+        for future in futures:
+            if future.status != "finished":
+                self._lost_future(future)
+        for results in chunks:
+            for result in results:
+                self._record(result)
+
+    def _lost_future(self, future: Any) -> None:
+        """A Dask task that raised or was cancelled (its worker died): give its tasks back."""
+        with self._lock:
+            lost = [task for task, f in self._inflight.values() if f.key == future.key]
+            for task in lost:
+                del self._inflight[task.id]
+        if not lost or self._stop.is_set():
+            return  # _give_back releases them
+        error = None
+        with contextlib.suppress(Exception):
+            error = future.exception(timeout=1)
+        logger.warning(
+            "tasks %s: their Dask task ended %s (%s); releasing them",
+            [t.id for t in lost],
+            future.status,
+            error,
+        )
+        for task in lost:
+            self._release(task)
+
+    def _record(self, result: dict[str, Any]) -> None:
+        task_id = result["task_id"]
+        with self._lock:
+            entry = self._inflight.get(task_id)
+            if entry is None or entry[0].lease_token != result["token"]:
+                return
+            del self._inflight[task_id]
+        task = entry[0]
+        seconds = float(result.get("seconds") or 0.0)
+        self._mean_seconds = (
+            seconds if self._mean_seconds is None else 0.8 * self._mean_seconds + 0.2 * seconds
+        )
+        outcome = result["outcome"]
+        if outcome == "done":
+            if not self._pending_done:
+                self._pending_since = time.monotonic()
+            self._pending_done.append(
+                (task_id, int(task.lease_token), int(result["exit_code"]), result["log_key"])
+            )
+            return
+        if outcome == "stopped":
+            if not self._stop.is_set():
+                self._release(task)
+            return
+        try:
+            self.store.fail(
+                self.collection,
+                task_id,
+                int(task.lease_token),
+                error=result["error"] or "failed",
+                exit_code=result["exit_code"],
+                log_key=result["log_key"],
+            )
+        except LeaseLost as lost:
+            logger.warning("task %s failed but its lease was lost: %s", task_id, lost)
+            with self._lock:
+                self.stats.lost += 1
+            return
+        with self._lock:
+            self.stats.failed += 1
+            if len(self.stats.failures) < 20:
+                self.stats.failures.append(
+                    {"id": task_id, "error": result["error"], "exit_code": result["exit_code"]}
+                )
+
+    def _flush_done(self) -> None:
+        if not self._pending_done:
+            return
+        batch, self._pending_done = self._pending_done, []
+        refused = self.store.complete_many(self.collection, batch)
+        if refused:
+            logger.warning("%d finished task(s) had lost their lease: %s", len(refused), refused[:10])
+        with self._lock:
+            self.stats.done += len(batch) - len(refused)
+            self.stats.lost += len(refused)
+
+    def _release(self, task: Task) -> None:
+        try:
+            self.store.release(self.collection, task.id, int(task.lease_token))
+        except LeaseLost:
+            with self._lock:
+                self.stats.lost += 1
+            return
+        with self._lock:
+            self.stats.released += 1
+
+    def _give_back(self, reason: str) -> None:
+        """Kill what runs, cancel what waits, and release every task still held (to ``todo``)."""
+        with contextlib.suppress(Exception):
+            self.client.run(stop_owner, self.owner, reason)
+        with self._lock:
+            held = list(self._inflight.values())
+            self._inflight.clear()
+        with contextlib.suppress(Exception):
+            self.client.cancel([future for _, future in held])
+        for task, _ in held:
+            with contextlib.suppress(Exception):
+                self._release(task)
+
+    # -- background -------------------------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        every = self.options.heartbeat_every
+        while not self._ended.wait(every):
+            with self._lock:
+                held = [task for task, _ in self._inflight.values()]
+                held_ids = {task_id for task_id, _, _, _ in self._pending_done}
+            for task in held:
+                try:
+                    self.store.heartbeat(
+                        self.collection, task.id, int(task.lease_token), self.options.lease_seconds
+                    )
+                except LeaseLost as lost:
+                    if task.id in held_ids:
+                        continue
+                    logger.warning("lost the lease of %s: %s; stopping it", task.id, lost)
+                    with self._lock:
+                        entry = self._inflight.pop(task.id, None)
+                        if entry is not None:
+                            self.stats.lost += 1
+                    with contextlib.suppress(Exception):
+                        self.client.run(
+                            kill_task,
+                            self.owner,
+                            self.collection,
+                            task.id,
+                            int(task.lease_token),
+                            "lease lost",
+                        )
+                except Exception as error:  # the store briefly unreachable: the next beat retries
+                    logger.warning("heartbeat of %s failed: %s", task.id, error)
+
+    def _reporter(self) -> None:
+        while not self._ended.wait(self.options.report_seconds):
+            try:
+                self.on_progress(self.snapshot())
+            except Exception as error:
+                logger.warning("progress report failed: %s", error)
+
+
+# -- the flow -------------------------------------------------------------------------------------
+
+
+def _artifact_key(collection: str) -> str:
+    """A valid artifact key (lowercase letters, digits, dashes) naming the collection."""
+    import re
+
+    return "collection-" + re.sub(r"[^a-z0-9-]+", "-", collection.lower()).strip("-") + "-status"
+
+
+class ArtifactReporter:
+    """Keeps the run's progress artifact and its collection status table artifact current: both
+    are created once and updated in place (no new artifact version per update)."""
+
+    def __init__(self, store: TaskStore, collection: str, flow_run_id: Any) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactCreate
+
+        self.store = store
+        self.collection = collection
+        self._client_factory = get_client
+        with get_client(sync_client=True) as client:
+            self.progress_id = client.create_artifact(
+                ArtifactCreate(
+                    type="progress",
+                    data=0.0,
+                    description=f"Tasks of collection {collection} finished (done or failed)",
+                    flow_run_id=flow_run_id,
+                )
+            ).id
+            self.table_id = client.create_artifact(
+                ArtifactCreate(
+                    type="table",
+                    key=_artifact_key(collection),
+                    data=[],
+                    description=f"Collection {collection}: tasks per state and this drain's work",
+                    flow_run_id=flow_run_id,
+                )
+            ).id
+
+    def __call__(self, stats: DrainStats) -> None:
+        import json
+
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        status = self.store.status(self.collection, failures=5)[self.collection]
+        total = status.total
+        fraction = 100.0 if total == 0 else round(100.0 * (status.done + status.failed) / total, 2)
+        row = {
+            "collection": self.collection,
+            **{key: getattr(status, key) for key in ("todo", "locked", "done", "failed", "blocked")},
+            "total": total,
+            "this drain: done": stats.done,
+            "this drain: failed": stats.failed,
+            "this drain: running": stats.running,
+            "this drain: tasks/s": round(stats.rate, 2),
+        }
+        rows = [row] + [
+            {"collection": f"failed: {failure['id']}", "todo": failure.get("error")}
+            for failure in status.failures
+        ]
+        with self._client_factory(sync_client=True) as client:
+            client.update_artifact(self.progress_id, ArtifactUpdate(data=fraction))
+            client.update_artifact(self.table_id, ArtifactUpdate(data=json.dumps(rows, default=str)))
+
+
+@contextlib.contextmanager
+def _sigterm_stops(drain_holder: dict[str, Drain]) -> Iterator[list[int]]:
+    """While inside, SIGTERM (Spot reclaim, ECS stop, cancellation) stops the drain; afterwards the
+    previous handler is back and a caught signal is delivered again (Prefect then ends the run)."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("not on the main thread: SIGTERM will not release this drain's tasks early")
+        yield caught
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+        drain = drain_holder.get("drain")
+        if drain is not None:
+            drain.stop("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def drain_with_options(
+    collection: str,
+    options: DrainOptions,
+    *,
+    store: TaskStore,
+    bucket: str | None,
+    object_store: Any | None = None,
+    scheduler_address: str | None = None,
+    dask_processes: bool = False,
+    on_progress_factory: Callable[[], Callable[[DrainStats], None] | None] | None = None,
+) -> tuple[DrainStats, list[int]]:
+    """Run one drain with SIGTERM handling on a Dask client; ``(stats, caught signals)``."""
+    holder: dict[str, Drain] = {}
+    with (
+        _sigterm_stops(holder) as caught,
+        dask_client(options.concurrency, scheduler_address, processes=dask_processes) as client,
+    ):
+        drain = Drain(
+            store,
+            collection,
+            client,
+            bucket=bucket,
+            options=options,
+            object_store=object_store,
+            on_progress=on_progress_factory() if on_progress_factory else None,
+        )
+        holder["drain"] = drain
+        if caught:
+            drain.stop("SIGTERM")
+        stats = drain.run()
+    return stats, caught
+
+
+@flow(name="drain-collection", log_prints=True)
+def drain_collection(
+    collection: str,
+    concurrency: int = 4,
+    batch: int = 25,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    task_timeout: float | None = None,
+    time_budget: float | None = None,
+    scheduler_address: str | None = None,
+    dask_processes: bool = False,
+    wait_for_more: bool = True,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """Drain task collection ``collection``: claim its tasks in batches, run each task's command on
+    ``concurrency`` Dask slots (a LocalCluster, or the cluster at ``scheduler_address``) with a
+    per-task timeout, log to s3://{data}/collections/{collection}/logs/, until no open task is left,
+    ``time_budget`` seconds are nearly up, or SIGTERM (tasks released to todo at once)."""
+    import os
+
+    from prefect import get_run_logger
+    from prefect.context import get_run_context
+
+    from blocks.s3 import data_store
+    from flows.collections.backends import open_store
+
+    run_logger = get_run_logger()
+    options = DrainOptions(
+        concurrency=concurrency,
+        batch=batch,
+        lease_seconds=lease_seconds,
+        task_timeout=task_timeout,
+        time_budget=time_budget,
+        wait_for_more=wait_for_more,
+    ).check()
+    store = open_store(backend)
+    objects = data_store()
+    flow_run_id = get_run_context().flow_run.id
+    array_index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    run_logger.info(
+        "draining %s: %d slot(s) on %s, batches of %d, lease %gs%s%s",
+        collection,
+        concurrency,
+        scheduler_address or "a local Dask cluster",
+        batch,
+        lease_seconds,
+        f", task timeout {task_timeout:g}s" if task_timeout else "",
+        f", array child {array_index}" if array_index is not None else "",
+    )
+    try:
+        stats, caught = drain_with_options(
+            collection,
+            options,
+            store=store,
+            bucket=objects.bucket,
+            object_store=objects,
+            scheduler_address=scheduler_address,
+            dask_processes=dask_processes,
+            on_progress_factory=lambda: ArtifactReporter(store, collection, flow_run_id),
+        )
+    finally:
+        store.close()
+    run_logger.info(
+        "drain of %s ended (%s): %d done, %d failed, %d released, %d lost, %.1f tasks/s",
+        collection,
+        stats.stop_reason,
+        stats.done,
+        stats.failed,
+        stats.released,
+        stats.lost,
+        stats.rate,
+    )
+    if caught:
+        # Tasks are back in todo; now let the signal do what it would have done (Prefect's handler
+        # ends the run as cancelled or crashed; without one, the process exits).
+        os.kill(os.getpid(), caught[0])
+    return stats.as_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.collections.drain COLLECTION [...]``: one drain as a flow run of its own
+    (what each child of a Batch array job runs), or with ``--no-flow`` without Prefect at all."""
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m flows.collections.drain")
+    parser.add_argument("collection")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS)
+    parser.add_argument("--task-timeout", type=float)
+    parser.add_argument("--time-budget", type=float)
+    parser.add_argument("--scheduler-address")
+    parser.add_argument("--backend", help="task store backend (default: $INTERLINKED_TASKS_BACKEND)")
+    parser.add_argument(
+        "--no-flow", action="store_true", help="run without Prefect (no flow run, no artifacts)"
+    )
+    parser.add_argument(
+        "--bucket", help="with --no-flow: the data bucket, reached through boto3's own configuration"
+    )
+    parser.add_argument("--no-wait", action="store_true", help="end when nothing is claimable now")
+    args = parser.parse_args(argv)
+    if not args.no_flow:
+        result = drain_collection(
+            collection=args.collection,
+            concurrency=args.concurrency,
+            batch=args.batch,
+            lease_seconds=args.lease_seconds,
+            task_timeout=args.task_timeout,
+            time_budget=args.time_budget,
+            scheduler_address=args.scheduler_address,
+            wait_for_more=not args.no_wait,
+            backend=args.backend,
+        )
+        print(json.dumps(result, default=str))
+        return 0
+    from blocks.clients import aws_client
+    from blocks.s3 import ObjectStore
+    from flows.collections.backends import open_store
+
+    logging.basicConfig(level=logging.WARNING)
+    options = DrainOptions(
+        concurrency=args.concurrency,
+        batch=args.batch,
+        lease_seconds=args.lease_seconds,
+        task_timeout=args.task_timeout,
+        time_budget=args.time_budget,
+        wait_for_more=not args.no_wait,
+    ).check()
+    objects = ObjectStore(args.bucket, aws_client("s3", use_block=False)) if args.bucket else None
+    store = open_store(args.backend)
+    try:
+        stats, caught = drain_with_options(
+            args.collection,
+            options,
+            store=store,
+            bucket=args.bucket,
+            object_store=objects,
+            scheduler_address=args.scheduler_address,
+        )
+    finally:
+        store.close()
+    print(json.dumps(stats.as_dict(), default=str), flush=True)
+    if caught:
+        signal.signal(caught[0], signal.SIG_DFL)
+        os.kill(os.getpid(), caught[0])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Run one task's shell command: what a drain's Dask slots execute (one call per task).
+
+The command runs under ``bash -c`` in a process group of its own, with ``TASK_ID`` and
+``COLLECTION`` (and ``TASK_ATTRIBUTES``, the attributes as JSON) in its environment; stdout and
+stderr go to one local file, never through pipes (no reader thread per task). While the task runs,
+a single uploader thread per process copies files that grew to
+``s3://{data}/collections/{collection}/logs/{task_id}.log`` every ``log_interval`` seconds, so a
+task that runs for days has a current log; the final log is written when the task ends. A task
+that printed nothing gets no log object (no request on the hot path of no-op tasks).
+
+Short tasks go several to a Dask task (:func:`run_tasks`), one after the other.
+
+The drain never needs to reach into a Dask worker's memory: :func:`stop_owner` (called through
+``client.run`` on every worker) kills the process groups of one drain's tasks and refuses its
+tasks that have not started yet — the SIGTERM and wall-time-budget paths.
+
+Only plain values cross the Dask boundary (:class:`TaskRun` in, a ``dict`` out), so remote
+workers (a scheduler address) need this package and S3 access, nothing of the drain's store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Seconds between uploads of a running task's log (a final upload always follows its end).
+DEFAULT_LOG_INTERVAL = 10.0
+#: Output kept in the error message of a failed task (its end, where the reason usually is).
+ERROR_TAIL_BYTES = 400
+
+
+def log_key(collection: str, task_id: str) -> str:
+    """Where a task's output goes in the data bucket (ARCHITECTURE.md, "Task collections")."""
+    return f"collections/{collection}/logs/{task_id}.log"
+
+
+@dataclass
+class TaskRun:
+    """One claimed task, as a slot needs it: what to run, under which lease, where its log goes."""
+
+    collection: str
+    task_id: str
+    command: str
+    token: int
+    owner: str
+    bucket: str | None
+    timeout: float | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    log_interval: float = DEFAULT_LOG_INTERVAL
+
+
+# -- what runs in this process, per drain (owner) -----------------------------------------------
+
+_lock = threading.Lock()
+_running: dict[tuple[str, str, int], _Running] = {}
+_stopped_owners: set[str] = set()
+_stores: dict[str, Any] = {}
+_uploader: threading.Thread | None = None
+
+
+@dataclass
+class _Running:
+    run: TaskRun
+    process: subprocess.Popen
+    path: str
+    uploaded_size: int = 0
+    killed: str | None = None
+
+
+def register_store(bucket: str, store: Any) -> None:
+    """Use ``store`` (an :class:`blocks.s3.ObjectStore`) for ``bucket`` in this process (the drain
+    registers the one built from its block, so in-process slots share its client)."""
+    with _lock:
+        _stores[bucket] = store
+
+
+def _store(bucket: str) -> Any:
+    with _lock:
+        store = _stores.get(bucket)
+    if store is None:
+        from blocks.s3 import ObjectStore
+
+        store = ObjectStore(bucket)  # aws_client("s3"): this worker's own AWS configuration
+        with _lock:
+            _stores.setdefault(bucket, store)
+    return store
+
+
+def _upload(run: TaskRun, path: str) -> bool:
+    """Copy the log file to S3; False (and nothing raised) when it could not be written."""
+    if not run.bucket:
+        return False
+    try:
+        _store(run.bucket).upload(path, log_key(run.collection, run.task_id), content_type="text/plain")
+        return True
+    except Exception:  # a log upload must never decide a task's outcome
+        return False
+
+
+def _upload_loop() -> None:
+    """Every second, upload the logs of running tasks that grew and are due (one thread a process)."""
+    due: dict[tuple[str, str, int], float] = {}
+    while True:
+        time.sleep(1.0)
+        now = time.monotonic()
+        with _lock:
+            running = list(_running.items())
+        for key, entry in running:
+            first = due.setdefault(key, now + entry.run.log_interval)
+            if now < first:
+                continue
+            due[key] = now + entry.run.log_interval
+            with contextlib.suppress(OSError):
+                size = os.path.getsize(entry.path)
+                if size > entry.uploaded_size and _upload(entry.run, entry.path):
+                    entry.uploaded_size = size
+        live = {key for key, _ in running}
+        for key in list(due):
+            if key not in live:
+                del due[key]
+
+
+def _ensure_uploader() -> None:
+    global _uploader
+    with _lock:
+        if _uploader is None or not _uploader.is_alive():
+            _uploader = threading.Thread(target=_upload_loop, name="task-log-uploader", daemon=True)
+            _uploader.start()
+
+
+def _kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def stop_owner(owner: str, reason: str = "stopped") -> int:
+    """Kill every running task of drain ``owner`` in this process and refuse its queued ones; how many
+    were killed. Called on every Dask worker through ``client.run`` (SIGTERM, time budget)."""
+    with _lock:
+        _stopped_owners.add(owner)
+        victims = [entry for entry in _running.values() if entry.run.owner == owner]
+        for entry in victims:
+            entry.killed = reason
+    for entry in victims:
+        _kill(entry.process)
+    return len(victims)
+
+
+def kill_task(owner: str, collection: str, task_id: str, token: int, reason: str) -> bool:
+    """Kill one running task (its lease was lost); True when it was running here."""
+    with _lock:
+        entry = _running.get((collection, task_id, token))
+        if entry is None or entry.run.owner != owner:
+            return False
+        entry.killed = reason
+    _kill(entry.process)
+    return True
+
+
+def forget_owner(owner: str) -> None:
+    """Drop ``owner`` from the stopped set (a drain that ended cleanly)."""
+    with _lock:
+        _stopped_owners.discard(owner)
+
+
+def _tail(path: str) -> str:
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(0, size - ERROR_TAIL_BYTES))
+        text = handle.read().decode("utf-8", errors="replace").strip()
+        return text.splitlines()[-1] if text else ""
+    return ""
+
+
+def run_task(run: TaskRun) -> dict[str, Any]:
+    """Run ``run.command``; ``{"task_id", "token", "outcome", "exit_code", "error", "log_key",
+    "seconds"}`` where outcome is ``done``, ``failed`` (non-zero exit, timeout, could not start) or
+    ``stopped`` (killed by :func:`stop_owner` / :func:`kill_task`: the drain gives it back)."""
+    result: dict[str, Any] = {
+        "task_id": run.task_id,
+        "token": run.token,
+        "outcome": "failed",
+        "exit_code": None,
+        "error": None,
+        "log_key": None,
+        "seconds": 0.0,
+    }
+    key = (run.collection, run.task_id, run.token)
+    with _lock:
+        if run.owner in _stopped_owners:
+            result.update(outcome="stopped", error="the drain stopped before the task started")
+            return result
+    environment = {
+        **os.environ,
+        "TASK_ID": run.task_id,
+        "COLLECTION": run.collection,
+        "TASK_ATTRIBUTES": json.dumps(run.attributes, default=str),
+    }
+    descriptor, path = tempfile.mkstemp(prefix=f"task-{run.task_id[:40]}-", suffix=".log")
+    started = time.monotonic()
+    try:
+        try:
+            process = subprocess.Popen(
+                ["bash", "-c", run.command],
+                stdin=subprocess.DEVNULL,
+                stdout=descriptor,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+        except OSError as error:
+            result["error"] = f"could not start the command: {error}"
+            return result
+        finally:
+            os.close(descriptor)
+        entry = _Running(run, process, path)
+        with _lock:
+            _running[key] = entry
+            late_stop = run.owner in _stopped_owners
+        if late_stop:
+            entry.killed = "stopped"
+            _kill(process)
+        if run.log_interval and (run.timeout is None or run.timeout > run.log_interval):
+            _ensure_uploader()
+        timed_out = False
+        try:
+            code = process.wait(timeout=run.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill(process, signal.SIGTERM)
+            try:
+                code = process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill(process)
+                code = process.wait()
+        # Anything the task left behind in its group (background children) goes with it.
+        _kill(process)
+        with _lock:
+            _running.pop(key, None)
+        result["seconds"] = time.monotonic() - started
+        result["exit_code"] = code
+        if entry.killed:
+            result.update(outcome="stopped", error=f"killed by the drain ({entry.killed})")
+        elif timed_out:
+            result["error"] = f"timed out after {run.timeout:g} s (killed)"
+        elif code != 0:
+            last = _tail(path)
+            result["error"] = f"exit code {code}" + (f": {last}" if last else "")
+        else:
+            result["outcome"] = "done"
+        with contextlib.suppress(OSError):
+            if os.path.getsize(path) > 0 and _upload(run, path):
+                result["log_key"] = log_key(run.collection, run.task_id)
+        return result
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def run_tasks(runs: list[TaskRun]) -> list[dict[str, Any]]:
+    """:func:`run_task` for each of ``runs``, one after the other (a drain's chunk of short tasks:
+    one Dask task for several, since Dask's own cost per task is milliseconds)."""
+    return [run_task(run) for run in runs]
