@@ -8,7 +8,8 @@
 #   failed  failed_pk = "<collection>", finished_at (N)   failed tasks: failures, retry-failed
 #
 # On-demand billing (a drain's bursts and idle weeks cost only what they use), server-side
-# encryption (the AWS owned key, or kms_key_arn), point-in-time recovery and deletion protection on.
+# encryption with KMS (kms_key_arn, else the AWS managed key aws/dynamodb), point-in-time recovery
+# and deletion protection on.
 # The store never creates the table where it exists: DynamoTaskStore.ensure() only describes it.
 
 locals {

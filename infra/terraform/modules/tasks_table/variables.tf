@@ -9,7 +9,7 @@ variable "name" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed KMS key for server-side encryption. null = the AWS owned key (still encrypted at rest)."
+  description = "Customer managed KMS key for server-side encryption. null = the AWS managed key alias/aws/dynamodb (server-side encryption stays on either way)."
   type        = string
   default     = null
 }
