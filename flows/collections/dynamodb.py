@@ -51,8 +51,9 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -87,6 +88,11 @@ WAIT_BACKOFF = 5.0
 #: ... and one with a failed dependency (blocked) after this many.
 BLOCKED_BACKOFF = 60.0
 _TRANSACTION_ITEMS = 100
+#: Independent reads of one status call (a query per lease shard, per failed task's edges) run this
+#: many at a time: the call then costs a few round trips, not one per query.
+READ_CONCURRENCY = 16
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 INDEXES = {
     "open": ("open_pk", "due"),
@@ -940,15 +946,33 @@ class DynamoTaskStore(TaskStore):
         )
 
     def _counts(self, collection: str) -> dict[str, int]:
-        totals = dict.fromkeys(STATES, 0)
-        for item in self._query(
-            KeyConditionExpression="pk = :p",
-            ExpressionAttributeValues={":p": _s(f"N#{collection}")},
-            ConsistentRead=True,
-        ):
+        return self._counts_of([collection])[collection]
+
+    def _counts_of(self, collections: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The counters of ``collections``: their shard items have known keys, so one
+        ``BatchGetItem`` per 12 collections reads them (no query: a query costs a round trip per
+        collection, and on moto a pass over the whole table)."""
+        totals = {name: dict.fromkeys(STATES, 0) for name in collections}
+        keys = [
+            {"pk": _s(f"N#{name}"), "sk": _s(f"{shard:02d}")}
+            for name in collections
+            for shard in range(COUNTER_SHARDS)
+        ]
+        for item in self._batch_get(keys):
+            name = item["pk"]["S"][2:]
             for state in STATES:
-                totals[state] += _int(item, state) or 0
+                totals[name][state] += _int(item, state) or 0
         return totals
+
+    @staticmethod
+    def _parallel(work: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+        """``work`` over ``items``, up to :data:`READ_CONCURRENCY` at a time, results in order
+        (the boto3 client is thread-safe)."""
+        items = list(items)
+        if len(items) <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(items))) as pool:
+            return list(pool.map(work, items))
 
     def _failed_items(self, collection: str, limit: int | None = None) -> Iterator[dict]:
         kwargs: dict[str, Any] = {
@@ -976,20 +1000,28 @@ class DynamoTaskStore(TaskStore):
                 KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": _s("DOWNSTREAM")}
             )
         }
+        names = sorted(downstream)
+        failed = self._parallel(lambda collection: list(self._failed_items(collection)), names)
         frontier = [
             f"{collection}/{item['sk']['S']}"
-            for collection in sorted(downstream)
-            for item in self._failed_items(collection)
+            for collection, items in zip(names, failed, strict=True)
+            for item in items
         ]
         blocked: dict[str, set[str]] = {}
         seen = set(frontier)
-        while frontier:
-            dependents: list[str] = []
-            for ref in frontier:
-                for edge in self._query(
+
+        def edges(ref: str) -> list[dict]:
+            return list(
+                self._query(
                     KeyConditionExpression="pk = :p",
                     ExpressionAttributeValues={":p": _s(f"D#{ref.replace('/', '#', 1)}")},
-                ):
+                )
+            )
+
+        while frontier:
+            dependents: list[str] = []
+            for found in self._parallel(edges, frontier):
+                for edge in found:
                     target = edge["sk"]["S"]
                     if target not in seen:
                         seen.add(target)
@@ -1003,28 +1035,30 @@ class DynamoTaskStore(TaskStore):
         return blocked
 
     def _oldest_lease(self, collection: str) -> dict | None:
-        oldest = None
-        for shard in range(SHARDS):
-            items = self.client.query(
+        """The lease that expires first: the head of each shard of the ``leased`` index, read
+        concurrently, and the earliest of those."""
+
+        def head(shard: int) -> list[dict]:
+            return self.client.query(
                 TableName=self.table,
                 IndexName="leased",
                 KeyConditionExpression="lease_pk = :p",
                 ExpressionAttributeValues={":p": _s(self._shard_pk(collection, shard))},
                 Limit=1,
             ).get("Items", [])
-            if items and (oldest is None or _num(items[0], "lease_expires") < _num(oldest, "lease_expires")):
-                oldest = items[0]
-        return oldest
+
+        heads = [items[0] for items in self._parallel(head, range(SHARDS)) if items]
+        return min(heads, key=lambda item: _num(item, "lease_expires") or 0.0, default=None)
 
     def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
         names = [collection] if collection is not None else self.collections()
         if collection is not None:
             self._require(collection)
         blocked = self.blocked()
+        counted = self._counts_of(names)
         result = {}
         for name in names:
-            counts = self._counts(name)
-            status = CollectionStatus(name, **counts)
+            status = CollectionStatus(name, **counted[name])
             status.blocked = min(len(blocked.get(name, ())), status.todo)
             status.todo -= status.blocked
             oldest = self._oldest_lease(name) if status.locked else None

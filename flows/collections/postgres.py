@@ -575,20 +575,28 @@ class PostgresTaskStore(TaskStore):
                 if state in STATES:
                     setattr(result[name], state, int(count))
             # Todo tasks downstream of a failure (transitively): from the few failed tasks along
-            # the dependency edges, never over the whole table.
+            # the dependency edges, never over the whole table. Each step is a LATERAL lookup
+            # fenced with OFFSET 0 so it stays an index probe per row: as plain joins, the planner
+            # (which guesses the recursive term's size) hashes the whole edge or task table.
             cursor.execute(
                 self._sql(
                     """
                 WITH RECURSIVE blocked (collection, id) AS (
                     SELECT d.collection, d.id FROM {s}.tasks f
-                    JOIN {s}.task_deps d ON d.dep_collection = f.collection AND d.dep_id = f.id
+                    CROSS JOIN LATERAL (
+                        SELECT e.collection, e.id FROM {s}.task_deps e
+                        WHERE e.dep_collection = f.collection AND e.dep_id = f.id OFFSET 0) d
                     WHERE f.state = 'failed'
                     UNION
                     SELECT d.collection, d.id FROM blocked b
-                    JOIN {s}.task_deps d ON d.dep_collection = b.collection AND d.dep_id = b.id)
+                    CROSS JOIN LATERAL (
+                        SELECT e.collection, e.id FROM {s}.task_deps e
+                        WHERE e.dep_collection = b.collection AND e.dep_id = b.id OFFSET 0) d)
                 SELECT b.collection, count(*) FROM blocked b
-                JOIN {s}.tasks t ON t.collection = b.collection AND t.id = b.id
-                WHERE t.state = 'todo' AND b.collection = ANY(%s)
+                CROSS JOIN LATERAL (
+                    SELECT 1 FROM {s}.tasks t
+                    WHERE t.collection = b.collection AND t.id = b.id AND t.state = 'todo' OFFSET 0) t
+                WHERE b.collection = ANY(%s)
                 GROUP BY b.collection
                 """
                 ),
