@@ -11,6 +11,8 @@ task                          ``T#coll#SS`` / task id     the task; ``SS`` = sha
 dependency edge               ``D#dep-coll#dep-id`` /     "this task waits for that one", found from
                               ``coll/task-id``            the dependency when it fails (``blocked``)
 downstream collections        ``DOWNSTREAM`` / coll       string set of collections depending on it
+finished per minute           ``R#coll`` / ``MMMM#SS``    ``done failed`` (ADD) of minute ``MMMM`` (since the
+                              (minute, shard)             epoch), ``expires_at`` for the table's TTL
 ============================  ==========================  ==========================================
 
 Three *sparse* global secondary indexes, none keyed on the bare state (that would put every
@@ -40,8 +42,9 @@ Adding is validated first, then written in transactions of up to 100 items; dupl
 collection has) are skipped and counted. A crash in the middle of a large ``add`` leaves a prefix
 written; running the same ``add`` again completes it (the rest are then counted as duplicates).
 
-Terraform (later): the same table, ``PAY_PER_REQUEST``, SSE on, point-in-time recovery on, the three
-GSIs below (:data:`INDEXES`); ``ensure()`` creates it locally only.
+Terraform (``infra/terraform/modules/tasks_table``): the same table, ``PAY_PER_REQUEST``, SSE on,
+point-in-time recovery on, the three GSIs below (:data:`INDEXES`), TTL on ``expires_at``;
+``ensure()`` creates it locally only.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ WAIT_BACKOFF = 5.0
 #: ... and one with a failed dependency (blocked) after this many.
 BLOCKED_BACKOFF = 60.0
 _TRANSACTION_ITEMS = 100
+#: Per-minute finished counts are kept this long (seconds; the table's TTL removes them after).
+RATE_TTL = 7 * 24 * 3600
 #: Independent reads of one status call (a query per lease shard, per failed task's edges) run this
 #: many at a time: the call then costs a few round trips, not one per query.
 READ_CONCURRENCY = 16
@@ -193,6 +198,36 @@ class DynamoTaskStore(TaskStore):
         leaves a counter off by one until :meth:`recount`.
         """
         self.client.update_item(**self._counter_update(collection, deltas)["Update"])
+        done, failed = max(deltas.get(DONE, 0), 0), max(deltas.get(FAILED, 0), 0)
+        if done or failed:
+            # Tasks finished this minute, for throughput and ETA (a shard per writer, as counters).
+            now = time.time()
+            self.client.update_item(
+                TableName=self.table,
+                Key={
+                    "pk": _s(f"R#{collection}"),
+                    "sk": _s(f"{int(now // 60):012d}#{random.randrange(COUNTER_SHARDS):02d}"),
+                },
+                UpdateExpression="SET expires_at = :x ADD #done :d, #failed :f",
+                ExpressionAttributeNames={"#done": DONE, "#failed": FAILED},
+                ExpressionAttributeValues={":x": _n(int(now + RATE_TTL)), ":d": _n(done), ":f": _n(failed)},
+            )
+
+    def finished_per_minute(
+        self, collection: str, *, minutes: int
+    ) -> tuple[float, dict[int, tuple[int, int]]]:
+        now = time.time()
+        first = int(now // 60) - int(minutes) + 1
+        buckets: dict[int, tuple[int, int]] = {}
+        for item in self._query(
+            KeyConditionExpression="pk = :p AND sk >= :first",
+            ExpressionAttributeValues={":p": _s(f"R#{collection}"), ":first": _s(f"{first:012d}")},
+            ConsistentRead=True,
+        ):
+            minute = int(item["sk"]["S"].split("#", 1)[0])
+            done, failed = buckets.get(minute, (0, 0))
+            buckets[minute] = (done + (_int(item, DONE) or 0), failed + (_int(item, FAILED) or 0))
+        return now, buckets
 
     # -- table --------------------------------------------------------------------------------
 
@@ -239,6 +274,11 @@ class DynamoTaskStore(TaskStore):
         self.client.get_waiter("table_exists").wait(
             TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
+        with contextlib.suppress(ClientError):  # the per-minute counts expire (an emulator may not)
+            self.client.update_time_to_live(
+                TableName=self.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
         # An emulator without point-in-time recovery: nothing to recover locally anyway.
         with contextlib.suppress(ClientError):
             self.client.update_continuous_backups(
@@ -889,6 +929,14 @@ class DynamoTaskStore(TaskStore):
                     )
                 count += 1
             self._batch_delete(keys)
+        self._batch_delete(
+            {"pk": item["pk"], "sk": item["sk"]}
+            for item in self._query(
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": _s(f"R#{collection}")},
+                ProjectionExpression="pk, sk",
+            )
+        )
         self._batch_delete(
             [{"pk": _s(f"N#{collection}"), "sk": _s(f"{shard:02d}")} for shard in range(COUNTER_SHARDS)]
             + [

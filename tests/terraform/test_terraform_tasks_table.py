@@ -54,6 +54,7 @@ def test_table_is_on_demand_encrypted_and_recoverable():
     assert (table["hash_key"], table["range_key"]) == ("pk", "sk")
     assert table["server_side_encryption"] == [{"enabled": True, "kms_key_arn": "${var.kms_key_arn}"}]
     assert table["point_in_time_recovery"] == [{"enabled": True}]
+    assert table["ttl"] == [{"attribute_name": "expires_at", "enabled": True}]
     assert table["deletion_protection_enabled"] == "${var.deletion_protection}"
     variables = dict(blocks(MODULE / "variables.tf", "variable"))
     assert variables["deletion_protection"]["default"] is True
@@ -193,6 +194,7 @@ def test_plan_creates_the_table_with_the_key(tasks_plan):
     assert (after["hash_key"], after["range_key"]) == ("pk", "sk")
     assert after["server_side_encryption"] == [{"enabled": True, "kms_key_arn": KMS_KEY_ARN}]
     assert after["point_in_time_recovery"][0]["enabled"] is True
+    assert after["ttl"] == [{"attribute_name": "expires_at", "enabled": True}]
     assert after["deletion_protection_enabled"] is True
     assert after["tags"]["Project"] == "interlinked" and after["tags"]["Environment"] == "plan"
     attributes = {a["name"]: a["type"] for a in after["attribute"]}
@@ -285,6 +287,8 @@ def test_applied_table_has_the_store_shape(terraform_local_stack):
     assert table["SSEDescription"]["Status"] == "ENABLED"
     backups = client.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
     tags = {t["Key"]: t["Value"] for t in client.list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"]}
     assert tags["Project"] == "interlinked" and tags["ManagedBy"] == "terraform"
 

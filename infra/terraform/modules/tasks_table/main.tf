@@ -64,6 +64,13 @@ resource "aws_dynamodb_table" "this" {
     enabled = true
   }
 
+  # Per-minute counts of finished tasks (throughput and ETA) carry expires_at: DynamoDB deletes them
+  # after a week, at no cost.
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+
   deletion_protection_enabled = var.deletion_protection
 
   tags = merge(var.tags, { Name = var.name })
