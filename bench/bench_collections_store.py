@@ -1,8 +1,8 @@
 """The task store alone: claim throughput next to the round-trip floor, and status at 100,000 tasks.
 
     .venv/bin/python bench/bench_collections_store.py [--backends postgres,dynamodb] [--claims 2000]
-        [--dynamodb-claims 500] [--status-tasks 100000] [--collections 5] [--status-runs 50] [--quick]
-        [--json-out FILE]
+        [--dynamodb-claims 500] [--status-tasks 100000] [--collections 5] [--status-runs 50]
+        [--dynamodb-status-tasks 100000] [--dynamodb-status-runs 3] [--quick] [--json-out FILE]
 
 Starts what it needs itself, on free loopback ports, and stops it at the end: a PostgreSQL cluster
 made the way the stack makes one (``interlinked.local.postgres``, in a temporary directory) and a
@@ -20,7 +20,11 @@ stack and ``tests/collections`` serve it). Nothing of a developer's stack is tou
 2. **Status**: ``--status-tasks`` tasks in ``--collections`` collections, a per-sample pipeline
    (task i of step k depends on task i of step k-1), with some of each step done, failed (their
    samples ``blocked`` downstream) and locked (an oldest lease to show): p50/p95 of
-   ``status()`` of every collection, and of one collection. Target: p50 <= 50 ms on PostgreSQL.
+   ``status()`` of every collection, and of one collection, its round trips (DynamoDB requests,
+   SQL statements), and ``flows.collections.progress`` (rate and ETA of one collection).
+   Target: p50 <= 50 ms on PostgreSQL. On moto every DynamoDB query walks the whole table (moto
+   5.2 keeps no index), so a DynamoDB status costs there what its query count times the table
+   size says; on AWS each is a round trip: read the round-trip row for what it would cost.
    PostgreSQL's tasks are added through ``add`` (a chunk at a time); DynamoDB's are written with
    ``BatchWriteItem`` in the store's own item layout (``add`` runs transactions, and moto copies
    the whole table for each one, which makes 100,000 adds take hours locally; on AWS ``add`` is
@@ -332,6 +336,43 @@ def seq_scans_in_status(store, dsn: str) -> list[str]:
     return found
 
 
+def requests_of(store, call: Callable[[], Any]) -> int:
+    """Round trips one ``call`` makes: DynamoDB requests, or SQL statements plus BEGIN and COMMIT."""
+    client = getattr(store, "client", None)
+    if client is not None:
+        seen = [0]
+
+        def count(**_kwargs: Any) -> None:
+            seen[0] += 1
+
+        client.meta.events.register("before-call.dynamodb", count)
+        try:
+            call()
+        finally:
+            client.meta.events.unregister("before-call.dynamodb", count)
+        return seen[0]
+    statements = [0]
+
+    class Counter:
+        def __init__(self, cursor):
+            self.cursor = cursor
+
+        def execute(self, query, params=None):
+            statements[0] += 1
+            return self.cursor.execute(query, params)
+
+        def __getattr__(self, name):
+            return getattr(self.cursor, name)
+
+    original = store._tx
+    store._tx = lambda work: original(lambda cursor: work(Counter(cursor)))
+    try:
+        call()
+    finally:
+        store._tx = original
+    return statements[0] + 2
+
+
 def measure_status(store, load, collections: list[str], tasks: int, runs: int, dsn: str | None) -> dict:
     per_collection = tasks // len(collections)
     started = time.perf_counter()
@@ -345,6 +386,9 @@ def measure_status(store, load, collections: list[str], tasks: int, runs: int, d
     store.status()  # warm caches and connections
     every = timed(store.status, runs)
     one = timed(lambda: store.status(collections[-1]), runs)
+    from flows.collections.progress import progress
+
+    eta = timed(lambda: progress(store, collections[-1]), runs)
     result = {
         "tasks": per_collection * len(collections),
         "collections": len(collections),
@@ -353,6 +397,9 @@ def measure_status(store, load, collections: list[str], tasks: int, runs: int, d
         "blocked": blocked,
         "every": summarise(every),
         "one": summarise(one),
+        "progress": summarise(eta),
+        "requests_every": requests_of(store, store.status),
+        "requests_one": requests_of(store, lambda: store.status(collections[-1])),
     }
     if dsn is not None:
         result["seq_scans"] = seq_scans_in_status(store, dsn)
@@ -397,10 +444,12 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
 
             print("[dynamodb] claims …", file=sys.stderr)
             claims = measure_claims(store, round_trip, args.dynamodb_claims, args.round_trips)
-            print(f"[dynamodb] status at {args.status_tasks} tasks …", file=sys.stderr)
+            print(f"[dynamodb] status at {args.dynamodb_status_tasks} tasks …", file=sys.stderr)
             store = DynamoTaskStore(f"bench-{uuid.uuid4().hex[:8]}", client=client)
             store.ensure()
-            status = measure_status(store, load_dynamodb, names, args.status_tasks, args.status_runs, None)
+            status = measure_status(
+                store, load_dynamodb, names, args.dynamodb_status_tasks, args.dynamodb_status_runs, None
+            )
         finally:
             server.stop()
         return {"claims": claims, "status": status}
@@ -457,10 +506,11 @@ def print_report(results: dict[str, dict]) -> None:
 
     first = results[names[0]]["status"]
     print(
-        f"\nstatus at {first['tasks']} tasks in {first['collections']} collections (target p50 <= 50 ms on postgres)"
+        f"\nstatus in {first['collections']} collections (target p50 <= 50 ms on postgres at 100,000 tasks)"
     )
     row("", names)
     print("-" * (60 + width * len(names)))
+    row("tasks", [str(results[n]["status"]["tasks"]) for n in names])
     row("load (s)", [f"{results[n]['status']['load_seconds']:.1f}" for n in names])
     row(
         "per collection: claimed / failed / left locked",
@@ -470,6 +520,14 @@ def print_report(results: dict[str, dict]) -> None:
     for key, label in (("every", "status() of every collection"), ("one", "status(one collection)")):
         for stat in ("p50", "p95"):
             row(f"{label} {stat} (ms)", [f"{results[n]['status'][key][stat] * 1000:.1f}" for n in names])
+    row(
+        "progress(one collection): rate + ETA p50 (ms)",
+        [f"{results[n]['status']['progress']['p50'] * 1000:.1f}" for n in names],
+    )
+    row(
+        "round trips per status(): every / one collection",
+        [f"{results[n]['status']['requests_every']}/{results[n]['status']['requests_one']}" for n in names],
+    )
     row(
         "status statements planned with a seq scan of tasks",
         [
@@ -486,6 +544,7 @@ def print_report(results: dict[str, dict]) -> None:
     for n in names:
         rows[f"{n}: status() every collection"] = results[n]["status"]["every"]
         rows[f"{n}: status(one)"] = results[n]["status"]["one"]
+        rows[f"{n}: progress(one)"] = results[n]["status"]["progress"]
         for batch in BATCHES:
             rows[f"{n}: claim call, batch {batch}"] = results[n]["claims"]["batches"][batch]["call"]
         rows[f"{n}: trivial round trip"] = results[n]["claims"]["round_trip"]
@@ -511,12 +570,20 @@ def main() -> None:
     parser.add_argument("--status-tasks", type=int, default=100_000)
     parser.add_argument("--collections", type=int, default=5)
     parser.add_argument("--status-runs", type=int, default=50)
+    parser.add_argument(
+        "--dynamodb-status-tasks",
+        type=int,
+        default=100_000,
+        help="status size on DynamoDB (on moto every query reads the whole table)",
+    )
+    parser.add_argument("--dynamodb-status-runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smoke size: checks the script, not the store")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.quick:
         args.claims, args.dynamodb_claims, args.round_trips = 100, 50, 30
         args.status_tasks, args.status_runs = 2000, 5
+        args.dynamodb_status_tasks, args.dynamodb_status_runs = 2000, 3
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-collections-store-"))
     results = {backend: run_backend(backend, args, workdir) for backend in args.backends.split(",")}
