@@ -11,6 +11,8 @@ task                          ``T#coll#SS`` / task id     the task; ``SS`` = sha
 dependency edge               ``D#dep-coll#dep-id`` /     "this task waits for that one", found from
                               ``coll/task-id``            the dependency when it fails (``blocked``)
 downstream collections        ``DOWNSTREAM`` / coll       string set of collections depending on it
+finished per minute           ``R#coll`` / ``MMMM#SS``    ``done failed`` (ADD) of minute ``MMMM`` (since the
+                              (minute, shard)             epoch), ``expires_at`` for the table's TTL
 ============================  ==========================  ==========================================
 
 Three *sparse* global secondary indexes, none keyed on the bare state (that would put every
@@ -40,8 +42,9 @@ Adding is validated first, then written in transactions of up to 100 items; dupl
 collection has) are skipped and counted. A crash in the middle of a large ``add`` leaves a prefix
 written; running the same ``add`` again completes it (the rest are then counted as duplicates).
 
-Terraform (later): the same table, ``PAY_PER_REQUEST``, SSE on, point-in-time recovery on, the three
-GSIs below (:data:`INDEXES`); ``ensure()`` creates it locally only.
+Terraform (``infra/terraform/modules/tasks_table``): the same table, ``PAY_PER_REQUEST``, SSE on,
+point-in-time recovery on, the three GSIs below (:data:`INDEXES`), TTL on ``expires_at``;
+``ensure()`` creates it locally only.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -88,6 +92,13 @@ WAIT_BACKOFF = 5.0
 #: ... and one with a failed dependency (blocked) after this many.
 BLOCKED_BACKOFF = 60.0
 _TRANSACTION_ITEMS = 100
+#: Per-minute finished counts are kept this long (seconds; the table's TTL removes them after).
+RATE_TTL = 7 * 24 * 3600
+#: Independent reads of one status call (a query per lease shard, per failed task's edges) run this
+#: many at a time: the call then costs a few round trips, not one per query.
+READ_CONCURRENCY = 16
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 INDEXES = {
     "open": ("open_pk", "due"),
@@ -188,6 +199,36 @@ class DynamoTaskStore(TaskStore):
         leaves a counter off by one until :meth:`recount`.
         """
         self.client.update_item(**self._counter_update(collection, deltas)["Update"])
+        done, failed = max(deltas.get(DONE, 0), 0), max(deltas.get(FAILED, 0), 0)
+        if done or failed:
+            # Tasks finished this minute, for throughput and ETA (a shard per writer, as counters).
+            now = time.time()
+            self.client.update_item(
+                TableName=self.table,
+                Key={
+                    "pk": _s(f"R#{collection}"),
+                    "sk": _s(f"{int(now // 60):012d}#{random.randrange(COUNTER_SHARDS):02d}"),
+                },
+                UpdateExpression="SET expires_at = :x ADD #done :d, #failed :f",
+                ExpressionAttributeNames={"#done": DONE, "#failed": FAILED},
+                ExpressionAttributeValues={":x": _n(int(now + RATE_TTL)), ":d": _n(done), ":f": _n(failed)},
+            )
+
+    def finished_per_minute(
+        self, collection: str, *, minutes: int
+    ) -> tuple[float, dict[int, tuple[int, int]]]:
+        now = time.time()
+        first = int(now // 60) - int(minutes) + 1
+        buckets: dict[int, tuple[int, int]] = {}
+        for item in self._query(
+            KeyConditionExpression="pk = :p AND sk >= :first",
+            ExpressionAttributeValues={":p": _s(f"R#{collection}"), ":first": _s(f"{first:012d}")},
+            ConsistentRead=True,
+        ):
+            minute = int(item["sk"]["S"].split("#", 1)[0])
+            done, failed = buckets.get(minute, (0, 0))
+            buckets[minute] = (done + (_int(item, DONE) or 0), failed + (_int(item, FAILED) or 0))
+        return now, buckets
 
     # -- table --------------------------------------------------------------------------------
 
@@ -234,6 +275,11 @@ class DynamoTaskStore(TaskStore):
         self.client.get_waiter("table_exists").wait(
             TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
+        with contextlib.suppress(ClientError):  # the per-minute counts expire (an emulator may not)
+            self.client.update_time_to_live(
+                TableName=self.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
         # An emulator without point-in-time recovery: nothing to recover locally anyway.
         with contextlib.suppress(ClientError):
             self.client.update_continuous_backups(
@@ -898,6 +944,14 @@ class DynamoTaskStore(TaskStore):
                 count += 1
             self._batch_delete(keys)
         self._batch_delete(
+            {"pk": item["pk"], "sk": item["sk"]}
+            for item in self._query(
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": _s(f"R#{collection}")},
+                ProjectionExpression="pk, sk",
+            )
+        )
+        self._batch_delete(
             [{"pk": _s(f"N#{collection}"), "sk": _s(f"{shard:02d}")} for shard in range(COUNTER_SHARDS)]
             + [
                 {"pk": _s("DOWNSTREAM"), "sk": _s(collection)},
@@ -964,15 +1018,33 @@ class DynamoTaskStore(TaskStore):
         )
 
     def _counts(self, collection: str) -> dict[str, int]:
-        totals = dict.fromkeys(STATES, 0)
-        for item in self._query(
-            KeyConditionExpression="pk = :p",
-            ExpressionAttributeValues={":p": _s(f"N#{collection}")},
-            ConsistentRead=True,
-        ):
+        return self._counts_of([collection])[collection]
+
+    def _counts_of(self, collections: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The counters of ``collections``: their shard items have known keys, so one
+        ``BatchGetItem`` per 12 collections reads them (no query: a query costs a round trip per
+        collection, and on moto a pass over the whole table)."""
+        totals = {name: dict.fromkeys(STATES, 0) for name in collections}
+        keys = [
+            {"pk": _s(f"N#{name}"), "sk": _s(f"{shard:02d}")}
+            for name in collections
+            for shard in range(COUNTER_SHARDS)
+        ]
+        for item in self._batch_get(keys):
+            name = item["pk"]["S"][2:]
             for state in STATES:
-                totals[state] += _int(item, state) or 0
+                totals[name][state] += _int(item, state) or 0
         return totals
+
+    @staticmethod
+    def _parallel(work: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+        """``work`` over ``items``, up to :data:`READ_CONCURRENCY` at a time, results in order
+        (the boto3 client is thread-safe)."""
+        items = list(items)
+        if len(items) <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(items))) as pool:
+            return list(pool.map(work, items))
 
     def _failed_items(self, collection: str, limit: int | None = None) -> Iterator[dict]:
         kwargs: dict[str, Any] = {
@@ -1000,20 +1072,28 @@ class DynamoTaskStore(TaskStore):
                 KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": _s("DOWNSTREAM")}
             )
         }
+        names = sorted(downstream)
+        failed = self._parallel(lambda collection: list(self._failed_items(collection)), names)
         frontier = [
             f"{collection}/{item['sk']['S']}"
-            for collection in sorted(downstream)
-            for item in self._failed_items(collection)
+            for collection, items in zip(names, failed, strict=True)
+            for item in items
         ]
         blocked: dict[str, set[str]] = {}
         seen = set(frontier)
-        while frontier:
-            dependents: list[str] = []
-            for ref in frontier:
-                for edge in self._query(
+
+        def edges(ref: str) -> list[dict]:
+            return list(
+                self._query(
                     KeyConditionExpression="pk = :p",
                     ExpressionAttributeValues={":p": _s(f"D#{ref.replace('/', '#', 1)}")},
-                ):
+                )
+            )
+
+        while frontier:
+            dependents: list[str] = []
+            for found in self._parallel(edges, frontier):
+                for edge in found:
                     target = edge["sk"]["S"]
                     if target not in seen:
                         seen.add(target)
@@ -1054,28 +1134,30 @@ class DynamoTaskStore(TaskStore):
         return result
 
     def _oldest_lease(self, collection: str) -> dict | None:
-        oldest = None
-        for shard in range(SHARDS):
-            items = self.client.query(
+        """The lease that expires first: the head of each shard of the ``leased`` index, read
+        concurrently, and the earliest of those."""
+
+        def head(shard: int) -> list[dict]:
+            return self.client.query(
                 TableName=self.table,
                 IndexName="leased",
                 KeyConditionExpression="lease_pk = :p",
                 ExpressionAttributeValues={":p": _s(self._shard_pk(collection, shard))},
                 Limit=1,
             ).get("Items", [])
-            if items and (oldest is None or _num(items[0], "lease_expires") < _num(oldest, "lease_expires")):
-                oldest = items[0]
-        return oldest
+
+        heads = [items[0] for items in self._parallel(head, range(SHARDS)) if items]
+        return min(heads, key=lambda item: _num(item, "lease_expires") or 0.0, default=None)
 
     def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
         names = [collection] if collection is not None else self.collections()
         if collection is not None:
             self._require(collection)
         blocked = self.blocked()
+        counted = self._counts_of(names)
         result = {}
         for name in names:
-            counts = self._counts(name)
-            status = CollectionStatus(name, **counts)
+            status = CollectionStatus(name, **counted[name])
             status.blocked = min(len(blocked.get(name, ())), status.todo)
             status.todo -= status.blocked
             oldest = self._oldest_lease(name) if status.locked else None

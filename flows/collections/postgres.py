@@ -9,7 +9,10 @@ Tables, in one schema (``interlinked_tasks`` unless told otherwise):
 - ``task_deps (collection, id, dep_collection, dep_id)`` — the dependency edges, indexed both ways;
 - ``task_counts (collection, state, shard, n)`` — counters, moved by the same transaction that
   moves the tasks (a random one of :data:`COUNTER_SHARDS` rows each time, so concurrent
-  transactions rarely wait on the same row; rows are always locked in state order: no deadlock).
+  transactions rarely wait on the same row; rows are always locked in state order: no deadlock);
+- ``task_rates (collection, minute, shard, done, failed)`` — tasks finished per minute (server
+  time), moved with the counters by the write that finishes a task: throughput and ETA
+  (:mod:`flows.collections.progress`) without reading tasks.
 
 A claim is one transaction: tasks whose lease expired ``max_attempts`` times become ``failed``
 with the reason; then ``SELECT … FOR UPDATE SKIP LOCKED`` picks up to ``batch`` claimable tasks
@@ -147,6 +150,17 @@ class PostgresTaskStore(TaskStore):
             ),
             [(collection, state, shard, delta) for state, delta in deltas.items()],
         )
+        done, failed = max(deltas.get(DONE, 0), 0), max(deltas.get(FAILED, 0), 0)
+        if done or failed:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO {s}.task_rates (collection, minute, shard, done, failed) "
+                    "VALUES (%s, floor(extract(epoch from now()) / 60)::bigint, %s, %s, %s) "
+                    "ON CONFLICT (collection, minute, shard) DO UPDATE SET "
+                    "done = {s}.task_rates.done + excluded.done, failed = {s}.task_rates.failed + excluded.failed"
+                ),
+                (collection, shard, done, failed),
+            )
 
     def _exists(self, cursor: Any, collection: str) -> bool:
         cursor.execute(self._sql("SELECT 1 FROM {s}.collections WHERE name = %s"), (collection,))
@@ -222,6 +236,13 @@ class PostgresTaskStore(TaskStore):
                     shard integer NOT NULL,
                     n bigint NOT NULL DEFAULT 0,
                     PRIMARY KEY (collection, state, shard));
+                CREATE TABLE IF NOT EXISTS {s}.task_rates (
+                    collection text NOT NULL,
+                    minute bigint NOT NULL,
+                    shard integer NOT NULL,
+                    done bigint NOT NULL DEFAULT 0,
+                    failed bigint NOT NULL DEFAULT 0,
+                    PRIMARY KEY (collection, minute, shard));
                 """
                     )
                 )
@@ -571,7 +592,7 @@ class PostgresTaskStore(TaskStore):
             self._require(cursor, collection)
             cursor.execute(self._sql("DELETE FROM {s}.tasks WHERE collection = %s"), (collection,))
             count = cursor.rowcount
-            for table in ("task_deps", "task_counts"):
+            for table in ("task_deps", "task_counts", "task_rates"):
                 cursor.execute(self._sql(f"DELETE FROM {{s}}.{table} WHERE collection = %s"), (collection,))
             cursor.execute(self._sql("DELETE FROM {s}.collections WHERE name = %s"), (collection,))
             return count
@@ -677,6 +698,25 @@ class PostgresTaskStore(TaskStore):
                 result.setdefault(str(sample), {}).setdefault(collection, {})[state] = int(count)
             return result
 
+    def finished_per_minute(
+        self, collection: str, *, minutes: int
+    ) -> tuple[float, dict[int, tuple[int, int]]]:
+        self.ensure()
+
+        def read(cursor: Any) -> tuple[float, dict[int, tuple[int, int]]]:
+            cursor.execute(
+                self._sql(
+                    "SELECT extract(epoch from now())::float8, r.minute, sum(r.done)::bigint, "
+                    "sum(r.failed)::bigint FROM (SELECT 1) one LEFT JOIN {s}.task_rates r "
+                    "ON r.collection = %s AND r.minute > floor(extract(epoch from now()) / 60)::bigint - %s "
+                    "GROUP BY 1, r.minute"
+                ),
+                (collection, int(minutes)),
+            )
+            rows = cursor.fetchall()
+            buckets = {int(row[1]): (int(row[2]), int(row[3])) for row in rows if row[1] is not None}
+            return float(rows[0][0]), buckets
+
         return self._tx(read)
 
     def status(self, collection: str | None = None, *, failures: int = 10) -> dict[str, CollectionStatus]:
@@ -701,20 +741,28 @@ class PostgresTaskStore(TaskStore):
                 if state in STATES:
                     setattr(result[name], state, int(count))
             # Todo tasks downstream of a failure (transitively): from the few failed tasks along
-            # the dependency edges, never over the whole table.
+            # the dependency edges, never over the whole table. Each step is a LATERAL lookup
+            # fenced with OFFSET 0 so it stays an index probe per row: as plain joins, the planner
+            # (which guesses the recursive term's size) hashes the whole edge or task table.
             cursor.execute(
                 self._sql(
                     """
                 WITH RECURSIVE blocked (collection, id) AS (
                     SELECT d.collection, d.id FROM {s}.tasks f
-                    JOIN {s}.task_deps d ON d.dep_collection = f.collection AND d.dep_id = f.id
+                    CROSS JOIN LATERAL (
+                        SELECT e.collection, e.id FROM {s}.task_deps e
+                        WHERE e.dep_collection = f.collection AND e.dep_id = f.id OFFSET 0) d
                     WHERE f.state = 'failed'
                     UNION
                     SELECT d.collection, d.id FROM blocked b
-                    JOIN {s}.task_deps d ON d.dep_collection = b.collection AND d.dep_id = b.id)
+                    CROSS JOIN LATERAL (
+                        SELECT e.collection, e.id FROM {s}.task_deps e
+                        WHERE e.dep_collection = b.collection AND e.dep_id = b.id OFFSET 0) d)
                 SELECT b.collection, count(*) FROM blocked b
-                JOIN {s}.tasks t ON t.collection = b.collection AND t.id = b.id
-                WHERE t.state = 'todo' AND b.collection = ANY(%s)
+                CROSS JOIN LATERAL (
+                    SELECT 1 FROM {s}.tasks t
+                    WHERE t.collection = b.collection AND t.id = b.id AND t.state = 'todo' OFFSET 0) t
+                WHERE b.collection = ANY(%s)
                 GROUP BY b.collection
                 """
                 ),

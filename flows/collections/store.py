@@ -157,6 +157,17 @@ class TaskStore(ABC):
         back by a failed dependency. Reads every task of those collections (an explicit request)."""
         raise NotImplementedError(f"{type(self).__name__} cannot list samples")
 
+    def finished_per_minute(
+        self, collection: str, *, minutes: int
+    ) -> tuple[float, dict[int, tuple[int, int]]]:
+        """``(now, {minute: (done, failed)})``: the tasks of ``collection`` that finished in each of
+        the last ``minutes`` minutes (minutes since the epoch; ``now`` in seconds, both on the
+        store's clock), from per-minute counts kept by the writes that finish tasks, for throughput
+        and ETA (:mod:`flows.collections.progress`). A store without them has no history."""
+        import time
+
+        return time.time(), {}
+
     def close(self) -> None:
         """Release connections (a no-op where there are none)."""
         return None

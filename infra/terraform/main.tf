@@ -1,7 +1,8 @@
 # interlinked root stack: storage + messaging, and optionally compute (ECS cluster with the Prefect
 # ECS and aws-batch workers, Batch, the analysis service, the event bridge as an ECS service) and the
-# event-bridge Lambda, and a PostgreSQL instance on RDS (enable_database). The provider is configured
-# by the caller (examples/aws, examples/local).
+# event-bridge Lambda, a PostgreSQL instance on RDS (enable_database) and the DynamoDB table of task
+# collections (enable_tasks_table). The provider is configured by the caller (examples/aws,
+# examples/local).
 
 data "aws_region" "current" {}
 
@@ -44,6 +45,22 @@ locals {
     INTERLINKED_DATABASE_URL_TEMPLATE = module.database[0].connection_url_template
     INTERLINKED_DATABASE_SECRET_ARN   = module.database[0].master_user_secret_arn
   }
+
+  # Which task store flow runs open (INTERLINKED_TASKS_BACKEND): as told, else PostgreSQL where the
+  # database exists (the store's default), else the DynamoDB table where that exists.
+  tasks_backend = var.tasks_backend != null ? var.tasks_backend : (
+    var.enable_database ? "postgres" : var.enable_tasks_table ? "dynamodb" : null
+  )
+  tasks_environment = merge(
+    var.enable_tasks_table ? { INTERLINKED_TASKS_TABLE = module.tasks_table[0].name } : {},
+    local.tasks_backend != null ? { INTERLINKED_TASKS_BACKEND = local.tasks_backend } : {},
+  )
+
+  # Roles that use the task collections table, keyed statically (as the database secret readers).
+  tasks_table_users = !var.enable_tasks_table ? {} : merge(
+    var.enable_compute ? { flow_run = reverse(split("/", module.compute[0].flow_run_task_role_arn))[0] } : {},
+    { for name in var.tasks_table_user_role_names : name => name },
+  )
 
   # Roles that read the master user secret, keyed statically (the flow-run role's name is only
   # known after apply).
@@ -179,6 +196,7 @@ module "compute" {
       JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
     },
     local.database_environment,
+    local.tasks_environment,
   )
 
   enable_batch                = var.enable_batch
@@ -277,4 +295,68 @@ resource "aws_iam_role_policy" "database_secret" {
   name   = "read-database-secret"
   role   = each.value
   policy = data.aws_iam_policy_document.database_secret[0].json
+}
+
+################################################################################
+# Task collections table (DynamoDB) and its users
+################################################################################
+
+module "tasks_table" {
+  source = "./modules/tasks_table"
+  count  = var.enable_tasks_table ? 1 : 0
+
+  name                = coalesce(var.tasks_table_name, "${local.name_prefix}-tasks")
+  kms_key_arn         = var.kms_key_arn
+  deletion_protection = var.tasks_table_deletion_protection
+
+  tags = local.tags
+}
+
+# What flows/collections/dynamodb.py calls, on the table and its indexes only: items (conditional
+# claims, transactions of puts and counter updates, batch reads and deletes), index queries, and
+# DescribeTable (the store checks that the table exists). No CreateTable: Terraform owns it.
+data "aws_iam_policy_document" "tasks_table" {
+  count = var.enable_tasks_table ? 1 : 0
+
+  statement {
+    sid    = "UseTasksTable"
+    effect = "Allow"
+    actions = [
+      "dynamodb:BatchGetItem",
+      "dynamodb:BatchWriteItem",
+      "dynamodb:ConditionCheckItem",
+      "dynamodb:DeleteItem",
+      "dynamodb:DescribeTable",
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:Query",
+      "dynamodb:UpdateItem",
+    ]
+    resources = concat([module.tasks_table[0].arn], module.tasks_table[0].index_arns)
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "UseTasksTableKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
+      resources = [statement.value]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["dynamodb.${data.aws_region.current.name}.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "tasks_table" {
+  for_each = local.tasks_table_users
+
+  name   = "use-tasks-table"
+  role   = each.value
+  policy = data.aws_iam_policy_document.tasks_table[0].json
 }

@@ -303,3 +303,22 @@ output "database_instance_resource_id" {
   description = "Resource id of the PostgreSQL instance (for rds-db:connect policies with IAM authentication)."
   value       = try(module.database[0].instance_resource_id, null)
 }
+
+################################################################################
+# Task collections table (null when enable_tasks_table is false)
+################################################################################
+
+output "tasks_table_name" {
+  description = "Name of the DynamoDB table of task collections (INTERLINKED_TASKS_TABLE)."
+  value       = try(module.tasks_table[0].name, null)
+}
+
+output "tasks_table_arn" {
+  description = "ARN of the DynamoDB table of task collections."
+  value       = try(module.tasks_table[0].arn, null)
+}
+
+output "tasks_backend" {
+  description = "Task store the flow runs open (INTERLINKED_TASKS_BACKEND): \"postgres\", \"dynamodb\" or null."
+  value       = local.tasks_backend
+}

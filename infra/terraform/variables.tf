@@ -408,3 +408,42 @@ variable "database_skip_final_snapshot" {
   type        = bool
   default     = false
 }
+
+################################################################################
+# Task collections table (DynamoDB)
+################################################################################
+
+variable "enable_tasks_table" {
+  description = "Create the DynamoDB table of task collections (modules/tasks_table: on-demand, encrypted, point-in-time recovery) and let the flow-run role use it."
+  type        = bool
+  default     = false
+}
+
+variable "tasks_table_name" {
+  description = "Name of the task collections table. null = \"<name>-<environment>-tasks\"."
+  type        = string
+  default     = null
+}
+
+variable "tasks_table_deletion_protection" {
+  description = "Refuse to delete the task collections table."
+  type        = bool
+  default     = true
+}
+
+variable "tasks_table_user_role_names" {
+  description = "IAM roles (names) besides the flow-run role that may read and write the task collections table (e.g. a role running `interlinked tasks` from a workstation or CI)."
+  type        = list(string)
+  default     = []
+}
+
+variable "tasks_backend" {
+  description = "Task store of the flow runs (INTERLINKED_TASKS_BACKEND): \"postgres\" or \"dynamodb\". null = postgres with enable_database, else dynamodb with enable_tasks_table, else unset."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.tasks_backend == null || contains(["postgres", "dynamodb"], coalesce(var.tasks_backend, "none"))
+    error_message = "tasks_backend must be \"postgres\", \"dynamodb\" or null."
+  }
+}

@@ -20,6 +20,7 @@ MODULE_DIRS = (
     "modules/compute",
     "modules/bridge",
     "modules/database",
+    "modules/tasks_table",
 )
 SKIP_COMMENT = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 

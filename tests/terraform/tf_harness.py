@@ -29,6 +29,7 @@ CONFIG_DIRS = (
     "modules/compute",
     "modules/bridge",
     "modules/database",
+    "modules/tasks_table",
     "examples/local",
     "examples/aws",
 )

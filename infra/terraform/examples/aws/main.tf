@@ -3,7 +3,8 @@
 # ECS and aws-batch workers and the analysis service as ECS services, and the event bridge as the
 # Lambda (default) or as an ECS service (bridge_runs_on = "ecs"; no zip is needed then), and a
 # Multi-AZ PostgreSQL instance on RDS for the task store (enable_database; its master password is
-# kept and rotated by RDS in Secrets Manager, encrypted with the same key).
+# kept and rotated by RDS in Secrets Manager, encrypted with the same key), and the DynamoDB table of
+# task collections (on-demand, encrypted with the same key, point-in-time recovery).
 #
 #   python infra/terraform/scripts/package_lambda.py        # -> infra/terraform/build/bridge.zip
 #   terraform -chdir=infra/terraform/examples/aws init
@@ -105,6 +106,11 @@ module "interlinked" {
   database_secret_reader_role_names   = var.database_secret_reader_role_names
   database_instance_class             = var.database_instance_class
   database_backup_retention_days      = 14
+
+  # The DynamoDB task store (on-demand: idle costs nothing but storage); flow runs keep PostgreSQL
+  # as their store while the database exists, unless tasks_backend says otherwise.
+  enable_tasks_table = var.enable_tasks_table
+  tasks_backend      = var.tasks_backend
 
   # The event bridge runs either as the Lambda (default) or as an ECS service: both would consume
   # the same events queue, so exactly one of them exists.

@@ -119,6 +119,18 @@ variable "database_instance_class" {
   default     = "db.t4g.small"
 }
 
+variable "enable_tasks_table" {
+  description = "Create the DynamoDB table of task collections (on-demand, encrypted with the stack's key, point-in-time recovery)."
+  type        = bool
+  default     = true
+}
+
+variable "tasks_backend" {
+  description = "Task store of the flow runs: \"postgres\", \"dynamodb\" or null (postgres when enable_database, else dynamodb)."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Extra tags for every taggable resource."
   type        = map(string)

@@ -16,6 +16,7 @@ provider "aws" {
     batch          = var.aws_endpoint_url
     cloudwatch     = var.aws_endpoint_url
     cloudwatchlogs = var.aws_endpoint_url
+    dynamodb       = var.aws_endpoint_url
     ec2            = var.aws_endpoint_url
     ecr            = var.aws_endpoint_url
     ecs            = var.aws_endpoint_url
@@ -100,6 +101,11 @@ module "interlinked" {
   # function in a Docker container; locally the bridge runs as a process polling the events queue,
   # so the mapping is created but disabled.
   bridge_event_source_mapping_enabled = false
+
+  # The task collections table: cheap on moto (no provider wait), so the apply checks it for real.
+  # Deletion protection off: the emulator's state is thrown away with `down --wipe`.
+  enable_tasks_table              = true
+  tasks_table_deletion_protection = false
 
   # enable_database stays off (the root default): moto 5.2 creates the RDS instance and its managed
   # secret, but the provider's wait for the instance makes the apply ~2.5 min longer. Locally
