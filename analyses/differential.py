@@ -56,6 +56,7 @@ def differential_expression(
     n_genes: int | None = None,
     use_raw: bool | None = None,
     tie_correct: bool = False,
+    within: str | Sequence[str] | None = None,
 ) -> DifferentialExpressionResult:
     """Genes differentially expressed in a cell set compared with the rest or other cell sets.
 
@@ -77,6 +78,9 @@ def differential_expression(
         Number of top-ranked genes to return; ``None`` returns every gene.
     use_raw
         Test ``.raw`` (default when present) or ``.X``.
+    within
+        Cell set id(s) whose union restricts both the group and the reference (Cellenics'
+        ``basis``); ``None`` uses every cell.
 
     Returns
     -------
@@ -106,6 +110,13 @@ def differential_expression(
         labels[reference_cells] = _REFERENCE
         reference = _REFERENCE
     labels[group_cells] = _GROUP
+    if within is not None:
+        basis_cells = resolve_cell_sets(adata, _ids(within, "within"), field="within")
+        outside = np.ones(adata.n_obs, dtype=bool)
+        outside[basis_cells] = False
+        labels[outside] = _OTHER
+        if reference == "rest":  # scanpy's "rest" would include the cells outside the basis
+            reference = _REFERENCE
     n_group = int(np.count_nonzero(labels == _GROUP))
     n_reference = int(np.count_nonzero(labels == _REFERENCE))
     if n_group < 2:
