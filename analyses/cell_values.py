@@ -84,6 +84,10 @@ def doublet_scores(adata: AnnData, *, random_state: int = 0) -> np.ndarray:
     """Scrublet doublet scores (:func:`scanpy.pp.scrublet`) computed from the counts.
 
     Counts are ``.layers["counts"]`` when present, else ``.raw.X`` / ``.X`` when they hold integers.
+    Without counts, log-normalised data (non-negative ``.raw.X`` or ``.X``) is turned back into
+    depth-normalised counts with ``expm1``: scrublet then scores cells of equal depth, which ranks
+    doublets by expression profile alone (an approximation, stated so; experiments prepared with
+    counts or stored scores get the exact method).
     """
     counts = adata.layers.get("counts", None)
     if counts is None:
@@ -96,13 +100,23 @@ def doublet_scores(adata: AnnData, *, random_state: int = 0) -> np.ndarray:
                 counts = candidate
                 break
     if counts is None:
+        for candidate in (adata.raw.X if adata.raw is not None else None, adata.X):
+            if candidate is None:
+                continue
+            data = candidate.data if sp.issparse(candidate) else np.asarray(candidate)
+            if data.size and float(np.min(data)) >= 0:
+                counts = candidate.expm1() if sp.issparse(candidate) else np.expm1(np.asarray(candidate))
+                break
+    if counts is None:
         raise CellValuesUnavailableError(
             "The experiment has no doublet scores (.obs['doublet_scores']) and no raw counts to "
             "compute them from"
         )
     scratch = AnnData(X=sp.csr_matrix(counts, dtype=np.float32))
     try:
-        sc.pp.scrublet(scratch, random_state=random_state, verbose=False)
+        # The threshold only labels predicted doublets (scores do not depend on it); fixing it
+        # avoids scrublet's automatic threshold, which needs scikit-image.
+        sc.pp.scrublet(scratch, random_state=random_state, verbose=False, threshold=0.25)
     except Exception as error:  # scrublet needs enough cells and genes
         raise CellValuesUnavailableError(f"Doublet scores could not be computed: {error}") from error
     return scratch.obs["doublet_score"].to_numpy()

@@ -36,6 +36,8 @@ class DifferentialExpressionRow(TypedDict):
     log_fold_change: float | None
     p_value: float | None
     adjusted_p_value: float | None
+    pct_group: float | None
+    pct_reference: float | None
 
 
 class DifferentialExpressionResult(TypedDict):
@@ -87,7 +89,8 @@ def differential_expression(
     DifferentialExpressionResult
         ``{"rows": [...], "n_cells_group", "n_cells_reference"}``; rows are ordered by decreasing score
         (most up-regulated in the group first) with ``gene``, ``score``, ``log_fold_change`` (log2),
-        ``p_value`` and ``adjusted_p_value``. Non-finite values are ``None``.
+        ``p_value``, ``adjusted_p_value`` and the fractions of cells expressing the gene in the group
+        and the reference (``pct_group``, ``pct_reference``). Non-finite values are ``None``.
 
     Raises
     ------
@@ -147,6 +150,11 @@ def differential_expression(
         pts=False,
     )
     table = sc.get.rank_genes_groups_df(scratch, group=_GROUP)
+    names = scratch.var_names.get_indexer(table["names"].astype(str))
+    table["pct_nz_group"] = _expressing_fraction(scratch.X, labels == _GROUP)[names]
+    table["pct_nz_reference"] = _expressing_fraction(
+        scratch.X, labels == _REFERENCE if reference != "rest" else labels != _GROUP
+    )[names]
     return DifferentialExpressionResult(
         rows=rank_table_rows(table),
         n_cells_group=n_group,
@@ -158,7 +166,15 @@ def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
     """Rows of a :func:`scanpy.get.rank_genes_groups_df` table as plain data."""
     columns = {
         name: table[name].tolist() if name in table.columns else [None] * len(table)
-        for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
+        for name in (
+            "names",
+            "scores",
+            "logfoldchanges",
+            "pvals",
+            "pvals_adj",
+            "pct_nz_group",
+            "pct_nz_reference",
+        )
     }
     return [
         DifferentialExpressionRow(
@@ -167,9 +183,21 @@ def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
             log_fold_change=json_value(columns["logfoldchanges"][i]),
             p_value=json_value(columns["pvals"][i]),
             adjusted_p_value=json_value(columns["pvals_adj"][i]),
+            pct_group=json_value(columns["pct_nz_group"][i]),
+            pct_reference=json_value(columns["pct_nz_reference"][i]),
         )
         for i in range(len(table))
     ]
+
+
+def _expressing_fraction(matrix: object, cells: np.ndarray) -> np.ndarray:
+    """Per gene, the fraction of ``cells`` (a boolean mask) with a non-zero value (Seurat's pct)."""
+    subset = matrix[np.flatnonzero(cells)]
+    if hasattr(subset, "getnnz"):
+        counts = np.asarray((subset != 0).sum(axis=0)).ravel()
+    else:
+        counts = np.count_nonzero(np.asarray(subset), axis=0)
+    return counts / max(1, int(cells.sum()))
 
 
 def _ids(value: str | Iterable[str], field: str) -> list[str]:

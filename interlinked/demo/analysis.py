@@ -114,8 +114,9 @@ def _row(title: str, task: dict, expected: str, response: dict | None, seconds: 
     except Exception as error:  # a demo line must never hide the others
         detail = f"(could not summarise: {error})"
     where = ""
-    if details.get("resultKey"):
-        where = f"s3://{details.get('resultBucket')}/{details['resultKey']}"
+    results = response.get("results") or []
+    if results and results[0].get("type") == "s3-path":
+        where = f"s3://{results[0]['body']}"
     elif task["body"]["name"] == "PrepareExperiment" and not details["error"]:
         where = json.loads(response["results"][0]["body"])["location"]
     return Row(title, "analysis task", expected, state, seconds, detail, where)

@@ -34,7 +34,9 @@ from flows.analysis.protocol import (
     error_response,
     fits_sns,
     offloaded_response,
+    page_key,
     parse_task,
+    s3_path_of,
     work_response,
 )
 from flows.analysis.service.journal import Journal
@@ -43,7 +45,7 @@ from flows.analysis.service.prepare_launcher import PrepareLauncher
 from flows.analysis.service.recorder import Recorder
 from flows.analysis.service.responses import Responses
 from flows.analysis.service.settings import ServiceSettings
-from flows.analysis.tasks import run_task
+from flows.analysis.tasks import paginate, run_task
 
 logger = logging.getLogger("interlinked.analysis.service")
 
@@ -327,7 +329,7 @@ class AnalysisService:
             computeMs=None if compute_ms is None else round(compute_ms, 3),
             serviceMs=round(service_ms, 3),
             queueMs=message.queue_ms,
-            resultKey=details.get("resultKey"),
+            resultKey=_offloaded_key(response),
             snsMessageId=sns_id,
         )
         return False
@@ -343,10 +345,11 @@ class AnalysisService:
             body=task.body,
             analysis_version=_analysis_version(),
         )
-        body = self.results.get(key)
+        cacheable = task.cacheable
+        body = self.results.get(key) if cacheable else None
         source = "memory"
         compute_ms = None
-        if body is None and self._worth_s3_lookup(task):
+        if body is None and cacheable and self._worth_s3_lookup(task):
             body = self._s3_cached(key)
             source = "s3"
             if body is not None:
@@ -358,22 +361,35 @@ class AnalysisService:
                 began = time.perf_counter()
                 text = encode(run_task(task, experiment))
                 self._learn(task, time.perf_counter() - began)
-                self.results.put(key, text)
+                if cacheable:
+                    self.results.put(key, text)
                 return text
 
             began = time.perf_counter()
             body, computed_here = self.single_flight.do(key, compute)
             compute_ms = (time.perf_counter() - began) * 1000
             source = "computed" if computed_here else "shared"
-        response = work_response(task.request, body)
+        shown, shown_key = body, key
+        pagination = task.request.get("pagination")
+        if pagination:
+            # The whole result is cached; each page is cut from it (as the real API did).
+            shown = paginate(body, pagination)
+            shown_key = page_key(key, pagination)
+        response = work_response(task.request, shown, cacheable=cacheable)
         message = encode(response)
         if not fits_sns(message):
-            if key not in self._persisted:
-                self._store_s3(key, body)  # the response points at it: it must exist first
-                self._remember_persisted(key)
-            response = offloaded_response(task.request, bucket=self.bucket, key=key)
+            if shown_key not in self._persisted:
+                self._store_s3(shown_key, shown)  # the response points at it: it must exist first
+                self._remember_persisted(shown_key)
+            response = offloaded_response(
+                task.request, bucket=self.bucket, key=shown_key, cacheable=cacheable
+            )
             message = encode(response)
-        elif source == "computed" and compute_ms >= self.settings.s3_cache_min_compute_seconds * 1000:
+        elif (
+            cacheable
+            and source == "computed"
+            and compute_ms >= self.settings.s3_cache_min_compute_seconds * 1000
+        ):
             self.background.submit(self._store_s3_quietly, key, body)
         return response, message, source, compute_ms
 
@@ -506,6 +522,15 @@ class AnalysisService:
             from prefect.logging.loggers import flow_run_logger
 
             flow_run_logger(self.flow_run).warning(line)
+
+
+def _offloaded_key(response: dict[str, Any]) -> str | None:
+    """The S3 key of an offloaded result (an ``s3-path`` item), for the service's records."""
+    for item in response.get("results") or []:
+        where = s3_path_of(item)
+        if where is not None:
+            return where[1]
+    return None
 
 
 def _task_name(request: dict[str, Any]) -> str | None:
