@@ -59,9 +59,9 @@ def indexed_by_cell_id(adata: AnnData, values: np.ndarray, cells: np.ndarray | N
     Ids without a value are ``None``; non-finite values are ``None`` too.
     """
     ids = cell_ids(adata)
+    size = int(ids.max()) + 1 if ids.size else 0
     if cells is not None:
         ids = ids[cells]
-    size = int(ids.max()) + 1 if ids.size else 0
     out = np.full(size, np.nan)
     out[ids] = np.asarray(values, dtype=np.float64)
     return float_list(out)
