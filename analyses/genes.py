@@ -72,8 +72,8 @@ _REGEX_HAZARDS = "{}|()?¿*+/.<>"
 def gene_name_matcher(pattern: str) -> Callable[[str], bool]:
     """A predicate on gene names for a gene name filter, in either of its two dialects.
 
-    - With a ``%`` the filter is an SQL ``LIKE`` pattern (the seed's ``"%IN%"``), matched against
-      the whole name; see :func:`like_pattern_to_regex`.
+    - With a ``%`` or ``_`` the filter is an SQL ``LIKE`` pattern (the seed's ``"%IN%"``), matched
+      against the whole name; see :func:`like_pattern_to_regex`.
     - Otherwise it is what the real Cellenics UI sends (``"^CST"`` starts with, ``"CST$"`` ends
       with, ``"CST"`` contains) and is matched as the real worker does: a case-insensitive regular
       expression searched in the name, after removing the characters ``{}|()?¿*+/.<>``.
@@ -83,7 +83,7 @@ def gene_name_matcher(pattern: str) -> Callable[[str], bool]:
     InvalidRequestError
         If the remaining regular expression does not compile (e.g. an unclosed ``[``).
     """
-    if "%" in pattern:
+    if "%" in pattern or "_" in pattern:
         regex = like_pattern_to_regex(pattern)
         return lambda name: regex.fullmatch(name) is not None
     cleaned = "".join(character for character in pattern if character not in _REGEX_HAZARDS)
