@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -92,6 +93,19 @@ def read_result(response: dict[str, Any], s3: Any) -> Any:
 
 
 # ---- what the real UI reads, per task --------------------------------------------------------------
+
+
+def read_current_result(response: dict[str, Any]) -> Any:
+    """The result as the current UI gets it: download ``response.signedUrl`` (a plain HTTP GET),
+    gunzip, parse (ui src/utils/work/fetchWork.js, downloadFromS3.js, unpackResult.js)."""
+    import urllib.request
+
+    signed_url = response["response"].get("signedUrl")
+    if signed_url is None:  # not stored (not cacheable): the result is inline
+        return json.loads(response["results"][0]["body"])
+    with urllib.request.urlopen(signed_url, timeout=30) as reply:
+        data = reply.read()
+    return json.loads(gzip.decompress(data))
 
 
 def _number_or_null(value: Any) -> bool:

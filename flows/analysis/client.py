@@ -194,9 +194,14 @@ def result_of(response: dict[str, Any], endpoints: Endpoints | None = None) -> A
         raise ServiceError(details.get("errorCode") or "ERROR", details.get("userMessage") or "")
     item = response["results"][0]
     where = s3_path_of(item)
-    if where is not None:  # too large for SNS: the item's body is "bucket/key"
+    if where is not None:  # too large for SNS, or an ETag result: the item's body is "bucket/key"
         endpoints = endpoints or Endpoints.from_blocks()
-        return endpoints.store(where[0]).read_json(where[1])
+        store = endpoints.store(where[0])
+        if item.get("content-encoding") == "gzip":  # current envelope: stored gzip-compressed
+            import gzip
+
+            return json.loads(gzip.decompress(store.read_bytes(where[1])))
+        return store.read_json(where[1])
     return json.loads(item["body"])
 
 

@@ -193,6 +193,12 @@ class Task:
         return str(self.request.get("uuid") or self.request.get("ETag"))
 
     @property
+    def current_envelope(self) -> bool:
+        """The current Cellenics envelope (``ETag``, no ``uuid``): the result goes to S3 under the
+        ETag and the notification carries its ``signedUrl``."""
+        return "uuid" not in self.request and isinstance(self.request.get("ETag"), str)
+
+    @property
     def cacheable(self) -> bool:
         return self.name not in NOT_CACHEABLE
 
@@ -407,6 +413,37 @@ def offloaded_response(
         "request": request,
         "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": cacheable},
         "results": [result_item(f"{bucket}/{key}", where="s3-path")],
+    }
+
+
+def current_response(
+    request: dict[str, Any],
+    *,
+    bucket: str | None,
+    key: str | None,
+    signed_url: str | None,
+    body: str | None = None,
+    cacheable: bool = True,
+) -> dict[str, Any]:
+    """The WorkResponse of a current-envelope request (``ETag``): ``response.signedUrl`` is what the
+    current Cellenics UI downloads (the gzip result stored under the ETag, as the real worker's
+    ``Response._upload``); ``results`` names the same object (``s3-path``, ``content-encoding:
+    gzip``), or carries ``body`` inline when the result is not stored (not cacheable)."""
+    if key is not None:
+        item = {**result_item(f"{bucket}/{key}", where="s3-path"), "content-encoding": "gzip"}
+    else:
+        item = result_item(body or "null")
+    return {
+        "type": "WorkResponse",
+        "request": request,
+        "response": {
+            "error": False,
+            "errorCode": None,
+            "userMessage": None,
+            "cacheable": cacheable,
+            "signedUrl": signed_url,
+        },
+        "results": [item],
     }
 
 

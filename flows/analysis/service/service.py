@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlencode
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -29,6 +31,7 @@ from flows.analysis.protocol import (
     Task,
     UnparseableMessage,
     cache_key,
+    current_response,
     decode_message,
     encode,
     error_response,
@@ -113,6 +116,7 @@ class AnalysisService:
         self.queue_url = settings.queue_url or blocks.SqsQueue.load(blocks.WORK_QUEUE).queue_url
         self.topic_arn = settings.topic_arn or blocks.SnsTopic.load(blocks.WORK_RESULTS_TOPIC).topic_arn
         self.bucket = settings.data_bucket or data_store().bucket
+        self.results_bucket = settings.results_bucket or self.bucket
         self.store = ObjectStore(self.bucket, aws_client("s3", config=config))
         self.responses = Responses(aws_client("sns", config=config), self.topic_arn, self.store)
         redrive = queue_redrive(self.sqs, self.queue_url)
@@ -338,6 +342,10 @@ class AnalysisService:
         """An interactive task's WorkResponse, its encoded message, where the result came from
         (``memory``, ``s3``, ``computed`` or ``shared`` with a concurrent identical request) and
         the compute time in ms."""
+        if task.current_envelope and task.cacheable:
+            stored = self._stored_under_etag(task)
+            if stored is not None:  # the real API's cache lookup: no computation
+                return stored, encode(stored), "s3-etag", None
         experiment = self.experiments.get(task.experiment_id)
         key = cache_key(
             experiment_id=task.experiment_id,
@@ -375,6 +383,16 @@ class AnalysisService:
             # The whole result is cached; each page is cut from it (as the real API did).
             shown = paginate(body, pagination)
             shown_key = page_key(key, pagination)
+        if task.current_envelope:
+            response = self._store_under_etag(task, shown) if cacheable else None
+            if response is None:
+                response = current_response(
+                    task.request, bucket=None, key=None, signed_url=task.request.get("signedUrl"),
+                    body=shown, cacheable=False,
+                )  # fmt: skip
+            message = encode(response)
+            if fits_sns(message):
+                return response, message, source, compute_ms
         response = work_response(task.request, shown, cacheable=cacheable)
         message = encode(response)
         if not fits_sns(message):
@@ -392,6 +410,50 @@ class AnalysisService:
         ):
             self.background.submit(self._store_s3_quietly, key, body)
         return response, message, source, compute_ms
+
+    # -- the current envelope (ETag) ----------------------------------------------------------------
+    def _etag_key(self, task: Task) -> str:
+        return f"{self.settings.results_prefix}{task.request['ETag']}"
+
+    def _signed_url(self, key: str) -> str:
+        return self.store.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.results_bucket, "Key": key},
+            ExpiresIn=self.settings.signed_url_seconds,
+        )
+
+    def _stored_under_etag(self, task: Task) -> dict[str, Any] | None:
+        """The response for a result already stored under the request's ETag (tagged with the same
+        experiment, as the real API checks), else None."""
+        key = self._etag_key(task)
+        try:
+            tags = self.store.client.get_object_tagging(Bucket=self.results_bucket, Key=key)["TagSet"]
+        except ClientError:
+            return None  # not there (or not readable): compute it
+        if {tag["Key"]: tag["Value"] for tag in tags}.get("experimentId") != task.experiment_id:
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"ETag {task.request['ETag']!r} names a result of another experiment",
+            )
+        return current_response(
+            task.request, bucket=self.results_bucket, key=key, signed_url=self._signed_url(key)
+        )
+
+    def _store_under_etag(self, task: Task, body: str) -> dict[str, Any]:
+        """Upload the result gzip-compressed under the ETag (S3 tags ``experimentId``,
+        ``requestType``: the real worker's ``Response._upload``) and answer with its signed URL."""
+        key = self._etag_key(task)
+        self.store.client.put_object(
+            Bucket=self.results_bucket,
+            Key=key,
+            Body=gzip.compress(body.encode(), compresslevel=5),
+            # Plain gzip bytes, no Content-Encoding header, as the real worker uploads them: the UI
+            # downloads and decompresses itself (a header would make browsers decompress first).
+            Tagging=urlencode({"experimentId": task.experiment_id, "requestType": task.name}),
+        )
+        return current_response(
+            task.request, bucket=self.results_bucket, key=key, signed_url=self._signed_url(key)
+        )
 
     # -- caching helpers -------------------------------------------------------------------------------
     def _learn(self, task: Task, seconds: float) -> None:
