@@ -320,7 +320,7 @@ class AnalysisService:
         details = response["response"]
         self.recorder.record(
             "failed" if details["error"] else "answered",
-            uuid=request.get("uuid"),
+            uuid=request.get("uuid") or request.get("ETag"),
             task=task.name if task else _task_name(request),
             experimentId=request.get("experimentId")
             if isinstance(request.get("experimentId"), str)
