@@ -140,10 +140,7 @@ def decide(table: RouteTable, record: Record) -> Decision:
             return Decision("ignore", record, reason=f"{rule.name}: {rule.reason}", code=rule.name)
         if not record.created:
             return Decision(
-                "ignore",
-                record,
-                reason=f"not an object-created event ({record.event_name})",
-                code="not-created",
+                "ignore", record, reason=f"not an object-created event ({record.event_name})", code="not-created"
             )
         found = table.route_for_s3(record.bucket, record.key, record.event_name)
         if found is None:
@@ -233,12 +230,7 @@ def prefect_event(outcome: Outcome, *, deployment_id: str | None = None) -> dict
         }
     related = []
     if outcome.flow_run_id:
-        related.append(
-            {
-                "prefect.resource.id": f"prefect.flow-run.{outcome.flow_run_id}",
-                "prefect.resource.role": "flow-run",
-            }
-        )
+        related.append({"prefect.resource.id": f"prefect.flow-run.{outcome.flow_run_id}", "prefect.resource.role": "flow-run"})
     if deployment_id:
         related.append(
             {
@@ -345,10 +337,7 @@ class Bridge:
         for index, message in enumerate(messages):
             try:
                 records = parse_message(
-                    message.body,
-                    message_id=message.message_id,
-                    attributes=message.attributes,
-                    dedup_id=message.dedup_id,
+                    message.body, message_id=message.message_id, attributes=message.attributes, dedup_id=message.dedup_id
                 )
                 decisions[index] = [decide(self.table, record) for record in records]
                 results.append([])
@@ -382,9 +371,7 @@ class Bridge:
                     outcomes.append(Outcome(decision))
             else:
                 pending[index] = outcomes
-                events.extend(
-                    event for outcome in outcomes if (event := self._event_for(outcome)) is not None
-                )
+                events.extend(event for outcome in outcomes if (event := self._event_for(outcome)) is not None)
         try:
             self.api.emit_events(events)
         except (PrefectUnavailable, PrefectRejected) as error:
@@ -446,14 +433,10 @@ class Bridge:
                     results[decision.idempotency_key] = failure
         except PrefectRejected as error:
             failure = BridgeFailure(REJECTED, str(error))
-            results.update(
-                {d.idempotency_key: failure for d in decisions if d.idempotency_key not in results}
-            )
+            results.update({d.idempotency_key: failure for d in decisions if d.idempotency_key not in results})
         except PrefectUnavailable as error:
             failure = BridgeFailure(UNAVAILABLE, str(error))
-            results.update(
-                {d.idempotency_key: failure for d in decisions if d.idempotency_key not in results}
-            )
+            results.update({d.idempotency_key: failure for d in decisions if d.idempotency_key not in results})
         return results
 
     def _carry_out(self, decision: Decision) -> Outcome:

@@ -41,10 +41,7 @@ def sqs_attributes_from_lambda(attributes: dict[str, Any] | None) -> dict[str, d
                 "StringValue": value.get("stringValue", value.get("StringValue")),
             }
         elif value.get("binaryValue") is not None or value.get("BinaryValue") is not None:
-            converted[name] = {
-                "DataType": data_type,
-                "BinaryValue": value.get("binaryValue", value.get("BinaryValue")),
-            }
+            converted[name] = {"DataType": data_type, "BinaryValue": value.get("binaryValue", value.get("BinaryValue"))}
     return converted
 
 
@@ -82,11 +79,7 @@ def dead_letter_message(
         RECEIVE_COUNT: {"DataType": "Number", "StringValue": str(receive_count or 0)},
     }
     if len(original) + len(extra) <= MAX_ATTRIBUTES:
-        params: dict[str, Any] = {
-            "QueueUrl": queue_url,
-            "MessageBody": body,
-            "MessageAttributes": {**original, **extra},
-        }
+        params: dict[str, Any] = {"QueueUrl": queue_url, "MessageBody": body, "MessageAttributes": {**original, **extra}}
     else:
         wrapper = {
             "interlinked_dead_letter": {

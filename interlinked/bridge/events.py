@@ -98,13 +98,7 @@ Record = S3Record | TestEventRecord | MessageRecord
 
 # Message attributes that carry a type or an explicit deduplication id.
 TYPE_ATTRIBUTES = ("type", "interlinked-type", "interlinked.type")
-DEDUP_ATTRIBUTES = (
-    "idempotency-key",
-    "idempotency_key",
-    "dedup-id",
-    "dedup_id",
-    "interlinked.idempotency-key",
-)
+DEDUP_ATTRIBUTES = ("idempotency-key", "idempotency_key", "dedup-id", "dedup_id", "interlinked.idempotency-key")
 
 
 def parse_message(

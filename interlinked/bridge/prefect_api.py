@@ -213,26 +213,18 @@ class PrefectApi:
         """
         deployment_id = self.deployment_id(deployment)
         body = [
-            {
-                key: value
-                for key, value in run.items()
-                if value is not None and not (key == "name" and not value)
-            }
+            {key: value for key, value in run.items() if value is not None and not (key == "name" and not value)}
             for run in runs
         ]
         status, reply = self.request("POST", f"/deployments/{deployment_id}/create_flow_run/bulk", body)
-        if status in (404, 405) and not (
-            isinstance(reply, dict) and "Deployment" in str(reply.get("detail"))
-        ):
+        if status in (404, 405) and not (isinstance(reply, dict) and "Deployment" in str(reply.get("detail"))):
             raise BulkUnsupported(f"{self.api_url} has no bulk flow-run endpoint ({status})")
         if status == 404:
             with self._lock:
                 self._deployments.pop(deployment, None)
             raise DeploymentNotFound(f"deployment {deployment!r} ({deployment_id}) no longer exists")
         if status != 200 or not isinstance(reply, dict) or len(reply.get("results", [])) != len(runs):
-            raise PrefectRejected(
-                status, f"Prefect refused the runs of {deployment!r} ({status}): {_detail(reply)}"
-            )
+            raise PrefectRejected(status, f"Prefect refused the runs of {deployment!r} ({status}): {_detail(reply)}")
         return reply["results"]
 
     def read_flow_run(self, flow_run_id: str) -> dict[str, Any]:
@@ -248,9 +240,7 @@ class PrefectApi:
         if status not in (200, 201, 204):
             raise PrefectRejected(status, f"Prefect refused the events ({status}): {_detail(body)}")
 
-    def wait_healthy(
-        self, *, timeout: float, interval: float = 1.0, stop: threading.Event | None = None
-    ) -> bool:
+    def wait_healthy(self, *, timeout: float, interval: float = 1.0, stop: threading.Event | None = None) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.health():

@@ -370,11 +370,7 @@ def serve(host: str, port: int, directory: Path, *, interval: float = 1.0) -> No
     moto_app.debug = True  # as moto_server does
     # DynamoDB's conditional writes are atomic on AWS; moto's are only if they run one at a time.
     server = make_server(
-        host,
-        port,
-        _App(serialize_dynamodb(moto_app), persistence),
-        threaded=True,
-        request_handler=MotoRequestHandler,
+        host, port, _App(serialize_dynamodb(moto_app), persistence), threaded=True, request_handler=MotoRequestHandler
     )
     persistence.listen_fd = server.socket.fileno()
 
