@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,8 @@ class DifferentialExpressionRow(TypedDict):
     log_fold_change: float | None
     p_value: float | None
     adjusted_p_value: float | None
-    pct_group: float | None
-    pct_reference: float | None
+    pct_group: NotRequired[float | None]
+    pct_reference: NotRequired[float | None]
 
 
 class DifferentialExpressionResult(TypedDict):
@@ -163,18 +163,16 @@ def differential_expression(
 
 
 def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
-    """Rows of a :func:`scanpy.get.rank_genes_groups_df` table as plain data."""
+    """Rows of a :func:`scanpy.get.rank_genes_groups_df` table as plain data (with the fractions of
+    expressing cells when the table has them)."""
     columns = {
         name: table[name].tolist() if name in table.columns else [None] * len(table)
-        for name in (
-            "names",
-            "scores",
-            "logfoldchanges",
-            "pvals",
-            "pvals_adj",
-            "pct_nz_group",
-            "pct_nz_reference",
-        )
+        for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
+    }
+    fractions = {
+        field: table[name].tolist()
+        for name, field in (("pct_nz_group", "pct_group"), ("pct_nz_reference", "pct_reference"))
+        if name in table.columns
     }
     return [
         DifferentialExpressionRow(
@@ -183,8 +181,7 @@ def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
             log_fold_change=json_value(columns["logfoldchanges"][i]),
             p_value=json_value(columns["pvals"][i]),
             adjusted_p_value=json_value(columns["pvals_adj"][i]),
-            pct_group=json_value(columns["pct_nz_group"][i]),
-            pct_reference=json_value(columns["pct_nz_reference"][i]),
+            **{field: json_value(values[i]) for field, values in fractions.items()},
         )
         for i in range(len(table))
     ]

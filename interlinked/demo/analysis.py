@@ -90,13 +90,15 @@ def _describe(task: dict, response: dict, endpoints) -> str:
         return f"{len(value)} cells, first at ({value[0][0]:.2f}, {value[0][1]:.2f})"
     if name == "ListGenes":
         return f"{value['total']} genes; top: " + ", ".join(row["gene_names"] for row in value["rows"][:5])
-    if name == "GeneExpression":
-        parts = [
-            f"{gene} mean {stats['mean']:.3f} over {len(value['cells'])} cells"
-            for gene, stats in value["genes"].items()
-        ]
-        if value["missingGenes"]:
-            parts.append(f"not in the data: {', '.join(value['missingGenes'])}")
+    if name == "GeneExpression":  # Cellenics' shape: {gene: {rawExpression, truncatedExpression}}
+        parts = []
+        for gene, item in value.items():
+            raw = item["rawExpression"]
+            cells = sum(v is not None for v in raw["expression"])
+            parts.append(f"{gene} mean {raw['mean']:.3f} over {cells} cells")
+        missing = [gene for gene in task["body"]["genes"] if gene.upper() not in {g.upper() for g in value}]
+        if missing:
+            parts.append(f"not in the data: {', '.join(missing)}")
         return "; ".join(parts)
     if name == "PrepareExperiment":
         return f"{value['cells']} cells x {value['genes']} genes, {value['clusters']} clusters in {value['seconds']} s"
