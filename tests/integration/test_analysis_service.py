@@ -489,7 +489,10 @@ def test_every_error_is_a_response_with_a_stable_code(service, endpoints, listen
     for name, (body, options, code, words) in ERROR_CASES.items():
         cases[name] = (
             make_task(
-                body, experiment=options.get("experiment", PBMC), timeout=options.get("timeout", FUTURE)
+                body,
+                experiment=options.get("experiment", PBMC),
+                timeout=options.get("timeout", FUTURE),
+                **{key: value for key, value in options.items() if key not in ("experiment", "timeout")},
             ),
             code,
             words,
