@@ -613,7 +613,7 @@ def test_changed_experiment_is_reloaded(service, endpoints, listener, pbmc):
 
 
 def test_result_too_large_for_sns_goes_to_s3(service, endpoints, listener, pbmc):
-    genes = list(pbmc.raw.var_names[:15])
+    genes = list(pbmc.raw.var_names[:40])
     [response] = ask(endpoints, listener, make_task({"name": "GeneExpression", "genes": genes}))
     details = response["response"]
     assert details["error"] is False and len(json.dumps(response)) < 4096
@@ -681,8 +681,7 @@ def test_real_cellenics_v2_requests_store_gzip_results_under_the_etag(service, e
     assert read_current_result(response) == read_current_result(
         responses[list(requests).index("v2_GetNUmis")]
     )
-    recorded = wait_for_events(service, [again["ETag"]])
-    assert recorded[again["ETag"]][1]["cache"] == "s3-etag"
+    assert recorded_caches(service, again["ETag"]).count("s3-etag") == 1
 
 
 # ---- Prefect ---------------------------------------------------------------------------------------
@@ -721,6 +720,30 @@ def wait_for_events(service, uuids: list[str], timeout: float = 20) -> dict[str,
             time.sleep(0.5)
     assert set(uuids) <= set(found), f"no Prefect event records {set(uuids) - set(found)}"
     return found
+
+
+def recorded_caches(service, request_id: str, timeout: float = 20) -> list[str]:
+    """Where the results of every recorded request with this id (uuid or ETag) came from."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            caches = [
+                entry.get("cache")
+                for event in prefect_events(
+                    client,
+                    {
+                        "event": {"name": ["interlinked.analysis.requests"]},
+                        "occurred": {"since": service.started_at},
+                    },
+                )
+                for entry in event["payload"]["requests"]
+                if entry.get("uuid") == request_id
+            ]
+            if len(caches) >= 2 or time.monotonic() > deadline:
+                return caches
+            time.sleep(0.5)
 
 
 def test_every_request_is_recorded_in_prefect_events_of_the_service_run(service, endpoints, listener):
@@ -783,7 +806,8 @@ def test_prepare_experiment_then_query_it(service, endpoints, listener):
         ),
         make_task({"name": "GetEmbedding", "type": "umap"}, experiment="test-prepared"),
     )
-    assert result(expression)["genes"][marker]["expression"]
+    values = result(expression)[marker]["rawExpression"]["expression"]
+    assert len(values) == summary["cells"] and any(value for value in values)
     assert len(result(embedding)) == summary["cells"]
     # Exactly one response, and the message is deleted once the run's response is published.
     deadline = time.monotonic() + 10
