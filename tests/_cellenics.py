@@ -227,6 +227,35 @@ def check_marker_heatmap(result: Any, request: dict[str, Any], truth: dict[str, 
     check_gene_expression(result["data"], {"body": {"genes": result["order"]}}, truth)
 
 
+def check_dot_plot(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """The real worker's r/R/dotplot.R: columnar ``cellSetsIdx, geneNameIdx, avgExpression,
+    cellsPercentage`` (one entry per cell set and gene, indexes into ``cellSetsNames`` /
+    ``geneNames``), as the UI's dot plot spec reads them."""
+    columns = ("cellSetsIdx", "geneNameIdx", "avgExpression", "cellsPercentage")
+    assert set(result) == {*columns, "cellSetsNames", "geneNames"}
+    lengths = {len(result[column]) for column in columns}
+    assert len(lengths) == 1 and lengths.pop() == len(result["cellSetsNames"]) * len(result["geneNames"]) > 0
+    assert all(0 <= i < len(result["cellSetsNames"]) for i in result["cellSetsIdx"])
+    assert all(0 <= i < len(result["geneNames"]) for i in result["geneNameIdx"])
+    assert all(v is None or -2.5 <= v <= 2.5 for v in result["avgExpression"])
+    assert all(0 <= v <= 100 for v in result["cellsPercentage"])
+
+
+def check_expression_cell_set(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """The real worker's r/R/get_expression_cellsets.R: ``{key, name, rootNode: false, color,
+    cellIds}``, named after the filters (``CST3>1, LYZ>0.5``)."""
+    assert set(result) == {"key", "name", "rootNode", "color", "cellIds"} and result["rootNode"] is False
+    expected = ", ".join(
+        f"{item['geneName']}{'>' if item['comparisonType'] == 'greaterThan' else '<'}{item['thresholdValue']:g}"
+        for item in request["body"]["genesConfig"]
+    )
+    assert (
+        result["name"] == expected
+        and result["cellIds"]
+        and all(isinstance(i, int) for i in result["cellIds"])
+    )
+
+
 UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "GetEmbedding": check_embedding,
     "ListGenes": check_list_genes,
@@ -238,7 +267,9 @@ UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "GetNGenes": check_cell_values,
     "GetNUmis": check_cell_values,
     "MarkerHeatmap": check_marker_heatmap,
+    "DotPlot": check_dot_plot,
+    "GetExpressionCellSets": check_expression_cell_set,
 }
 
 #: Tasks whose responses the real worker marks ``cacheable: false``.
-NOT_CACHEABLE = {"ClusterCells"}
+NOT_CACHEABLE = {"ClusterCells", "GetExpressionCellSets"}

@@ -63,6 +63,7 @@ class ErrorCode:
     PREPARE_FAILED = "PREPARE_FAILED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     CELL_VALUES_UNAVAILABLE = "CELL_VALUES_UNAVAILABLE"
+    EMPTY_CELL_SET = "EMPTY_CELL_SET"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -160,6 +161,17 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
         "cellSetKey": _f("string"),
         "selectedCellSet": _f("string"),  # current UI's name of cellSetKey
     },
+    "DotPlot": {
+        "groupBy": _f("string", required=True),
+        "filterBy": _f("object"),
+        "useMarkerGenes": _f("boolean"),
+        "numberOfMarkers": _f("integer"),
+        "customGenesList": _f("string list"),
+    },
+    "GetExpressionCellSets": {
+        "genesConfig": _f("object list", required=True),
+        "config": _f("object"),
+    },
     "GetMitochondrialContent": _NO_FIELDS,
     "GetDoubletScore": _NO_FIELDS,
     "GetNGenes": _NO_FIELDS,
@@ -171,7 +183,7 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     },
 }
 #: Tasks whose responses must not be cached (``cacheable: false``), as in the real worker.
-NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells"})
+NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets"})
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
 
 EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -371,6 +383,8 @@ def _is_kind(value: object, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if kind == "object":
         return isinstance(value, dict)
+    if kind == "object list":
+        return isinstance(value, list) and all(isinstance(item, dict) for item in value)
     raise AssertionError(kind)
 
 

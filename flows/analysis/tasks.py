@@ -417,6 +417,136 @@ def _marker_heatmap(
     return {"data": data, "order": [gene for gene in order if gene in data]}
 
 
+def _dot_plot(
+    experiment: LoadedExperiment,
+    *,
+    group_by: str,
+    filter_by: Mapping[str, Any] | None = None,
+    use_marker_genes: bool = True,
+    number_of_markers: int = 3,
+    custom_genes_list: list[str] | None = None,
+) -> Any:
+    """DotPlot as the real worker returns it (Seurat's ``DotPlot`` data, columnar):
+    ``{cellSetsIdx, geneNameIdx, avgExpression, cellsPercentage, cellSetsNames, geneNames}``, one
+    entry per (cell set of ``groupBy``, gene); ``avgExpression`` is Seurat's ``avg.exp.scaled``
+    (per gene, ``log1p`` of the mean of ``expm1`` values, z-scored across cell sets with the sample
+    standard deviation, clipped to [-2.5, 2.5]) and ``cellsPercentage`` the percentage of cells
+    expressing the gene. ``filterBy {group, key}`` keeps the cells of one cell set (``group: All``:
+    every cell); genes are the top ``numberOfMarkers`` markers per cell set or ``customGenesList``."""
+    import numpy as np
+
+    import analyses
+
+    adata = experiment.adata
+    group_by = _bare_id(group_by)
+    if group_by not in adata.obs.columns or not _group_members(adata, group_by):
+        raise ServiceError(ErrorCode.UNKNOWN_CELL_SET, f"DotPlot: {group_by!r} is not a cell set group")
+    cells = np.arange(adata.n_obs)
+    if filter_by and str(filter_by.get("group", "All")).lower() != "all":
+        cells = analyses.resolve_cell_sets(adata, [_bare_id(str(filter_by.get("key")))], field="filterBy.key")
+    labels = adata.obs[group_by].astype(str).to_numpy()
+    groups = [str(c) for c in adata.obs[group_by].cat.categories if np.any(labels[cells] == str(c))]
+    if use_marker_genes:
+        subset = adata[cells] if len(cells) < adata.n_obs else adata
+        markers = analyses.marker_genes(subset, group_by=group_by, n_genes=int(number_of_markers))
+        genes: list[str] = []
+        for marker_group in markers["groups"]:
+            genes += [row["gene"] for row in marker_group["genes"] if row["gene"] not in genes]
+    else:
+        wanted = {gene.upper() for gene in custom_genes_list or []}
+        genes = [name for name in experiment.index.gene_columns if name.upper() in wanted]
+        if not genes:
+            raise ServiceError(
+                ErrorCode.UNKNOWN_GENE, "DotPlot: none of customGenesList is in the experiment"
+            )
+    table: dict[str, list[Any]] = {
+        "cellSetsIdx": [],
+        "geneNameIdx": [],
+        "avgExpression": [],
+        "cellsPercentage": [],
+    }
+    names = sorted(genes)  # R factor levels: alphabetical
+    for gene in genes:
+        values = np.asarray(
+            experiment.index.column_values(experiment.index.gene_columns[gene]), dtype=np.float64
+        )
+        means, percentages = [], []
+        for group in groups:
+            members = cells[labels[cells] == group]
+            selected = values[members]
+            means.append(float(np.expm1(selected).mean()))
+            percentages.append(float((selected > 0).mean() * 100))
+        logged = np.log1p(np.asarray(means))
+        spread = logged.std(ddof=1) if len(logged) > 1 else 0.0
+        scaled = (
+            np.clip((logged - logged.mean()) / spread, -2.5, 2.5)
+            if spread > 0
+            else np.full(len(logged), np.nan)
+        )
+        for index, _ in enumerate(groups):
+            table["cellSetsIdx"].append(index)
+            table["geneNameIdx"].append(names.index(gene))
+            table["avgExpression"].append(None if not np.isfinite(scaled[index]) else float(scaled[index]))
+            table["cellsPercentage"].append(percentages[index])
+    order = sorted(range(len(table["cellSetsIdx"])), key=lambda i: table["cellSetsIdx"][i])
+    result = {key: [column[i] for i in order] for key, column in table.items()}
+    return {**result, "cellSetsNames": groups, "geneNames": names}
+
+
+def _expression_cell_sets(experiment: LoadedExperiment, *, genes_config: list[Mapping[str, Any]]) -> Any:
+    """GetExpressionCellSets: a new cell set of the cells passing every gene filter
+    (``{geneName, comparisonType: greaterThan | lessThan, thresholdValue}``), as the real worker:
+    ``{key, name: "CST3>1, LYZ<2", rootNode: false, color, cellIds}`` (not cacheable)."""
+    import uuid
+
+    import numpy as np
+
+    import analyses
+
+    if not isinstance(genes_config, list) or not genes_config:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, "GetExpressionCellSets: genesConfig must list gene filters"
+        )
+    keep = np.ones(experiment.adata.n_obs, dtype=bool)
+    parts = []
+    for item in genes_config:
+        gene, comparison, threshold = (
+            item.get("geneName"),
+            item.get("comparisonType"),
+            item.get("thresholdValue"),
+        )
+        if (
+            comparison not in ("greaterThan", "lessThan")
+            or isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+        ):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"GetExpressionCellSets: invalid genesConfig item {item!r}: comparisonType must be "
+                "greaterThan or lessThan and thresholdValue a number",
+            )
+        name = gene if gene in experiment.index.gene_columns else None
+        if name is None:
+            raise ServiceError(
+                ErrorCode.UNKNOWN_GENE, f"GetExpressionCellSets: gene {gene!r} is not in the experiment"
+            )
+        values = np.asarray(experiment.index.column_values(experiment.index.gene_columns[name]))
+        keep &= values > threshold if comparison == "greaterThan" else values < threshold
+        parts.append(f"{gene}{'>' if comparison == 'greaterThan' else '<'}{threshold:g}")
+    ids = analyses.cell_ids(experiment.adata)[keep]
+    if not len(ids):
+        raise ServiceError(
+            ErrorCode.EMPTY_CELL_SET, "GetExpressionCellSets: no cells match the requested filters"
+        )
+    return {
+        "key": str(uuid.uuid4()),
+        "name": ", ".join(parts),
+        "rootNode": False,
+        "color": _CLUSTER_COLORS[len(parts) % len(_CLUSTER_COLORS)],
+        "cellIds": ids.tolist(),
+    }
+
+
 def _cell_values(kind: str) -> Callable[..., Any]:
     """``run`` of a per-cell task: the value of every cell, indexed by cell id (real worker)."""
 
@@ -503,6 +633,17 @@ TASKS: dict[str, TaskSpec] = {
         _marker_heatmap,
         {"nGenes": "n_genes", "cellSetKey": "cell_set_key", "selectedCellSet": "selected_cell_set"},
     ),
+    "DotPlot": TaskSpec(
+        _dot_plot,
+        {
+            "groupBy": "group_by",
+            "filterBy": "filter_by",
+            "useMarkerGenes": "use_marker_genes",
+            "numberOfMarkers": "number_of_markers",
+            "customGenesList": "custom_genes_list",
+        },
+    ),
+    "GetExpressionCellSets": TaskSpec(_expression_cell_sets, {"genesConfig": "genes_config"}),
     "GetMitochondrialContent": TaskSpec(_cell_values("mitochondrial_content"), {}),
     "GetDoubletScore": TaskSpec(_cell_values("doublet_score"), {}),
     "GetNGenes": TaskSpec(_cell_values("n_genes"), {}),
@@ -514,6 +655,9 @@ IGNORED_FIELDS: dict[str, dict[str, str]] = {
     "GeneExpression": {
         "scale": "the real worker ignores it too: expression is the normalised data, z-scores are the UI's",
         "downsampleSettings": "every cell is returned; the UI picks the cells it draws",
+    },
+    "GetExpressionCellSets": {
+        "config": "the real worker posts the new cell set to its API with it; here it is the result",
     },
     "DifferentialExpression": {
         "experimentId": "the envelope's experimentId names the experiment",

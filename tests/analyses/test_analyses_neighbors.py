@@ -22,6 +22,7 @@ def _points(n_cells: int) -> ad.AnnData:
 
 def test_large_data_uses_scanpys_pynndescent_settings_despite_csr_array_output(monkeypatch) -> None:
     import pynndescent  # in the lock (scanpy's umap-learn dependency)
+
     configurations: list[dict] = []
 
     def exact_graph_as_csr_array(self, X, y=None, **kwargs):

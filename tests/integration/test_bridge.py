@@ -162,7 +162,9 @@ def prefect_events(resource_id: str) -> list[dict]:
     deadline = time.monotonic() + 15  # the server stores events asynchronously
     while True:
         with get_client(sync_client=True) as client:
-            reply = client.request("POST", "/events/filter", json={"filter": event_filter.model_dump(mode="json")})
+            reply = client.request(
+                "POST", "/events/filter", json={"filter": event_filter.model_dump(mode="json")}
+            )
         events = reply.json()["events"]
         if events or time.monotonic() > deadline:
             return events
@@ -345,8 +347,11 @@ def test_duplicate_deliveries_create_one_run(env, private):
 
 def test_test_events_and_own_writes_are_ignored(env, private):
     sqs, queue = env.sqs, private["queue"]
+
     def keyed_runs() -> int:  # runs of the routed flows (subflows of earlier jobs may still appear)
-        return len(flow_runs(flow_name="process-submission")) + len(flow_runs(flow_name="script-job-submission"))
+        return len(flow_runs(flow_name="process-submission")) + len(
+            flow_runs(flow_name="script-job-submission")
+        )
 
     runs_before = keyed_runs()
     for name in ("s3-test-event.json", "sns-s3-test-event.json"):
@@ -417,7 +422,9 @@ def test_poison_messages_reach_the_dlq_with_their_reason_and_the_bridge_lives_on
     )  # after max receives
     consumer = private["consumer"]
     assert consumer.alive()
-    wait_until(lambda: consumer.counts().get("dead_lettered", 0) >= len(poison), message="dead letters counted")
+    wait_until(
+        lambda: consumer.counts().get("dead_lettered", 0) >= len(poison), message="dead letters counted"
+    )
     # Still working: a good message right after.
     dedup = f"after-{uuid.uuid4().hex[:6]}"
     sqs.send_message(
@@ -461,7 +468,9 @@ def test_prefect_yaml_trigger_on_bridge_events_runs_the_submission(env, private)
     assert run.parameters["bucket"] == bucket
     # The count can lag the run: an events call that timed out on a busy server may still have
     # stored the event (the trigger fired); the message is then retried and counted later.
-    wait_until(lambda: private["consumer"].counts().get("emitted", 0) >= 1, timeout=90, message="emit counted")
+    wait_until(
+        lambda: private["consumer"].counts().get("emitted", 0) >= 1, timeout=90, message="emit counted"
+    )
 
 
 # ---- the Lambda front end with recorded payloads -----------------------------------------------------------

@@ -156,3 +156,35 @@ def test_gene_filters_are_the_real_workers_case_insensitive_grepl(pbmc, name):
     expected = expected.sort_values("dispersions", ascending=False, kind="stable")
     assert result["total"] == len(expected) > 0
     assert [row["gene_names"] for row in result["rows"]] == expected["gene_names"].tolist()[: body["limit"]]
+
+
+def test_dot_plot_is_seurats_dot_plot_data(pbmc):
+    """Seurat's DotPlot: per gene, log1p(mean(expm1(x))) per cell set, z-scored across cell sets
+    (sample sd) and clipped to [-2.5, 2.5]; percentage of expressing cells."""
+    body = fixture_body("v1_DotPlot_custom_filtered")  # CST3, cd79a, LYZ in the CD14+ monocytes
+    result = run(pbmc, body)
+    adata = pbmc.adata
+    monocytes = (adata.obs["bulk_labels"] == "CD14+ Monocyte").to_numpy()
+    groups = [
+        c for c in adata.obs["louvain"].cat.categories if np.any(monocytes & (adata.obs["louvain"] == c))
+    ]
+    assert result["cellSetsNames"] == groups and result["geneNames"] == ["CD79A", "CST3", "LYZ"]
+    for entry in range(len(result["cellSetsIdx"])):
+        group = groups[result["cellSetsIdx"][entry]]
+        gene = result["geneNames"][result["geneNameIdx"][entry]]
+        values = adata.raw[:, gene].X.toarray().ravel()
+        means = np.array(
+            [np.expm1(values[monocytes & (adata.obs["louvain"] == g).to_numpy()]).mean() for g in groups]
+        )
+        scaled = np.clip((np.log1p(means) - np.log1p(means).mean()) / np.log1p(means).std(ddof=1), -2.5, 2.5)
+        members = values[monocytes & (adata.obs["louvain"] == group).to_numpy()]
+        assert result["avgExpression"][entry] == pytest.approx(scaled[groups.index(group)], rel=1e-5)
+        assert result["cellsPercentage"][entry] == pytest.approx(100 * (members > 0).mean())
+
+
+def test_expression_cell_set_holds_the_cells_passing_every_filter(pbmc):
+    result = run(pbmc, fixture_body("v1_GetExpressionCellSets"))  # CST3 > 1 and LYZ > 0.5
+    cst3 = pbmc.adata.raw[:, "CST3"].X.toarray().ravel()
+    lyz = pbmc.adata.raw[:, "LYZ"].X.toarray().ravel()
+    assert result["cellIds"] == np.flatnonzero((cst3 > 1) & (lyz > 0.5)).tolist()
+    assert result["name"] == "CST3>1, LYZ>0.5"

@@ -30,5 +30,7 @@ def test_only_throttling_5xx_and_connection_errors_are_transient(error, transien
 
 
 def test_missing_objects_buckets_and_versions():
-    assert all(is_missing(client_error(code, 404)) for code in ("NoSuchKey", "404", "NoSuchBucket", "NoSuchVersion"))
+    assert all(
+        is_missing(client_error(code, 404)) for code in ("NoSuchKey", "404", "NoSuchBucket", "NoSuchVersion")
+    )
     assert not is_missing(client_error("AccessDenied", 403)) and not is_missing(ValueError("x"))

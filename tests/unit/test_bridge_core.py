@@ -61,7 +61,9 @@ class FakeApi:
     def create_flow_runs_bulk(self, deployment, runs):
         self.bulk_calls = getattr(self, "bulk_calls", 0) + 1
         if self.bulk_calls <= self.locked_calls:
-            return [{"status": "FAILED", "error": "(sqlite3.OperationalError) database is locked"} for _ in runs]
+            return [
+                {"status": "FAILED", "error": "(sqlite3.OperationalError) database is locked"} for _ in runs
+            ]
         results = []
         for run in runs:
             if '"bad"' in json.dumps(run["parameters"]):
@@ -176,7 +178,9 @@ def test_a_batch_is_one_bulk_call_and_each_message_gets_its_own_result(table):
         Message(json.dumps({"type": "launch"}), message_id="f"),
     ]
     results = bridge.handle_batch(batch)
-    assert [o.status for o in results[0]] == ["dispatched"] and results[0][0].flow_run_id == results[1][0].flow_run_id
+    assert [o.status for o in results[0]] == ["dispatched"] and results[0][0].flow_run_id == results[1][
+        0
+    ].flow_run_id
     assert [o.status for o in results[2]] == ["dispatched"] and [o.status for o in results[3]] == ["ignored"]
     assert results[4].category == MALFORMED and results[5].category == "unroutable"
     assert len(api.runs) == 2 and api.bulk_calls == 2  # two deployments, one call each
@@ -191,7 +195,11 @@ def test_a_run_refused_in_bulk_fails_only_its_message(table):
     good = Message(json.dumps({"type": "script-job", "payload": {"script": "a.py"}}), message_id="g")
     bad = Message(json.dumps({"type": "script-job", "payload": {"bad": True}}), message_id="b")
     good_result, bad_result = bridge.handle_batch([good, bad])
-    assert good_result[0].flow_run_id and bad_result.category == REJECTED and "Parameter validation" in bad_result.reason
+    assert (
+        good_result[0].flow_run_id
+        and bad_result.category == REJECTED
+        and "Parameter validation" in bad_result.reason
+    )
     failing = Bridge(table, FakeApi(fail_events=PrefectUnavailable("down")))
     [result] = failing.handle_batch([good])
     assert isinstance(result, BridgeFailure) and result.category == UNAVAILABLE
@@ -366,8 +374,12 @@ def consumer(max_requeues: int = 2):
     from interlinked.bridge.consumer import Consumer, ConsumerConfig
 
     config = ConsumerConfig(
-        queue_url="http://sqs/events", dead_letter_url="http://sqs/events-dlq", max_receives=3,
-        prefect_api_url="http://prefect/api", retry_seconds=1, max_requeues=max_requeues,
+        queue_url="http://sqs/events",
+        dead_letter_url="http://sqs/events-dlq",
+        max_receives=3,
+        prefect_api_url="http://prefect/api",
+        retry_seconds=1,
+        max_requeues=max_requeues,
     )
     sqs = RecordingSqs()
     return Consumer(config, sqs=sqs, api=FakeApi(fail=PrefectUnavailable("busy: 503"))), sqs
@@ -375,15 +387,20 @@ def consumer(max_requeues: int = 2):
 
 def message(body: str, receive_count: int, attributes: dict | None = None) -> dict:
     return {
-        "MessageId": "m-1", "ReceiptHandle": "h", "Body": body,
-        "Attributes": {"ApproximateReceiveCount": str(receive_count)}, "MessageAttributes": attributes or {},
+        "MessageId": "m-1",
+        "ReceiptHandle": "h",
+        "Body": body,
+        "Attributes": {"ApproximateReceiveCount": str(receive_count)},
+        "MessageAttributes": attributes or {},
     }
 
 
 def test_failures_before_the_last_receive_come_back_soon():
     bridge, sqs = consumer()
     assert bridge.process_message(message("{bad", 1)) is False  # permanent: back in retry_seconds
-    assert bridge.process_message(message((FIXTURES / "s3-direct.json").read_text(), 2)) is False  # transient: backoff
+    assert (
+        bridge.process_message(message((FIXTURES / "s3-direct.json").read_text(), 2)) is False
+    )  # transient: backoff
     assert sqs.visibility == [1, 2] and sqs.sent == []
 
 

@@ -121,7 +121,10 @@ def test_the_rules_catch_a_forbidden_import(tmp_path, monkeypatch):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from interlinked.settings import get_settings\n    import boto3\n")
     monkeypatch.setitem(MODULES, "analyses._bad", bad)
-    assert forbidden_imports(RULES) == ["analyses._bad imports boto3", "analyses._bad imports interlinked.settings"]
+    assert forbidden_imports(RULES) == [
+        "analyses._bad imports boto3",
+        "analyses._bad imports interlinked.settings",
+    ]
 
 
 def strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
