@@ -84,12 +84,18 @@ def read_result(response: dict[str, Any], s3: Any) -> Any:
     item = response["results"][0]
     if item["type"] == "s3-path":
         bucket, _, key = item["body"].partition("/")
-        body = (
-            s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode(item.get("content-encoding", "utf-8"))
-        )
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if item.get("content-encoding") == "gzip":
+            data = gzip.decompress(data)
+        body = data.decode("utf-8")
     else:
         body = item["body"]
-    return json.loads(body)
+    return parse_body(body, item["content-type"])
+
+
+def parse_body(body: str, content_type: str) -> Any:
+    """A result body by its media type: JSON, or the text itself (``text/csv``)."""
+    return json.loads(body) if content_type == "application/json" else body
 
 
 # ---- what the real UI reads, per task --------------------------------------------------------------
@@ -101,11 +107,12 @@ def read_current_result(response: dict[str, Any]) -> Any:
     import urllib.request
 
     signed_url = response["response"].get("signedUrl")
+    content_type = response["results"][0]["content-type"]
     if signed_url is None:  # not stored (not cacheable): the result is inline
-        return json.loads(response["results"][0]["body"])
+        return parse_body(response["results"][0]["body"], content_type)
     with urllib.request.urlopen(signed_url, timeout=30) as reply:
         data = reply.read()
-    return json.loads(gzip.decompress(data))
+    return parse_body(gzip.decompress(data).decode("utf-8"), content_type)
 
 
 def _number_or_null(value: Any) -> bool:
@@ -256,6 +263,19 @@ def check_expression_cell_set(result: Any, request: dict[str, Any], truth: dict[
     )
 
 
+def check_normalized_expression(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """The real worker's normalized_matrix.R: a CSV of the normalised data, genes x cells, the first
+    column (``" "``) the gene names; cells are those in every subsetBy group."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(result)))
+    assert rows[0][0] == " " and len(rows) - 1 == len(truth["gene_names"])
+    assert {row[0] for row in rows[1:]} == set(truth["gene_names"])
+    assert all(len(row) == len(rows[0]) > 1 for row in rows)
+    assert all(float(value) >= 0 or float(value) < 0 for value in rows[1][1:])
+
+
 UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "GetEmbedding": check_embedding,
     "ListGenes": check_list_genes,
@@ -269,6 +289,7 @@ UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "MarkerHeatmap": check_marker_heatmap,
     "DotPlot": check_dot_plot,
     "GetExpressionCellSets": check_expression_cell_set,
+    "GetNormalizedExpression": check_normalized_expression,
 }
 
 #: Tasks whose responses the real worker marks ``cacheable: false``.

@@ -172,6 +172,7 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
         "genesConfig": _f("object list", required=True),
         "config": _f("object"),
     },
+    "GetNormalizedExpression": {"subsetBy": _f("object", "null")},
     "GetMitochondrialContent": _NO_FIELDS,
     "GetDoubletScore": _NO_FIELDS,
     "GetNGenes": _NO_FIELDS,
@@ -182,6 +183,9 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
         "config": _f("object"),
     },
 }
+#: Result media types other than JSON (the real worker's GetNormalizedExpression sends a CSV file).
+RESULT_CONTENT_TYPES: dict[str, str] = {"GetNormalizedExpression": "text/csv"}
+
 #: Tasks whose responses must not be cached (``cacheable: false``), as in the real worker.
 NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets"})
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
@@ -209,6 +213,11 @@ class Task:
         """The current Cellenics envelope (``ETag``, no ``uuid``): the result goes to S3 under the
         ETag and the notification carries its ``signedUrl``."""
         return "uuid" not in self.request and isinstance(self.request.get("ETag"), str)
+
+    @property
+    def content_type(self) -> str:
+        """The media type of this task's result."""
+        return RESULT_CONTENT_TYPES.get(self.name, RESULT_CONTENT_TYPE)
 
     @property
     def cacheable(self) -> bool:
@@ -396,29 +405,38 @@ RESULT_CONTENT_TYPE = "application/json"
 RESULT_CONTENT_ENCODING = "utf-8"
 
 
-def result_item(body: str, *, where: str = "inline") -> dict[str, str]:
+def result_item(
+    body: str, *, where: str = "inline", content_type: str = RESULT_CONTENT_TYPE
+) -> dict[str, str]:
     """One ``results`` item in the real worker's format: ``type`` is ``inline`` (``body`` is the
     result's JSON text) or ``s3-path`` (``body`` is ``"<bucket>/<key>"`` of that text)."""
     return {
-        "content-type": RESULT_CONTENT_TYPE,
+        "content-type": content_type,
         "content-encoding": RESULT_CONTENT_ENCODING,
         "type": where,
         "body": body,
     }
 
 
-def work_response(request: dict[str, Any], body: str, *, cacheable: bool = True) -> dict[str, Any]:
-    """A successful WorkResponse carrying ``body`` (JSON text) inline."""
+def work_response(
+    request: dict[str, Any], body: str, *, cacheable: bool = True, content_type: str = RESULT_CONTENT_TYPE
+) -> dict[str, Any]:
+    """A successful WorkResponse carrying ``body`` (JSON text, or ``content_type``) inline."""
     return {
         "type": "WorkResponse",
         "request": request,
         "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": cacheable},
-        "results": [result_item(body)],
+        "results": [result_item(body, content_type=content_type)],
     }
 
 
 def offloaded_response(
-    request: dict[str, Any], *, bucket: str, key: str, cacheable: bool = True
+    request: dict[str, Any],
+    *,
+    bucket: str,
+    key: str,
+    cacheable: bool = True,
+    content_type: str = RESULT_CONTENT_TYPE,
 ) -> dict[str, Any]:
     """A successful WorkResponse whose result is too large for SNS and lives at ``s3://bucket/key``:
     its item is ``{"type": "s3-path", "body": "bucket/key"}`` (the real API reads it from there)."""
@@ -426,7 +444,7 @@ def offloaded_response(
         "type": "WorkResponse",
         "request": request,
         "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": cacheable},
-        "results": [result_item(f"{bucket}/{key}", where="s3-path")],
+        "results": [result_item(f"{bucket}/{key}", where="s3-path", content_type=content_type)],
     }
 
 
@@ -438,15 +456,19 @@ def current_response(
     signed_url: str | None,
     body: str | None = None,
     cacheable: bool = True,
+    content_type: str = RESULT_CONTENT_TYPE,
 ) -> dict[str, Any]:
     """The WorkResponse of a current-envelope request (``ETag``): ``response.signedUrl`` is what the
     current Cellenics UI downloads (the gzip result stored under the ETag, as the real worker's
     ``Response._upload``); ``results`` names the same object (``s3-path``, ``content-encoding:
     gzip``), or carries ``body`` inline when the result is not stored (not cacheable)."""
     if key is not None:
-        item = {**result_item(f"{bucket}/{key}", where="s3-path"), "content-encoding": "gzip"}
+        item = {
+            **result_item(f"{bucket}/{key}", where="s3-path", content_type=content_type),
+            "content-encoding": "gzip",
+        }
     else:
-        item = result_item(body or "null")
+        item = result_item(body or "null", content_type=content_type)
     return {
         "type": "WorkResponse",
         "request": request,

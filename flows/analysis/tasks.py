@@ -547,6 +547,47 @@ def _expression_cell_sets(experiment: LoadedExperiment, *, genes_config: list[Ma
     }
 
 
+def _normalized_expression(
+    experiment: LoadedExperiment, *, subset_by: Mapping[str, list[str]] | None = None
+) -> str:
+    """GetNormalizedExpression: the normalised expression matrix as CSV text, genes x cells (first
+    column ``" "`` with the gene names, then one column per cell barcode), as the real worker's
+    ``fwrite`` of the Seurat ``data`` layer (without R's row-number column). ``subsetBy``
+    ``{group: [cell set ids]}``: the union within each group, intersected across groups."""
+    import csv
+    import io
+
+    import numpy as np
+
+    import analyses
+
+    adata = experiment.adata
+    cells = np.arange(adata.n_obs)
+    groups = {group: ids for group, ids in (subset_by or {}).items() if ids}
+    for group, ids in groups.items():
+        if not isinstance(ids, list):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST, f"GetNormalizedExpression: subsetBy.{group} must be a list"
+            )
+        members = analyses.resolve_cell_sets(
+            adata, [_bare_id(item) for item in ids], field=f"subsetBy.{group}"
+        )
+        cells = np.intersect1d(cells, members)
+    if groups and not len(cells):
+        raise ServiceError(
+            ErrorCode.EMPTY_CELL_SET, "GetNormalizedExpression: no cells match the requested filters"
+        )
+    index = experiment.index
+    barcodes = adata.obs_names[cells].astype(str).tolist()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([" ", *barcodes])
+    for gene, column in index.gene_columns.items():
+        values = np.asarray(index.column_values(column), dtype=np.float64)[cells]
+        writer.writerow([gene, *(f"{value:.6g}" for value in values)])
+    return out.getvalue()
+
+
 def _cell_values(kind: str) -> Callable[..., Any]:
     """``run`` of a per-cell task: the value of every cell, indexed by cell id (real worker)."""
 
@@ -644,6 +685,7 @@ TASKS: dict[str, TaskSpec] = {
         },
     ),
     "GetExpressionCellSets": TaskSpec(_expression_cell_sets, {"genesConfig": "genes_config"}),
+    "GetNormalizedExpression": TaskSpec(_normalized_expression, {"subsetBy": "subset_by"}),
     "GetMitochondrialContent": TaskSpec(_cell_values("mitochondrial_content"), {}),
     "GetDoubletScore": TaskSpec(_cell_values("doublet_score"), {}),
     "GetNGenes": TaskSpec(_cell_values("n_genes"), {}),
@@ -681,7 +723,7 @@ def run_task(task: Task, experiment: LoadedExperiment) -> Any:
         ) from None
     except analyses.AnalysisError as error:
         raise ServiceError(error.code, f"{task.name}: {error.message}") from None
-    return to_wire(result, spec.result)
+    return result if isinstance(result, str) else to_wire(result, spec.result)
 
 
 def paginate(body: str, pagination: Mapping[str, Any]) -> str:

@@ -188,3 +188,21 @@ def test_expression_cell_set_holds_the_cells_passing_every_filter(pbmc):
     lyz = pbmc.adata.raw[:, "LYZ"].X.toarray().ravel()
     assert result["cellIds"] == np.flatnonzero((cst3 > 1) & (lyz > 0.5)).tolist()
     assert result["name"] == "CST3>1, LYZ>0.5"
+
+
+def test_normalized_expression_csv_is_the_normalised_matrix_of_the_subset(pbmc):
+    import csv
+    import io
+
+    body = materialise(fixtures("v2")["v2_GetNormalizedExpression"], "pbmc")["body"]
+    rows = list(csv.reader(io.StringIO(run(pbmc, body))))
+    obs = pbmc.adata.obs
+    keep = obs["louvain"].isin(["0", "1"]) & obs["bulk_labels"].isin(["CD14+ Monocyte", "Dendritic"])
+    assert rows[0] == [" ", *obs_names(pbmc, keep.to_numpy())]
+    cst3 = next(row for row in rows if row[0] == "CST3")
+    expected = pbmc.adata.raw[:, "CST3"].X.toarray().ravel()[keep.to_numpy()]
+    np.testing.assert_allclose([float(v) for v in cst3[1:]], expected, rtol=1e-5)
+
+
+def obs_names(pbmc, mask):
+    return pbmc.adata.obs_names[mask].astype(str).tolist()

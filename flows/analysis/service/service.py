@@ -26,6 +26,7 @@ from blocks.s3 import ObjectStore, data_store
 from flows.analysis.experiments import ExperimentStore, LoadedExperiment, TransientError
 from flows.analysis.protocol import (
     PREPARE_EXPERIMENT,
+    RESULT_CONTENT_TYPE,
     ErrorCode,
     ServiceError,
     Task,
@@ -367,7 +368,8 @@ class AnalysisService:
 
             def compute() -> str:
                 began = time.perf_counter()
-                text = encode(run_task(task, experiment))
+                value = run_task(task, experiment)
+                text = value if task.content_type != RESULT_CONTENT_TYPE else encode(value)
                 self._learn(task, time.perf_counter() - began)
                 if cacheable:
                     self.results.put(key, text)
@@ -388,12 +390,12 @@ class AnalysisService:
             if response is None:
                 response = current_response(
                     task.request, bucket=None, key=None, signed_url=task.request.get("signedUrl"),
-                    body=shown, cacheable=False,
+                    body=shown, cacheable=False, content_type=task.content_type,
                 )  # fmt: skip
             message = encode(response)
             if fits_sns(message):
                 return response, message, source, compute_ms
-        response = work_response(task.request, shown, cacheable=cacheable)
+        response = work_response(task.request, shown, cacheable=cacheable, content_type=task.content_type)
         message = encode(response)
         if not fits_sns(message):
             if shown_key not in self._persisted:
@@ -452,7 +454,11 @@ class AnalysisService:
             Tagging=urlencode({"experimentId": task.experiment_id, "requestType": task.name}),
         )
         return current_response(
-            task.request, bucket=self.results_bucket, key=key, signed_url=self._signed_url(key)
+            task.request,
+            bucket=self.results_bucket,
+            key=key,
+            signed_url=self._signed_url(key),
+            content_type=task.content_type,
         )
 
     # -- caching helpers -------------------------------------------------------------------------------
