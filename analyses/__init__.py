@@ -13,6 +13,13 @@ Every deliberate failure is an :class:`~analyses.errors.AnalysisError` with a st
 from . import errors
 from ._version import ANALYSIS_VERSION
 from .cell_sets import CellSet, cell_set_id, list_cell_sets, resolve_cell_sets
+from .cell_values import (
+    CellValuesUnavailableError,
+    cell_ids,
+    cell_values,
+    indexed_by_cell_id,
+    truncate_at_quantile,
+)
 from .clustering import CLUSTERING_METHODS, ClusteringResult, cluster_cells
 from .differential import DifferentialExpressionResult, DifferentialExpressionRow, differential_expression
 from .embedding import EMBEDDING_METHODS, embedding
@@ -26,7 +33,7 @@ from .errors import (
     UnknownCellSetError,
 )
 from .expression import ExpressionIndex, GeneExpression, GeneExpressionResult, gene_expression
-from .genes import GeneTable, like_pattern_to_regex, list_genes
+from .genes import GeneTable, gene_name_matcher, like_pattern_to_regex, list_genes
 from .markers import MarkerGenesResult, MarkerGroup, marker_genes
 from .prepare import PREPARE_STEPS, ProgressCallback, prepare_anndata, prepare_experiment, read_10x_matrix_dir
 from .synthetic import SyntheticCounts, generate_counts, synthetic_anndata, write_10x
@@ -38,6 +45,7 @@ __all__ = [
     "PREPARE_STEPS",
     "AnalysisError",
     "CellSet",
+    "CellValuesUnavailableError",
     "ClusteringResult",
     "DifferentialExpressionResult",
     "DifferentialExpressionRow",
@@ -55,13 +63,17 @@ __all__ = [
     "ProgressCallback",
     "SyntheticCounts",
     "UnknownCellSetError",
+    "cell_ids",
     "cell_set_id",
+    "cell_values",
     "cluster_cells",
     "differential_expression",
     "embedding",
     "errors",
     "gene_expression",
+    "gene_name_matcher",
     "generate_counts",
+    "indexed_by_cell_id",
     "like_pattern_to_regex",
     "list_cell_sets",
     "list_genes",
@@ -71,5 +83,6 @@ __all__ = [
     "read_10x_matrix_dir",
     "resolve_cell_sets",
     "synthetic_anndata",
+    "truncate_at_quantile",
     "write_10x",
 ]

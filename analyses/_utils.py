@@ -112,6 +112,7 @@ def compute_neighbors(
     random_state: int,
     n_pcs: int | None = None,
     use_rep: str | None = None,
+    metric: str = "euclidean",
 ) -> None:
     """:func:`scanpy.pp.neighbors` with scanpy's default algorithm, working around an incompatibility.
 
@@ -125,7 +126,7 @@ def compute_neighbors(
     if adata.n_obs >= _SCANPY_PYNNDESCENT_MIN_CELLS:
         transformer = _csr_matrix_pynndescent_transformer()(
             n_neighbors=n_neighbors,
-            metric="euclidean",
+            metric=metric,
             metric_kwds={},
             random_state=random_state,
             n_jobs=sc.settings.n_jobs,
@@ -139,6 +140,7 @@ def compute_neighbors(
         use_rep=use_rep,
         random_state=random_state,
         transformer=transformer,
+        **({} if transformer is not None else {"metric": metric}),
     )
 
 

@@ -2,4 +2,4 @@
 
 # Bump whenever any function of this package can return different results for the same input
 # (algorithm, default parameter or output format change): services use it as a cache key.
-ANALYSIS_VERSION = "1.0.0"
+ANALYSIS_VERSION = "1.1.0"

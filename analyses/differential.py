@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,8 @@ class DifferentialExpressionRow(TypedDict):
     log_fold_change: float | None
     p_value: float | None
     adjusted_p_value: float | None
+    pct_group: NotRequired[float | None]
+    pct_reference: NotRequired[float | None]
 
 
 class DifferentialExpressionResult(TypedDict):
@@ -56,6 +58,7 @@ def differential_expression(
     n_genes: int | None = None,
     use_raw: bool | None = None,
     tie_correct: bool = False,
+    within: str | Sequence[str] | None = None,
 ) -> DifferentialExpressionResult:
     """Genes differentially expressed in a cell set compared with the rest or other cell sets.
 
@@ -77,13 +80,17 @@ def differential_expression(
         Number of top-ranked genes to return; ``None`` returns every gene.
     use_raw
         Test ``.raw`` (default when present) or ``.X``.
+    within
+        Cell set id(s) whose union restricts both the group and the reference (Cellenics'
+        ``basis``); ``None`` uses every cell.
 
     Returns
     -------
     DifferentialExpressionResult
         ``{"rows": [...], "n_cells_group", "n_cells_reference"}``; rows are ordered by decreasing score
         (most up-regulated in the group first) with ``gene``, ``score``, ``log_fold_change`` (log2),
-        ``p_value`` and ``adjusted_p_value``. Non-finite values are ``None``.
+        ``p_value``, ``adjusted_p_value`` and the fractions of cells expressing the gene in the group
+        and the reference (``pct_group``, ``pct_reference``). Non-finite values are ``None``.
 
     Raises
     ------
@@ -106,6 +113,13 @@ def differential_expression(
         labels[reference_cells] = _REFERENCE
         reference = _REFERENCE
     labels[group_cells] = _GROUP
+    if within is not None:
+        basis_cells = resolve_cell_sets(adata, _ids(within, "within"), field="within")
+        outside = np.ones(adata.n_obs, dtype=bool)
+        outside[basis_cells] = False
+        labels[outside] = _OTHER
+        if reference == "rest":  # scanpy's "rest" would include the cells outside the basis
+            reference = _REFERENCE
     n_group = int(np.count_nonzero(labels == _GROUP))
     n_reference = int(np.count_nonzero(labels == _REFERENCE))
     if n_group < 2:
@@ -136,6 +150,11 @@ def differential_expression(
         pts=False,
     )
     table = sc.get.rank_genes_groups_df(scratch, group=_GROUP)
+    names = scratch.var_names.get_indexer(table["names"].astype(str))
+    table["pct_nz_group"] = _expressing_fraction(scratch.X, labels == _GROUP)[names]
+    table["pct_nz_reference"] = _expressing_fraction(
+        scratch.X, labels == _REFERENCE if reference != "rest" else labels != _GROUP
+    )[names]
     return DifferentialExpressionResult(
         rows=rank_table_rows(table),
         n_cells_group=n_group,
@@ -144,10 +163,16 @@ def differential_expression(
 
 
 def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
-    """Rows of a :func:`scanpy.get.rank_genes_groups_df` table as plain data."""
+    """Rows of a :func:`scanpy.get.rank_genes_groups_df` table as plain data (with the fractions of
+    expressing cells when the table has them)."""
     columns = {
         name: table[name].tolist() if name in table.columns else [None] * len(table)
         for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
+    }
+    fractions = {
+        field: table[name].tolist()
+        for name, field in (("pct_nz_group", "pct_group"), ("pct_nz_reference", "pct_reference"))
+        if name in table.columns
     }
     return [
         DifferentialExpressionRow(
@@ -156,9 +181,20 @@ def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:
             log_fold_change=json_value(columns["logfoldchanges"][i]),
             p_value=json_value(columns["pvals"][i]),
             adjusted_p_value=json_value(columns["pvals_adj"][i]),
+            **{field: json_value(values[i]) for field, values in fractions.items()},
         )
         for i in range(len(table))
     ]
+
+
+def _expressing_fraction(matrix: object, cells: np.ndarray) -> np.ndarray:
+    """Per gene, the fraction of ``cells`` (a boolean mask) with a non-zero value (Seurat's pct)."""
+    subset = matrix[np.flatnonzero(cells)]
+    if hasattr(subset, "getnnz"):
+        counts = np.asarray((subset != 0).sum(axis=0)).ravel()
+    else:
+        counts = np.count_nonzero(np.asarray(subset), axis=0)
+    return counts / max(1, int(cells.sum()))
 
 
 def _ids(value: str | Iterable[str], field: str) -> list[str]:

@@ -10,7 +10,7 @@ import scanpy as sc
 from anndata import AnnData
 
 from ._utils import check_choice, check_int, compute_neighbors
-from .errors import EmbeddingUnavailableError
+from .errors import EmbeddingUnavailableError, InvalidRequestError
 
 __all__ = ["EMBEDDING_METHODS", "EmbeddingMethod", "embedding"]
 
@@ -29,6 +29,11 @@ def embedding(
     store: bool = False,
     n_neighbors: int = 15,
     random_state: int = 0,
+    use_stored: bool = True,
+    min_dist: float | None = None,
+    metric: str | None = None,
+    perplexity: float | None = None,
+    learning_rate: float | None = None,
 ) -> list[list[float]]:
     """2-D coordinates of every cell in an embedding.
 
@@ -54,6 +59,15 @@ def embedding(
         Neighbours per cell when a neighbours graph has to be computed (UMAP and t-SNE).
     random_state
         Seed for every randomised step.
+    use_stored
+        Reuse a stored embedding (default); ``False`` computes it with the options below (what
+        Cellenics' UI asks for when it sends an embedding ``config`` without ``useSaved``).
+    min_dist, metric
+        UMAP: :func:`scanpy.tl.umap` ``min_dist`` (default 0.5) and the neighbours graph's distance
+        metric (``"euclidean"`` or ``"cosine"``; another metric than the stored graph's makes a new
+        graph).
+    perplexity, learning_rate
+        t-SNE: :func:`scanpy.tl.tsne` options (perplexity capped below a third of the cells).
 
     Returns
     -------
@@ -68,16 +82,42 @@ def embedding(
         If the embedding is not stored and cannot or may not be computed.
     """
     check_choice("method", method, EMBEDDING_METHODS)
+    if metric is not None:
+        check_choice("metric", metric, ("euclidean", "cosine"))
+    for name, value, low, open_low in (
+        ("min_dist", min_dist, 0.0, False),
+        ("perplexity", perplexity, 0.0, True),
+        ("learning_rate", learning_rate, 0.0, False),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise InvalidRequestError(name, f"{name} must be a number, got {value!r}")
+        if value < low or (open_low and value == low):
+            raise InvalidRequestError(
+                name, f"{name} must be {'>' if open_low else '>='} {low:g}, got {value!r}"
+            )
     check_int("n_neighbors", n_neighbors, minimum=2)
     key = f"X_{method}"
-    coordinates = adata.obsm.get(key, None)
+    coordinates = adata.obsm.get(key, None) if use_stored else None
     if coordinates is None:
         if not compute_if_missing:
             raise EmbeddingUnavailableError(
                 f"The experiment has no stored {method} embedding (.obsm[{key!r}]) "
                 "and computing it was not allowed"
             )
-        coordinates = _compute(adata, method, n_neighbors=n_neighbors, random_state=random_state)
+        coordinates = _compute(
+            adata,
+            method,
+            n_neighbors=n_neighbors,
+            random_state=random_state,
+            options={
+                "min_dist": min_dist,
+                "metric": metric,
+                "perplexity": perplexity,
+                "learning_rate": learning_rate,
+            },
+        )
         if store:
             adata.obsm[key] = coordinates
     coordinates = np.asarray(coordinates)
@@ -88,7 +128,10 @@ def embedding(
     return np.asarray(coordinates[:, :2], dtype=np.float64).tolist()
 
 
-def _compute(adata: AnnData, method: str, *, n_neighbors: int, random_state: int) -> np.ndarray:
+def _compute(
+    adata: AnnData, method: str, *, n_neighbors: int, random_state: int, options: dict | None = None
+) -> np.ndarray:
+    options = {key: value for key, value in (options or {}).items() if value is not None}
     if adata.X is None:
         raise EmbeddingUnavailableError(f"Cannot compute {method}: the experiment has no .X")
     if adata.n_obs < 3:
@@ -99,12 +142,24 @@ def _compute(adata: AnnData, method: str, *, n_neighbors: int, random_state: int
     if method == "pca":
         return scratch.obsm["X_pca"]
     if method == "umap":
-        _ensure_neighbors(adata, scratch, n_neighbors=n_neighbors, random_state=random_state)
-        sc.tl.umap(scratch, random_state=random_state)
+        _ensure_neighbors(
+            adata,
+            scratch,
+            n_neighbors=n_neighbors,
+            random_state=random_state,
+            metric=options.get("metric"),
+        )
+        sc.tl.umap(scratch, random_state=random_state, min_dist=float(options.get("min_dist", 0.5)))
         return scratch.obsm["X_umap"]
     # t-SNE only needs the representation; perplexity must stay below the number of cells.
-    perplexity = min(30.0, (adata.n_obs - 1) / 3)
-    sc.tl.tsne(scratch, use_rep="X_pca", random_state=random_state, perplexity=perplexity)
+    perplexity = min(float(options.get("perplexity", 30.0)), (adata.n_obs - 1) / 3)
+    sc.tl.tsne(
+        scratch,
+        use_rep="X_pca",
+        random_state=random_state,
+        perplexity=perplexity,
+        learning_rate=float(options.get("learning_rate", 1000.0)),
+    )
     return scratch.obsm["X_tsne"]
 
 
@@ -130,10 +185,18 @@ def _scratch_with_pca(adata: AnnData, *, random_state: int) -> AnnData:
     return scratch
 
 
-def _ensure_neighbors(adata: AnnData, scratch: AnnData, *, n_neighbors: int, random_state: int) -> None:
-    """Give ``scratch`` the stored neighbours graph of ``adata``, or compute one from its PCA."""
+def _ensure_neighbors(
+    adata: AnnData, scratch: AnnData, *, n_neighbors: int, random_state: int, metric: str | None = None
+) -> None:
+    """Give ``scratch`` the stored neighbours graph of ``adata`` (when its metric is ``metric``), or
+    compute one from its PCA."""
     neighbors = adata.uns.get("neighbors")
-    if isinstance(neighbors, dict):
+    stored_metric = (
+        (neighbors or {}).get("params", {}).get("metric", "euclidean")
+        if isinstance(neighbors, dict)
+        else None
+    )
+    if isinstance(neighbors, dict) and metric in (None, stored_metric):
         connectivities_key = neighbors.get("connectivities_key", "connectivities")
         distances_key = neighbors.get("distances_key", "distances")
         if connectivities_key in adata.obsp:
@@ -152,4 +215,5 @@ def _ensure_neighbors(adata: AnnData, scratch: AnnData, *, n_neighbors: int, ran
         n_neighbors=min(n_neighbors, adata.n_obs - 1),
         use_rep="X_pca",
         random_state=random_state,
+        metric=metric or "euclidean",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, TypedDict
 
 import numpy as np
@@ -13,7 +13,7 @@ from anndata import AnnData
 from ._utils import check_choice, check_int, json_value
 from .errors import InvalidRequestError
 
-__all__ = ["GENE_NAMES_FIELD", "GeneTable", "like_pattern_to_regex", "list_genes"]
+__all__ = ["GENE_NAMES_FIELD", "GeneTable", "gene_name_matcher", "like_pattern_to_regex", "list_genes"]
 
 #: The pseudo-field selecting the gene names (the ``.var`` index).
 GENE_NAMES_FIELD = "gene_names"
@@ -63,6 +63,39 @@ def like_pattern_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), flags=re.IGNORECASE | re.DOTALL)
 
 
+# Characters the real Cellenics worker removes from a gene name filter before using it as a
+# regular expression (against catastrophic backtracking); ``^`` and ``$`` stay, they are how its UI
+# asks for "starts with" and "ends with".
+_REGEX_HAZARDS = "{}|()?¿*+/.<>"
+
+
+def gene_name_matcher(pattern: str) -> Callable[[str], bool]:
+    """A predicate on gene names for a gene name filter, in either of its two dialects.
+
+    - With a ``%`` or ``_`` the filter is an SQL ``LIKE`` pattern (the seed's ``"%IN%"``), matched
+      against the whole name; see :func:`like_pattern_to_regex`.
+    - Otherwise it is what the real Cellenics UI sends (``"^CST"`` starts with, ``"CST$"`` ends
+      with, ``"CST"`` contains) and is matched as the real worker does: a case-insensitive regular
+      expression searched in the name, after removing the characters ``{}|()?¿*+/.<>``.
+
+    Raises
+    ------
+    InvalidRequestError
+        If the remaining regular expression does not compile (e.g. an unclosed ``[``).
+    """
+    if "%" in pattern or "_" in pattern:
+        regex = like_pattern_to_regex(pattern)
+        return lambda name: regex.fullmatch(name) is not None
+    cleaned = "".join(character for character in pattern if character not in _REGEX_HAZARDS)
+    try:
+        regex = re.compile(cleaned, flags=re.IGNORECASE)
+    except re.error as error:
+        raise InvalidRequestError(
+            "gene_names_filter", f"gene name filter {pattern!r} is not a valid pattern ({error})"
+        ) from None
+    return lambda name: regex.search(name) is not None
+
+
 def list_genes(
     adata: AnnData,
     *,
@@ -92,7 +125,8 @@ def list_genes(
     limit
         Maximum number of rows to return; ``None`` for all.
     gene_names_filter
-        SQL ``LIKE`` pattern on gene names, case-insensitive; see :func:`like_pattern_to_regex`.
+        Gene name filter, case-insensitive: an SQL ``LIKE`` pattern when it has a ``%``, else a
+        regular expression as the real Cellenics worker reads it; see :func:`gene_name_matcher`.
 
     Returns
     -------
@@ -120,10 +154,8 @@ def list_genes(
     gene_names = adata.var_names.astype(str)
     positions = np.arange(adata.n_vars)
     if gene_names_filter is not None:
-        regex = like_pattern_to_regex(gene_names_filter)
-        positions = np.fromiter(
-            (i for i, name in enumerate(gene_names) if regex.fullmatch(name)), dtype=np.intp
-        )
+        matches = gene_name_matcher(gene_names_filter)
+        positions = np.fromiter((i for i, name in enumerate(gene_names) if matches(name)), dtype=np.intp)
     total = len(positions)
 
     if order_by is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import blocks
 from blocks.clients import aws_client
 from blocks.s3 import ObjectStore, data_store
-from flows.analysis.protocol import ServiceError
+from flows.analysis.protocol import ServiceError, s3_path_of
 
 
 @dataclass
@@ -192,10 +192,17 @@ def result_of(response: dict[str, Any], endpoints: Endpoints | None = None) -> A
     details = response["response"]
     if details.get("error"):
         raise ServiceError(details.get("errorCode") or "ERROR", details.get("userMessage") or "")
-    if details.get("resultKey"):
+    item = response["results"][0]
+    where = s3_path_of(item)
+    if where is not None:  # too large for SNS, or an ETag result: the item's body is "bucket/key"
         endpoints = endpoints or Endpoints.from_blocks()
-        return endpoints.store(details.get("resultBucket")).read_json(details["resultKey"])
-    return json.loads(response["results"][0]["body"])
+        store = endpoints.store(where[0])
+        if item.get("content-encoding") == "gzip":  # current envelope: stored gzip-compressed
+            import gzip
+
+            return json.loads(gzip.decompress(store.read_bytes(where[1])))
+        return store.read_json(where[1])
+    return json.loads(item["body"])
 
 
 def import_experiment(path: Path | str, experiment_id: str, *, endpoints: Endpoints | None = None):

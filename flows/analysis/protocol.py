@@ -30,9 +30,9 @@ except ImportError:  # pragma: no cover - orjson comes with Prefect
 
 # Bump when the result bodies the service builds from analysis results change shape: with
 # ``analyses.ANALYSIS_VERSION`` it keys the result cache.
-RESULT_FORMAT_VERSION = "1"
+RESULT_FORMAT_VERSION = "2"
 
-#: Largest SNS message (256 KiB, attributes included); bigger responses carry ``resultKey``.
+#: Largest SNS message (256 KiB, attributes included); bigger results go to S3 (an ``s3-path`` item).
 SNS_MAX_BYTES = 256 * 1024
 # Room kept for the message attributes and SNS' own envelope.
 _SNS_MARGIN_BYTES = 4 * 1024
@@ -62,6 +62,8 @@ class ErrorCode:
     NO_CELLS_LEFT = "NO_CELLS_LEFT"
     PREPARE_FAILED = "PREPARE_FAILED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    CELL_VALUES_UNAVAILABLE = "CELL_VALUES_UNAVAILABLE"
+    EMPTY_CELL_SET = "EMPTY_CELL_SET"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -98,10 +100,19 @@ def _f(*kinds: str, required: bool = False) -> Field:
     return Field(kinds, required)
 
 
-# Body fields per task (besides "name"). Values are checked further by the analyses themselves.
+# Body fields per task (besides "name"), as the real Cellenics UI and API send them (sources:
+# hms-dbmi-cellenics/api src/specs/models/work-request-bodies/*.v1.yaml and *.v2.yaml, the UI's
+# redux actions) plus this service's own options. Fields not listed are accepted and ignored (the
+# real worker ignores what it does not read); listed fields must have the listed JSON types.
+# Values are checked further by the analyses themselves.
+_NO_FIELDS: dict[str, Field] = {}
 TASK_FIELDS: dict[str, dict[str, Field]] = {
     "GetEmbedding": {
         "type": _f("string", required=True),
+        "config": _f(
+            "object", "null"
+        ),  # umap: minimumDistance, distanceMetric; tsne: perplexity, learningRate
+        "useSaved": _f("boolean"),
         "computeIfMissing": _f("boolean"),
         "nNeighbors": _f("integer"),
         "randomState": _f("integer"),
@@ -117,9 +128,14 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     "GeneExpression": {
         "genes": _f("string list", required=True),
         "cellSets": _f("string list", "null"),
+        "scale": _f("boolean"),  # real UI: never true; expression is always the normalised data
+        "downsampleSettings": _f("object", "null"),  # current UI; every cell is returned
     },
     "ClusterCells": {
         "type": _f("string"),
+        "config": _f("object"),  # {resolution}
+        "cellSetKey": _f("string"),
+        "cellSetName": _f("string"),
         "resolution": _f("number"),
         "nNeighbors": _f("integer"),
         "randomState": _f("integer"),
@@ -127,6 +143,10 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     "DifferentialExpression": {
         "cellSet": _f("string", "string list", required=True),
         "compareWith": _f("string", "string list"),
+        "basis": _f("string", "null"),
+        "comparisonType": _f("string"),
+        "experimentId": _f("string"),
+        "maxNum": _f("integer", "null"),
         "method": _f("string"),
         "correctionMethod": _f("string"),
         "nGenes": _f("integer", "null"),
@@ -136,12 +156,38 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
         "nGenes": _f("integer"),
         "method": _f("string"),
     },
+    "MarkerHeatmap": {
+        "nGenes": _f("number"),
+        "cellSetKey": _f("string"),
+        "selectedCellSet": _f("string"),  # current UI's name of cellSetKey
+    },
+    "DotPlot": {
+        "groupBy": _f("string", required=True),
+        "filterBy": _f("object"),
+        "useMarkerGenes": _f("boolean"),
+        "numberOfMarkers": _f("integer"),
+        "customGenesList": _f("string list"),
+    },
+    "GetExpressionCellSets": {
+        "genesConfig": _f("object list", required=True),
+        "config": _f("object"),
+    },
+    "GetNormalizedExpression": {"subsetBy": _f("object", "null")},
+    "GetMitochondrialContent": _NO_FIELDS,
+    "GetDoubletScore": _NO_FIELDS,
+    "GetNGenes": _NO_FIELDS,
+    "GetNUmis": _NO_FIELDS,
     PREPARE_EXPERIMENT: {
         "sourceBucket": _f("string", required=True),
         "sourceMatrixPath": _f("string", required=True),
         "config": _f("object"),
     },
 }
+#: Result media types other than JSON (the real worker's GetNormalizedExpression sends a CSV file).
+RESULT_CONTENT_TYPES: dict[str, str] = {"GetNormalizedExpression": "text/csv"}
+
+#: Tasks whose responses must not be cached (``cacheable: false``), as in the real worker.
+NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets"})
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
 
 EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -159,7 +205,23 @@ class Task:
 
     @property
     def uuid(self) -> str:
-        return str(self.request.get("uuid"))
+        """The request's id: ``uuid`` (SNS-era envelope) or ``ETag`` (current envelope)."""
+        return str(self.request.get("uuid") or self.request.get("ETag"))
+
+    @property
+    def current_envelope(self) -> bool:
+        """The current Cellenics envelope (``ETag``, no ``uuid``): the result goes to S3 under the
+        ETag and the notification carries its ``signedUrl``."""
+        return "uuid" not in self.request and isinstance(self.request.get("ETag"), str)
+
+    @property
+    def content_type(self) -> str:
+        """The media type of this task's result."""
+        return RESULT_CONTENT_TYPES.get(self.name, RESULT_CONTENT_TYPE)
+
+    @property
+    def cacheable(self) -> bool:
+        return self.name not in NOT_CACHEABLE
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.deadline is not None and (now or datetime.now(UTC)) >= self.deadline
@@ -208,9 +270,12 @@ def parse_task(request: dict[str, Any], *, check_expiry: bool = True) -> Task:
     Order of checks: the envelope (``uuid``, ``experimentId``, ``body.name``), the task name
     (``UNKNOWN_TASK``), the ``timeout`` (``TASK_EXPIRED`` when past), then the body's fields.
     """
-    uuid = request.get("uuid")
+    uuid = request.get("uuid", request.get("ETag"))
     if not isinstance(uuid, str) or not uuid:
-        raise ServiceError(ErrorCode.INVALID_REQUEST, f"uuid must be a non-empty string, got {uuid!r}")
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"uuid (or the current envelope's ETag) must be a non-empty string, got {uuid!r}",
+        )
     body = request.get("body")
     if not isinstance(body, dict):
         raise ServiceError(
@@ -238,18 +303,12 @@ def parse_task(request: dict[str, Any], *, check_expiry: bool = True) -> Task:
             "started; send it again with a later timeout",
         )
     _check_body(name, body)
+    check_pagination(request.get("pagination"))
     return Task(request=request, name=name, experiment_id=experiment_id, body=body, deadline=deadline)
 
 
 def _check_body(name: str, body: dict[str, Any]) -> None:
     fields = TASK_FIELDS[name]
-    unknown = sorted(key for key in body if key != "name" and key not in fields)
-    if unknown:
-        raise ServiceError(
-            ErrorCode.INVALID_REQUEST,
-            f"{name}: unknown body field(s) {', '.join(map(repr, unknown))}; "
-            f"{name} accepts {', '.join(fields) or 'no fields'}",
-        )
     for field_name, field in fields.items():
         if field_name not in body:
             if field.required:
@@ -262,6 +321,59 @@ def _check_body(name: str, body: dict[str, Any]) -> None:
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST,
                 f"{name}: body field {field_name!r} must be {' or '.join(field.kinds)}, got {value!r}",
+            )
+
+
+_PAGINATION_FIELDS = {
+    "orderBy": "string",
+    "orderDirection": "string",
+    "offset": "integer",
+    "limit": "integer",
+    "responseKey": "integer",
+}
+
+
+def check_pagination(pagination: object) -> None:
+    """Validate the envelope's ``pagination`` (real API: ``WorkRequest.v1.yaml``): ``orderBy``,
+    ``orderDirection`` (ASC/DESC), ``offset``, ``limit`` (>= 0), ``responseKey``, text ``filters``."""
+    if pagination is None:
+        return
+    if not isinstance(pagination, dict):
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"pagination must be an object, got {pagination!r}")
+    for key, kind in _PAGINATION_FIELDS.items():
+        if key not in pagination:
+            if key != "responseKey":
+                raise ServiceError(ErrorCode.INVALID_REQUEST, f"pagination.{key} is required")
+            continue
+        value = pagination[key]
+        if not _is_kind(value, kind) or (kind == "integer" and value < 0):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"pagination.{key} must be {'a non-negative integer' if kind == 'integer' else 'a string'}, "
+                f"got {value!r}",
+            )
+    if str(pagination["orderDirection"]).upper() not in ("ASC", "DESC"):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"pagination.orderDirection must be ASC or DESC, got {pagination['orderDirection']!r}",
+        )
+    filters = pagination.get("filters") or []
+    if not isinstance(filters, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("columnName"), str) for item in filters
+    ):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            "pagination.filters must be a list of {columnName, type, expression} objects",
+        )
+    for item in filters:
+        if item.get("type") == "text" and not isinstance(item.get("expression"), str):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST, "pagination.filters: a text filter needs a string expression"
+            )
+        if item.get("type") not in ("text", "numeric"):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"pagination.filters: type must be 'text' or 'numeric', got {item.get('type')!r}",
             )
 
 
@@ -280,24 +392,83 @@ def _is_kind(value: object, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if kind == "object":
         return isinstance(value, dict)
+    if kind == "object list":
+        return isinstance(value, list) and all(isinstance(item, dict) for item in value)
     raise AssertionError(kind)
 
 
 # ---- responses ----------------------------------------------------------------------------------
 
 
-def work_response(request: dict[str, Any], body: str) -> dict[str, Any]:
-    """A successful WorkResponse carrying ``body`` (JSON text) inline."""
+#: Media type and encoding of every result item (the real worker's ``Result`` defaults).
+RESULT_CONTENT_TYPE = "application/json"
+RESULT_CONTENT_ENCODING = "utf-8"
+
+
+def result_item(
+    body: str, *, where: str = "inline", content_type: str = RESULT_CONTENT_TYPE
+) -> dict[str, str]:
+    """One ``results`` item in the real worker's format: ``type`` is ``inline`` (``body`` is the
+    result's JSON text) or ``s3-path`` (``body`` is ``"<bucket>/<key>"`` of that text)."""
     return {
-        "type": "WorkResponse",
-        "request": request,
-        "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": True},
-        "results": [{"type": "application/json", "body": body}],
+        "content-type": content_type,
+        "content-encoding": RESULT_CONTENT_ENCODING,
+        "type": where,
+        "body": body,
     }
 
 
-def offloaded_response(request: dict[str, Any], *, bucket: str, key: str) -> dict[str, Any]:
-    """A successful WorkResponse whose result is too large for SNS and lives at ``s3://bucket/key``."""
+def work_response(
+    request: dict[str, Any], body: str, *, cacheable: bool = True, content_type: str = RESULT_CONTENT_TYPE
+) -> dict[str, Any]:
+    """A successful WorkResponse carrying ``body`` (JSON text, or ``content_type``) inline."""
+    return {
+        "type": "WorkResponse",
+        "request": request,
+        "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": cacheable},
+        "results": [result_item(body, content_type=content_type)],
+    }
+
+
+def offloaded_response(
+    request: dict[str, Any],
+    *,
+    bucket: str,
+    key: str,
+    cacheable: bool = True,
+    content_type: str = RESULT_CONTENT_TYPE,
+) -> dict[str, Any]:
+    """A successful WorkResponse whose result is too large for SNS and lives at ``s3://bucket/key``:
+    its item is ``{"type": "s3-path", "body": "bucket/key"}`` (the real API reads it from there)."""
+    return {
+        "type": "WorkResponse",
+        "request": request,
+        "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": cacheable},
+        "results": [result_item(f"{bucket}/{key}", where="s3-path", content_type=content_type)],
+    }
+
+
+def current_response(
+    request: dict[str, Any],
+    *,
+    bucket: str | None,
+    key: str | None,
+    signed_url: str | None,
+    body: str | None = None,
+    cacheable: bool = True,
+    content_type: str = RESULT_CONTENT_TYPE,
+) -> dict[str, Any]:
+    """The WorkResponse of a current-envelope request (``ETag``): ``response.signedUrl`` is what the
+    current Cellenics UI downloads (the gzip result stored under the ETag, as the real worker's
+    ``Response._upload``); ``results`` names the same object (``s3-path``, ``content-encoding:
+    gzip``), or carries ``body`` inline when the result is not stored (not cacheable)."""
+    if key is not None:
+        item = {
+            **result_item(f"{bucket}/{key}", where="s3-path", content_type=content_type),
+            "content-encoding": "gzip",
+        }
+    else:
+        item = result_item(body or "null", content_type=content_type)
     return {
         "type": "WorkResponse",
         "request": request,
@@ -305,12 +476,19 @@ def offloaded_response(request: dict[str, Any], *, bucket: str, key: str) -> dic
             "error": False,
             "errorCode": None,
             "userMessage": None,
-            "cacheable": True,
-            "resultKey": key,
-            "resultBucket": bucket,
+            "cacheable": cacheable,
+            "signedUrl": signed_url,
         },
-        "results": [],
+        "results": [item],
     }
+
+
+def s3_path_of(item: dict[str, Any]) -> tuple[str, str] | None:
+    """``(bucket, key)`` of an ``s3-path`` result item, ``None`` for an inline one."""
+    if item.get("type") != "s3-path":
+        return None
+    bucket, _, key = str(item["body"]).partition("/")
+    return bucket, key
 
 
 def error_response(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
@@ -359,7 +537,7 @@ def response_attributes(request: dict[str, Any], response: dict[str, Any]) -> di
         "error": "true" if response["response"]["error"] else "false",
     }
     for name, value in (
-        ("uuid", request.get("uuid")),
+        ("uuid", request.get("uuid") or request.get("ETag")),
         ("experimentId", request.get("experimentId")),
         ("taskName", body.get("name")),
         ("errorCode", response["response"].get("errorCode")),
@@ -391,6 +569,12 @@ def cache_key(*, experiment_id: str, version: str, body: dict[str, Any], analysi
     )
     digest = hashlib.sha256(material.encode()).hexdigest()
     return f"{RESULT_CACHE_PREFIX}{experiment_id}/{digest}.json"
+
+
+def page_key(key: str, pagination: dict[str, Any]) -> str:
+    """Where one page (``pagination``) of the result at ``key`` is stored when it is offloaded."""
+    digest = hashlib.sha256(json.dumps(pagination, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{key.removesuffix('.json')}-page-{digest}.json"
 
 
 def response_record_key(response_id: str) -> str:

@@ -76,12 +76,17 @@ class TaskSpec:
     parameters
         Body field → analyses parameter.
     result
-        How the result's keys are spelled on the wire.
+        How the result's keys are spelled on the wire (``None``: ``run`` already returns the wire's
+        shape, as the tasks of the real Cellenics UI do).
+    aliases
+        Analyses parameter → how the body spells it, for parameters reached through a nested field
+        (``config.minimumDistance``).
     """
 
     run: Callable[..., Any]
     parameters: Mapping[str, str]
     result: Shape = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def arguments(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the body fields present."""
@@ -89,6 +94,8 @@ class TaskSpec:
 
     def field_name(self, parameter: str) -> str:
         """The body field of an analyses parameter (the parameter itself when no field maps to it)."""
+        if parameter in self.aliases:
+            return self.aliases[parameter]
         return next((name for name, known in self.parameters.items() if known == parameter), parameter)
 
 
@@ -104,18 +111,257 @@ def _on_adata(function_name: str) -> Callable[..., Any]:
 
 
 def _gene_expression(experiment: LoadedExperiment, *, genes: list[str], **arguments: Any) -> Any:
+    """GeneExpression as the real UI reads it: per gene ``rawExpression {mean, stdev, expression}``
+    and ``truncatedExpression {min, max, expression}``, expression arrays indexed by cell id
+    (``null`` for cells outside ``cellSets``); nothing else at the top level (the UI's z-score code
+    walks every top-level key as a gene). Genes match case-insensitively (as the real worker's
+    ``toupper``); unknown ones are left out, and an error says so when none is known."""
+    import numpy as np
+
     import analyses
 
     if not genes:
         raise ServiceError(ErrorCode.INVALID_REQUEST, "GeneExpression: genes must name at least one gene")
-    result = analyses.gene_expression(experiment.adata, genes=genes, index=experiment.index, **arguments)
+    known = experiment.index.gene_columns
+    resolved = [gene if gene in known else _case_insensitive(experiment, gene) or gene for gene in genes]
+    result = analyses.gene_expression(experiment.adata, genes=resolved, index=experiment.index, **arguments)
     if not result["genes"]:
-        missing = ", ".join(map(repr, result["missing_genes"][:20]))
+        missing = ", ".join(map(repr, genes[:20]))
         raise ServiceError(
             ErrorCode.UNKNOWN_GENE,
             f"None of the requested genes is in experiment {experiment.experiment_id!r}: {missing}",
         )
-    return result
+    cells = np.asarray(result["cells"], dtype=np.int64)
+    return {
+        gene: _expression_item(experiment, np.asarray(values["expression"], dtype=np.float64), cells, values)
+        for gene, values in result["genes"].items()
+    }
+
+
+def _case_insensitive(experiment: LoadedExperiment, gene: str) -> str | None:
+    lookup = experiment.__dict__.get("_upper_genes")
+    if lookup is None:
+        lookup = {}
+        for name in experiment.index.gene_columns:
+            lookup.setdefault(name.upper(), name)
+        experiment.__dict__["_upper_genes"] = lookup
+    return lookup.get(gene.upper())
+
+
+def _expression_item(experiment: LoadedExperiment, values: Any, cells: Any, stats: Mapping[str, Any]) -> dict:
+    import numpy as np
+
+    import analyses
+
+    truncated, _ = analyses.truncate_at_quantile(values)
+    finite = truncated[np.isfinite(truncated)]
+    return {
+        "rawExpression": {
+            "mean": stats["mean"],
+            "stdev": stats["stdev"],
+            "expression": analyses.indexed_by_cell_id(experiment.adata, values, cells),
+        },
+        "truncatedExpression": {
+            "min": float(finite.min()) if len(finite) else None,
+            "max": float(finite.max()) if len(finite) else None,
+            "expression": analyses.indexed_by_cell_id(experiment.adata, truncated, cells),
+        },
+    }
+
+
+def _embedding(
+    experiment: LoadedExperiment,
+    *,
+    method: str,
+    config: Mapping[str, Any] | None = None,
+    use_saved: bool | None = None,
+    **arguments: Any,
+) -> Any:
+    """GetEmbedding: ``[x, y]`` per cell id (``null`` for ids without a cell), as the real worker.
+
+    The UI's ``config`` (UMAP ``minimumDistance``, ``distanceMetric``; t-SNE ``perplexity``,
+    ``learningRate``) is used: with a config and without ``useSaved: true`` the embedding is
+    computed with it (as the real worker does); without one, or with ``useSaved``, the stored
+    embedding is served when there is one."""
+    import numpy as np
+
+    import analyses
+
+    config = dict(config or {})
+    options = {
+        "min_dist": config.get("minimumDistance"),
+        "metric": config.get("distanceMetric"),
+        "perplexity": config.get("perplexity"),
+        "learning_rate": config.get("learningRate"),
+    }
+    use_stored = (
+        bool(use_saved) if use_saved is not None else not any(v is not None for v in options.values())
+    )
+    if method == "pca":
+        use_stored = True  # the real worker never recomputes PCA either
+    coordinates = analyses.embedding(
+        experiment.adata, method=method, use_stored=use_stored, **options, **arguments
+    )
+    ids = analyses.cell_ids(experiment.adata)
+    out: list[Any] = [None] * (int(ids.max()) + 1 if ids.size else 0)
+    for cell_id, point in zip(ids.tolist(), coordinates, strict=True):
+        out[cell_id] = None if not np.all(np.isfinite(point)) else point
+    return out
+
+
+def _list_genes(experiment: LoadedExperiment, **arguments: Any) -> Any:
+    import analyses
+
+    return analyses.list_genes(experiment.adata, **arguments)
+
+
+# A colour per new cluster (the d3 "category20" palette, then its repetition).
+_CLUSTER_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+
+
+def _cluster_cells(
+    experiment: LoadedExperiment,
+    *,
+    method: str = "louvain",
+    config: Mapping[str, Any] | None = None,
+    cell_set_key: str | None = None,
+    cell_set_name: str | None = None,
+    **arguments: Any,
+) -> Any:
+    """ClusterCells: the new cell set group as the real worker sends it, ``{key, name, rootNode,
+    type: "cellSets", children: [{key, name, rootNode, type, color, cellIds}]}``, clusters in natural
+    order (``Cluster 0``, ``Cluster 1``, ...); ``config.resolution`` (real UI) or ``resolution``."""
+    import numpy as np
+
+    import analyses
+
+    if config and "resolution" in config:
+        arguments.setdefault("resolution", config["resolution"])
+    result = analyses.cluster_cells(experiment.adata, method=method, **arguments)
+    key = cell_set_key or method
+    labels = np.asarray(result["labels"], dtype=object)
+    ids = analyses.cell_ids(experiment.adata)
+    children = []
+    for number, label in enumerate(sorted(set(labels.tolist()), key=_natural)):
+        children.append(
+            {
+                "key": f"{key}-{label}",
+                "name": f"Cluster {label}",
+                "rootNode": False,
+                "type": "cellSets",
+                "color": _CLUSTER_COLORS[number % len(_CLUSTER_COLORS)],
+                "cellIds": ids[labels == label].tolist(),
+            }
+        )
+    return {
+        "key": key,
+        "name": cell_set_name or f"{method.capitalize()} clusters",
+        "rootNode": True,
+        "type": "cellSets",
+        "children": children,
+    }
+
+
+def _natural(label: str) -> tuple:
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label)))
+
+
+def _bare_id(value: str) -> str:
+    """A cell set id without the UI's ``group/`` prefix (``louvain/louvain-3`` → ``louvain-3``)."""
+    return value.split("/", 1)[1] if isinstance(value, str) and "/" in value else value
+
+
+def _differential_expression(
+    experiment: LoadedExperiment,
+    *,
+    cell_set: str | list[str],
+    versus: str | list[str] = "rest",
+    basis: str | None = None,
+    max_num: int | None = None,
+    **arguments: Any,
+) -> Any:
+    """DifferentialExpression with the real UI's semantics and row shape.
+
+    ``compareWith``: ``rest`` = the other cells of ``cellSet``'s own group (hierarchy),
+    ``background`` = every other cell, else cell set id(s). ``basis``: ``all`` (or none) = every
+    cell, else a cell set id or a group (``.obs`` column) restricting both sides. Rows carry the
+    fields both UI generations read (``gene_names, zscore, abszscore, log2fc, qval`` and
+    ``avg_log2FC, p_val, p_val_adj, pct_1, pct_2``), ordered by adjusted p-value as the real worker,
+    ``total`` their number; ``maxNum`` keeps the strongest by ``abszscore``."""
+    import analyses
+
+    adata = experiment.adata
+    cell_set = [_bare_id(item) for item in cell_set] if isinstance(cell_set, list) else _bare_id(cell_set)
+    if isinstance(versus, str):
+        versus = _bare_id(versus)
+        lowered = versus.lower()
+        if lowered == "background":
+            versus = "rest"
+        elif lowered == "rest" or lowered.endswith("-rest"):
+            versus = _rest_of_group(adata, cell_set)
+    else:
+        versus = [_bare_id(item) for item in versus]
+    within = None
+    if isinstance(basis, str) and basis and not basis.lower().startswith("all"):
+        basis = _bare_id(basis)
+        within = _group_members(adata, basis) or basis
+    result = analyses.differential_expression(
+        adata, cell_set=cell_set, versus=versus, within=within, **arguments
+    )
+    rows = [_de_row(row) for row in result["rows"]]
+    if max_num is not None:
+        rows = sorted(rows, key=lambda row: -(row["abszscore"] or 0.0))[:max_num]
+    rows.sort(key=lambda row: (row["qval"] is None, row["qval"] if row["qval"] is not None else 0.0))
+    return {"rows": rows, "total": len(rows)}
+
+
+def _de_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    score = row["score"]
+    return {
+        "gene_names": row["gene"],
+        "zscore": score,
+        "abszscore": None if score is None else abs(score),
+        "log2fc": row["log_fold_change"],
+        "qval": row["adjusted_p_value"],
+        "pval": row["p_value"],
+        "avg_log2FC": row["log_fold_change"],
+        "p_val": row["p_value"],
+        "p_val_adj": row["adjusted_p_value"],
+        "pct_1": row.get("pct_group"),
+        "pct_2": row.get("pct_reference"),
+    }
+
+
+def _group_members(adata: Any, column: str) -> list[str] | None:
+    """The cell set ids of a group (categorical ``.obs`` column), or None when it is not one."""
+    import analyses
+
+    members = [cell_set["id"] for cell_set in analyses.list_cell_sets(adata) if cell_set["column"] == column]
+    return members or None
+
+
+def _rest_of_group(adata: Any, cell_set: str | list[str]) -> list[str]:
+    import analyses
+
+    first = cell_set if isinstance(cell_set, str) else cell_set[0]
+    sets = analyses.list_cell_sets(adata)
+    column = next((item["column"] for item in sets if item["id"] == first), None)
+    if column is None:
+        raise analyses.UnknownCellSetError([first], field="cell_set")
+    chosen = {cell_set} if isinstance(cell_set, str) else set(cell_set)
+    rest = [item["id"] for item in sets if item["column"] == column and item["id"] not in chosen]
+    if not rest:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"DifferentialExpression: compareWith 'rest': {first!r} is the only cell set of its group",
+        )
+    return rest
 
 
 def _marker_genes(experiment: LoadedExperiment, *, group_by: str | None = None, **arguments: Any) -> Any:
@@ -126,18 +372,253 @@ def _marker_genes(experiment: LoadedExperiment, *, group_by: str | None = None, 
     )
 
 
+def _marker_heatmap(
+    experiment: LoadedExperiment,
+    *,
+    n_genes: float = 5,
+    cell_set_key: str | None = None,
+    selected_cell_set: str | None = None,
+) -> Any:
+    """MarkerHeatmap: the top ``nGenes`` markers of every cell set of the group ``cellSetKey``
+    (``selectedCellSet`` in the current UI), as the real worker: ``{data: {gene: {rawExpression,
+    truncatedExpression}}, order: [gene, ...]}`` with expression arrays indexed by cell id."""
+    import numpy as np
+
+    import analyses
+
+    group = _bare_id(cell_set_key or selected_cell_set or default_grouping(experiment.adata))
+    if group not in experiment.adata.obs.columns:
+        raise ServiceError(
+            ErrorCode.UNKNOWN_CELL_SET,
+            f"MarkerHeatmap: {group!r} is not a cell set group of experiment {experiment.experiment_id!r}",
+        )
+    if (
+        isinstance(n_genes, bool)
+        or not isinstance(n_genes, int | float)
+        or n_genes < 1
+        or n_genes != int(n_genes)
+    ):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"MarkerHeatmap: invalid nGenes: {n_genes!r} is not a whole number >= 1",
+        )
+    markers = analyses.marker_genes(experiment.adata, group_by=group, n_genes=int(n_genes))
+    order: list[str] = []
+    for marker_group in markers["groups"]:
+        for row in marker_group["genes"]:
+            if row["gene"] not in order:
+                order.append(row["gene"])
+    expression = analyses.gene_expression(experiment.adata, genes=order, index=experiment.index)
+    cells = np.asarray(expression["cells"], dtype=np.int64)
+    data = {
+        gene: _expression_item(experiment, np.asarray(values["expression"], dtype=np.float64), cells, values)
+        for gene, values in expression["genes"].items()
+    }
+    return {"data": data, "order": [gene for gene in order if gene in data]}
+
+
+def _dot_plot(
+    experiment: LoadedExperiment,
+    *,
+    group_by: str,
+    filter_by: Mapping[str, Any] | None = None,
+    use_marker_genes: bool = True,
+    number_of_markers: int = 3,
+    custom_genes_list: list[str] | None = None,
+) -> Any:
+    """DotPlot as the real worker returns it (Seurat's ``DotPlot`` data, columnar):
+    ``{cellSetsIdx, geneNameIdx, avgExpression, cellsPercentage, cellSetsNames, geneNames}``, one
+    entry per (cell set of ``groupBy``, gene); ``avgExpression`` is Seurat's ``avg.exp.scaled``
+    (per gene, ``log1p`` of the mean of ``expm1`` values, z-scored across cell sets with the sample
+    standard deviation, clipped to [-2.5, 2.5]) and ``cellsPercentage`` the percentage of cells
+    expressing the gene. ``filterBy {group, key}`` keeps the cells of one cell set (``group: All``:
+    every cell); genes are the top ``numberOfMarkers`` markers per cell set or ``customGenesList``."""
+    import numpy as np
+
+    import analyses
+
+    adata = experiment.adata
+    group_by = _bare_id(group_by)
+    if group_by not in adata.obs.columns or not _group_members(adata, group_by):
+        raise ServiceError(ErrorCode.UNKNOWN_CELL_SET, f"DotPlot: {group_by!r} is not a cell set group")
+    cells = np.arange(adata.n_obs)
+    if filter_by and str(filter_by.get("group", "All")).lower() != "all":
+        cells = analyses.resolve_cell_sets(adata, [_bare_id(str(filter_by.get("key")))], field="filterBy.key")
+    labels = adata.obs[group_by].astype(str).to_numpy()
+    groups = [str(c) for c in adata.obs[group_by].cat.categories if np.any(labels[cells] == str(c))]
+    if use_marker_genes:
+        subset = adata[cells] if len(cells) < adata.n_obs else adata
+        markers = analyses.marker_genes(subset, group_by=group_by, n_genes=int(number_of_markers))
+        genes: list[str] = []
+        for marker_group in markers["groups"]:
+            genes += [row["gene"] for row in marker_group["genes"] if row["gene"] not in genes]
+    else:
+        wanted = {gene.upper() for gene in custom_genes_list or []}
+        genes = [name for name in experiment.index.gene_columns if name.upper() in wanted]
+        if not genes:
+            raise ServiceError(
+                ErrorCode.UNKNOWN_GENE, "DotPlot: none of customGenesList is in the experiment"
+            )
+    table: dict[str, list[Any]] = {
+        "cellSetsIdx": [],
+        "geneNameIdx": [],
+        "avgExpression": [],
+        "cellsPercentage": [],
+    }
+    names = sorted(genes)  # R factor levels: alphabetical
+    for gene in genes:
+        values = np.asarray(
+            experiment.index.column_values(experiment.index.gene_columns[gene]), dtype=np.float64
+        )
+        means, percentages = [], []
+        for group in groups:
+            members = cells[labels[cells] == group]
+            selected = values[members]
+            means.append(float(np.expm1(selected).mean()))
+            percentages.append(float((selected > 0).mean() * 100))
+        logged = np.log1p(np.asarray(means))
+        spread = logged.std(ddof=1) if len(logged) > 1 else 0.0
+        scaled = (
+            np.clip((logged - logged.mean()) / spread, -2.5, 2.5)
+            if spread > 0
+            else np.full(len(logged), np.nan)
+        )
+        for index, _ in enumerate(groups):
+            table["cellSetsIdx"].append(index)
+            table["geneNameIdx"].append(names.index(gene))
+            table["avgExpression"].append(None if not np.isfinite(scaled[index]) else float(scaled[index]))
+            table["cellsPercentage"].append(percentages[index])
+    order = sorted(range(len(table["cellSetsIdx"])), key=lambda i: table["cellSetsIdx"][i])
+    result = {key: [column[i] for i in order] for key, column in table.items()}
+    return {**result, "cellSetsNames": groups, "geneNames": names}
+
+
+def _expression_cell_sets(experiment: LoadedExperiment, *, genes_config: list[Mapping[str, Any]]) -> Any:
+    """GetExpressionCellSets: a new cell set of the cells passing every gene filter
+    (``{geneName, comparisonType: greaterThan | lessThan, thresholdValue}``), as the real worker:
+    ``{key, name: "CST3>1, LYZ<2", rootNode: false, color, cellIds}`` (not cacheable)."""
+    import uuid
+
+    import numpy as np
+
+    import analyses
+
+    if not isinstance(genes_config, list) or not genes_config:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, "GetExpressionCellSets: genesConfig must list gene filters"
+        )
+    keep = np.ones(experiment.adata.n_obs, dtype=bool)
+    parts = []
+    for item in genes_config:
+        gene, comparison, threshold = (
+            item.get("geneName"),
+            item.get("comparisonType"),
+            item.get("thresholdValue"),
+        )
+        if (
+            comparison not in ("greaterThan", "lessThan")
+            or isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+        ):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"GetExpressionCellSets: invalid genesConfig item {item!r}: comparisonType must be "
+                "greaterThan or lessThan and thresholdValue a number",
+            )
+        name = gene if gene in experiment.index.gene_columns else None
+        if name is None:
+            raise ServiceError(
+                ErrorCode.UNKNOWN_GENE, f"GetExpressionCellSets: gene {gene!r} is not in the experiment"
+            )
+        values = np.asarray(experiment.index.column_values(experiment.index.gene_columns[name]))
+        keep &= values > threshold if comparison == "greaterThan" else values < threshold
+        parts.append(f"{gene}{'>' if comparison == 'greaterThan' else '<'}{threshold:g}")
+    ids = analyses.cell_ids(experiment.adata)[keep]
+    if not len(ids):
+        raise ServiceError(
+            ErrorCode.EMPTY_CELL_SET, "GetExpressionCellSets: no cells match the requested filters"
+        )
+    return {
+        "key": str(uuid.uuid4()),
+        "name": ", ".join(parts),
+        "rootNode": False,
+        "color": _CLUSTER_COLORS[len(parts) % len(_CLUSTER_COLORS)],
+        "cellIds": ids.tolist(),
+    }
+
+
+def _normalized_expression(
+    experiment: LoadedExperiment, *, subset_by: Mapping[str, list[str]] | None = None
+) -> str:
+    """GetNormalizedExpression: the normalised expression matrix as CSV text, genes x cells (first
+    column ``" "`` with the gene names, then one column per cell barcode), as the real worker's
+    ``fwrite`` of the Seurat ``data`` layer (without R's row-number column). ``subsetBy``
+    ``{group: [cell set ids]}``: the union within each group, intersected across groups."""
+    import csv
+    import io
+
+    import numpy as np
+
+    import analyses
+
+    adata = experiment.adata
+    cells = np.arange(adata.n_obs)
+    groups = {group: ids for group, ids in (subset_by or {}).items() if ids}
+    for group, ids in groups.items():
+        if not isinstance(ids, list):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST, f"GetNormalizedExpression: subsetBy.{group} must be a list"
+            )
+        members = analyses.resolve_cell_sets(
+            adata, [_bare_id(item) for item in ids], field=f"subsetBy.{group}"
+        )
+        cells = np.intersect1d(cells, members)
+    if groups and not len(cells):
+        raise ServiceError(
+            ErrorCode.EMPTY_CELL_SET, "GetNormalizedExpression: no cells match the requested filters"
+        )
+    index = experiment.index
+    barcodes = adata.obs_names[cells].astype(str).tolist()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([" ", *barcodes])
+    for gene, column in index.gene_columns.items():
+        values = np.asarray(index.column_values(column), dtype=np.float64)[cells]
+        writer.writerow([gene, *(f"{value:.6g}" for value in values)])
+    return out.getvalue()
+
+
+def _cell_values(kind: str) -> Callable[..., Any]:
+    """``run`` of a per-cell task: the value of every cell, indexed by cell id (real worker)."""
+
+    def run(experiment: LoadedExperiment) -> Any:
+        import analyses
+
+        return analyses.cell_values(experiment.adata, kind)
+
+    return run
+
+
 TASKS: dict[str, TaskSpec] = {
     "GetEmbedding": TaskSpec(
-        _on_adata("embedding"),
+        _embedding,
         {
             "type": "method",
+            "config": "config",
+            "useSaved": "use_saved",
             "computeIfMissing": "compute_if_missing",
             "nNeighbors": "n_neighbors",
             "randomState": "random_state",
         },
+        aliases={
+            "min_dist": "config.minimumDistance",
+            "metric": "config.distanceMetric",
+            "perplexity": "config.perplexity",
+            "learning_rate": "config.learningRate",
+        },
     ),
     "ListGenes": TaskSpec(
-        _on_adata("list_genes"),
+        _list_genes,
         {
             "selectFields": "select_fields",
             "orderBy": "order_by",
@@ -147,34 +628,32 @@ TASKS: dict[str, TaskSpec] = {
             "geneNamesFilter": "gene_names_filter",
         },
     ),
-    "GeneExpression": TaskSpec(
-        _gene_expression,
-        {"genes": "genes", "cellSets": "cell_sets"},
-        Keys({"missing_genes": "missingGenes"}, nested={"genes": Each(Keys({"z_score": "zScore"}))}),
-    ),
+    "GeneExpression": TaskSpec(_gene_expression, {"genes": "genes", "cellSets": "cell_sets"}),
     "ClusterCells": TaskSpec(
-        _on_adata("cluster_cells"),
+        _cluster_cells,
         {
             "type": "method",
+            "config": "config",
+            "cellSetKey": "cell_set_key",
+            "cellSetName": "cell_set_name",
             "resolution": "resolution",
             "nNeighbors": "n_neighbors",
             "randomState": "random_state",
         },
-        Keys({"n_clusters": "nClusters"}),
+        aliases={"resolution": "config.resolution"},
     ),
     "DifferentialExpression": TaskSpec(
-        _on_adata("differential_expression"),
+        _differential_expression,
         {
             "cellSet": "cell_set",
             "compareWith": "versus",
+            "basis": "basis",
+            "maxNum": "max_num",
             "method": "method",
             "correctionMethod": "corr_method",
             "nGenes": "n_genes",
         },
-        Keys(
-            {"n_cells_group": "nCellsGroup", "n_cells_reference": "nCellsReference"},
-            nested={"rows": Each(_RANKED_GENE)},
-        ),
+        aliases={"within": "basis"},
     ),
     "MarkerGenes": TaskSpec(
         _marker_genes,
@@ -191,6 +670,41 @@ TASKS: dict[str, TaskSpec] = {
             },
         ),
     ),
+    "MarkerHeatmap": TaskSpec(
+        _marker_heatmap,
+        {"nGenes": "n_genes", "cellSetKey": "cell_set_key", "selectedCellSet": "selected_cell_set"},
+    ),
+    "DotPlot": TaskSpec(
+        _dot_plot,
+        {
+            "groupBy": "group_by",
+            "filterBy": "filter_by",
+            "useMarkerGenes": "use_marker_genes",
+            "numberOfMarkers": "number_of_markers",
+            "customGenesList": "custom_genes_list",
+        },
+    ),
+    "GetExpressionCellSets": TaskSpec(_expression_cell_sets, {"genesConfig": "genes_config"}),
+    "GetNormalizedExpression": TaskSpec(_normalized_expression, {"subsetBy": "subset_by"}),
+    "GetMitochondrialContent": TaskSpec(_cell_values("mitochondrial_content"), {}),
+    "GetDoubletScore": TaskSpec(_cell_values("doublet_score"), {}),
+    "GetNGenes": TaskSpec(_cell_values("n_genes"), {}),
+    "GetNUmis": TaskSpec(_cell_values("n_umis"), {}),
+}
+
+#: Body fields the real UI sends that a task accepts and deliberately does not use, and why.
+IGNORED_FIELDS: dict[str, dict[str, str]] = {
+    "GeneExpression": {
+        "scale": "the real worker ignores it too: expression is the normalised data, z-scores are the UI's",
+        "downsampleSettings": "every cell is returned; the UI picks the cells it draws",
+    },
+    "GetExpressionCellSets": {
+        "config": "the real worker posts the new cell set to its API with it; here it is the result",
+    },
+    "DifferentialExpression": {
+        "experimentId": "the envelope's experimentId names the experiment",
+        "comparisonType": "the cells compared follow from cellSet, compareWith and basis alone",
+    },
 }
 
 
@@ -209,7 +723,48 @@ def run_task(task: Task, experiment: LoadedExperiment) -> Any:
         ) from None
     except analyses.AnalysisError as error:
         raise ServiceError(error.code, f"{task.name}: {error.message}") from None
-    return to_wire(result, spec.result)
+    return result if isinstance(result, str) else to_wire(result, spec.result)
+
+
+def paginate(body: str, pagination: Mapping[str, Any]) -> str:
+    """Apply the envelope's ``pagination`` to a result body with ``rows`` (as the real API did for
+    the SNS-era worker): text ``filters`` on a column (a gene name filter, either dialect of
+    :func:`analyses.gene_name_matcher`), then order by ``orderBy`` (``ASC``/``DESC``, missing
+    values last), then ``offset``/``limit``; ``total`` counts the rows after filtering."""
+    import json
+
+    import analyses
+
+    document = json.loads(body)
+    if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, "pagination applies to tabular results (with rows) only"
+        )
+    rows = document["rows"]
+    for item in pagination.get("filters") or []:
+        if item.get("type") == "numeric":
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST, "pagination.filters: numeric filters are not supported"
+            )
+        column = item["columnName"]
+        try:
+            matches = analyses.gene_name_matcher(item["expression"])
+        except analyses.InvalidRequestError as error:
+            raise ServiceError(ErrorCode.INVALID_REQUEST, f"pagination.filters: {error.message}") from None
+        rows = [row for row in rows if isinstance(row.get(column), str) and matches(row[column])]
+    order_by = pagination["orderBy"]
+    descending = str(pagination["orderDirection"]).upper() == "DESC"
+    present = [row for row in rows if row.get(order_by) is not None]
+    missing = [row for row in rows if row.get(order_by) is None]
+    try:
+        present.sort(key=lambda row: row[order_by], reverse=descending)
+    except TypeError:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, f"pagination.orderBy {order_by!r}: its values are not comparable"
+        ) from None
+    offset, limit = pagination["offset"], pagination["limit"]
+    page = (present + missing)[offset : offset + limit]
+    return json.dumps({**document, "rows": page, "total": len(rows)}, separators=(",", ":"))
 
 
 def default_grouping(adata: Any) -> str:

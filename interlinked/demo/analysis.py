@@ -90,13 +90,15 @@ def _describe(task: dict, response: dict, endpoints) -> str:
         return f"{len(value)} cells, first at ({value[0][0]:.2f}, {value[0][1]:.2f})"
     if name == "ListGenes":
         return f"{value['total']} genes; top: " + ", ".join(row["gene_names"] for row in value["rows"][:5])
-    if name == "GeneExpression":
-        parts = [
-            f"{gene} mean {stats['mean']:.3f} over {len(value['cells'])} cells"
-            for gene, stats in value["genes"].items()
-        ]
-        if value["missingGenes"]:
-            parts.append(f"not in the data: {', '.join(value['missingGenes'])}")
+    if name == "GeneExpression":  # Cellenics' shape: {gene: {rawExpression, truncatedExpression}}
+        parts = []
+        for gene, item in value.items():
+            raw = item["rawExpression"]
+            cells = sum(v is not None for v in raw["expression"])
+            parts.append(f"{gene} mean {raw['mean']:.3f} over {cells} cells")
+        missing = [gene for gene in task["body"]["genes"] if gene.upper() not in {g.upper() for g in value}]
+        if missing:
+            parts.append(f"not in the data: {', '.join(missing)}")
         return "; ".join(parts)
     if name == "PrepareExperiment":
         return f"{value['cells']} cells x {value['genes']} genes, {value['clusters']} clusters in {value['seconds']} s"
@@ -114,8 +116,9 @@ def _row(title: str, task: dict, expected: str, response: dict | None, seconds: 
     except Exception as error:  # a demo line must never hide the others
         detail = f"(could not summarise: {error})"
     where = ""
-    if details.get("resultKey"):
-        where = f"s3://{details.get('resultBucket')}/{details['resultKey']}"
+    results = response.get("results") or []
+    if results and results[0].get("type") == "s3-path":
+        where = f"s3://{results[0]['body']}"
     elif task["body"]["name"] == "PrepareExperiment" and not details["error"]:
         where = json.loads(response["results"][0]["body"])["location"]
     return Row(title, "analysis task", expected, state, seconds, detail, where)

@@ -60,21 +60,37 @@ def test_underscore_matches_exactly_one_character(pbmc: ad.AnnData) -> None:
     assert result["total"] == len(expected) > 0
 
 
-def test_regex_metacharacters_are_literal_and_backslash_escapes_wildcards() -> None:
+def test_like_dialect_metacharacters_are_literal_and_backslash_escapes_wildcards() -> None:
     adata = _genes_named(["A.B", "AXB", "A+B", "AAB", "A(1)", "a%b", "a_b", "azb", "A[B]", "^A$"])
 
     def names(pattern: str) -> list[str]:
         return [row["gene_names"] for row in list_genes(adata, gene_names_filter=pattern)["rows"]]
 
-    assert names("a.b") == ["A.B"]
-    assert names("A+B") == ["A+B"]
     assert names("%(1)") == ["A(1)"]
-    assert names("a[b]") == ["A[B]"]
-    assert names("^a$") == ["^A$"]
+    assert names("a.b%") == ["A.B"]
+    assert names("a[b]%") == ["A[B]"]
+    assert names("^a$%") == ["^A$"]
     assert names("a%b") == ["A.B", "AXB", "A+B", "AAB", "a%b", "a_b", "azb"]
     assert names(r"a\%b") == ["a%b"]
     assert names(r"a\_b") == ["a_b"]
     assert names("a_b") == ["A.B", "AXB", "A+B", "AAB", "a%b", "a_b", "azb"]
+
+
+def test_cellenics_dialect_is_a_case_insensitive_regex_as_the_real_worker_reads_it() -> None:
+    """Without ``%``/``_`` the filter is what the real Cellenics UI sends: ``^X`` starts with, ``X$``
+    ends with, ``X`` contains; the real worker strips ``{}|()?¿*+/.<>`` and searches case-insensitively."""
+    adata = _genes_named(["CST3", "CST7", "CSTB", "ACST", "XCSTX", "cst-like", "A.B", "AAB"])
+
+    def names(pattern: str) -> list[str]:
+        return [row["gene_names"] for row in list_genes(adata, gene_names_filter=pattern)["rows"]]
+
+    assert names("^CST") == ["CST3", "CST7", "CSTB", "cst-like"]
+    assert names("CST$") == ["ACST"]
+    assert names("cst") == ["CST3", "CST7", "CSTB", "ACST", "XCSTX", "cst-like"]
+    assert names("a.b") == ["AAB"]  # '.' is stripped, as the real worker does (no regex DoS)
+    assert names("(((b+)+)+)$") == ["CSTB", "A.B", "AAB"]  # nested quantifiers cannot be expressed
+    with pytest.raises(InvalidRequestError, match="not a valid pattern"):
+        list_genes(adata, gene_names_filter="[CST")
 
 
 def test_nan_values_are_ordered_last_in_both_directions_and_serialised_as_null() -> None:

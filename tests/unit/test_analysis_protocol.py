@@ -27,6 +27,7 @@ from flows.analysis.protocol import (
     response_attributes,
     response_record,
     response_record_key,
+    s3_path_of,
     work_response,
 )
 from flows.analysis.tasks import prepare_parameters
@@ -137,7 +138,29 @@ def _task(body, **extra):
         (_task({"name": "ListGenes", "limit": 2.5}), "INVALID_REQUEST", "'limit'"),
         (_task({"name": "ListGenes", "offset": True}), "INVALID_REQUEST", "'offset'"),
         (_task({"name": "ClusterCells", "resolution": "high"}), "INVALID_REQUEST", "'resolution'"),
-        (_task({"name": "GetEmbedding", "type": "pca", "extra": 1}), "INVALID_REQUEST", "'extra'"),
+        (_task({"name": "GetEmbedding", "type": "pca", "config": [1]}), "INVALID_REQUEST", "'config'"),
+        (_task({"name": "DifferentialExpression", "cellSet": 3}), "INVALID_REQUEST", "'cellSet'"),
+        (
+            _task(
+                {"name": "ListGenes"},
+                pagination={"orderBy": "x", "orderDirection": "UP", "offset": 0, "limit": 1},
+            ),
+            "INVALID_REQUEST",
+            "orderDirection",
+        ),
+        (
+            _task(
+                {"name": "ListGenes"},
+                pagination={"orderBy": "x", "orderDirection": "ASC", "offset": -1, "limit": 1},
+            ),
+            "INVALID_REQUEST",
+            "pagination.offset",
+        ),
+        (
+            _task({"name": "ListGenes"}, pagination={"orderBy": "x"}),
+            "INVALID_REQUEST",
+            "pagination.orderDirection",
+        ),
         (_task({"name": "PrepareExperiment", "sourceBucket": "b"}), "INVALID_REQUEST", "sourceMatrixPath"),
         (_task({"name": "ListGenes"}, timeout="2021-01-01 00:00:00"), "TASK_EXPIRED", "expired"),
     ],
@@ -154,6 +177,17 @@ def test_unknown_task_is_reported_before_expiry_and_body_checks():
         parse_task(_task({"name": "Nope", "whatever": 1}, timeout="2000-01-01 00:00:00"))
     assert caught.value.code == "UNKNOWN_TASK"
     assert all(name in caught.value.message for name in TASK_NAMES)
+
+
+def test_fields_the_real_ui_sends_are_accepted_even_when_unused():
+    """Real Cellenics bodies carry fields this service does not use; the real worker ignores them."""
+    task = parse_task(_task({"name": "GetEmbedding", "type": "pca", "extra": 1, "useSaved": True}))
+    assert task.body["extra"] == 1
+    current = parse_task(
+        {"ETag": "ab12", "experimentId": "e", "timeout": "2099-01-01T00:00:00Z", "body": {"name": "GetNUmis"},
+         "requestProps": {"broadcast": False}, "signedUrl": None}
+    )  # fmt: skip
+    assert current.uuid == "ab12"
 
 
 def test_optional_fields_and_nulls_are_accepted():
@@ -188,7 +222,14 @@ def test_response_documents_have_the_contract_shape():
         "type": "WorkResponse",
         "request": request,
         "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": True},
-        "results": [{"type": "application/json", "body": '{"x": 1}'}],
+        "results": [
+            {
+                "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "type": "inline",
+                "body": '{"x": 1}',
+            }
+        ],
     }
     failed = error_response(request, "TASK_EXPIRED", "too late")
     assert failed["response"] == {
@@ -199,7 +240,15 @@ def test_response_documents_have_the_contract_shape():
     }
     assert failed["results"] == []
     big = offloaded_response(request, bucket="b", key="analysis-cache/e/k.json")
-    assert big["response"]["resultKey"] == "analysis-cache/e/k.json" and big["results"] == []
+    assert big["results"] == [
+        {"content-type": "application/json", "content-encoding": "utf-8", "type": "s3-path",
+         "body": "b/analysis-cache/e/k.json"}
+    ]  # fmt: skip
+    assert (
+        s3_path_of(big["results"][0]) == ("b", "analysis-cache/e/k.json")
+        and s3_path_of(ok["results"][0]) is None
+    )
+    assert work_response(request, "{}", cacheable=False)["response"]["cacheable"] is False
     attributes = response_attributes(request, failed)
     assert attributes["uuid"] == request["uuid"] and attributes["errorCode"] == "TASK_EXPIRED"
     assert attributes["taskName"] == "GeneExpression" and attributes["error"] == "true"

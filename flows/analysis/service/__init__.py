@@ -28,7 +28,9 @@ Request path (no Prefect API round trip, no synchronous S3 call for a warm exper
   LRU for everything, and S3 (``analysis-cache/{experimentId}/{sha256}.json``) for results whose
   computation took longer than ``s3_cache_min_compute_seconds`` (a GET costs ~3 ms; re-reading a
   gene list from S3 would be slower than computing it). Results too large for SNS are always
-  stored there and the response names them (``resultKey``).
+  stored there and the response's result item is ``{"type": "s3-path", "body": "bucket/key"}``
+  (the real Cellenics worker's form). ``ClusterCells`` results are not cached (``cacheable:
+  false``, as the real worker), and ``pagination`` pages are cut from the cached whole result.
 - **PrepareExperiment** creates a flow run of the ``prepare-experiment`` deployment (idempotency
   key = the message id, so a redelivery never starts a second run); the flow publishes the
   response when the experiment is ready. The service keeps the message invisible while the run

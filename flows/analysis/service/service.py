@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlencode
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,17 +26,21 @@ from blocks.s3 import ObjectStore, data_store
 from flows.analysis.experiments import ExperimentStore, LoadedExperiment, TransientError
 from flows.analysis.protocol import (
     PREPARE_EXPERIMENT,
+    RESULT_CONTENT_TYPE,
     ErrorCode,
     ServiceError,
     Task,
     UnparseableMessage,
     cache_key,
+    current_response,
     decode_message,
     encode,
     error_response,
     fits_sns,
     offloaded_response,
+    page_key,
     parse_task,
+    s3_path_of,
     work_response,
 )
 from flows.analysis.service.journal import Journal
@@ -43,7 +49,7 @@ from flows.analysis.service.prepare_launcher import PrepareLauncher
 from flows.analysis.service.recorder import Recorder
 from flows.analysis.service.responses import Responses
 from flows.analysis.service.settings import ServiceSettings
-from flows.analysis.tasks import run_task
+from flows.analysis.tasks import paginate, run_task
 
 logger = logging.getLogger("interlinked.analysis.service")
 
@@ -111,6 +117,7 @@ class AnalysisService:
         self.queue_url = settings.queue_url or blocks.SqsQueue.load(blocks.WORK_QUEUE).queue_url
         self.topic_arn = settings.topic_arn or blocks.SnsTopic.load(blocks.WORK_RESULTS_TOPIC).topic_arn
         self.bucket = settings.data_bucket or data_store().bucket
+        self.results_bucket = settings.results_bucket or self.bucket
         self.store = ObjectStore(self.bucket, aws_client("s3", config=config))
         self.responses = Responses(aws_client("sns", config=config), self.topic_arn, self.store)
         redrive = queue_redrive(self.sqs, self.queue_url)
@@ -314,7 +321,7 @@ class AnalysisService:
         details = response["response"]
         self.recorder.record(
             "failed" if details["error"] else "answered",
-            uuid=request.get("uuid"),
+            uuid=request.get("uuid") or request.get("ETag"),
             task=task.name if task else _task_name(request),
             experimentId=request.get("experimentId")
             if isinstance(request.get("experimentId"), str)
@@ -327,7 +334,7 @@ class AnalysisService:
             computeMs=None if compute_ms is None else round(compute_ms, 3),
             serviceMs=round(service_ms, 3),
             queueMs=message.queue_ms,
-            resultKey=details.get("resultKey"),
+            resultKey=_offloaded_key(response),
             snsMessageId=sns_id,
         )
         return False
@@ -336,6 +343,10 @@ class AnalysisService:
         """An interactive task's WorkResponse, its encoded message, where the result came from
         (``memory``, ``s3``, ``computed`` or ``shared`` with a concurrent identical request) and
         the compute time in ms."""
+        if task.current_envelope and task.cacheable:
+            stored = self._stored_under_etag(task)
+            if stored is not None:  # the real API's cache lookup: no computation
+                return stored, encode(stored), "s3-etag", None
         experiment = self.experiments.get(task.experiment_id)
         key = cache_key(
             experiment_id=task.experiment_id,
@@ -343,10 +354,11 @@ class AnalysisService:
             body=task.body,
             analysis_version=_analysis_version(),
         )
-        body = self.results.get(key)
+        cacheable = task.cacheable
+        body = self.results.get(key) if cacheable else None
         source = "memory"
         compute_ms = None
-        if body is None and self._worth_s3_lookup(task):
+        if body is None and cacheable and self._worth_s3_lookup(task):
             body = self._s3_cached(key)
             source = "s3"
             if body is not None:
@@ -356,26 +368,98 @@ class AnalysisService:
 
             def compute() -> str:
                 began = time.perf_counter()
-                text = encode(run_task(task, experiment))
+                value = run_task(task, experiment)
+                text = value if task.content_type != RESULT_CONTENT_TYPE else encode(value)
                 self._learn(task, time.perf_counter() - began)
-                self.results.put(key, text)
+                if cacheable:
+                    self.results.put(key, text)
                 return text
 
             began = time.perf_counter()
             body, computed_here = self.single_flight.do(key, compute)
             compute_ms = (time.perf_counter() - began) * 1000
             source = "computed" if computed_here else "shared"
-        response = work_response(task.request, body)
+        shown, shown_key = body, key
+        pagination = task.request.get("pagination")
+        if pagination:
+            # The whole result is cached; each page is cut from it (as the real API did).
+            shown = paginate(body, pagination)
+            shown_key = page_key(key, pagination)
+        if task.current_envelope:
+            response = self._store_under_etag(task, shown) if cacheable else None
+            if response is None:
+                response = current_response(
+                    task.request, bucket=None, key=None, signed_url=task.request.get("signedUrl"),
+                    body=shown, cacheable=False, content_type=task.content_type,
+                )  # fmt: skip
+            message = encode(response)
+            if fits_sns(message):
+                return response, message, source, compute_ms
+        response = work_response(task.request, shown, cacheable=cacheable, content_type=task.content_type)
         message = encode(response)
         if not fits_sns(message):
-            if key not in self._persisted:
-                self._store_s3(key, body)  # the response points at it: it must exist first
-                self._remember_persisted(key)
-            response = offloaded_response(task.request, bucket=self.bucket, key=key)
+            if shown_key not in self._persisted:
+                self._store_s3(shown_key, shown)  # the response points at it: it must exist first
+                self._remember_persisted(shown_key)
+            response = offloaded_response(
+                task.request, bucket=self.bucket, key=shown_key, cacheable=cacheable
+            )
             message = encode(response)
-        elif source == "computed" and compute_ms >= self.settings.s3_cache_min_compute_seconds * 1000:
+        elif (
+            cacheable
+            and source == "computed"
+            and compute_ms >= self.settings.s3_cache_min_compute_seconds * 1000
+        ):
             self.background.submit(self._store_s3_quietly, key, body)
         return response, message, source, compute_ms
+
+    # -- the current envelope (ETag) ----------------------------------------------------------------
+    def _etag_key(self, task: Task) -> str:
+        return f"{self.settings.results_prefix}{task.request['ETag']}"
+
+    def _signed_url(self, key: str) -> str:
+        return self.store.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.results_bucket, "Key": key},
+            ExpiresIn=self.settings.signed_url_seconds,
+        )
+
+    def _stored_under_etag(self, task: Task) -> dict[str, Any] | None:
+        """The response for a result already stored under the request's ETag (tagged with the same
+        experiment, as the real API checks), else None."""
+        key = self._etag_key(task)
+        try:
+            tags = self.store.client.get_object_tagging(Bucket=self.results_bucket, Key=key)["TagSet"]
+        except ClientError:
+            return None  # not there (or not readable): compute it
+        if {tag["Key"]: tag["Value"] for tag in tags}.get("experimentId") != task.experiment_id:
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"ETag {task.request['ETag']!r} names a result of another experiment",
+            )
+        return current_response(
+            task.request, bucket=self.results_bucket, key=key, signed_url=self._signed_url(key)
+        )
+
+    def _store_under_etag(self, task: Task, body: str) -> dict[str, Any]:
+        """Upload the result gzip-compressed under the ETag (S3 tags ``experimentId``,
+        ``requestType``: the real worker's ``Response._upload``) and answer with its signed URL."""
+        key = self._etag_key(task)
+        self.store.client.put_object(
+            Bucket=self.results_bucket,
+            Key=key,
+            Body=gzip.compress(body.encode(), compresslevel=5),
+            # Plain gzip bytes, no Content-Encoding header, as the real worker uploads them: the UI
+            # downloads and decompresses itself (a header would make browsers decompress first).
+            Tagging=urlencode({"experimentId": task.experiment_id, "requestType": task.name}),
+        )
+        return current_response(
+            task.request,
+            bucket=self.results_bucket,
+            key=key,
+            signed_url=self._signed_url(key),
+            content_type=task.content_type,
+        )
 
     # -- caching helpers -------------------------------------------------------------------------------
     def _learn(self, task: Task, seconds: float) -> None:
@@ -506,6 +590,15 @@ class AnalysisService:
             from prefect.logging.loggers import flow_run_logger
 
             flow_run_logger(self.flow_run).warning(line)
+
+
+def _offloaded_key(response: dict[str, Any]) -> str | None:
+    """The S3 key of an offloaded result (an ``s3-path`` item), for the service's records."""
+    for item in response.get("results") or []:
+        where = s3_path_of(item)
+        if where is not None:
+            return where[1]
+    return None
 
 
 def _task_name(request: dict[str, Any]) -> str | None:

@@ -20,6 +20,17 @@ class ServiceSettings(BaseSettings):
     data_bucket: str | None = Field(
         default=None, description="Experiments, cache, records; default: data block."
     )
+    results_bucket: str | None = Field(
+        default=None,
+        description="Current-envelope (ETag) results, gzip JSON under the ETag; default: the data bucket.",
+    )
+    results_prefix: str = Field(
+        default="worker-results/",
+        description="Key prefix of ETag results in results_bucket ('' for a bucket of their own, as Cellenics).",
+    )
+    signed_url_seconds: int = Field(
+        default=3600, ge=60, description="Validity of the signedUrl a current-envelope response carries."
+    )
     prepare_deployment: str = Field(
         default="prepare-experiment/local", description="Flow/deployment for PrepareExperiment."
     )
