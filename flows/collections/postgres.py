@@ -698,6 +698,8 @@ class PostgresTaskStore(TaskStore):
                 result.setdefault(str(sample), {}).setdefault(collection, {})[state] = int(count)
             return result
 
+        return self._tx(read)
+
     def finished_per_minute(
         self, collection: str, *, minutes: int
     ) -> tuple[float, dict[int, tuple[int, int]]]:

@@ -12,7 +12,15 @@ pytestmark = pytest.mark.integration
 
 def test_up_twice_is_harmless(stack, stack_handle):
     before = stack_handle.pids()
-    assert set(before) == {"postgres", "aws", "prefect-server", "worker", "analysis-service", "bridge"}
+    assert set(before) == {
+        "postgres",
+        "aws",
+        "prefect-server",
+        "worker",
+        "analysis-service",
+        "bridge",
+        "script-api",
+    }
     result = run_cli("up")
     assert result.returncode == 0, result.stderr
     assert "starting" not in result.stderr

@@ -133,7 +133,7 @@ def test_wipe_refuses_while_the_stack_runs(stack, stack_handle):
 def sqlite_stack():
     """A second stack with INTERLINKED_PREFECT_DATABASE=sqlite, its own state directory and ports."""
     base = Path(tempfile.mkdtemp(prefix="interlinked-sqlite-test-"))
-    prefect_port, aws_port, postgres_port = _free_port(), _free_port(), _free_port()
+    prefect_port, aws_port, postgres_port, api_port = _free_port(), _free_port(), _free_port(), _free_port()
     env = {
         **os.environ,
         **TEST_ENV,
@@ -142,6 +142,8 @@ def sqlite_stack():
         "INTERLINKED_PREFECT_PORT": str(prefect_port),
         "INTERLINKED_AWS_PORT": str(aws_port),
         "INTERLINKED_POSTGRES_PORT": str(postgres_port),
+        "INTERLINKED_SCRIPT_API_PORT": str(api_port),
+        "INTERLINKED_SCRIPT_API_URL": f"http://127.0.0.1:{api_port}/",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_UI_URL": f"http://127.0.0.1:{prefect_port}",
         "PREFECT_HOME": str(base / "prefect-home"),
