@@ -109,3 +109,35 @@ def test_the_runs_page_lists_both_jobs(page, script_runs, stack):
     page.goto(script_runs["ok"]["ui_url"].split("/runs/")[0] + "/runs")
     page.get_by_text("UI sum").first.wait_for()
     page.get_by_text("UI failure").first.wait_for()
+
+
+@pytest.fixture(scope="module")
+def drained(stack_handle, tmp_path_factory):
+    """A small collection drained by one `drain-collection` run (one task fails on purpose)."""
+    import uuid
+
+    stack_handle.ensure_up()
+    collection = f"ui-{uuid.uuid4().hex[:6]}"
+    path = tmp_path_factory.mktemp("ui-tasks") / "tasks.jsonl"
+    tasks = [{"id": f"s{i}", "command": "echo ok"} for i in range(12)] + [{"id": "bad", "command": "exit 3"}]
+    path.write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    added = run_cli("tasks", "add", collection, "--file", str(path))
+    assert added.returncode == 0, added.stderr
+    result = run_cli("tasks", "drain", collection, "--wait", "--json", timeout=600)
+    assert result.returncode == 1, result.stderr  # the failing task
+    [run] = json.loads(result.stdout)["flow_runs"]
+    return collection, run["id"], stack_handle.ensure_up()
+
+
+def test_a_drain_run_shows_its_progress_and_the_collection_table(page, drained):
+    collection, run_id, stack = drained
+    ui = stack["prefect_ui_url"]
+    _open_run(page, f"{ui}/runs/flow-run/{run_id}", "Completed")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text(f"collection-{collection}-status").first.wait_for()
+    text = page.inner_text("body")
+    assert "100%" in text or "100" in text, "the progress artifact is not at 100"
+    # The table artifact's own page shows the counts per state.
+    page.get_by_text(f"collection-{collection}-status").first.click()
+    page.get_by_text("failed", exact=True).first.wait_for()
+    assert "12" in page.inner_text("body")
