@@ -143,6 +143,8 @@ def drain_requests(
     batch: int = 25,
     lease_seconds: float | None = None,
     scheduler_address: str | None = None,
+    max_tasks: int | None = None,
+    nested_concurrency: int | None = None,
 ) -> DrainRequest:
     """What ``interlinked tasks drain`` starts: on ``local`` and ``ecs``, ``workers`` runs of the
     pool's ``drain-collection`` deployment; on ``batch`` with ``workers`` > 1, **one** run whose Batch
@@ -160,12 +162,17 @@ def drain_requests(
     for name, value in (("--time-budget", time_budget), ("--task-timeout", task_timeout)):
         if value is not None and value <= 0:
             raise TaskInputError(f"{name} must be positive")
+    for name, value in (("--max-tasks", max_tasks), ("--nested-concurrency", nested_concurrency)):
+        if value is not None and value < 1:
+            raise TaskInputError(f"{name} must be at least 1")
     parameters: dict[str, Any] = {"collection": collection, "concurrency": concurrency, "batch": batch}
     optional = {
         "time_budget": time_budget,
         "task_timeout": task_timeout,
         "lease_seconds": lease_seconds,
         "scheduler_address": scheduler_address,
+        "max_tasks": max_tasks,
+        "nested_concurrency": nested_concurrency,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
     deployment = f"{DRAIN_FLOW}/{pool}"
@@ -224,3 +231,49 @@ def sample_table(
                 row[collection] = ", ".join(f"{state} {n}/{total}" for state, n in sorted(states.items()))
         table[sample] = row
     return {"steps": names, "key": key, "samples": table}
+
+
+#: PyAnamo's progress buckets of nested items (share of an item's nests done).
+NEST_BUCKETS = ("todo", "1-25%", "26-75%", "76-99%", "done")
+
+
+def nest_bucket(done: int, total: int) -> str:
+    """The progress bucket of an item with ``done`` of ``total`` nests done."""
+    if total <= 0 or done <= 0:
+        return "todo"
+    if done >= total:
+        return "done"
+    share = done / total
+    return "1-25%" if share <= 0.25 else "26-75%" if share <= 0.75 else "76-99%"
+
+
+def nested_status(store: TaskStore, collection: str) -> dict[str, Any]:
+    """PyAnamo's view of a collection's nested items: ``{"collection", "items", "buckets": {bucket:
+    items}, "nests": {state: nests}, "by_state": {item state: items}}``. Reads every task of the
+    collection (an explicit request, as ``--samples``)."""
+    from flows.collections.model import NESTED_KEY
+
+    check_collection(collection)
+    buckets = dict.fromkeys(NEST_BUCKETS, 0)
+    nests: dict[str, int] = {}
+    by_state: dict[str, int] = {}
+    items = 0
+    for task in store.iter_tasks(collection):
+        subs = task.attributes.get(NESTED_KEY)
+        if not isinstance(subs, list) or not subs:
+            continue
+        items += 1
+        by_state[task.state] = by_state.get(task.state, 0) + 1
+        done = 0
+        for sub in subs:
+            state = sub.get("state", "todo") if isinstance(sub, dict) else "todo"
+            nests[state] = nests.get(state, 0) + 1
+            done += state == "done"
+        buckets[nest_bucket(done, len(subs))] += 1
+    return {
+        "collection": collection,
+        "items": items,
+        "buckets": buckets,
+        "nests": nests,
+        "by_state": by_state,
+    }

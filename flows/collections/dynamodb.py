@@ -849,6 +849,57 @@ class DynamoTaskStore(TaskStore):
             {LOCKED: -1, TODO: 1},
         )
 
+    def set_attributes(self, collection: str, task_id: str, token: int, updates: dict[str, Any]) -> None:
+        # Only the lease holder writes attributes, and only under its token: a read, a merge and a
+        # write conditional on the token cannot lose another writer's change.
+        task = self.get(collection, task_id)
+        if task is None or task.lease_token != int(token) or task.state != LOCKED:
+            raise LeaseLost(
+                f"{collection}/{task_id}: token {token} is stale"
+                + ("" if task is None else f" (the task is {task.state}, token {task.lease_token})")
+            )
+        merged = {**task.attributes, **updates}
+        self._leased_change(
+            collection,
+            task_id,
+            token,
+            "SET attributes = :attributes, updated_at = :now",
+            {":attributes": _s(json.dumps(merged, sort_keys=True, default=str)), ":now": _n(time.time())},
+            None,
+        )
+
+    def reopen(self, collection: str, task_id: str, *, expect_state: str, attributes: dict[str, Any]) -> bool:
+        if expect_state not in (TODO, DONE, FAILED):
+            raise TaskInputError(f"cannot reopen a {expect_state} task")
+        now = time.time()
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._task_key(collection, task_id),
+                UpdateExpression=(
+                    "SET #state = :todo, due = :now, updated_at = :now, attempts = :zero, "
+                    "open_pk = :open, attributes = :attributes "
+                    "REMOVE failed_pk, finished_at, #error, exit_code, lease_token, lease_expires, lease_pk"
+                ),
+                ConditionExpression="#state = :from",
+                ExpressionAttributeNames={"#state": "state", "#error": "error"},
+                ExpressionAttributeValues={
+                    ":todo": _s(TODO),
+                    ":now": _n(now),
+                    ":zero": _n(0),
+                    ":open": _s(self._shard_pk(collection, shard_of(task_id))),
+                    ":attributes": _s(json.dumps(attributes, sort_keys=True, default=str)),
+                    ":from": _s(expect_state),
+                },
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        if expect_state != TODO:
+            self._count(collection, {expect_state: -1, TODO: 1})
+        return True
+
     # -- bulk changes ---------------------------------------------------------------------------
 
     def _reopen(self, collection: str, item: dict, from_state: str) -> bool:

@@ -84,6 +84,7 @@ from flows.collections.model import (
     DONE,
     FAILED,
     LOCKED,
+    NESTED_KEY,
     TODO,
     Task,
     TaskInputError,
@@ -105,7 +106,6 @@ DEFAULT_NESTED_DELIMITER = ","
 PICAS_BOOKKEEPING = ("type", "lock", "done", "hostname", "scrub_count", "error", "exit_code")
 PICAS_KEY = "picas"
 PYANAMO_KEY = "pyanamo"
-NESTED_KEY = "nested"
 
 _DIGITS = re.compile(r"[0-9]+")
 

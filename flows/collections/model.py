@@ -31,6 +31,10 @@ _COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,254}")
 
 
+#: ``attributes[NESTED_KEY]``: the sub-tasks of a nested task (PyAnamo's nests), each
+#: ``{"id", "command", "state"}`` plus, once run, ``exit_code``, ``error`` and ``log_key``.
+NESTED_KEY = "nested"
+
 #: States a task may be added in (``locked`` belongs to a worker's lease, never to an import).
 INITIAL_STATES = (TODO, DONE, FAILED)
 

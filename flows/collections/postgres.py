@@ -543,6 +543,38 @@ class PostgresTaskStore(TaskStore):
             lambda _row: {LOCKED: -1, TODO: 1},
         )
 
+    def set_attributes(self, collection: str, task_id: str, token: int, updates: dict[str, Any]) -> None:
+        self._leased(
+            collection,
+            task_id,
+            token,
+            "attributes = t.attributes || %(updates)s::jsonb",
+            {"updates": json.dumps(updates, default=str)},
+        )
+
+    def reopen(self, collection: str, task_id: str, *, expect_state: str, attributes: dict[str, Any]) -> bool:
+        if expect_state not in (TODO, DONE, FAILED):
+            raise TaskInputError(f"cannot reopen a {expect_state} task")
+        self.ensure()
+
+        def change(cursor: Any) -> bool:
+            cursor.execute(
+                self._sql(
+                    "UPDATE {s}.tasks SET state = 'todo', attributes = %s::jsonb, attempts = 0, "
+                    "due = now(), updated_at = now(), finished_at = NULL, error = NULL, exit_code = NULL, "
+                    "lease_token = NULL, lease_expires = NULL "
+                    "WHERE collection = %s AND id = %s AND state = %s"
+                ),
+                (json.dumps(attributes, default=str), collection, task_id, expect_state),
+            )
+            if not cursor.rowcount:
+                return False
+            if expect_state != TODO:
+                self._count(cursor, collection, {expect_state: -1, TODO: 1})
+            return True
+
+        return self._tx(change)
+
     # -- bulk changes ---------------------------------------------------------------------------
 
     def reset(self, collection: str, state: str) -> int:
@@ -697,6 +729,8 @@ class PostgresTaskStore(TaskStore):
             for sample, collection, state, count in cursor.fetchall():
                 result.setdefault(str(sample), {}).setdefault(collection, {})[state] = int(count)
             return result
+
+        return self._tx(read)
 
     def finished_per_minute(
         self, collection: str, *, minutes: int

@@ -5,9 +5,11 @@
     interlinked tasks add COLLECTION --file FILE --format picas [--type TYPE]
     interlinked tasks add COLLECTION --ids FILE --command TEMPLATE [--max-attempts N] [--json]
     interlinked tasks status [COLLECTION] [--watch [--interval S]] [--samples] [--json]
+    interlinked tasks status COLLECTION --nested [--json]
     interlinked tasks drain COLLECTION [--workers N] [--concurrency K] [--pool local|ecs|batch]
-                            [--time-budget S] [--task-timeout S] [--wait] [--json]
+                            [--time-budget S] [--max-tasks N] [--task-timeout S] [--wait] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
+    interlinked tasks reset COLLECTION TASK_ID --nest Task_K [--nest ...] | --all-nests [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
     interlinked tasks export COLLECTION --format pyanamo|picas|jsonl [--output FILE]
@@ -217,8 +219,32 @@ def _print_samples(document: dict) -> None:
         print(f"{sample:<{width}}  {cells}")
 
 
+def _print_nested(document: dict) -> None:
+    from flows.collections.client import NEST_BUCKETS
+
+    print(f"{document['collection']}: {document['items']} nested item(s)")
+    print("  " + "  ".join(f"{bucket:>7}" for bucket in NEST_BUCKETS))
+    print("  " + "  ".join(f"{document['buckets'][bucket]:>7}" for bucket in NEST_BUCKETS))
+    nests = ", ".join(f"{n} {state}" for state, n in sorted(document["nests"].items()))
+    print(f"  nests: {nests or 'none'}")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.collections.client import collection_status, sample_table
+
+    if args.nested:
+        if not args.collection:
+            return report_error("--nested needs a COLLECTION", EXIT_INVALID)
+        from flows.collections.client import nested_status
+
+        code, document = _run(lambda store: nested_status(store, args.collection))
+        if code:
+            return code
+        if args.json:
+            _print_json(document)
+        else:
+            _print_nested(document)
+        return 0
 
     if args.samples:
         code, document = _run(
@@ -265,6 +291,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
             batch=args.batch,
             lease_seconds=args.lease_seconds,
             scheduler_address=args.scheduler_address,
+            max_tasks=args.max_tasks,
+            nested_concurrency=args.nested_concurrency,
         )
     except TaskInputError as error:
         return report_error(str(error), EXIT_INVALID)
@@ -377,6 +405,38 @@ def _wait_drained(store: Any, collection: str, run_ids: list[Any], args: argpars
 def cmd_reset(args: argparse.Namespace) -> int:
     from flows.collections.client import reset_collection
 
+    nests = bool(args.nest) or args.all_nests
+    if nests or args.task_id is not None:
+        if args.task_id is None or not nests or args.state is not None:
+            return report_error(
+                "reset one nested task as: tasks reset COLLECTION TASK_ID --nest Task_K [...] | --all-nests "
+                "(without --state)",
+                EXIT_INVALID,
+            )
+        if args.nest and args.all_nests:
+            return report_error("give --nest or --all-nests, not both", EXIT_INVALID)
+        code, task = _run(
+            lambda store: store.reset_nests(
+                args.collection, args.task_id, None if args.all_nests else args.nest
+            )
+        )
+        if code:
+            return code
+        from flows.collections.model import NESTED_KEY
+
+        subs = task.attributes.get(NESTED_KEY, [])
+        reset = [sub["id"] for sub in subs] if args.all_nests else list(dict.fromkeys(args.nest))
+        if args.json:
+            _print_json(
+                {"collection": args.collection, "task": task.id, "state": task.state, "nests_reset": reset}
+            )
+        else:
+            print(
+                f"{args.collection}/{task.id}: nested task(s) {', '.join(reset)} back to todo (the item is {task.state})"
+            )
+        return 0
+    if args.state is None:
+        return report_error("give --state failed|locked, or TASK_ID with --nest/--all-nests", EXIT_INVALID)
     code, count = _run(lambda store: reset_collection(store, args.collection, args.state))
     if code:
         return code
@@ -490,6 +550,11 @@ def register(subparsers) -> None:
     status.add_argument(
         "--samples", action="store_true", help="where each sample (attributes.sample) is across the steps"
     )
+    status.add_argument(
+        "--nested",
+        action="store_true",
+        help="nested items by share of nests done (PyAnamo's buckets: todo, 1-25%%, 26-75%%, 76-99%%, done)",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
@@ -504,6 +569,15 @@ def register(subparsers) -> None:
         "--time-budget", type=float, help="seconds each drain may run (it stops cleanly before)"
     )
     drain.add_argument(
+        "--max-tasks",
+        type=int,
+        help="tasks each drain may claim (PiCaS max_tasks); with --time-budget, a drain also starts "
+        "only what the time left can finish at the observed mean task time",
+    )
+    drain.add_argument(
+        "--nested-concurrency", type=int, help="sub-tasks of one nested task at once (default all)"
+    )
+    drain.add_argument(
         "--task-timeout", type=float, help="seconds a task may run before it is killed and failed"
     )
     drain.add_argument("--batch", type=int, default=25, help="tasks claimed per claim")
@@ -513,9 +587,22 @@ def register(subparsers) -> None:
     drain.add_argument("--json", action="store_true", help="machine-readable output")
     drain.set_defaults(func=cmd_drain)
 
-    reset = actions.add_parser("reset", help="tasks in a state back to todo")
+    reset = actions.add_parser(
+        "reset", help="tasks in a state back to todo; or nests of one nested task (PyAnamo's nest reset)"
+    )
     reset.add_argument("collection", metavar="COLLECTION")
-    reset.add_argument("--state", required=True, choices=("failed", "locked"))
+    reset.add_argument(
+        "task_id", metavar="TASK_ID", nargs="?", help="a nested task (with --nest/--all-nests)"
+    )
+    reset.add_argument("--state", choices=("failed", "locked"))
+    reset.add_argument(
+        "--nest",
+        action="append",
+        default=[],
+        metavar="NEST_ID",
+        help="this nested task (e.g. Task_3); repeatable",
+    )
+    reset.add_argument("--all-nests", action="store_true", help="every nested task of TASK_ID")
     reset.add_argument("--json", action="store_true", help="machine-readable output")
     reset.set_defaults(func=cmd_reset)
 
