@@ -635,6 +635,8 @@ def task_to_json(task: Task) -> dict[str, Any]:
         document["error"] = task.error
     if task.exit_code is not None:
         document["exit_code"] = task.exit_code
+    if task.priority:
+        document["priority"] = task.priority
     return document
 
 

@@ -1,11 +1,12 @@
 """`interlinked tasks add | status | reset | retry-failed | delete | export`: task collections (seed 002).
 
-    interlinked tasks add COLLECTION --file FILE [--format jsonl|tsv] [--max-attempts N] [--json]
+    interlinked tasks add COLLECTION --file FILE [--format jsonl|tsv] [--max-attempts N] [--priority P] [--json]
     interlinked tasks add COLLECTION --file FILE --format pyanamo [--separator S] [--nested-delimiter D]
     interlinked tasks add COLLECTION --file FILE --format picas [--type TYPE]
     interlinked tasks add COLLECTION --ids FILE --command TEMPLATE [--max-attempts N] [--json]
     interlinked tasks status [COLLECTION] [--watch [--interval S]] [--samples] [--json]
     interlinked tasks status COLLECTION --nested [--json]
+    interlinked tasks status [COLLECTION] --by-instance | --orphans [--release] [--json]
     interlinked tasks drain COLLECTION [--workers N] [--concurrency K] [--pool local|ecs|batch]
                             [--time-budget S] [--max-tasks N] [--task-timeout S] [--wait] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
@@ -84,6 +85,19 @@ def cmd_add(args: argparse.Namespace) -> int:
         )
         if args.max_attempts is not None and args.max_attempts < 1:
             raise TaskInputError("--max-attempts must be at least 1")
+        if args.priority is not None:
+            import dataclasses
+
+            from flows.collections.model import check_priority
+
+            check_priority(args.priority, "--priority")
+            parsed = tasks
+            tasks = type(parsed)(
+                (spec if spec.priority else dataclasses.replace(spec, priority=args.priority))
+                for spec in parsed
+            )
+            tasks.repeats = parsed.repeats
+            tasks.skipped = getattr(parsed, "skipped", 0)
     except TaskInputError as error:
         return report_error(str(error), EXIT_INVALID)
     code, result = _run(
@@ -229,8 +243,68 @@ def _print_nested(document: dict) -> None:
     print(f"  nests: {nests or 'none'}")
 
 
+def _print_instances(document: dict) -> None:
+    if not document["instances"]:
+        print(f"no leases in {', '.join(document['collections']) or 'any collection'}")
+        return
+    print(f"{document['leases']} lease(s) held by {len(document['instances'])} instance(s):")
+    for entry in document["instances"]:
+        where = [f"host {entry['host']}", f"pid {entry['pid']}"]
+        if entry["batch_job"]:
+            where.append(f"Batch job {entry['batch_job']}")
+        if entry["flow_run"]:
+            where.append(f"flow run {entry['flow_run']}")
+        counts = ", ".join(f"{name}: {n}" for name, n in entry["by_collection"].items())
+        print(f"  {entry['owner']}  {entry['tasks']} task(s) ({counts}); {', '.join(where)}")
+        more = entry["tasks"] - len(entry["task_ids"])
+        print("    " + " ".join(entry["task_ids"]) + (f" ... and {more} more" if more > 0 else ""))
+
+
+def _print_orphans(document: dict, released: int | None) -> None:
+    found = document["orphans"]
+    print(
+        f"{document['checked']} lease(s) checked: {len(found)} orphaned"
+        + (f", {document['unknown']} on other hosts not checkable" if document["unknown"] else "")
+    )
+    for orphan in found:
+        state = "expired" if orphan["expired"] else "live"
+        print(
+            f"  {orphan['collection']}/{orphan['id']}  {orphan['owner']}  ({state} lease): {orphan['reason']}"
+        )
+    if released is not None:
+        print(f"{released} orphaned lease(s) ended (tasks back to todo, or failed without attempts left)")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.collections.client import collection_status, sample_table
+
+    chosen = [args.collection] if args.collection else None
+    if args.release and not args.orphans:
+        return report_error("--release goes with --orphans", EXIT_INVALID)
+    if args.by_instance:
+        from flows.collections.client import instances
+
+        code, document = _run(lambda store: instances(store, chosen))
+        if code:
+            return code
+        _print_json(document) if args.json else _print_instances(document)
+        return 0
+    if args.orphans:
+        from flows.collections.client import orphans, release_orphans
+
+        def check(store: Any) -> tuple[dict, int | None]:
+            document = orphans(store, chosen)
+            return document, (release_orphans(store, document["orphans"]) if args.release else None)
+
+        code, result = _run(check)
+        if code:
+            return code
+        document, released = result
+        if args.json:
+            _print_json({**document, **({"released": released} if released is not None else {})})
+        else:
+            _print_orphans(document, released)
+        return 0
 
     if args.nested:
         if not args.collection:
@@ -537,6 +611,11 @@ def register(subparsers) -> None:
         type=int,
         help="lease expiries before a task is failed (set when the collection is created; default 3)",
     )
+    add.add_argument(
+        "--priority",
+        type=int,
+        help="priority of the added tasks that have none of their own (higher is claimed first; default 0)",
+    )
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.set_defaults(func=cmd_add)
 
@@ -549,6 +628,19 @@ def register(subparsers) -> None:
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes of --watch")
     status.add_argument(
         "--samples", action="store_true", help="where each sample (attributes.sample) is across the steps"
+    )
+    status.add_argument(
+        "--by-instance",
+        action="store_true",
+        help="which drain (host, pid, Batch job, flow run) holds which tasks",
+    )
+    status.add_argument(
+        "--orphans",
+        action="store_true",
+        help="leases whose holder is gone (Batch DescribeJobs; the process table on this host)",
+    )
+    status.add_argument(
+        "--release", action="store_true", help="with --orphans: end those leases now (as if they expired)"
     )
     status.add_argument(
         "--nested",
