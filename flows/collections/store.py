@@ -37,8 +37,33 @@ from flows.collections.model import (
 
 
 def new_owner() -> str:
-    """A worker id that is never reused, even after a restart on the same host (host, pid, random)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A worker id that is never reused, even after a restart on the same host: ``host:pid:random``,
+    then ``|batch=JOB_ID`` inside an AWS Batch job (an array child's id ends in ``:INDEX``) and
+    ``|flow=FLOW_RUN_ID`` inside a Prefect flow run, so ``tasks status --by-instance`` can say
+    which drain holds what and ``--orphans`` can check whether its holder still exists."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    batch_job = os.environ.get("AWS_BATCH_JOB_ID")
+    if batch_job:
+        owner += f"|batch={batch_job}"
+    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if flow_run:
+        owner += f"|flow={flow_run}"
+    return owner
+
+
+def parse_owner(owner: str | None) -> dict[str, Any]:
+    """``{"host", "pid", "batch_job", "flow_run"}`` of an owner written by :func:`new_owner`
+    (None for what it does not say; an owner of another shape gives only ``host`` None)."""
+    parts = (owner or "").split("|")
+    host, _, rest = parts[0].partition(":")
+    pid_text = rest.partition(":")[0]
+    tags = dict(part.partition("=")[::2] for part in parts[1:])
+    return {
+        "host": host or None,
+        "pid": int(pid_text) if pid_text.isdigit() else None,
+        "batch_job": tags.get("batch") or None,
+        "flow_run": tags.get("flow") or None,
+    }
 
 
 class TaskStore(ABC):
@@ -184,6 +209,11 @@ class TaskStore(ABC):
         """Every task of ``collection`` (``tasks export``): read page by page, not all at once.
         Raises ``UnknownCollection`` for an unknown collection."""
         raise NotImplementedError(f"{type(self).__name__} cannot list tasks")
+
+    def leases(self, collection: str) -> list[dict[str, Any]]:
+        """The current leases of ``collection`` (its locked tasks): ``{"id", "owner", "token",
+        "expires"}`` each, from the lease index (never the done tasks). Raises ``UnknownCollection``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list leases")
 
     @abstractmethod
     def collections(self) -> list[str]:

@@ -231,3 +231,26 @@ def test_nested_status_buckets_and_nest_resets(cli):
         result = cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_by_instance_and_orphans_from_the_cli(cli):
+    import socket
+    import subprocess as sp
+
+    store = cli.store
+    store.add("held", [TaskSpec(f"t{i}", "true") for i in range(3)])
+    gone = sp.Popen(["true"])
+    gone.wait()
+    owner = f"{socket.gethostname()}:{gone.pid}:0badf00d"
+    store.claim("held", owner=owner, batch=2, lease_seconds=600)
+
+    result = cli("status", "held", "--by-instance")
+    assert result.returncode == 0, result.stderr
+    assert f"{owner}  2 task(s) (held: 2)" in result.stdout
+    result = cli("status", "--orphans", "--release", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert len(document["orphans"]) == 2 and document["released"] == 2
+    assert store.status("held")["held"].todo == 3
+    result = cli("status", "held", "--release")
+    assert result.returncode == 2 and "--release goes with --orphans" in result.stderr
