@@ -143,6 +143,8 @@ def drain_requests(
     batch: int = 25,
     lease_seconds: float | None = None,
     scheduler_address: str | None = None,
+    max_tasks: int | None = None,
+    nested_concurrency: int | None = None,
 ) -> DrainRequest:
     """What ``interlinked tasks drain`` starts: on ``local`` and ``ecs``, ``workers`` runs of the
     pool's ``drain-collection`` deployment; on ``batch`` with ``workers`` > 1, **one** run whose Batch
@@ -160,12 +162,17 @@ def drain_requests(
     for name, value in (("--time-budget", time_budget), ("--task-timeout", task_timeout)):
         if value is not None and value <= 0:
             raise TaskInputError(f"{name} must be positive")
+    for name, value in (("--max-tasks", max_tasks), ("--nested-concurrency", nested_concurrency)):
+        if value is not None and value < 1:
+            raise TaskInputError(f"{name} must be at least 1")
     parameters: dict[str, Any] = {"collection": collection, "concurrency": concurrency, "batch": batch}
     optional = {
         "time_budget": time_budget,
         "task_timeout": task_timeout,
         "lease_seconds": lease_seconds,
         "scheduler_address": scheduler_address,
+        "max_tasks": max_tasks,
+        "nested_concurrency": nested_concurrency,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
     deployment = f"{DRAIN_FLOW}/{pool}"
@@ -224,3 +231,192 @@ def sample_table(
                 row[collection] = ", ".join(f"{state} {n}/{total}" for state, n in sorted(states.items()))
         table[sample] = row
     return {"steps": names, "key": key, "samples": table}
+
+
+#: PyAnamo's progress buckets of nested items (share of an item's nests done).
+NEST_BUCKETS = ("todo", "1-25%", "26-75%", "76-99%", "done")
+
+
+def nest_bucket(done: int, total: int) -> str:
+    """The progress bucket of an item with ``done`` of ``total`` nests done."""
+    if total <= 0 or done <= 0:
+        return "todo"
+    if done >= total:
+        return "done"
+    share = done / total
+    return "1-25%" if share <= 0.25 else "26-75%" if share <= 0.75 else "76-99%"
+
+
+def nested_status(store: TaskStore, collection: str) -> dict[str, Any]:
+    """PyAnamo's view of a collection's nested items: ``{"collection", "items", "buckets": {bucket:
+    items}, "nests": {state: nests}, "by_state": {item state: items}}``. Reads every task of the
+    collection (an explicit request, as ``--samples``)."""
+    from flows.collections.model import NESTED_KEY
+
+    check_collection(collection)
+    buckets = dict.fromkeys(NEST_BUCKETS, 0)
+    nests: dict[str, int] = {}
+    by_state: dict[str, int] = {}
+    items = 0
+    for task in store.iter_tasks(collection):
+        subs = task.attributes.get(NESTED_KEY)
+        if not isinstance(subs, list) or not subs:
+            continue
+        items += 1
+        by_state[task.state] = by_state.get(task.state, 0) + 1
+        done = 0
+        for sub in subs:
+            state = sub.get("state", "todo") if isinstance(sub, dict) else "todo"
+            nests[state] = nests.get(state, 0) + 1
+            done += state == "done"
+        buckets[nest_bucket(done, len(subs))] += 1
+    return {
+        "collection": collection,
+        "items": items,
+        "buckets": buckets,
+        "nests": nests,
+        "by_state": by_state,
+    }
+
+
+def instances(store: TaskStore, collections: list[str] | None = None) -> dict[str, Any]:
+    """PyAnamo's "which instance holds what": the current leases grouped by holder, ``{"instances":
+    [{"owner", "host", "pid", "batch_job", "flow_run", "tasks": n, "by_collection": {c: n},
+    "task_ids": [first 20 "c/id"], "earliest_expiry"}], "leases": total}``, busiest first."""
+    from flows.collections.store import parse_owner
+
+    names = collections or store.collections()
+    holders: dict[str, dict[str, Any]] = {}
+    total = 0
+    for name in names:
+        for lease in store.leases(check_collection(name)):
+            total += 1
+            owner = lease["owner"] or "?"
+            entry = holders.setdefault(
+                owner,
+                {"owner": owner, **parse_owner(owner), "tasks": 0, "by_collection": {}, "task_ids": []},
+            )
+            entry["tasks"] += 1
+            entry["by_collection"][name] = entry["by_collection"].get(name, 0) + 1
+            if len(entry["task_ids"]) < 20:
+                entry["task_ids"].append(f"{name}/{lease['id']}")
+            expires = lease["expires"]
+            if expires is not None and (
+                entry.get("earliest_expiry") is None or expires < entry["earliest_expiry"]
+            ):
+                entry["earliest_expiry"] = expires
+    ordered = sorted(holders.values(), key=lambda entry: (-entry["tasks"], entry["owner"]))
+    return {"collections": names, "leases": total, "instances": ordered}
+
+
+#: AWS Batch job states after which a job holds nothing any more.
+BATCH_ENDED = ("SUCCEEDED", "FAILED")
+
+
+def _batch_states(job_ids: list[str], batch_client: Any | None) -> dict[str, str | None]:
+    """``{job_id: status}`` from Batch ``DescribeJobs`` (100 a call); None for a job Batch does not
+    know (deleted, or never existed)."""
+    if not job_ids:
+        return {}
+    if batch_client is None:
+        from blocks.clients import aws_client
+
+        batch_client = aws_client("batch")
+    states: dict[str, str | None] = dict.fromkeys(job_ids)
+    for start in range(0, len(job_ids), 100):
+        reply = batch_client.describe_jobs(jobs=job_ids[start : start + 100])
+        for job in reply.get("jobs", []):
+            states[job["jobId"]] = job.get("status")
+            # An array child is asked for as "PARENT:INDEX"; Batch answers with that id.
+    return states
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def orphans(
+    store: TaskStore, collections: list[str] | None = None, *, batch_client: Any | None = None
+) -> dict[str, Any]:
+    """PyAnamo's "locks whose Batch job no longer exists": every lease with its holder checked —
+    ``gone`` when its Batch job ended or is unknown to Batch (``DescribeJobs``), or when it ran on
+    this host and its process is gone; ``alive`` when the job runs or the process exists;
+    ``unknown`` for a process on another host (nothing to ask). An expired lease is reclaimed by
+    the next claim anyway; ``expired`` says so. ``{"orphans": [...], "checked": n, "unknown": n}``."""
+    import socket
+    import time
+
+    from flows.collections.store import parse_owner
+
+    names = collections or store.collections()
+    leases = [(name, lease) for name in names for lease in store.leases(check_collection(name))]
+    owners = {lease["owner"]: parse_owner(lease["owner"]) for _, lease in leases}
+    jobs = sorted({info["batch_job"] for info in owners.values() if info["batch_job"]})
+    job_states = _batch_states(jobs, batch_client)
+    here = socket.gethostname()
+    verdicts: dict[str | None, tuple[str, str]] = {}
+    for owner, info in owners.items():
+        if info["batch_job"]:
+            status = job_states.get(info["batch_job"])
+            if status is None:
+                verdicts[owner] = ("gone", f"Batch job {info['batch_job']} is unknown to Batch")
+            elif status in BATCH_ENDED:
+                verdicts[owner] = ("gone", f"Batch job {info['batch_job']} is {status}")
+            else:
+                verdicts[owner] = ("alive", f"Batch job {info['batch_job']} is {status}")
+        elif info["host"] == here and info["pid"] is not None:
+            if _process_alive(info["pid"]):
+                verdicts[owner] = ("alive", f"process {info['pid']} on {here} exists")
+            else:
+                verdicts[owner] = ("gone", f"process {info['pid']} on {here} is gone")
+        else:
+            verdicts[owner] = ("unknown", f"held on host {info['host'] or '?'}: not checkable from {here}")
+    now = time.time()
+    found, unknown = [], 0
+    for name, lease in leases:
+        verdict, why = verdicts[lease["owner"]]
+        unknown += verdict == "unknown"
+        if verdict == "gone":
+            found.append(
+                {
+                    "collection": name,
+                    "id": lease["id"],
+                    "owner": lease["owner"],
+                    "token": lease["token"],
+                    "expires": lease["expires"],
+                    "expired": lease["expires"] is not None and lease["expires"] < now,
+                    "reason": why,
+                }
+            )
+    return {"collections": names, "checked": len(leases), "unknown": unknown, "orphans": found}
+
+
+def release_orphans(store: TaskStore, found: list[dict[str, Any]]) -> int:
+    """End the orphaned leases now instead of at their expiry: each task goes back to ``todo``, or
+    to ``failed`` when its attempts are used up — as an expired lease would (the attempt counts, so a
+    task that kills its workers still stops). Each write is conditional on the orphan's token: a
+    lease that changed hands meanwhile is left alone. How many leases were ended."""
+    from flows.collections.model import LeaseLost
+
+    ended = 0
+    for orphan in found:
+        try:
+            store.fail(
+                orphan["collection"],
+                orphan["id"],
+                int(orphan["token"]),
+                error=f"lease holder gone ({orphan['reason']})",
+                retry=True,
+            )
+        except LeaseLost:
+            continue
+        ended += 1
+    return ended

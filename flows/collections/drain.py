@@ -16,6 +16,8 @@ One drain:
   (``complete_many``), failures one by one with the exit code and the end of the output; a refused
   write (the lease was lost) is counted, never retried;
 - heartbeats every held lease every ``lease_seconds / 3`` (a lost lease kills the task);
+- claims no more than ``max_tasks`` in all, and under a wall-time budget only what the time left
+  can finish at the observed mean task time (PiCaS's average-time rule);
 - stops claiming before the wall-time budget and, ``budget_margin`` before it, gives back what
   still runs; on :meth:`Drain.stop` (the flow's SIGTERM handler) kills its tasks and releases them
   to ``todo`` at once;
@@ -38,12 +40,19 @@ from typing import Any
 
 from prefect import flow
 
-from flows.collections.model import DEFAULT_LEASE_SECONDS, LeaseLost, Task, check_collection
+from flows.collections.model import (
+    DEFAULT_LEASE_SECONDS,
+    NESTED_KEY,
+    LeaseLost,
+    Task,
+    check_collection,
+)
 from flows.collections.runner import (
     DEFAULT_LOG_INTERVAL,
     TaskRun,
     forget_owner,
     kill_task,
+    nested_progress,
     register_store,
     run_tasks,
     stop_owner,
@@ -77,6 +86,10 @@ class DrainOptions:
     wait_for_more: bool = True
     log_interval: float = DEFAULT_LOG_INTERVAL
     report_seconds: float = 2.0
+    #: Sub-tasks of one nested task running at once (None: all of them, as PyAnamo).
+    nested_concurrency: int | None = None
+    #: Claim no more than this many tasks in all (PiCaS's ``max_tasks``); None: no limit.
+    max_tasks: int | None = None
 
     def check(self) -> DrainOptions:
         if self.concurrency < 1:
@@ -89,6 +102,10 @@ class DrainOptions:
             raise ValueError(f"task_timeout must be positive, got {self.task_timeout}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time_budget must be positive, got {self.time_budget}")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise ValueError(f"max_tasks must be at least 1, got {self.max_tasks}")
+        if self.nested_concurrency is not None and self.nested_concurrency < 1:
+            raise ValueError(f"nested_concurrency must be at least 1, got {self.nested_concurrency}")
         return self
 
     @property
@@ -169,6 +186,21 @@ def dask_client(
         cluster.close()
 
 
+def _nests(task: Task) -> list[dict[str, Any]] | None:
+    """The sub-tasks of a nested task (a list of ``{"id", "command", ...}``), else None."""
+    nests = task.attributes.get(NESTED_KEY)
+    if (
+        isinstance(nests, list)
+        and nests
+        and all(
+            isinstance(sub, dict) and isinstance(sub.get("id"), str) and isinstance(sub.get("command"), str)
+            for sub in nests
+        )
+    ):
+        return nests
+    return None
+
+
 class Drain:
     """Drain ``collection`` of ``store`` on the Dask ``client`` (see the module doc).
 
@@ -216,6 +248,7 @@ class Drain:
         self._ended = threading.Event()
         self._mean_seconds: float | None = None
         self._deadline: float | None = None
+        self._nest_seen: dict[str, list] = {}
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -280,16 +313,27 @@ class Drain:
             )
             with self._lock:
                 inflight = len(self._inflight)
+                left = None if options.max_tasks is None else options.max_tasks - self.stats.claimed
+            if left is not None and left <= 0:
+                claiming = False
+                if inflight == 0:
+                    self._flush_done()
+                    return "max tasks"
             short = self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
             slots = options.concurrency * self._chunk()
             room = slots + (options.batch if short else 0) - inflight
+            if self._deadline is not None and self._mean_seconds:
+                # The average-task-time rule (PiCaS's RunActorWithStop): claim only what the
+                # remaining budget can finish on the slots, at the observed mean task time.
+                fit = int((self._deadline - options.margin - now) / self._mean_seconds) * options.concurrency
+                room = min(room, fit - inflight)
             # Claim when a slot would idle, or a good part of a batch is free (not one task a claim).
             worth = inflight < slots or room >= max(1, options.batch // 2)
             if claiming and room > 0 and worth and now >= next_claim:
                 tasks = self.store.claim(
                     self.collection,
                     owner=self.owner,
-                    batch=min(options.batch, room),
+                    batch=min(options.batch, room, left if left is not None else room),
                     lease_seconds=options.lease_seconds,
                 )
                 self._submit(tasks)
@@ -340,6 +384,8 @@ class Drain:
                 timeout=self.options.task_timeout,
                 attributes=task.attributes,
                 log_interval=self.options.log_interval,
+                nested=_nests(task),
+                nested_concurrency=self.options.nested_concurrency,
             )
             for task in tasks
         ]
@@ -414,6 +460,8 @@ class Drain:
             seconds if self._mean_seconds is None else 0.8 * self._mean_seconds + 0.2 * seconds
         )
         outcome = result["outcome"]
+        if result.get("nested") is not None and not self._write_nests(task, result["nested"]):
+            return
         if outcome == "done":
             if not self._pending_done:
                 self._pending_since = time.monotonic()
@@ -445,6 +493,41 @@ class Drain:
                 self.stats.failures.append(
                     {"id": task_id, "error": result["error"], "exit_code": result["exit_code"]}
                 )
+
+    def _write_nests(self, task: Task, nests: list[dict[str, Any]]) -> bool:
+        """Write a nested task's sub-states back (under its token); False when the lease was lost."""
+        try:
+            self.store.set_attributes(self.collection, task.id, int(task.lease_token), {NESTED_KEY: nests})
+        except LeaseLost as lost:
+            logger.warning("nested task %s: its lease was lost: %s", task.id, lost)
+            with self._lock:
+                self.stats.lost += 1
+            return False
+        return True
+
+    def _nest_progress(self, held: list[Task]) -> None:
+        """Write the sub-states of running nested tasks that changed since the last beat (so
+        ``tasks status --nested`` shows progress inside an item while it runs)."""
+        if not any(_nests(task) for task in held):
+            return
+        tokens = {task.id: task.lease_token for task in held}
+        try:
+            reports = self.client.run(nested_progress, self.owner)
+        except Exception as error:
+            logger.warning("could not read nested progress: %s", error)
+            return
+        for report in reports.values():
+            for task_id, entry in report.items():
+                if tokens.get(task_id) != entry["token"]:
+                    continue
+                nests = entry["nested"]
+                if self._nest_seen.get(task_id) == nests:
+                    continue
+                with contextlib.suppress(LeaseLost):
+                    self.store.set_attributes(
+                        self.collection, task_id, int(entry["token"]), {NESTED_KEY: nests}
+                    )
+                    self._nest_seen[task_id] = nests
 
     def _flush_done(self) -> None:
         if not self._pending_done:
@@ -512,6 +595,8 @@ class Drain:
                         )
                 except Exception as error:  # the store briefly unreachable: the next beat retries
                     logger.warning("heartbeat of %s failed: %s", task.id, error)
+            with contextlib.suppress(Exception):
+                self._nest_progress(held)
 
     def _reporter(self) -> None:
         while not self._ended.wait(self.options.report_seconds):
@@ -655,6 +740,8 @@ def drain_collection(
     dask_processes: bool = False,
     wait_for_more: bool = True,
     backend: str | None = None,
+    max_tasks: int | None = None,
+    nested_concurrency: int | None = None,
 ) -> dict[str, Any]:
     """Drain task collection ``collection``: claim its tasks in batches, run each task's command on
     ``concurrency`` Dask slots (a LocalCluster, or the cluster at ``scheduler_address``) with a
@@ -676,6 +763,8 @@ def drain_collection(
         task_timeout=task_timeout,
         time_budget=time_budget,
         wait_for_more=wait_for_more,
+        max_tasks=max_tasks,
+        nested_concurrency=nested_concurrency,
     ).check()
     store = open_store(backend)
     objects = data_store()
@@ -735,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS)
     parser.add_argument("--task-timeout", type=float)
     parser.add_argument("--time-budget", type=float)
+    parser.add_argument("--max-tasks", type=int, help="claim no more than this many tasks")
+    parser.add_argument("--nested-concurrency", type=int, help="sub-tasks of a nested task at once")
     parser.add_argument("--scheduler-address")
     parser.add_argument("--backend", help="task store backend (default: $INTERLINKED_TASKS_BACKEND)")
     parser.add_argument(
@@ -756,6 +847,8 @@ def main(argv: list[str] | None = None) -> int:
             scheduler_address=args.scheduler_address,
             wait_for_more=not args.no_wait,
             backend=args.backend,
+            max_tasks=args.max_tasks,
+            nested_concurrency=args.nested_concurrency,
         )
         print(json.dumps(result, default=str))
         return 0
@@ -771,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         task_timeout=args.task_timeout,
         time_budget=args.time_budget,
         wait_for_more=not args.no_wait,
+        max_tasks=args.max_tasks,
+        nested_concurrency=args.nested_concurrency,
     ).check()
     objects = ObjectStore(args.bucket, aws_client("s3", use_block=False)) if args.bucket else None
     store = open_store(args.backend)

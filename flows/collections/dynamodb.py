@@ -20,7 +20,11 @@ claim of every collection on one hot partition, PyAnamo's mistake):
 
 - ``open`` (``open_pk`` = ``coll#SS``, ``due``): todo and locked tasks, ``due`` being when the task
   becomes claimable (when it became todo; for a locked task its lease expiry). A claim queries a
-  random shard for ``due <= now`` and so finds todo tasks *and* expired leases in one query;
+  random shard for ``due <= now`` and so finds todo tasks *and* expired leases in one query.
+  Priorities: a task of priority ``p`` != 0 sits in ``coll#pP#SS`` instead (its level's own 16
+  shards); the registry item keeps the set of levels in use (``priorities``), and a claim walks
+  the levels highest first, the shards of each in a random order — still no index keyed on the
+  state, and a level only costs queries while a claim reaches it;
 - ``leased`` (``lease_pk`` = ``coll#SS``, ``lease_expires``): locked tasks only; the oldest lease
   and ``reset --state locked``;
 - ``failed`` (``failed_pk`` = coll, ``finished_at``): failed tasks only (few); failures with their
@@ -92,6 +96,8 @@ WAIT_BACKOFF = 5.0
 #: ... and one with a failed dependency (blocked) after this many.
 BLOCKED_BACKOFF = 60.0
 _TRANSACTION_ITEMS = 100
+#: Seconds a store reuses a collection's priority levels before reading them again.
+PRIORITY_CACHE_SECONDS = 2.0
 #: Per-minute finished counts are kept this long (seconds; the table's TTL removes them after).
 RATE_TTL = 7 * 24 * 3600
 #: Independent reads of one status call (a query per lease shard, per failed task's edges) run this
@@ -166,6 +172,7 @@ class DynamoTaskStore(TaskStore):
 
             client = aws_client("dynamodb")
         self.client = client
+        self._levels: dict[str, tuple[float, list[int]]] = {}
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -176,6 +183,29 @@ class DynamoTaskStore(TaskStore):
     @staticmethod
     def _shard_pk(collection: str, shard: int) -> str:
         return f"{collection}#{shard:02d}"
+
+    @staticmethod
+    def _open_pk(collection: str, shard: int, priority: int = 0) -> str:
+        """The ``open`` index partition of a task: its collection's shard, and its priority level
+        when not 0 (``coll#p5#SS``; '#' never occurs in a collection name)."""
+        if not priority:
+            return f"{collection}#{shard:02d}"
+        return f"{collection}#p{priority}#{shard:02d}"
+
+    def _priorities(self, collection: str) -> list[int]:
+        """The priority levels ``collection`` has tasks at, highest first (0 always included);
+        read from the registry at most every :data:`PRIORITY_CACHE_SECONDS` per store (a level
+        added by another process is seen that much later; this process's own adds at once)."""
+        now = time.monotonic()
+        cached = self._levels.get(collection)
+        if cached is not None and now - cached[0] < PRIORITY_CACHE_SECONDS:
+            return cached[1]
+        item = self._registry(collection) or {}
+        levels = sorted(
+            {int(value) for value in item.get("priorities", {}).get("NS", [])} | {0}, reverse=True
+        )
+        self._levels[collection] = (now, levels)
+        return levels
 
     def _counter_update(self, collection: str, deltas: dict[str, int]) -> dict:
         """A transaction item adding ``deltas`` to a random counter shard of ``collection``."""
@@ -381,6 +411,7 @@ class DynamoTaskStore(TaskStore):
             updated_at=_num(item, "updated_at"),
             started_at=_num(item, "started_at"),
             finished_at=_num(item, "finished_at"),
+            priority=_int(item, "priority") or 0,
         )
 
     def _registry(self, collection: str) -> dict | None:
@@ -434,6 +465,15 @@ class DynamoTaskStore(TaskStore):
         except ClientError as error:
             if error_code(error) != "ConditionalCheckFailedException":
                 raise
+        levels = sorted({spec.priority for spec in tasks if spec.priority})
+        if levels:  # before the tasks: a claim never misses a level that has tasks
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": _s("COLLECTIONS"), "sk": _s(collection)},
+                UpdateExpression="ADD priorities :levels",
+                ExpressionAttributeValues={":levels": {"NS": [str(level) for level in levels]}},
+            )
+            self._levels.pop(collection, None)
         limit = _int(self._registry(collection) or {}, "max_attempts") or DEFAULT_MAX_ATTEMPTS
 
         existing = {
@@ -498,8 +538,10 @@ class DynamoTaskStore(TaskStore):
             "created_at": _n(now),
             "updated_at": _n(now),
         }
+        if spec.priority:
+            item["priority"] = _n(spec.priority)
         if spec.state == TODO:
-            item["open_pk"] = _s(self._shard_pk(collection, shard))
+            item["open_pk"] = _s(self._open_pk(collection, shard, spec.priority))
         else:  # imported with its outcome (done, or failed with the reason)
             item["finished_at"] = _n(now)
             if spec.state == FAILED:
@@ -576,7 +618,9 @@ class DynamoTaskStore(TaskStore):
     ) -> list[Task]:
         check_collection(collection)
         claimed: list[Task] = []
-        for shard in random.sample(range(SHARDS), SHARDS):
+        # Priority levels highest first; within a level, the shards in a random order.
+        levels = self._priorities(collection)
+        for priority, shard in ((p, s) for p in levels for s in random.sample(range(SHARDS), SHARDS)):
             if len(claimed) >= batch:
                 break
             now = time.time()
@@ -584,7 +628,10 @@ class DynamoTaskStore(TaskStore):
                 TableName=self.table,
                 IndexName="open",
                 KeyConditionExpression="open_pk = :p AND due <= :now",
-                ExpressionAttributeValues={":p": _s(self._shard_pk(collection, shard)), ":now": _n(now)},
+                ExpressionAttributeValues={
+                    ":p": _s(self._open_pk(collection, shard, priority)),
+                    ":now": _n(now),
+                },
                 Limit=max(4 * batch, 8),
             )
             candidates = page.get("Items", [])
@@ -647,7 +694,7 @@ class DynamoTaskStore(TaskStore):
             "Key": key,
             "UpdateExpression": (
                 "SET #state = :locked, lease_owner = :owner, lease_expires = :expires, due = :expires, "
-                "lease_pk = open_pk, lease_token = fence + :one, fence = fence + :one, "
+                "lease_pk = :lease_pk, lease_token = fence + :one, fence = fence + :one, "
                 "attempts = attempts + :one, started_at = :now, updated_at = :now"
             ),
             "ExpressionAttributeNames": {"#state": "state"},
@@ -657,6 +704,7 @@ class DynamoTaskStore(TaskStore):
                 ":expires": _n(now + lease_seconds),
                 ":one": _n(1),
                 ":now": _n(now),
+                ":lease_pk": _s(self._shard_pk(collection, shard_of(item["sk"]["S"]))),
             },
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -849,6 +897,59 @@ class DynamoTaskStore(TaskStore):
             {LOCKED: -1, TODO: 1},
         )
 
+    def set_attributes(self, collection: str, task_id: str, token: int, updates: dict[str, Any]) -> None:
+        # Only the lease holder writes attributes, and only under its token: a read, a merge and a
+        # write conditional on the token cannot lose another writer's change.
+        task = self.get(collection, task_id)
+        if task is None or task.lease_token != int(token) or task.state != LOCKED:
+            raise LeaseLost(
+                f"{collection}/{task_id}: token {token} is stale"
+                + ("" if task is None else f" (the task is {task.state}, token {task.lease_token})")
+            )
+        merged = {**task.attributes, **updates}
+        self._leased_change(
+            collection,
+            task_id,
+            token,
+            "SET attributes = :attributes, updated_at = :now",
+            {":attributes": _s(json.dumps(merged, sort_keys=True, default=str)), ":now": _n(time.time())},
+            None,
+        )
+
+    def reopen(self, collection: str, task_id: str, *, expect_state: str, attributes: dict[str, Any]) -> bool:
+        if expect_state not in (TODO, DONE, FAILED):
+            raise TaskInputError(f"cannot reopen a {expect_state} task")
+        now = time.time()
+        current = self.get(collection, task_id)
+        priority = current.priority if current is not None else 0
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._task_key(collection, task_id),
+                UpdateExpression=(
+                    "SET #state = :todo, due = :now, updated_at = :now, attempts = :zero, "
+                    "open_pk = :open, attributes = :attributes "
+                    "REMOVE failed_pk, finished_at, #error, exit_code, lease_token, lease_expires, lease_pk"
+                ),
+                ConditionExpression="#state = :from",
+                ExpressionAttributeNames={"#state": "state", "#error": "error"},
+                ExpressionAttributeValues={
+                    ":todo": _s(TODO),
+                    ":now": _n(now),
+                    ":zero": _n(0),
+                    ":open": _s(self._open_pk(collection, shard_of(task_id), priority)),
+                    ":attributes": _s(json.dumps(attributes, sort_keys=True, default=str)),
+                    ":from": _s(expect_state),
+                },
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        if expect_state != TODO:
+            self._count(collection, {expect_state: -1, TODO: 1})
+        return True
+
     # -- bulk changes ---------------------------------------------------------------------------
 
     def _reopen(self, collection: str, item: dict, from_state: str) -> bool:
@@ -870,7 +971,9 @@ class DynamoTaskStore(TaskStore):
                 "REMOVE failed_pk, finished_at, #error, exit_code, lease_token, lease_expires"
             )
             values[":zero"] = _n(0)
-        values[":open"] = _s(self._shard_pk(collection, shard_of(item["sk"]["S"])))
+        values[":open"] = _s(
+            self._open_pk(collection, shard_of(item["sk"]["S"]), _int(item, "priority") or 0)
+        )
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -1132,6 +1235,31 @@ class DynamoTaskStore(TaskStore):
                     states = result.setdefault(str(sample), {}).setdefault(collection, {})
                     states[state] = states.get(state, 0) + 1
         return result
+
+    def leases(self, collection: str) -> list[dict[str, Any]]:
+        self._require(collection)
+
+        def shard_leases(shard: int) -> list[dict]:
+            return list(
+                self._query(
+                    IndexName="leased",
+                    KeyConditionExpression="lease_pk = :p",
+                    ExpressionAttributeValues={":p": _s(self._shard_pk(collection, shard))},
+                )
+            )
+
+        items = [item for items in self._parallel(shard_leases, range(SHARDS)) for item in items]
+        leases = [
+            {
+                "id": item["sk"]["S"],
+                "owner": _str(item, "lease_owner"),
+                "token": _int(item, "lease_token"),
+                "expires": _num(item, "lease_expires"),
+            }
+            for item in items
+            if _str(item, "state") == LOCKED
+        ]
+        return sorted(leases, key=lambda lease: lease["expires"] or 0.0)
 
     def _oldest_lease(self, collection: str) -> dict | None:
         """The lease that expires first: the head of each shard of the ``leased`` index, read

@@ -84,6 +84,7 @@ from flows.collections.model import (
     DONE,
     FAILED,
     LOCKED,
+    NESTED_KEY,
     TODO,
     Task,
     TaskInputError,
@@ -105,7 +106,6 @@ DEFAULT_NESTED_DELIMITER = ","
 PICAS_BOOKKEEPING = ("type", "lock", "done", "hostname", "scrub_count", "error", "exit_code")
 PICAS_KEY = "picas"
 PYANAMO_KEY = "pyanamo"
-NESTED_KEY = "nested"
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -635,6 +635,8 @@ def task_to_json(task: Task) -> dict[str, Any]:
         document["error"] = task.error
     if task.exit_code is not None:
         document["exit_code"] = task.exit_code
+    if task.priority:
+        document["priority"] = task.priority
     return document
 
 

@@ -31,6 +31,10 @@ _COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,254}")
 
 
+#: ``attributes[NESTED_KEY]``: the sub-tasks of a nested task (PyAnamo's nests), each
+#: ``{"id", "command", "state"}`` plus, once run, ``exit_code``, ``error`` and ``log_key``.
+NESTED_KEY = "nested"
+
 #: States a task may be added in (``locked`` belongs to a worker's lease, never to an import).
 INITIAL_STATES = (TODO, DONE, FAILED)
 
@@ -66,6 +70,19 @@ def check_task_id(task_id: Any) -> str:
             "starting with a letter or digit)"
         )
     return task_id
+
+
+#: Priorities are small integers (a DynamoDB index partition per level in use).
+MAX_PRIORITY = 1000
+
+
+def check_priority(value: Any, what: str = "priority") -> int:
+    """``value`` when it is an integer in ``-MAX_PRIORITY..MAX_PRIORITY``, else :class:`TaskInputError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_PRIORITY:
+        raise TaskInputError(
+            f"{what} must be an integer from -{MAX_PRIORITY} to {MAX_PRIORITY}, got {value!r}"
+        )
+    return value
 
 
 def check_initial_state(spec: TaskSpec) -> TaskSpec:
@@ -107,15 +124,26 @@ class TaskSpec:
     #: With ``state="failed"``: why (shown by status); and the exit code where one is known.
     error: str | None = None
     exit_code: int | None = None
+    #: Higher is claimed first (PiCaS's prioritized views); 0 by default.
+    priority: int = 0
 
     def same_as(self, other: TaskSpec) -> bool:
-        return (self.command, self.depends_on, self.attributes, self.state, self.error, self.exit_code) == (
+        return (
+            self.command,
+            self.depends_on,
+            self.attributes,
+            self.state,
+            self.error,
+            self.exit_code,
+            self.priority,
+        ) == (
             other.command,
             other.depends_on,
             other.attributes,
             other.state,
             other.error,
             other.exit_code,
+            other.priority,
         )
 
 
@@ -142,6 +170,7 @@ class Task:
     updated_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    priority: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -26,12 +26,13 @@ from flows.collections.model import (
     TaskInputError,
     TaskSpec,
     check_collection,
+    check_priority,
     check_task_id,
     dependency_ref,
 )
 
 MAX_REPORTED = 10
-_FIELDS = {"id", "command", "depends_on", "attributes", "state", "error", "exit_code"}
+_FIELDS = {"id", "command", "depends_on", "attributes", "state", "error", "exit_code", "priority"}
 
 
 class ParsedTasks(list):
@@ -81,6 +82,7 @@ def task_from_object(data: Any, collection: str) -> TaskSpec:
         raise TaskInputError(f"task {task_id!r}: 'exit_code' must be an integer")
     if state == TODO:
         error = exit_code = None
+    priority = check_priority(data.get("priority", 0), f"task {task_id!r}: 'priority'")
     return TaskSpec(
         id=task_id,
         command=command,
@@ -89,6 +91,7 @@ def task_from_object(data: Any, collection: str) -> TaskSpec:
         state=state,
         error=error,
         exit_code=exit_code,
+        priority=priority,
     )
 
 

@@ -16,7 +16,8 @@ Tables, in one schema (``interlinked_tasks`` unless told otherwise):
 
 A claim is one transaction: tasks whose lease expired ``max_attempts`` times become ``failed``
 with the reason; then ``SELECT … FOR UPDATE SKIP LOCKED`` picks up to ``batch`` claimable tasks
-(todo, or locked with an expired lease; every dependency ``done``), oldest ``due`` first, and one
+(todo, or locked with an expired lease; every dependency ``done``), highest ``priority`` first
+and, within a priority, oldest ``due`` first, and one
 ``UPDATE`` takes their leases with fresh fencing tokens. Times are the server's (``now()``), so
 workers' clocks do not matter. Every later change is conditional on the token.
 """
@@ -60,7 +61,7 @@ _TASK_COLUMNS = """t.collection, t.id, t.command, t.depends_on, t.attributes, t.
     t.max_attempts, t.lease_owner, t.lease_token, extract(epoch from t.lease_expires)::float8,
     t.exit_code, t.error, t.log_key, extract(epoch from t.created_at)::float8,
     extract(epoch from t.updated_at)::float8, extract(epoch from t.started_at)::float8,
-    extract(epoch from t.finished_at)::float8"""
+    extract(epoch from t.finished_at)::float8, t.priority"""
 
 
 def _task(row: Sequence[Any]) -> Task:
@@ -83,6 +84,7 @@ def _task(row: Sequence[Any]) -> Task:
         updated_at=row[15],
         started_at=row[16],
         finished_at=row[17],
+        priority=row[18],
     )
 
 
@@ -184,6 +186,21 @@ class PostgresTaskStore(TaskStore):
                 cursor.execute(
                     "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"interlinked-tasks:{self.schema}",)
                 )
+                # A tasks table from before priorities: add the column, replace the open index (only
+                # then: ALTER TABLE locks the table even when there is nothing to do).
+                cursor.execute(
+                    "SELECT count(*) FILTER (WHERE column_name = 'priority'), count(*) "
+                    "FROM information_schema.columns WHERE table_schema = %s AND table_name = 'tasks'",
+                    (self.schema,),
+                )
+                has_priority, columns = cursor.fetchone()
+                if columns and not has_priority:
+                    cursor.execute(
+                        self._sql(
+                            "ALTER TABLE {s}.tasks ADD COLUMN priority integer NOT NULL DEFAULT 0; "
+                            "DROP INDEX IF EXISTS {s}.tasks_open"
+                        )
+                    )
                 cursor.execute(
                     self._sql(
                         """
@@ -214,8 +231,9 @@ class PostgresTaskStore(TaskStore):
                     updated_at timestamptz NOT NULL DEFAULT now(),
                     started_at timestamptz,
                     finished_at timestamptz,
+                    priority integer NOT NULL DEFAULT 0,
                     PRIMARY KEY (collection, id));
-                CREATE INDEX IF NOT EXISTS tasks_open ON {s}.tasks (collection, due)
+                CREATE INDEX IF NOT EXISTS tasks_open_priority ON {s}.tasks (collection, priority DESC, due)
                     WHERE state IN ('todo', 'locked');
                 CREATE INDEX IF NOT EXISTS tasks_leased ON {s}.tasks (collection, lease_expires)
                     WHERE state = 'locked';
@@ -279,6 +297,7 @@ class PostgresTaskStore(TaskStore):
                     "state": spec.state,
                     "error": spec.error,
                     "exit_code": spec.exit_code,
+                    "priority": spec.priority,
                 }
                 for spec in tasks
             ]
@@ -296,15 +315,16 @@ class PostgresTaskStore(TaskStore):
                     """
                 WITH incoming AS (
                     SELECT x.id, x.command, coalesce(x.depends_on, '{}') AS depends_on,
-                           coalesce(x.attributes, '{}') AS attributes, x.state, x.error, x.exit_code
+                           coalesce(x.attributes, '{}') AS attributes, x.state, x.error, x.exit_code,
+                           coalesce(x.priority, 0) AS priority
                     FROM jsonb_to_recordset(%s::jsonb)
                          AS x(id text, command text, depends_on text[], attributes jsonb, state text,
-                              error text, exit_code integer)),
+                              error text, exit_code integer, priority integer)),
                 inserted AS (
                     INSERT INTO {s}.tasks (collection, id, command, depends_on, attributes, max_attempts,
-                                           state, error, exit_code, finished_at)
+                                           state, error, exit_code, priority, finished_at)
                     SELECT %s, i.id, i.command, i.depends_on, i.attributes, c.max_attempts,
-                           i.state, i.error, i.exit_code,
+                           i.state, i.error, i.exit_code, i.priority,
                            CASE WHEN i.state = 'todo' THEN NULL ELSE now() END
                     FROM incoming i, {s}.collections c WHERE c.name = %s
                     ON CONFLICT (collection, id) DO NOTHING
@@ -377,7 +397,7 @@ class PostgresTaskStore(TaskStore):
                           LEFT JOIN {{s}}.tasks p ON p.collection = d.dep_collection AND p.id = d.dep_id
                           WHERE d.collection = t.collection AND d.id = t.id
                             AND p.state IS DISTINCT FROM 'done')
-                    ORDER BY t.due
+                    ORDER BY t.priority DESC, t.due
                     LIMIT %(batch)s
                     FOR UPDATE OF t SKIP LOCKED)
                 UPDATE {{s}}.tasks t SET state = 'locked', lease_owner = %(owner)s,
@@ -395,7 +415,8 @@ class PostgresTaskStore(TaskStore):
             rows = cursor.fetchall()
             taken_from_todo = sum(1 for row in rows if row[-1] == TODO)
             self._count(cursor, collection, {TODO: -taken_from_todo, LOCKED: taken_from_todo})
-            return [_task(row[:-1]) for row in rows]
+            # UPDATE ... RETURNING has no order: hand them out highest priority first.
+            return sorted((_task(row[:-1]) for row in rows), key=lambda task: -task.priority)
 
         return self._tx(take)
 
@@ -543,6 +564,38 @@ class PostgresTaskStore(TaskStore):
             lambda _row: {LOCKED: -1, TODO: 1},
         )
 
+    def set_attributes(self, collection: str, task_id: str, token: int, updates: dict[str, Any]) -> None:
+        self._leased(
+            collection,
+            task_id,
+            token,
+            "attributes = t.attributes || %(updates)s::jsonb",
+            {"updates": json.dumps(updates, default=str)},
+        )
+
+    def reopen(self, collection: str, task_id: str, *, expect_state: str, attributes: dict[str, Any]) -> bool:
+        if expect_state not in (TODO, DONE, FAILED):
+            raise TaskInputError(f"cannot reopen a {expect_state} task")
+        self.ensure()
+
+        def change(cursor: Any) -> bool:
+            cursor.execute(
+                self._sql(
+                    "UPDATE {s}.tasks SET state = 'todo', attributes = %s::jsonb, attempts = 0, "
+                    "due = now(), updated_at = now(), finished_at = NULL, error = NULL, exit_code = NULL, "
+                    "lease_token = NULL, lease_expires = NULL "
+                    "WHERE collection = %s AND id = %s AND state = %s"
+                ),
+                (json.dumps(attributes, default=str), collection, task_id, expect_state),
+            )
+            if not cursor.rowcount:
+                return False
+            if expect_state != TODO:
+                self._count(cursor, collection, {expect_state: -1, TODO: 1})
+            return True
+
+        return self._tx(change)
+
     # -- bulk changes ---------------------------------------------------------------------------
 
     def reset(self, collection: str, state: str) -> int:
@@ -635,6 +688,26 @@ class PostgresTaskStore(TaskStore):
             if len(rows) < page:
                 return
             after = rows[-1][1]
+
+    def leases(self, collection: str) -> list[dict[str, Any]]:
+        check_collection(collection)
+        self.ensure()
+
+        def read(cursor: Any) -> list[dict[str, Any]]:
+            self._require(cursor, collection)
+            cursor.execute(
+                self._sql(
+                    "SELECT id, lease_owner, lease_token, extract(epoch from lease_expires)::float8 "
+                    "FROM {s}.tasks WHERE collection = %s AND state = 'locked' ORDER BY lease_expires"
+                ),
+                (collection,),
+            )
+            return [
+                {"id": row[0], "owner": row[1], "token": row[2], "expires": row[3]}
+                for row in cursor.fetchall()
+            ]
+
+        return self._tx(read)
 
     def collections(self) -> list[str]:
         self.ensure()

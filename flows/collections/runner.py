@@ -37,8 +37,11 @@ DEFAULT_LOG_INTERVAL = 10.0
 ERROR_TAIL_BYTES = 400
 
 
-def log_key(collection: str, task_id: str) -> str:
-    """Where a task's output goes in the data bucket (ARCHITECTURE.md, "Task collections")."""
+def log_key(collection: str, task_id: str, sub_id: str | None = None) -> str:
+    """Where a task's output goes in the data bucket (ARCHITECTURE.md, "Task collections"); a
+    nested task's sub-task writes ``logs/{task_id}/{sub_id}.log``."""
+    if sub_id is not None:
+        return f"collections/{collection}/logs/{task_id}/{sub_id}.log"
     return f"collections/{collection}/logs/{task_id}.log"
 
 
@@ -55,12 +58,22 @@ class TaskRun:
     timeout: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     log_interval: float = DEFAULT_LOG_INTERVAL
+    #: The sub-tasks of a nested task (``attributes["nested"]``): run in parallel instead of
+    #: ``command``, those already ``done`` skipped (:func:`run_nested`).
+    nested: list[dict[str, Any]] | None = None
+    #: Sub-tasks of a nested task running at once (None: all of them).
+    nested_concurrency: int | None = None
+    #: Set on the run of one sub-task: its id (its log is ``logs/{task_id}/{sub_id}.log``).
+    sub_id: str | None = None
 
 
 # -- what runs in this process, per drain (owner) -----------------------------------------------
 
 _lock = threading.Lock()
-_running: dict[tuple[str, str, int], _Running] = {}
+_running: dict[tuple[str, str, int, str | None], _Running] = {}
+#: Sub-states of the nested tasks running in this process: (collection, task id, token) ->
+#: {"owner", "nested": [sub dict, ...]} (read by the drain through :func:`nested_progress`).
+_nested: dict[tuple[str, str, int], dict[str, Any]] = {}
 _stopped_owners: set[str] = set()
 _stores: dict[str, Any] = {}
 _uploader: threading.Thread | None = None
@@ -99,7 +112,9 @@ def _upload(run: TaskRun, path: str) -> bool:
     if not run.bucket:
         return False
     try:
-        _store(run.bucket).upload(path, log_key(run.collection, run.task_id), content_type="text/plain")
+        _store(run.bucket).upload(
+            path, log_key(run.collection, run.task_id, run.sub_id), content_type="text/plain"
+        )
         return True
     except Exception:  # a log upload must never decide a task's outcome
         return False
@@ -107,7 +122,7 @@ def _upload(run: TaskRun, path: str) -> bool:
 
 def _upload_loop() -> None:
     """Every second, upload the logs of running tasks that grew and are due (one thread a process)."""
-    due: dict[tuple[str, str, int], float] = {}
+    due: dict[tuple[str, str, int, str | None], float] = {}
     while True:
         time.sleep(1.0)
         now = time.monotonic()
@@ -155,14 +170,19 @@ def stop_owner(owner: str, reason: str = "stopped") -> int:
 
 
 def kill_task(owner: str, collection: str, task_id: str, token: int, reason: str) -> bool:
-    """Kill one running task (its lease was lost); True when it was running here."""
+    """Kill one running task (its lease was lost; every sub-task of a nested one); True when it
+    was running here."""
     with _lock:
-        entry = _running.get((collection, task_id, token))
-        if entry is None or entry.run.owner != owner:
-            return False
-        entry.killed = reason
-    _kill(entry.process)
-    return True
+        victims = [
+            entry
+            for key, entry in _running.items()
+            if key[:3] == (collection, task_id, token) and entry.run.owner == owner
+        ]
+        for entry in victims:
+            entry.killed = reason
+    for entry in victims:
+        _kill(entry.process)
+    return bool(victims)
 
 
 def forget_owner(owner: str) -> None:
@@ -193,7 +213,9 @@ def run_task(run: TaskRun) -> dict[str, Any]:
         "log_key": None,
         "seconds": 0.0,
     }
-    key = (run.collection, run.task_id, run.token)
+    if run.nested:
+        return run_nested(run)
+    key = (run.collection, run.task_id, run.token, run.sub_id)
     with _lock:
         if run.owner in _stopped_owners:
             result.update(outcome="stopped", error="the drain stopped before the task started")
@@ -204,6 +226,8 @@ def run_task(run: TaskRun) -> dict[str, Any]:
         "COLLECTION": run.collection,
         "TASK_ATTRIBUTES": json.dumps(run.attributes, default=str),
     }
+    if run.sub_id is not None:
+        environment["NESTED_TASK_ID"] = run.sub_id
     descriptor, path = tempfile.mkstemp(prefix=f"task-{run.task_id[:40]}-", suffix=".log")
     started = time.monotonic()
     try:
@@ -258,11 +282,105 @@ def run_task(run: TaskRun) -> dict[str, Any]:
             result["outcome"] = "done"
         with contextlib.suppress(OSError):
             if os.path.getsize(path) > 0 and _upload(run, path):
-                result["log_key"] = log_key(run.collection, run.task_id)
+                result["log_key"] = log_key(run.collection, run.task_id, run.sub_id)
         return result
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def nested_progress(owner: str) -> dict[str, dict[str, Any]]:
+    """The sub-states of drain ``owner``'s nested tasks running in this process: ``{task_id:
+    {"collection", "token", "nested": [...]}}`` (called on every worker through ``client.run``)."""
+    with _lock:
+        return {
+            task_id: {"collection": collection, "token": token, "nested": [dict(s) for s in entry["nested"]]}
+            for (collection, task_id, token), entry in _nested.items()
+            if entry["owner"] == owner
+        }
+
+
+def _sub_result(sub: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    state = {"done": "done", "failed": "failed"}.get(outcome["outcome"], "todo")
+    updated = {"id": sub["id"], "command": sub["command"], "state": state}
+    for name in ("exit_code", "error", "log_key"):
+        if outcome.get(name) is not None:
+            updated[name] = outcome[name]
+    if outcome.get("seconds"):
+        updated["seconds"] = round(float(outcome["seconds"]), 3)
+    return updated
+
+
+def run_nested(run: TaskRun) -> dict[str, Any]:
+    """Run a nested task: its sub-tasks not yet ``done`` in parallel (threads that each wait on one
+    command's process), each with its own log ``logs/{task_id}/{sub_id}.log``; the result of
+    :func:`run_task` plus ``"nested"``, every sub-task with its new state. ``done`` when all are,
+    ``failed`` naming the sub-tasks that failed, ``stopped`` when the drain killed it (the sub-tasks
+    that finished keep their state; the others are ``todo`` again)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nests = [dict(sub) for sub in run.nested or []]
+    key = (run.collection, run.task_id, run.token)
+    state = {"owner": run.owner, "nested": nests}
+    with _lock:
+        _nested[key] = state
+    started = time.monotonic()
+
+    def one(index: int) -> None:
+        sub = nests[index]
+        sub_run = TaskRun(
+            collection=run.collection,
+            task_id=run.task_id,
+            command=sub["command"],
+            token=run.token,
+            owner=run.owner,
+            bucket=run.bucket,
+            timeout=run.timeout,
+            attributes=run.attributes,
+            log_interval=run.log_interval,
+            sub_id=sub["id"],
+        )
+        with _lock:
+            nests[index] = {**sub, "state": "locked"}
+        outcome = run_task(sub_run)
+        with _lock:
+            nests[index] = _sub_result(sub, outcome)
+            nests[index]["_outcome"] = outcome["outcome"]
+
+    pending = [i for i, sub in enumerate(nests) if sub.get("state") != "done"]
+    try:
+        if pending:
+            workers = min(len(pending), run.nested_concurrency or len(pending))
+            with ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"nest-{run.task_id[:20]}"
+            ) as pool:
+                list(pool.map(one, pending))
+    finally:
+        with _lock:
+            _nested.pop(key, None)
+    outcomes = {sub.pop("_outcome", None) for sub in nests}
+    failed = [sub for sub in nests if sub["state"] == "failed"]
+    result: dict[str, Any] = {
+        "task_id": run.task_id,
+        "token": run.token,
+        "outcome": "done",
+        "exit_code": 0,
+        "error": None,
+        "log_key": None,
+        "seconds": time.monotonic() - started,
+        "nested": nests,
+    }
+    if "stopped" in outcomes:
+        result.update(outcome="stopped", exit_code=None, error="killed by the drain")
+    elif failed:
+        names = ", ".join(sub["id"] for sub in failed)
+        first = failed[0].get("error") or "failed"
+        result.update(
+            outcome="failed",
+            exit_code=1,
+            error=f"{len(failed)} of {len(nests)} nested task(s) failed: {names} ({failed[0]['id']}: {first})",
+        )
+    return result
 
 
 def run_tasks(runs: list[TaskRun]) -> list[dict[str, Any]]:

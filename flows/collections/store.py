@@ -22,9 +22,12 @@ import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from flows.collections.model import (
     DEFAULT_LEASE_SECONDS,
+    LOCKED,
+    TODO,
     AddResult,
     CollectionStatus,
     LeaseLost,
@@ -34,8 +37,33 @@ from flows.collections.model import (
 
 
 def new_owner() -> str:
-    """A worker id that is never reused, even after a restart on the same host (host, pid, random)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A worker id that is never reused, even after a restart on the same host: ``host:pid:random``,
+    then ``|batch=JOB_ID`` inside an AWS Batch job (an array child's id ends in ``:INDEX``) and
+    ``|flow=FLOW_RUN_ID`` inside a Prefect flow run, so ``tasks status --by-instance`` can say
+    which drain holds what and ``--orphans`` can check whether its holder still exists."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    batch_job = os.environ.get("AWS_BATCH_JOB_ID")
+    if batch_job:
+        owner += f"|batch={batch_job}"
+    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if flow_run:
+        owner += f"|flow={flow_run}"
+    return owner
+
+
+def parse_owner(owner: str | None) -> dict[str, Any]:
+    """``{"host", "pid", "batch_job", "flow_run"}`` of an owner written by :func:`new_owner`
+    (None for what it does not say; an owner of another shape gives only ``host`` None)."""
+    parts = (owner or "").split("|")
+    host, _, rest = parts[0].partition(":")
+    pid_text = rest.partition(":")[0]
+    tags = dict(part.partition("=")[::2] for part in parts[1:])
+    return {
+        "host": host or None,
+        "pid": int(pid_text) if pid_text.isdigit() else None,
+        "batch_job": tags.get("batch") or None,
+        "flow_run": tags.get("flow") or None,
+    }
 
 
 class TaskStore(ABC):
@@ -108,6 +136,54 @@ class TaskStore(ABC):
         remain); returns the new state (raises ``LeaseLost`` for a stale token)."""
 
     @abstractmethod
+    def set_attributes(self, collection: str, task_id: str, token: int, updates: dict[str, Any]) -> None:
+        """Replace the top-level ``updates`` keys of the task's attributes (the others stay), only
+        while ``token`` is its lease (raises ``LeaseLost``): how a drain writes the sub-states of a
+        nested task back."""
+
+    @abstractmethod
+    def reopen(self, collection: str, task_id: str, *, expect_state: str, attributes: dict[str, Any]) -> bool:
+        """One ``done``, ``failed`` or ``todo`` task back to ``todo`` with fresh attempts and
+        ``attributes``, if it is still in ``expect_state`` (else False, nothing changed)."""
+
+    def reset_nests(self, collection: str, task_id: str, nest_ids: Sequence[str] | None = None) -> Task:
+        """Nested task ``task_id``: the sub-tasks ``nest_ids`` (all when None) back to ``todo``, and
+        the task with them (a drain then runs only the sub-tasks not ``done``). Refused while the
+        task is locked (its drain would overwrite the sub-states). The task as it is now."""
+        from flows.collections.model import NESTED_KEY, TaskInputError, UnknownCollection, check_task_id
+
+        for _ in range(5):
+            task = self.get(collection, check_task_id(task_id))
+            if task is None:
+                self.status(collection, failures=0)  # UnknownCollection for an unknown collection
+                raise UnknownCollection(f"no task {task_id!r} in {collection}")
+            nests = task.attributes.get(NESTED_KEY)
+            if not isinstance(nests, list) or not nests:
+                raise TaskInputError(f"{collection}/{task_id} is not a nested task")
+            if task.state == LOCKED:
+                raise TaskInputError(
+                    f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
+                    "wait for it or reset --state locked first"
+                )
+            known = [sub.get("id") for sub in nests]
+            wanted = set(known if nest_ids is None else nest_ids)
+            unknown = sorted(wanted - set(known))
+            if unknown:
+                raise TaskInputError(
+                    f"{collection}/{task_id} has no nested task {', '.join(unknown)} (it has {', '.join(known)})"
+                )
+            fresh = [
+                {"id": sub["id"], "command": sub["command"], "state": TODO}
+                if sub.get("id") in wanted
+                else sub
+                for sub in nests
+            ]
+            attributes = {**task.attributes, NESTED_KEY: fresh}
+            if self.reopen(collection, task_id, expect_state=task.state, attributes=attributes):
+                return self.get(collection, task_id) or task
+        raise TaskInputError(f"{collection}/{task_id} kept changing while being reset; try again")
+
+    @abstractmethod
     def release(self, collection: str, task_id: str, token: int) -> None:
         """Give the task back (``todo``) without counting the attempt: the SIGTERM path."""
 
@@ -133,6 +209,11 @@ class TaskStore(ABC):
         """Every task of ``collection`` (``tasks export``): read page by page, not all at once.
         Raises ``UnknownCollection`` for an unknown collection."""
         raise NotImplementedError(f"{type(self).__name__} cannot list tasks")
+
+    def leases(self, collection: str) -> list[dict[str, Any]]:
+        """The current leases of ``collection`` (its locked tasks): ``{"id", "owner", "token",
+        "expires"}`` each, from the lease index (never the done tasks). Raises ``UnknownCollection``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list leases")
 
     @abstractmethod
     def collections(self) -> list[str]:

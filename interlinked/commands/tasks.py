@@ -1,13 +1,16 @@
 """`interlinked tasks add | status | reset | retry-failed | delete | export`: task collections (seed 002).
 
-    interlinked tasks add COLLECTION --file FILE [--format jsonl|tsv] [--max-attempts N] [--json]
+    interlinked tasks add COLLECTION --file FILE [--format jsonl|tsv] [--max-attempts N] [--priority P] [--json]
     interlinked tasks add COLLECTION --file FILE --format pyanamo [--separator S] [--nested-delimiter D]
     interlinked tasks add COLLECTION --file FILE --format picas [--type TYPE]
     interlinked tasks add COLLECTION --ids FILE --command TEMPLATE [--max-attempts N] [--json]
     interlinked tasks status [COLLECTION] [--watch [--interval S]] [--samples] [--json]
+    interlinked tasks status COLLECTION --nested [--json]
+    interlinked tasks status [COLLECTION] --by-instance | --orphans [--release] [--json]
     interlinked tasks drain COLLECTION [--workers N] [--concurrency K] [--pool local|ecs|batch]
-                            [--time-budget S] [--task-timeout S] [--wait] [--json]
+                            [--time-budget S] [--max-tasks N] [--task-timeout S] [--wait] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
+    interlinked tasks reset COLLECTION TASK_ID --nest Task_K [--nest ...] | --all-nests [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
     interlinked tasks export COLLECTION --format pyanamo|picas|jsonl [--output FILE]
@@ -82,6 +85,19 @@ def cmd_add(args: argparse.Namespace) -> int:
         )
         if args.max_attempts is not None and args.max_attempts < 1:
             raise TaskInputError("--max-attempts must be at least 1")
+        if args.priority is not None:
+            import dataclasses
+
+            from flows.collections.model import check_priority
+
+            check_priority(args.priority, "--priority")
+            parsed = tasks
+            tasks = type(parsed)(
+                (spec if spec.priority else dataclasses.replace(spec, priority=args.priority))
+                for spec in parsed
+            )
+            tasks.repeats = parsed.repeats
+            tasks.skipped = getattr(parsed, "skipped", 0)
     except TaskInputError as error:
         return report_error(str(error), EXIT_INVALID)
     code, result = _run(
@@ -217,8 +233,92 @@ def _print_samples(document: dict) -> None:
         print(f"{sample:<{width}}  {cells}")
 
 
+def _print_nested(document: dict) -> None:
+    from flows.collections.client import NEST_BUCKETS
+
+    print(f"{document['collection']}: {document['items']} nested item(s)")
+    print("  " + "  ".join(f"{bucket:>7}" for bucket in NEST_BUCKETS))
+    print("  " + "  ".join(f"{document['buckets'][bucket]:>7}" for bucket in NEST_BUCKETS))
+    nests = ", ".join(f"{n} {state}" for state, n in sorted(document["nests"].items()))
+    print(f"  nests: {nests or 'none'}")
+
+
+def _print_instances(document: dict) -> None:
+    if not document["instances"]:
+        print(f"no leases in {', '.join(document['collections']) or 'any collection'}")
+        return
+    print(f"{document['leases']} lease(s) held by {len(document['instances'])} instance(s):")
+    for entry in document["instances"]:
+        where = [f"host {entry['host']}", f"pid {entry['pid']}"]
+        if entry["batch_job"]:
+            where.append(f"Batch job {entry['batch_job']}")
+        if entry["flow_run"]:
+            where.append(f"flow run {entry['flow_run']}")
+        counts = ", ".join(f"{name}: {n}" for name, n in entry["by_collection"].items())
+        print(f"  {entry['owner']}  {entry['tasks']} task(s) ({counts}); {', '.join(where)}")
+        more = entry["tasks"] - len(entry["task_ids"])
+        print("    " + " ".join(entry["task_ids"]) + (f" ... and {more} more" if more > 0 else ""))
+
+
+def _print_orphans(document: dict, released: int | None) -> None:
+    found = document["orphans"]
+    print(
+        f"{document['checked']} lease(s) checked: {len(found)} orphaned"
+        + (f", {document['unknown']} on other hosts not checkable" if document["unknown"] else "")
+    )
+    for orphan in found:
+        state = "expired" if orphan["expired"] else "live"
+        print(
+            f"  {orphan['collection']}/{orphan['id']}  {orphan['owner']}  ({state} lease): {orphan['reason']}"
+        )
+    if released is not None:
+        print(f"{released} orphaned lease(s) ended (tasks back to todo, or failed without attempts left)")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.collections.client import collection_status, sample_table
+
+    chosen = [args.collection] if args.collection else None
+    if args.release and not args.orphans:
+        return report_error("--release goes with --orphans", EXIT_INVALID)
+    if args.by_instance:
+        from flows.collections.client import instances
+
+        code, document = _run(lambda store: instances(store, chosen))
+        if code:
+            return code
+        _print_json(document) if args.json else _print_instances(document)
+        return 0
+    if args.orphans:
+        from flows.collections.client import orphans, release_orphans
+
+        def check(store: Any) -> tuple[dict, int | None]:
+            document = orphans(store, chosen)
+            return document, (release_orphans(store, document["orphans"]) if args.release else None)
+
+        code, result = _run(check)
+        if code:
+            return code
+        document, released = result
+        if args.json:
+            _print_json({**document, **({"released": released} if released is not None else {})})
+        else:
+            _print_orphans(document, released)
+        return 0
+
+    if args.nested:
+        if not args.collection:
+            return report_error("--nested needs a COLLECTION", EXIT_INVALID)
+        from flows.collections.client import nested_status
+
+        code, document = _run(lambda store: nested_status(store, args.collection))
+        if code:
+            return code
+        if args.json:
+            _print_json(document)
+        else:
+            _print_nested(document)
+        return 0
 
     if args.samples:
         code, document = _run(
@@ -265,6 +365,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
             batch=args.batch,
             lease_seconds=args.lease_seconds,
             scheduler_address=args.scheduler_address,
+            max_tasks=args.max_tasks,
+            nested_concurrency=args.nested_concurrency,
         )
     except TaskInputError as error:
         return report_error(str(error), EXIT_INVALID)
@@ -377,6 +479,38 @@ def _wait_drained(store: Any, collection: str, run_ids: list[Any], args: argpars
 def cmd_reset(args: argparse.Namespace) -> int:
     from flows.collections.client import reset_collection
 
+    nests = bool(args.nest) or args.all_nests
+    if nests or args.task_id is not None:
+        if args.task_id is None or not nests or args.state is not None:
+            return report_error(
+                "reset one nested task as: tasks reset COLLECTION TASK_ID --nest Task_K [...] | --all-nests "
+                "(without --state)",
+                EXIT_INVALID,
+            )
+        if args.nest and args.all_nests:
+            return report_error("give --nest or --all-nests, not both", EXIT_INVALID)
+        code, task = _run(
+            lambda store: store.reset_nests(
+                args.collection, args.task_id, None if args.all_nests else args.nest
+            )
+        )
+        if code:
+            return code
+        from flows.collections.model import NESTED_KEY
+
+        subs = task.attributes.get(NESTED_KEY, [])
+        reset = [sub["id"] for sub in subs] if args.all_nests else list(dict.fromkeys(args.nest))
+        if args.json:
+            _print_json(
+                {"collection": args.collection, "task": task.id, "state": task.state, "nests_reset": reset}
+            )
+        else:
+            print(
+                f"{args.collection}/{task.id}: nested task(s) {', '.join(reset)} back to todo (the item is {task.state})"
+            )
+        return 0
+    if args.state is None:
+        return report_error("give --state failed|locked, or TASK_ID with --nest/--all-nests", EXIT_INVALID)
     code, count = _run(lambda store: reset_collection(store, args.collection, args.state))
     if code:
         return code
@@ -477,6 +611,11 @@ def register(subparsers) -> None:
         type=int,
         help="lease expiries before a task is failed (set when the collection is created; default 3)",
     )
+    add.add_argument(
+        "--priority",
+        type=int,
+        help="priority of the added tasks that have none of their own (higher is claimed first; default 0)",
+    )
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.set_defaults(func=cmd_add)
 
@@ -489,6 +628,24 @@ def register(subparsers) -> None:
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes of --watch")
     status.add_argument(
         "--samples", action="store_true", help="where each sample (attributes.sample) is across the steps"
+    )
+    status.add_argument(
+        "--by-instance",
+        action="store_true",
+        help="which drain (host, pid, Batch job, flow run) holds which tasks",
+    )
+    status.add_argument(
+        "--orphans",
+        action="store_true",
+        help="leases whose holder is gone (Batch DescribeJobs; the process table on this host)",
+    )
+    status.add_argument(
+        "--release", action="store_true", help="with --orphans: end those leases now (as if they expired)"
+    )
+    status.add_argument(
+        "--nested",
+        action="store_true",
+        help="nested items by share of nests done (PyAnamo's buckets: todo, 1-25%%, 26-75%%, 76-99%%, done)",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
@@ -504,6 +661,15 @@ def register(subparsers) -> None:
         "--time-budget", type=float, help="seconds each drain may run (it stops cleanly before)"
     )
     drain.add_argument(
+        "--max-tasks",
+        type=int,
+        help="tasks each drain may claim (PiCaS max_tasks); with --time-budget, a drain also starts "
+        "only what the time left can finish at the observed mean task time",
+    )
+    drain.add_argument(
+        "--nested-concurrency", type=int, help="sub-tasks of one nested task at once (default all)"
+    )
+    drain.add_argument(
         "--task-timeout", type=float, help="seconds a task may run before it is killed and failed"
     )
     drain.add_argument("--batch", type=int, default=25, help="tasks claimed per claim")
@@ -513,9 +679,22 @@ def register(subparsers) -> None:
     drain.add_argument("--json", action="store_true", help="machine-readable output")
     drain.set_defaults(func=cmd_drain)
 
-    reset = actions.add_parser("reset", help="tasks in a state back to todo")
+    reset = actions.add_parser(
+        "reset", help="tasks in a state back to todo; or nests of one nested task (PyAnamo's nest reset)"
+    )
     reset.add_argument("collection", metavar="COLLECTION")
-    reset.add_argument("--state", required=True, choices=("failed", "locked"))
+    reset.add_argument(
+        "task_id", metavar="TASK_ID", nargs="?", help="a nested task (with --nest/--all-nests)"
+    )
+    reset.add_argument("--state", choices=("failed", "locked"))
+    reset.add_argument(
+        "--nest",
+        action="append",
+        default=[],
+        metavar="NEST_ID",
+        help="this nested task (e.g. Task_3); repeatable",
+    )
+    reset.add_argument("--all-nests", action="store_true", help="every nested task of TASK_ID")
     reset.add_argument("--json", action="store_true", help="machine-readable output")
     reset.set_defaults(func=cmd_reset)
 

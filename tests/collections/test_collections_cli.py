@@ -174,3 +174,83 @@ def test_drain_refuses_bad_input_before_starting_anything(cli):
         result = cli("drain", *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr
+
+
+def test_nested_status_buckets_and_nest_resets(cli):
+    store = cli.store
+
+    def item(task_id: str, states: list[str]) -> TaskSpec:
+        nests = [{"id": f"Task_{k}", "command": "true", "state": state} for k, state in enumerate(states)]
+        return TaskSpec(task_id, "true", attributes={"nested": nests})
+
+    store.add(
+        "nest",
+        [
+            item("fresh", ["todo"] * 4),
+            item("quarter", ["done", "todo", "todo", "todo"]),
+            item("half", ["done", "done", "failed", "todo"]),
+            item("most", ["done", "done", "done", "failed", "done"]),  # 80 %
+            TaskSpec("plain", "true"),
+        ],
+    )
+    result = cli("status", "nest", "--nested", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["items"] == 4
+    assert document["buckets"] == {"todo": 1, "1-25%": 1, "26-75%": 1, "76-99%": 1, "done": 0}
+    assert document["nests"] == {"todo": 8, "done": 7, "failed": 2}
+    text = cli("status", "nest", "--nested").stdout
+    assert "4 nested item(s)" in text and "76-99%" in text
+
+    result = cli("reset", "nest", "most", "--nest", "Task_3", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "collection": "nest",
+        "task": "most",
+        "state": "todo",
+        "nests_reset": ["Task_3"],
+    }
+    assert [s["state"] for s in store.get("nest", "most").attributes["nested"]] == [
+        "done",
+        "done",
+        "done",
+        "todo",
+        "done",
+    ]
+    result = cli("reset", "nest", "half", "--all-nests")
+    assert result.returncode == 0 and "Task_0, Task_1, Task_2, Task_3 back to todo" in result.stdout
+    assert {s["state"] for s in store.get("nest", "half").attributes["nested"]} == {"todo"}
+
+    for args, message in (
+        (("reset", "nest", "plain", "--all-nests"), "not a nested task"),
+        (("reset", "nest", "most", "--nest", "Task_9"), "no nested task Task_9"),
+        (("reset", "nest", "most"), "--nest"),
+        (("reset", "nest", "nope", "--all-nests"), "no task 'nope'"),
+        (("status", "--nested"), "--nested needs a COLLECTION"),
+    ):
+        result = cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+
+
+def test_by_instance_and_orphans_from_the_cli(cli):
+    import socket
+    import subprocess as sp
+
+    store = cli.store
+    store.add("held", [TaskSpec(f"t{i}", "true") for i in range(3)])
+    gone = sp.Popen(["true"])
+    gone.wait()
+    owner = f"{socket.gethostname()}:{gone.pid}:0badf00d"
+    store.claim("held", owner=owner, batch=2, lease_seconds=600)
+
+    result = cli("status", "held", "--by-instance")
+    assert result.returncode == 0, result.stderr
+    assert f"{owner}  2 task(s) (held: 2)" in result.stdout
+    result = cli("status", "--orphans", "--release", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert len(document["orphans"]) == 2 and document["released"] == 2
+    assert store.status("held")["held"].todo == 3
+    result = cli("status", "held", "--release")
+    assert result.returncode == 2 and "--release goes with --orphans" in result.stderr
