@@ -154,6 +154,28 @@ def warm_prefect(preloaded: list[str]) -> None:
     _reuse_preloaded_flow_modules(preloaded)
 
 
+# The flow-run processes this zygote forked (only their exits are reported to the worker).
+_children: set[int] = set()
+# prctl(2) option: orphaned descendants are re-parented to this process instead of init.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make the zygote the subreaper of its runs' descendants (Linux).
+
+    Flow runs and the scripts they start call ``setsid``; when a run process dies before its script,
+    the script would be re-parented to init and lost to everything that stops the stack's process
+    tree (`interlinked down`). As a subreaper, the zygote keeps them in its tree (and reaps them).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _reap() -> None:
     while True:
         try:
@@ -162,7 +184,9 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-        _reply({"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        if pid in _children:  # an adopted orphan is reaped silently: the worker never knew it
+            _children.discard(pid)
+            _reply({"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def serve() -> dict[str, Any] | None:
@@ -191,6 +215,7 @@ def serve() -> dict[str, Any] | None:
             continue
         if pid == 0:
             return request
+        _children.add(pid)
         _reply({"op": "spawned", "key": request.get("key"), "pid": pid})
 
 
@@ -223,6 +248,7 @@ def run_child(request: dict[str, Any]) -> int:
 
 def main(argv: list[str]) -> int:
     started = time.monotonic()
+    become_subreaper()
     failed = preload([*DEFAULT_PRELOAD, *argv])
     warm_prefect([name for name in argv if name not in failed])
     _reply(

@@ -108,3 +108,35 @@ def test_the_fork_server_checks_the_server_version_once_and_stays_single_threade
     assert reachable == {"threads": 1, "cached": True}
     # Nothing answers: nothing is cached (each run then checks for itself), and no thread is left.
     assert _warm_in_subprocess("http://127.0.0.1:9/api") == {"threads": 1, "cached": False}
+
+
+_ORPHAN_PROBE = """
+import os, subprocess, sys, time
+from interlinked.workers import zygote
+assert zygote.become_subreaper()
+middle = os.fork()
+if middle == 0:
+    orphan = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    print(orphan.pid, flush=True)
+    os._exit(0)
+os.waitpid(middle, 0)
+orphan = int(sys.stdin.readline())
+time.sleep(0.2)
+print(open(f"/proc/{orphan}/stat").read().rsplit(")", 1)[1].split()[1], flush=True)
+os.kill(orphan, 9)
+"""
+
+
+def test_zygote_keeps_orphaned_scripts_in_its_tree():
+    """A run process that dies before its setsid'd script: the script stays the zygote's, so
+    `interlinked down` (which stops the worker's process tree) still finds it."""
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    orphan = probe.stdout.readline().strip()
+    probe.stdin.write(orphan + "\n")
+    probe.stdin.flush()
+    parent = probe.stdout.readline().strip()
+    probe.wait(timeout=30)
+    assert probe.returncode == 0
+    assert int(parent) == probe.pid
