@@ -120,8 +120,11 @@ module "storage" {
   kms_key_arn               = var.kms_key_arn
   logs_expiration_days      = var.logs_expiration_days
   cache_expiration_days     = var.cache_expiration_days
-  force_destroy             = var.force_destroy_buckets
-  deny_insecure_transport   = var.deny_insecure_transport
+
+  response_records_expiration_days = var.response_records_expiration_days
+
+  force_destroy           = var.force_destroy_buckets
+  deny_insecure_transport = var.deny_insecure_transport
 
   tags = local.tags
 }

@@ -126,8 +126,11 @@ def test_bucket_configuration(terraform_local_stack, role):
     if role == "data":
         assert lifecycle["expire-logs"]["Filter"]["Prefix"] == "logs/"
         assert lifecycle["expire-logs"]["Expiration"]["Days"] == 90
-        assert lifecycle["expire-cache"]["Filter"]["Prefix"] == "cache/"
-        assert lifecycle["expire-cache"]["Expiration"]["Days"] == 14
+        assert lifecycle["expire-analysis-cache"]["Filter"]["Prefix"] == "analysis-cache/"
+        assert lifecycle["expire-analysis-cache"]["Expiration"]["Days"] == 14
+        assert lifecycle["expire-analysis-responses"]["Filter"]["Prefix"] == "analysis-responses/"
+        assert lifecycle["expire-analysis-responses"]["Expiration"]["Days"] == 30
+        assert "expire-cache" not in lifecycle, "nothing is written under cache/"
     else:
         assert set(lifecycle) == {"abort-incomplete-multipart-uploads"}
 
