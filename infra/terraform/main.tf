@@ -227,6 +227,7 @@ module "bridge" {
   log_retention_days           = var.log_retention_days
   attach_aws_managed_policies  = var.attach_aws_managed_policies
   deny_insecure_transport      = var.deny_insecure_transport
+  alarm_actions                = var.bridge_alarm_actions
 
   environment = local.bridge_environment
 

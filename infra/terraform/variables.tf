@@ -321,6 +321,12 @@ variable "bridge_handler" {
   default     = "interlinked.bridge.lambda_handler.handler"
 }
 
+variable "bridge_alarm_actions" {
+  description = "ARNs (e.g. an SNS topic) notified while the event bridge cannot reach the Prefect API (events are kept in the queue meanwhile) and when it recovers."
+  type        = list(string)
+  default     = []
+}
+
 variable "bridge_event_source_mapping_enabled" {
   description = "Enable the events-queue -> Lambda event source mapping."
   type        = bool
