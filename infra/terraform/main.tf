@@ -77,6 +77,8 @@ locals {
       INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
       INTERLINKED_DEPLOYMENT_SET  = var.deployment_set
       JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
+      # Where an asynchronous invocation's event is parked while the Prefect API is down.
+      INTERLINKED_EVENTS_QUEUE_URL = module.messaging.events_queue_url
     },
     var.bridge_environment,
   )

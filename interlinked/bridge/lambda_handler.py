@@ -23,7 +23,9 @@ one is reported done. Later invocations check ``/health`` first and do not try t
 fails. Each such invocation logs one ``PREFECT_UNAVAILABLE`` error line (how long, how many events
 kept): Terraform's bridge module turns it into a metric and an alarm. Busy answers or internal
 errors while the API is healthy are retried as before and, after :data:`MAX_REQUEUES` new starts,
-dead-lettered with their reason.
+dead-lettered with their reason. An asynchronous invocation (SNS, S3, EventBridge) that cannot
+reach a down API is parked in the events queue (``INTERLINKED_EVENTS_QUEUE_URL``, set by Terraform)
+and so kept the same way, instead of being retried twice and dead-lettered by Lambda.
 
 Imports: stdlib + boto3, and ``blocks.queues`` (botocore only): the Lambda runtime has no Prefect
 and no pydantic.
@@ -72,6 +74,7 @@ def _config_key() -> tuple:
         "PREFECT_API_AUTH_STRING",
         "BRIDGE_DLQ_URL",
         "BRIDGE_MAX_RECEIVES",
+        "INTERLINKED_EVENTS_QUEUE_URL",
         "INTERLINKED_BRIDGE_ROUTES",
         "INTERLINKED_DATA_BUCKET",
         "INTERLINKED_ANALYSIS_BUCKET",
@@ -108,6 +111,7 @@ def _session():
         dlq_url=os.environ.get("BRIDGE_DLQ_URL") or None,
         max_receives={},
         unavailable_since=None,
+        events_queue_url=os.environ.get("INTERLINKED_EVENTS_QUEUE_URL") or None,
     )
     return _state
 
@@ -322,6 +326,9 @@ def _async_one(state: dict[str, Any], body: str, message_id: str | None, attribu
     )
     if isinstance(result, BridgeFailure):
         failure = result
+        parkable = failure.category == UNAVAILABLE and state.get("events_queue_url")
+        if parkable and not state["api"].health() and _park(state, body, message_id, attributes, failure):
+            return
         if not failure.permanent or not state["dlq_url"]:
             raise failure  # Lambda retries asynchronous invocations, then uses the function's DLQ
         sqs_attributes = {
@@ -329,6 +336,43 @@ def _async_one(state: dict[str, Any], body: str, message_id: str | None, attribu
         }
         if not _dead_letter(state, body, sqs_attributes, message_id, failure, 1):
             raise failure
+
+
+def _park(
+    state: dict[str, Any],
+    body: str,
+    message_id: str | None,
+    attributes: dict[str, str],
+    failure: BridgeFailure,
+) -> bool:
+    """Put an event of an asynchronous invocation into the events queue while Prefect is down; the
+    queue path then keeps it until the API answers. False when the send failed."""
+    state["unavailable_since"] = state.get("unavailable_since") or time.time()
+    sqs_attributes = {
+        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value
+    }
+    if message_id:
+        sqs_attributes.setdefault(ORIGINAL_ID, {"DataType": "String", "StringValue": message_id})
+    if len(sqs_attributes) > dead_letter.MAX_ATTRIBUTES:
+        return False
+    try:
+        state["sqs"].send_message(
+            QueueUrl=state["events_queue_url"],
+            MessageBody=body,
+            MessageAttributes=sqs_attributes,
+            DelaySeconds=HOLD_BASE_DELAY,
+        )
+    except Exception as error:
+        logger.error("could not park %s in the events queue: %s", message_id, error)
+        return False
+    logger.error(
+        "%s: the Prefect API %s does not answer (%s); event %s parked in the events queue, not dead-lettered",
+        ALERT,
+        state["api"].api_url,
+        failure.reason,
+        message_id or "(no id)",
+    )
+    return True
 
 
 def _dead_letter(

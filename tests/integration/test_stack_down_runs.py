@@ -91,9 +91,9 @@ def test_down_cancels_runs_in_flight_and_stops_their_processes(stack, stack_hand
         result = run_cli("down")
         stack_handle.mark_down()
         assert result.returncode == 0, result.stderr
-        assert "cancelling 1 flow run(s) in flight" in result.stderr
         survivors = [(process.pid, process.cmdline()) for process in processes if _alive(process)]
         assert survivors == [], f"left running after `down`: {survivors}\n{result.stderr}"
+        assert "cancelling 1 flow run(s) in flight" in result.stderr
     finally:
         _kill(processes)
     stack_handle.ensure_up()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from interlinked.bridge import dead_letter, lambda_handler
-from interlinked.bridge.core import MALFORMED, Bridge
+from interlinked.bridge.core import MALFORMED, Bridge, BridgeFailure
 from interlinked.bridge.prefect_api import PrefectUnavailable
 from interlinked.bridge.routes import load_routes
 
@@ -202,3 +202,22 @@ def test_only_invalid_events_reach_the_dlq(lambda_state):
     [letter] = sqs.sent
     assert letter["QueueUrl"] == DLQ_URL
     assert letter["MessageAttributes"]["interlinked.dlq.category"]["StringValue"] == MALFORMED
+
+
+def test_an_asynchronous_event_is_parked_in_the_events_queue_while_prefect_is_down(lambda_state):
+    api = FakePrefect(up=False)
+    state = lambda_state(api)
+    event = json.loads(s3_event("labrec/submissions/parked.json"))
+    with pytest.raises(BridgeFailure):  # without a queue to park in: Lambda's own retries, as before
+        lambda_handler._async_one(state, json.dumps(event), None, {})
+    state["events_queue_url"] = QUEUE_URL
+    lambda_handler._async_one(state, json.dumps(event), "sns-1", {"kind": "test"})
+    [parked] = state["sqs"].sent
+    assert parked["QueueUrl"] == QUEUE_URL and json.loads(parked["MessageBody"]) == event
+    attributes = dead_letter.plain_attributes(parked["MessageAttributes"])
+    assert attributes == {"kind": "test", "interlinked.message-id": "sns-1"}
+    # From the queue, once Prefect answers, the parked event creates its run.
+    api.up = True
+    copy = record("q-1", parked["MessageBody"], 1, _lambda_spelling(parked["MessageAttributes"]))
+    assert lambda_handler._sqs_batch(state, [copy]) == {"batchItemFailures": []}
+    assert len(api.runs) == 1
