@@ -383,3 +383,19 @@ def test_bridge_lambda(terraform_local_stack):
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert by_sid["ConsumeEventsQueue"]["Resource"] == out["events_queue_arn"]
     assert set(by_sid) == {"WriteLogs", "ConsumeEventsQueue", "WriteOwnDlq", "ReadPrefectApiKey"}
+
+    # Prefect down (issue 12, fault 5): kept records start over in the events queue, asynchronous
+    # events are parked there, and the PREFECT_UNAVAILABLE log line is a metric with an alarm.
+    assert "sqs:SendMessage" in by_sid["ConsumeEventsQueue"]["Action"]
+    assert env["INTERLINKED_EVENTS_QUEUE_URL"] == out["events_queue_url"]
+    logs = terraform_local_stack.client("logs")
+    [metric_filter] = logs.describe_metric_filters(logGroupName=f"/aws/lambda/{out['bridge_function_name']}")[
+        "metricFilters"
+    ]
+    assert "PREFECT_UNAVAILABLE" in metric_filter["filterPattern"]
+    cloudwatch = terraform_local_stack.client("cloudwatch")
+    [alarm] = cloudwatch.describe_alarms(AlarmNames=[f"{out['bridge_function_name']}-prefect-unavailable"])[
+        "MetricAlarms"
+    ]
+    assert alarm["MetricName"] == metric_filter["metricTransformations"][0]["metricName"]
+    assert alarm["Namespace"] == metric_filter["metricTransformations"][0]["metricNamespace"]
