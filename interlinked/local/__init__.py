@@ -252,7 +252,9 @@ def down(
                 "their processes go on without a worker and Prefect shows them Running"
             )
     elif stack.recorded_process("prefect-server") is not None:
-        unfinished = runs.cancel_active_runs(settings, echo)
+        # Without a worker nobody acts on Cancelling: stop the processes at once, mark them after.
+        wait = runs.CANCEL_WAIT if stack.recorded_process("worker") is not None else 0.0
+        unfinished = runs.cancel_active_runs(settings, echo, wait=wait)
     # Everything the services started, taken before they stop: an orphan leaves the tree.
     leftovers = {name: stack.descendants(name) for name in SERVICES if not (keep_runs and name == "worker")}
     stopped = []

@@ -135,9 +135,12 @@ def describe_runs(runs: list[FlowRunRef], limit: int = 5) -> str:
     return names + (f" and {len(runs) - limit} more" if len(runs) > limit else "")
 
 
-def cancel_active_runs(settings: Settings, echo: Callable[[str], None]) -> list[FlowRunRef] | None:
-    """Ask every active run of the pool to cancel and wait for it; return the runs that did not end
-    (to be marked once their processes are stopped), or None when Prefect could not be asked."""
+def cancel_active_runs(
+    settings: Settings, echo: Callable[[str], None], *, wait: float = CANCEL_WAIT
+) -> list[FlowRunRef] | None:
+    """Ask every active run of the pool to cancel and wait (at most ``wait`` seconds) for it; return
+    the runs that did not end (to be marked once their processes are stopped), or None when Prefect
+    could not be asked."""
     runs = active_runs(settings)
     if runs is None:
         echo(
@@ -148,4 +151,4 @@ def cancel_active_runs(settings: Settings, echo: Callable[[str], None]) -> list[
         return []
     echo(f"cancelling {len(runs)} flow run(s) in flight: {describe_runs(runs)}")
     request_cancellation(settings, runs)
-    return wait_until_final(settings, runs)
+    return wait_until_final(settings, runs, timeout=wait)
