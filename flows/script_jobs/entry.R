@@ -1,10 +1,11 @@
 # Child process of an R script job: source the user's script, call func(arguments), and write the
-# value as JSON. Usage: Rscript script_entry.R SCRIPT FUNC ARGUMENTS_JSON_FILE RESULT_JSON_FILE
+# value as JSON. Usage: JOB_ARGUMENTS_FILE=ARGUMENTS.json Rscript entry.R SCRIPT FUNC RESULT.json
+# The arguments travel by file (its path in the environment), never on the command line.
 argv <- commandArgs(trailingOnly = TRUE)
 script <- argv[1]
 func_name <- argv[2]
-arguments_file <- argv[3]
-result_file <- argv[4]
+result_file <- argv[3]
+arguments_file <- Sys.getenv("JOB_ARGUMENTS_FILE")
 
 suppressPackageStartupMessages(library(jsonlite))
 

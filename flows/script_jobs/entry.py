@@ -1,6 +1,8 @@
 """Child process of a Python script job: import the user's file and call ``func(arguments)``.
 
-Usage: ``python -m flows.script_jobs.entry SCRIPT FUNC ARGUMENTS_JSON_FILE RESULT_JSON_FILE``.
+Usage: ``JOB_ARGUMENTS_FILE=ARGUMENTS.json python -m flows.script_jobs.entry SCRIPT FUNC RESULT.json``.
+The arguments travel by file (its path in the environment), never on the command line: argv and the
+environment are limited by the kernel, a job's arguments only by the submit-time limit.
 The user's stdout/stderr stay theirs (they become the job log); the return value is written as JSON
 to the result file. Any exception prints the traceback and exits 1.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -32,7 +35,8 @@ def _jsonable(value):
 
 
 def main(argv: list[str]) -> int:
-    script, func_name, arguments_file, result_file = argv
+    script, func_name, result_file = argv
+    arguments_file = os.environ["JOB_ARGUMENTS_FILE"]
     path = Path(script).resolve()
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -14,6 +14,8 @@ these names and :func:`blocks.s3.data_store`, so the contract is written once.
 from __future__ import annotations
 
 SCRIPTS_PREFIX = "scripts/"
+# Expires (Terraform's storage module; :mod:`flows.expiry`).
+LOGS_PREFIX = "logs/"
 
 
 class ScriptJobError(RuntimeError):
@@ -34,7 +36,7 @@ def result_key(job_id: str) -> str:
 
 
 def log_key(job_id: str) -> str:
-    return f"logs/{job_id}.log"
+    return f"{LOGS_PREFIX}{job_id}.log"
 
 
 def s3_uri(key: str) -> str:

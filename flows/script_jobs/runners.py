@@ -27,8 +27,15 @@ HERE = Path(__file__).resolve().parent
 # Lines a callback receives: (stream name, line without the newline).
 LineCallback = Callable[[str, str], None]
 
-# Source the script, then call the named function if one was asked for (with the JSON on stdin).
+# Source the script, then call the named function if one was asked for. Its stdin is the arguments
+# file (the runner opens it there), so `json.load(sys.stdin)` and `cat` read the JSON as before.
+# Arguments too large for one environment string reach the script as the shell variable
+# JOB_ARGUMENTS, read from the file and not exported: the kernel refuses an environment string over
+# 128 KiB (E2BIG) for every program the script would start.
 _SHELL_DRIVER = r"""
+if [ -z "${JOB_ARGUMENTS+set}" ]; then
+  JOB_ARGUMENTS="$(< "$JOB_ARGUMENTS_FILE")"
+fi
 source "$INTERLINKED_SCRIPT" || exit $?
 if [ -n "$INTERLINKED_FUNC" ]; then
   if ! declare -F "$INTERLINKED_FUNC" >/dev/null; then
@@ -38,6 +45,11 @@ if [ -n "$INTERLINKED_FUNC" ]; then
   "$INTERLINKED_FUNC"
 fi
 """
+
+# Arguments (as JSON) up to this size are also exported as JOB_ARGUMENTS (the seed's interface);
+# larger ones only travel by file. Below Linux's limit of 128 KiB for one environment string, with
+# room for everything else the environment holds.
+ENV_ARGUMENTS_LIMIT = 64 * 1024
 
 
 class ScriptRuntimeMissing(RuntimeError):
@@ -65,17 +77,10 @@ def rscript_path() -> str | None:
     return shutil.which("Rscript")
 
 
-def _command(language: Language, script: Path, func: str | None, arguments_file: Path, result_file: Path):
+def _command(language: Language, script: Path, func: str | None, result_file: Path):
+    """The child's argv: small and fixed (the arguments travel by file, ``JOB_ARGUMENTS_FILE``)."""
     if language == "python":
-        return [
-            sys.executable,
-            "-u",
-            str(HERE / "entry.py"),
-            str(script),
-            func,
-            str(arguments_file),
-            str(result_file),
-        ]
+        return [sys.executable, "-u", str(HERE / "entry.py"), str(script), func, str(result_file)]
     if language == "r":
         rscript = rscript_path()
         if rscript is None:
@@ -83,15 +88,7 @@ def _command(language: Language, script: Path, func: str | None, arguments_file:
                 "R scripts need `Rscript`, which is not installed where this job runs "
                 "(install r-base-core and r-cran-jsonlite)"
             )
-        return [
-            rscript,
-            "--vanilla",
-            str(HERE / "entry.R"),
-            str(script),
-            func,
-            str(arguments_file),
-            str(result_file),
-        ]
+        return [rscript, "--vanilla", str(HERE / "entry.R"), str(script), func, str(result_file)]
     if language == "shell":
         return ["bash", "-c", _SHELL_DRIVER]
     raise ValueError(f"unknown language {language!r}")
@@ -145,6 +142,12 @@ def run_script(
 ) -> ScriptOutcome:
     """Run ``script`` and return how it ended; never raises for a failing script.
 
+    The arguments are written to a file whose path is ``JOB_ARGUMENTS_FILE`` in the script's
+    environment and which is the script's stdin (nothing is written to a pipe, so a script that never
+    reads its stdin cannot hold the runner before its timed wait); ``JOB_ARGUMENTS`` also holds them
+    when they fit an environment string (:data:`ENV_ARGUMENTS_LIMIT`). Their size is bounded at
+    submit time (:data:`flows.script_jobs.spec.MAX_ARGUMENTS_BYTES`).
+
     ``memory_limit_mib``: the script's process group is killed once its resident memory passes it
     (:class:`flows.jobs.memory.MemoryWatch`); the outcome then says ``out_of_memory``, exit code 137.
     """
@@ -156,24 +159,28 @@ def run_script(
         result_file = Path(workdir) / "result.json"
         arguments_json = json.dumps(arguments)
         arguments_file.write_text(arguments_json)
-        command = _command(language, script, func or "", arguments_file, result_file)
+        command = _command(language, script, func or "", result_file)
         child_env = {
             **os.environ,
             **(env or {}),
-            "JOB_ARGUMENTS": arguments_json,
+            "JOB_ARGUMENTS_FILE": str(arguments_file),
             "INTERLINKED_SCRIPT": str(script),
             "INTERLINKED_FUNC": func or "",
             "PYTHONUNBUFFERED": "1",
         }
-        process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            env=child_env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        child_env.pop("JOB_ARGUMENTS", None)
+        if len(arguments_json.encode()) <= ENV_ARGUMENTS_LIMIT:
+            child_env["JOB_ARGUMENTS"] = arguments_json
+        with arguments_file.open("rb") as stdin:
+            process = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=child_env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         stdout_lines: list[str] = []
         stderr_lines: list[str] = []
         pumps = [
@@ -186,11 +193,6 @@ def run_script(
         ]
         for pump in pumps:
             pump.start()
-        try:
-            process.stdin.write(arguments_json.encode())
-            process.stdin.close()
-        except BrokenPipeError:
-            pass  # the script did not read its stdin; that's allowed
         timed_out = False
         watch = MemoryWatch(process.pid, memory_limit_mib) if memory_limit_mib else None
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -12,6 +13,11 @@ Language = Literal["python", "shell", "r"]
 
 LANGUAGE_BY_SUFFIX: dict[str, Language] = {".py": "python", ".sh": "shell", ".r": "r"}
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+# A job's `arguments`, as compact JSON, may be at most this large. They travel to the script by file
+# (`JOB_ARGUMENTS_FILE`), so the kernel's limits on argv and the environment do not apply; this bound
+# keeps the spec object, the flow's memory and the job store reasonable. Larger data belongs in S3,
+# with its key among the arguments.
+MAX_ARGUMENTS_BYTES = 8 * 1024 * 1024
 _IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
@@ -62,6 +68,17 @@ class JobSpec(BaseModel):
     def _unbox(cls, value: Any) -> Any:
         """R's ``toJSON`` without ``auto_unbox`` sends ``["Test job"]``: a one-element array is its element."""
         return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > MAX_ARGUMENTS_BYTES:
+            raise ValueError(
+                f"{size:,} bytes as JSON, over the limit of {MAX_ARGUMENTS_BYTES:,} bytes "
+                f"({MAX_ARGUMENTS_BYTES // (1024 * 1024)} MiB); put large data in S3 and pass its key"
+            )
+        return value
 
     @field_validator("language")
     @classmethod

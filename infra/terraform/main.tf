@@ -77,6 +77,8 @@ locals {
       INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
       INTERLINKED_DEPLOYMENT_SET  = var.deployment_set
       JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
+      # Where an asynchronous invocation's event is parked while the Prefect API is down.
+      INTERLINKED_EVENTS_QUEUE_URL = module.messaging.events_queue_url
     },
     var.bridge_environment,
   )
@@ -120,8 +122,11 @@ module "storage" {
   kms_key_arn               = var.kms_key_arn
   logs_expiration_days      = var.logs_expiration_days
   cache_expiration_days     = var.cache_expiration_days
-  force_destroy             = var.force_destroy_buckets
-  deny_insecure_transport   = var.deny_insecure_transport
+
+  response_records_expiration_days = var.response_records_expiration_days
+
+  force_destroy           = var.force_destroy_buckets
+  deny_insecure_transport = var.deny_insecure_transport
 
   tags = local.tags
 }
@@ -224,6 +229,7 @@ module "bridge" {
   log_retention_days           = var.log_retention_days
   attach_aws_managed_policies  = var.attach_aws_managed_policies
   deny_insecure_transport      = var.deny_insecure_transport
+  alarm_actions                = var.bridge_alarm_actions
 
   environment = local.bridge_environment
 

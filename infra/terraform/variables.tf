@@ -107,9 +107,15 @@ variable "logs_expiration_days" {
 }
 
 variable "cache_expiration_days" {
-  description = "Expiry (days) of objects under cache/ in the data bucket."
+  description = "Expiry (days) of the analysis service's cached results (analysis-cache/ in the data bucket)."
   type        = number
   default     = 14
+}
+
+variable "response_records_expiration_days" {
+  description = "Expiry (days) of the analysis service's records of answered requests (analysis-responses/ in the data bucket); over 14, SQS's longest retention."
+  type        = number
+  default     = 30
 }
 
 ################################################################################
@@ -313,6 +319,12 @@ variable "bridge_handler" {
   description = "Handler of the event-bridge Lambda."
   type        = string
   default     = "interlinked.bridge.lambda_handler.handler"
+}
+
+variable "bridge_alarm_actions" {
+  description = "ARNs (e.g. an SNS topic) notified while the event bridge cannot reach the Prefect API (events are kept in the queue meanwhile) and when it recovers."
+  type        = list(string)
+  default     = []
 }
 
 variable "bridge_event_source_mapping_enabled" {

@@ -34,7 +34,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from interlinked.local import StackError, down
 
     try:
-        down(get_settings(), echo=_echo, wipe=args.wipe)
+        down(get_settings(), echo=_echo, wipe=args.wipe, keep_runs=args.keep_runs)
     except StackError as error:
         return report_error(str(error), EXIT_STACK)
     return 0
@@ -63,7 +63,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``up``, ``down``, ``env`` and ``demo``."""
     subparsers.add_parser("up", help="start the local stack (idempotent)").set_defaults(func=cmd_up)
-    down = subparsers.add_parser("down", help="stop what `up` started (its data stays)")
+    down = subparsers.add_parser(
+        "down", help="cancel the flow runs in flight and stop what `up` started (its data stays)"
+    )
+    down.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="do not cancel the flow runs in flight: their processes go on without a worker and "
+        "Prefect shows them Running",
+    )
     down.add_argument(
         "--wipe",
         action="store_true",

@@ -12,7 +12,8 @@ Dependencies point one way, all into this module:
 - :mod:`.parts` — which processes the stack has, their environments and readiness checks;
 - :mod:`.provision` — the AWS resources and the Prefect blocks that name them;
 - :mod:`.wiring` — S3 notifications and the job-requests topic → the events queue;
-- :mod:`.deployments` — the work pool and the deployments of prefect.yaml.
+- :mod:`.deployments` — the work pool and the deployments of prefect.yaml;
+- :mod:`.runs` — the flow runs in flight, which `down` cancels.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from interlinked.local import emulator, postgres
+from interlinked.local import emulator, postgres, runs
 from interlinked.local.deployments import deploy, deployed_stamp, ensure_work_pool, local_deployment_names
 from interlinked.local.parts import (
     LOCAL_AWS_CREDENTIALS,
@@ -36,7 +37,7 @@ from interlinked.local.parts import (
     parts,
     stack_env,
 )
-from interlinked.local.processes import LocalStack, Part, StackError
+from interlinked.local.processes import LocalStack, Part, StackError, stop_processes
 from interlinked.local.provision import Resources, ensure_resources, save_blocks, save_database_block
 from interlinked.local.wiring import ensure_event_sources
 from interlinked.settings import PROJECT_ROOT, Settings
@@ -228,14 +229,46 @@ def database_url(settings: Settings) -> str:
     return postgres.dsn(settings, postgres.INTERLINKED_DATABASE)
 
 
-def down(settings: Settings, *, echo: Callable[[str], None] = print, wipe: bool = False) -> list[str]:
+def down(
+    settings: Settings, *, echo: Callable[[str], None] = print, wipe: bool = False, keep_runs: bool = False
+) -> list[str]:
     """Stop what `up` started (and only that); return the names stopped.
+
+    Flow runs in flight on the stack's pool are cancelled first (:mod:`.runs`): their process
+    groups and scripts are stopped, including forked warm-pool runs and the scripts they started in
+    sessions of their own, and they end Cancelled in Prefect. ``keep_runs`` leaves them running
+    (without a worker; Prefect still shows them Running) and says so.
 
     The data stays (PostgreSQL is stopped with a fast shutdown) unless ``wipe``: then every piece
     of local state goes too (:func:`wipe_state`), and the next `up` starts empty.
     """
     stack = LocalStack(settings, echo=echo)
-    stopped = stack.stop_all(STOP_ORDER)
+    unfinished: list[runs.FlowRunRef] | None = []
+    if keep_runs:
+        in_flight = runs.active_runs(settings) if stack.recorded_process("prefect-server") else None
+        if in_flight:
+            echo(
+                f"leaving {len(in_flight)} flow run(s) running (--keep-runs): {runs.describe_runs(in_flight)}; "
+                "their processes go on without a worker and Prefect shows them Running"
+            )
+    elif stack.recorded_process("prefect-server") is not None:
+        # Without a worker nobody acts on Cancelling: stop the processes at once, mark them after.
+        wait = runs.CANCEL_WAIT if stack.recorded_process("worker") is not None else 0.0
+        unfinished = runs.cancel_active_runs(settings, echo, wait=wait)
+    # Everything the services started, taken before they stop: an orphan leaves the tree.
+    leftovers = {name: stack.descendants(name) for name in SERVICES if not (keep_runs and name == "worker")}
+    stopped = []
+    for name in STOP_ORDER[: STOP_ORDER.index("prefect-server")]:
+        if stack.stop(name):
+            stopped.append(name)
+    strays = stop_processes(process for processes in leftovers.values() for process in processes)
+    if strays:
+        echo(f"stopped {len(strays)} process(es) the services had started in sessions of their own")
+    if unfinished:
+        not_marked = runs.mark_cancelled(settings, unfinished)
+        if not_marked:
+            echo(f"could not mark {runs.describe_runs(not_marked)} Cancelled in Prefect")
+    stopped += stack.stop_all(STOP_ORDER)
     for name in stopped:
         echo(f"stopped {name}")
     if not stopped:

@@ -200,6 +200,18 @@ class LocalStack:
         self._pid_file(name).unlink(missing_ok=True)
         return True
 
+    def descendants(self, name: str) -> list[psutil.Process]:
+        """Every live descendant of the process `up` started for ``name``, whatever its process
+        group or session: flow runs forked by the warm pool and their scripts call ``setsid``, so
+        stopping the part's group does not reach them. Take this before stopping the part (an
+        orphan is re-parented away from the tree)."""
+        process = self.recorded_process(name)
+        if process is None:
+            return []
+        with contextlib.suppress(psutil.Error):
+            return process.children(recursive=True)
+        return []
+
     def running(self) -> dict[str, int]:
         """Name → pid of every part `up` started that is still alive."""
         if not self.pid_dir.exists():
@@ -219,6 +231,25 @@ class LocalStack:
         names = list(order) + [name for name in self.running() if name not in order]
         grace = grace or {}
         return [name for name in names if self.stop(name, grace=grace.get(name))]
+
+
+def stop_processes(processes: Iterable[psutil.Process], grace: float = DEFAULT_GRACE) -> list[psutil.Process]:
+    """SIGTERM each process still alive (psutil checks it is the same process, not a recycled pid),
+    SIGKILL what is left after ``grace`` seconds; return the ones that were alive."""
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                process.terminate()
+                alive.append(process)
+        except psutil.Error:
+            continue
+    _, left = psutil.wait_procs(alive, timeout=grace)
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(left, timeout=5)
+    return alive
 
 
 def _processes_in_group(group: int) -> list[psutil.Process]:

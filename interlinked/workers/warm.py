@@ -10,7 +10,9 @@ spends seconds importing Prefect and the flow's libraries before the flow begins
 
 It accepts the same job variables as the ``process`` pool (env, working_dir, ...), reports the
 child's pid as the run's infrastructure id, and stops the child's whole process group when a run
-is cancelled.
+is cancelled. When the code the fork server pre-imported changes on disk (`interlinked up`
+redeploys changed flows), the next run starts a new fork server (:class:`ZygotePool`); the old one
+serves its runs in flight to their end, then exits.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
+
+from interlinked.workers.zygote import code_fingerprint, code_roots
 
 WORKER_TYPE = "warm-process"
 # Flow runs that may be between "forked" and "Running" at once. Starting a run is the CPU-heavy
@@ -137,7 +141,10 @@ class Zygote:
         self._spawned.clear()
         self._exits.clear()
 
-    async def spawn(self, key: str, flow_run_id: str, env: dict[str, str], cwd: str) -> int:
+    async def request_spawn(
+        self, key: str, flow_run_id: str, env: dict[str, str], cwd: str
+    ) -> asyncio.Future:
+        """Send a spawn request; the future resolves to the child's pid."""
         async with self._lock:
             if not self.alive:
                 await self.start()
@@ -146,7 +153,19 @@ class Zygote:
             request = {"op": "spawn", "key": key, "flow_run_id": flow_run_id, "env": env, "cwd": cwd}
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             await self.process.stdin.drain()
-        return await future
+        return future
+
+    async def spawn(self, key: str, flow_run_id: str, env: dict[str, str], cwd: str) -> int:
+        return await (await self.request_spawn(key, flow_run_id, env, cwd))
+
+    async def retire(self) -> None:
+        """No more spawns here; the fork server exits once its runs in flight have ended (their
+        exits are still reported, so :meth:`wait` keeps working for them)."""
+        async with self._lock:
+            if self.alive:
+                self.process.stdin.write(b'{"op": "retire"}\n')
+                with contextlib.suppress(ConnectionError):
+                    await self.process.stdin.drain()
 
     async def wait(self, pid: int) -> int:
         if pid in self._early_exits:
@@ -163,6 +182,64 @@ class Zygote:
                 await asyncio.wait_for(self.process.wait(), timeout=10)
             except TimeoutError:
                 self.process.kill()
+
+
+class ZygotePool:
+    """The fork server new runs are forked from, replaced when the code it imported changed.
+
+    Before each spawn the code on disk is fingerprinted (:func:`code_fingerprint`, stat calls only)
+    and compared with what the current fork server imported; on a difference a new one is started
+    (the first run after a deploy pays its start once) and the old one is retired: it serves its
+    runs in flight until they end, then exits.
+    """
+
+    def __init__(self, preload: list[str], roots: list[str] | None = None, logger: Any = None):
+        self.preload = preload
+        self.roots = roots if roots is not None else code_roots()
+        self.logger = logger
+        self.current: Zygote | None = None
+        self.retired: list[Zygote] = []
+        self.restarts = 0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> Zygote:
+        zygote = Zygote(self.preload)
+        await zygote.start()
+        self.current = zygote
+        return zygote
+
+    def stale(self) -> bool:
+        """The code on disk is not what the current fork server imported."""
+        if self.current is None:
+            return False
+        return self.current.ready_info.get("fingerprint") != code_fingerprint(self.roots)
+
+    async def _current(self) -> Zygote:
+        if self.current is None:
+            return await self.start()
+        if self.current.alive and self.stale():
+            old = self.current
+            if self.logger is not None:
+                self.logger.info("the flow code changed on disk: starting a new fork server")
+            await self.start()
+            self.restarts += 1
+            await old.retire()
+            self.retired.append(old)
+        self.retired = [zygote for zygote in self.retired if zygote.alive]
+        return self.current
+
+    async def spawn(self, key: str, flow_run_id: str, env: dict[str, str], cwd: str) -> tuple[Zygote, int]:
+        """Fork a run from an up-to-date fork server; return that server (for :meth:`Zygote.wait`)
+        and the child's pid."""
+        async with self._lock:
+            zygote = await self._current()
+            # Sent before any retire of this zygote can be (same lock), so it is never refused.
+            future = await zygote.request_spawn(key, flow_run_id, env, cwd)
+        return zygote, await future
+
+    async def stop(self) -> None:
+        for zygote in [*self.retired, *([self.current] if self.current else [])]:
+            await zygote.stop()
 
 
 async def _open_control_channel(logger: Any) -> Any:
@@ -199,7 +276,7 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._zygote = Zygote(default_preload())
+        self._zygotes = ZygotePool(default_preload(), logger=self._logger)
         self._listener: asyncio.Task | None = None
         # Prefect's attempt-control channel: tells a run's engine "this SIGTERM is a cancel", so the
         # run goes Cancelling → Cancelled itself (on_cancellation hooks) instead of Crashed first.
@@ -214,15 +291,13 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         self._fetcher: asyncio.Task | None = None
 
     async def __aenter__(self) -> WarmProcessWorker:
-        await self._zygote.start()
+        zygote = await self._zygotes.start()
         self._control = await _open_control_channel(self._logger)
         self._logger.info(
             "fork server ready in %.1f s (pre-imported %d flow modules%s)",
-            self._zygote.ready_info.get("seconds", 0),
-            len(self._zygote.preload),
-            f"; could not import {self._zygote.ready_info['failed']}"
-            if self._zygote.ready_info.get("failed")
-            else "",
+            zygote.ready_info.get("seconds", 0),
+            len(zygote.preload),
+            f"; could not import {zygote.ready_info['failed']}" if zygote.ready_info.get("failed") else "",
         )
         await super().__aenter__()
         self._start_slots = asyncio.Semaphore(start_slots())
@@ -244,7 +319,7 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             if self._control is not None:
                 with contextlib.suppress(Exception):
                     await self._control.__aexit__(None, None, None)
-            await self._zygote.stop()
+            await self._zygotes.stop()
 
     async def _get_scheduled_flow_runs(self) -> list[Any]:
         """Scheduled runs of our queues, but no more than the start slots can take soon.
@@ -409,16 +484,16 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                 self._running_seen.setdefault(run_id, asyncio.Event())
                 await self._start_slots.acquire()
                 try:
-                    pid = await self._zygote.spawn(run_id, run_id, env, cwd)
+                    zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd)
                 except BaseException:
                     self._running_seen.pop(run_id, None)
                     self._start_slots.release()
                     raise
             else:
-                pid = await self._zygote.spawn(run_id, run_id, env, cwd)
+                zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd)
             if task_status is not None:
                 task_status.started(pid)
-            exit_code = asyncio.ensure_future(self._zygote.wait(pid))
+            exit_code = asyncio.ensure_future(zygote.wait(pid))
             if self._start_slots is not None:
                 slot_holder = asyncio.get_running_loop().create_task(self._hold_start_slot(run_id, exit_code))
             cancel = asyncio.ensure_future(request.wait())

@@ -6,10 +6,15 @@ loop (so forking it is safe), and forks one child per flow run. The child become
 ``python -m prefect.engine`` would have been: it runs the engine's ``__main__`` with the flow run's
 environment, in its own session so that cancellation can stop its whole process group.
 
-Protocol (JSON lines): requests on stdin ``{"op": "spawn", "key", "flow_run_id", "env", "cwd"}``;
-replies on stdout ``{"op": "ready"}``, ``{"op": "spawned", "key", "pid"}``,
+Protocol (JSON lines): requests on stdin ``{"op": "spawn", "key", "flow_run_id", "env", "cwd"}`` and
+``{"op": "retire"}`` (accept no more spawns; exit once every forked run has exited);
+replies on stdout ``{"op": "ready", "fingerprint", ...}``, ``{"op": "spawned", "key", "pid"}``,
 ``{"op": "exited", "pid", "code"}``, ``{"op": "error", "key", "message"}``. Children write their
 output to the zygote's stderr, never to the protocol pipe.
+
+The ready reply carries the fingerprint of the code the zygote imported (:func:`code_fingerprint`):
+the worker compares it with the code on disk before each run and starts a new zygote when the
+deployed code changed (`interlinked up` redeploys changed flows), so no run gets stale code.
 
 Usage: ``python -m interlinked.workers.zygote [MODULE ...]`` (modules to pre-import).
 """
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -45,6 +52,42 @@ DEFAULT_PRELOAD = (
     "rich._emoji_codes",
     "rich._emoji_replace",
 )
+
+
+# The packages whose code the zygote pre-imports (flows, and what they import of ours); a change to
+# any of their files makes the worker restart its zygote. INTERLINKED_WARM_CODE_PACKAGES changes it.
+DEFAULT_CODE_PACKAGES = ("flows", "analyses", "blocks")
+
+
+def code_roots() -> list[str]:
+    """The directories of the code packages (found without importing them)."""
+    names = os.environ.get("INTERLINKED_WARM_CODE_PACKAGES") or ",".join(DEFAULT_CODE_PACKAGES)
+    roots = []
+    for name in (part.strip() for part in names.split(",")):
+        if not name:
+            continue
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.submodule_search_locations:
+                roots.extend(spec.submodule_search_locations)
+    return sorted(set(roots))
+
+
+def code_fingerprint(roots: list[str] | None = None) -> str:
+    """A digest of every ``.py`` file under ``roots`` (path, size, modification time): it changes
+    when a file is edited, added or removed. Stat calls only, so the worker can afford it per run."""
+    digest = hashlib.sha256()
+    for root in roots if roots is not None else code_roots():
+        for directory, subdirectories, files in os.walk(root):
+            subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
+            for name in sorted(files):
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(directory, name)
+                with contextlib.suppress(OSError):
+                    stat = os.stat(path)
+                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _reply(message: dict[str, Any]) -> None:
@@ -154,6 +197,28 @@ def warm_prefect(preloaded: list[str]) -> None:
     _reuse_preloaded_flow_modules(preloaded)
 
 
+# The flow-run processes this zygote forked (only their exits are reported to the worker).
+_children: set[int] = set()
+# prctl(2) option: orphaned descendants are re-parented to this process instead of init.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make the zygote the subreaper of its runs' descendants (Linux).
+
+    Flow runs and the scripts they start call ``setsid``; when a run process dies before its script,
+    the script would be re-parented to init and lost to everything that stops the stack's process
+    tree (`interlinked down`). As a subreaper, the zygote keeps them in its tree (and reaps them).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _reap() -> None:
     while True:
         try:
@@ -162,15 +227,20 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-        _reply({"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        if pid in _children:  # an adopted orphan is reaped silently: the worker never knew it
+            _children.discard(pid)
+            _reply({"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def serve() -> dict[str, Any] | None:
     """Answer requests until stdin closes. Returns the request in a forked child, None in the zygote."""
     stdin = sys.stdin.buffer
+    retired = False
     while True:
         readable, _, _ = select.select([stdin], [], [], 0.05)
         _reap()
+        if retired and not _children:
+            return None  # replaced by a zygote with newer code, and its last run has ended
         if not readable:
             continue
         line = stdin.readline()
@@ -180,6 +250,12 @@ def serve() -> dict[str, Any] | None:
             request = json.loads(line)
         except ValueError:
             _reply({"op": "error", "key": None, "message": f"not JSON: {line[:200]!r}"})
+            continue
+        if request.get("op") == "retire":
+            retired = True
+            continue
+        if retired:
+            _reply({"op": "error", "key": request.get("key"), "message": "this fork server is retired"})
             continue
         if request.get("op") != "spawn":
             _reply({"op": "error", "key": request.get("key"), "message": f"unknown op {request.get('op')!r}"})
@@ -191,6 +267,7 @@ def serve() -> dict[str, Any] | None:
             continue
         if pid == 0:
             return request
+        _children.add(pid)
         _reply({"op": "spawned", "key": request.get("key"), "pid": pid})
 
 
@@ -223,10 +300,19 @@ def run_child(request: dict[str, Any]) -> int:
 
 def main(argv: list[str]) -> int:
     started = time.monotonic()
+    become_subreaper()
+    # Before importing: a file changed while the zygote imports it then counts as changed.
+    fingerprint = code_fingerprint()
     failed = preload([*DEFAULT_PRELOAD, *argv])
     warm_prefect([name for name in argv if name not in failed])
     _reply(
-        {"op": "ready", "pid": os.getpid(), "seconds": round(time.monotonic() - started, 3), "failed": failed}
+        {
+            "op": "ready",
+            "pid": os.getpid(),
+            "seconds": round(time.monotonic() - started, 3),
+            "failed": failed,
+            "fingerprint": fingerprint,
+        }
     )
     # Everything imported so far lives as long as the zygote: keep it out of the children's garbage
     # collections (which would otherwise walk, and so copy, every inherited page).

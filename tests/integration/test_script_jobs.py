@@ -83,6 +83,15 @@ def jobs(stack_handle, script_dir, tmp_path_factory):
             "script": "fail.py",
         },
         "timeout": {"func": "wait_forever", "name": "hangs", "script": "hang.py", "timeout_seconds": 3},
+        # Fault 7 of issue 12: 1 MiB of arguments used to fail at process start (E2BIG), and over
+        # 64 KiB the stdin write held the runner before its timed wait.
+        "big_timeout": {
+            "func": "wait_forever",
+            "arguments": {"blob": "x" * (1024 * 1024)},
+            "name": "hangs with 1 MiB of arguments",
+            "script": "hang.py",
+            "timeout_seconds": 3,
+        },
         "retried": {
             "func": "once_broken",
             "arguments": {"marker": str(marker)},
@@ -197,6 +206,13 @@ def test_hung_script_is_killed_at_its_timeout(jobs, aws, stack):
     assert status["state"] == "FAILED"
     assert "timed out after 3 s" in status["state_message"]
     assert "sleeping" in _log(aws, stack, jobs["timeout"]["job_id"])
+
+
+def test_hung_script_with_one_mib_arguments_is_killed_at_its_timeout(jobs, aws, stack):
+    status = _wait(jobs["big_timeout"]["job_id"])
+    assert status["state"] == "FAILED"
+    assert "timed out after 3 s" in status["state_message"]
+    assert "sleeping" in _log(aws, stack, jobs["big_timeout"]["job_id"])
 
 
 def test_job_asking_for_retries_is_retried(jobs, aws, stack):

@@ -126,8 +126,11 @@ def test_bucket_configuration(terraform_local_stack, role):
     if role == "data":
         assert lifecycle["expire-logs"]["Filter"]["Prefix"] == "logs/"
         assert lifecycle["expire-logs"]["Expiration"]["Days"] == 90
-        assert lifecycle["expire-cache"]["Filter"]["Prefix"] == "cache/"
-        assert lifecycle["expire-cache"]["Expiration"]["Days"] == 14
+        assert lifecycle["expire-analysis-cache"]["Filter"]["Prefix"] == "analysis-cache/"
+        assert lifecycle["expire-analysis-cache"]["Expiration"]["Days"] == 14
+        assert lifecycle["expire-analysis-responses"]["Filter"]["Prefix"] == "analysis-responses/"
+        assert lifecycle["expire-analysis-responses"]["Expiration"]["Days"] == 30
+        assert "expire-cache" not in lifecycle, "nothing is written under cache/"
     else:
         assert set(lifecycle) == {"abort-incomplete-multipart-uploads"}
 
@@ -380,3 +383,19 @@ def test_bridge_lambda(terraform_local_stack):
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert by_sid["ConsumeEventsQueue"]["Resource"] == out["events_queue_arn"]
     assert set(by_sid) == {"WriteLogs", "ConsumeEventsQueue", "WriteOwnDlq", "ReadPrefectApiKey"}
+
+    # Prefect down (issue 12, fault 5): kept records start over in the events queue, asynchronous
+    # events are parked there, and the PREFECT_UNAVAILABLE log line is a metric with an alarm.
+    assert "sqs:SendMessage" in by_sid["ConsumeEventsQueue"]["Action"]
+    assert env["INTERLINKED_EVENTS_QUEUE_URL"] == out["events_queue_url"]
+    logs = terraform_local_stack.client("logs")
+    [metric_filter] = logs.describe_metric_filters(logGroupName=f"/aws/lambda/{out['bridge_function_name']}")[
+        "metricFilters"
+    ]
+    assert "PREFECT_UNAVAILABLE" in metric_filter["filterPattern"]
+    cloudwatch = terraform_local_stack.client("cloudwatch")
+    [alarm] = cloudwatch.describe_alarms(AlarmNames=[f"{out['bridge_function_name']}-prefect-unavailable"])[
+        "MetricAlarms"
+    ]
+    assert alarm["MetricName"] == metric_filter["metricTransformations"][0]["metricName"]
+    assert alarm["Namespace"] == metric_filter["metricTransformations"][0]["metricNamespace"]

@@ -35,3 +35,17 @@ def test_help_lists_the_contract_commands(capsys):
     out = capsys.readouterr().out
     for command in ("up", "down", "env", "demo", "submit", "status"):
         assert command in out
+
+
+def test_submit_refuses_arguments_over_the_limit_naming_it(tmp_path, capsys):
+    """Fault 7: a job whose arguments are over the documented limit is refused at submit (exit 2)."""
+    import json
+
+    from flows.script_jobs.spec import MAX_ARGUMENTS_BYTES
+
+    path = tmp_path / "job.json"
+    big = "x" * (MAX_ARGUMENTS_BYTES + 1)
+    path.write_text(json.dumps({"name": "big", "script": "a.py", "func": "f", "arguments": {"blob": big}}))
+    assert main(["submit", str(path)]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert "arguments" in err and f"limit of {MAX_ARGUMENTS_BYTES:,} bytes" in err and "8 MiB" in err

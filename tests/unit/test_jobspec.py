@@ -65,3 +65,14 @@ def test_the_data_bucket_layout_is_the_architectures():
     assert script_key("j1/add.py") == "scripts/j1/add.py"
     assert result_key("j1") == "results/j1/result.json"
     assert log_key("j1") == "logs/j1.log"
+
+
+def test_arguments_up_to_the_limit_are_accepted_and_over_it_refused():
+    from flows.script_jobs.spec import MAX_ARGUMENTS_BYTES
+
+    overhead = len('{"blob":""}')
+    fits = {**SEED_JOB, "arguments": {"blob": "x" * (MAX_ARGUMENTS_BYTES - overhead)}}
+    assert len(parse_job_spec(fits).arguments["blob"]) == MAX_ARGUMENTS_BYTES - overhead
+    with pytest.raises(JobSpecError) as raised:
+        parse_job_spec({**SEED_JOB, "arguments": {"blob": "x" * (MAX_ARGUMENTS_BYTES - overhead + 1)}})
+    assert raised.value.field == "arguments" and "over the limit" in raised.value.message

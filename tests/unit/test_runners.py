@@ -198,3 +198,94 @@ def test_interrupting_the_runner_stops_the_script_group(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail("the script's child survived the interrupted runner")
+
+
+# Fault 7 (issue 12): big arguments. One MiB is past Linux's limit for one environment string
+# (128 KiB, E2BIG at process start) and past a pipe's buffer (64 KiB).
+MIB_ARGUMENTS = {"blob": "x" * (1024 * 1024), "n": 1}
+
+
+def test_one_mib_arguments_reach_python_intact(tmp_path):
+    outcome, _ = _run(
+        tmp_path,
+        "big.py",
+        "import os\ndef f(args):\n    return {'len': len(args['blob']), 'n': args['n'], "
+        "'file': os.path.exists(os.environ['JOB_ARGUMENTS_FILE'])}\n",
+        language="python",
+        func="f",
+        arguments=MIB_ARGUMENTS,
+    )
+    assert outcome.succeeded, outcome.error
+    assert outcome.result == {"len": 1024 * 1024, "n": 1, "file": True}
+
+
+def test_one_mib_arguments_reach_shell_on_stdin_variable_and_file(tmp_path):
+    count = "python3 -c 'import json,sys; print(len(json.load(sys.stdin)[\"blob\"]))'"
+    source = (
+        f"f() {{\n"
+        f"  a=$({count})\n"
+        f'  b=$(printf %s "$JOB_ARGUMENTS" | {count})\n'
+        f'  c=$({count} < "$JOB_ARGUMENTS_FILE")\n'
+        '  echo "{\\"stdin\\": $a, \\"variable\\": $b, \\"file\\": $c}"\n'
+        "}\n"
+    )
+    outcome, _ = _run(tmp_path, "big.sh", source, language="shell", func="f", arguments=MIB_ARGUMENTS)
+    assert outcome.succeeded, outcome.error
+    size = 1024 * 1024
+    assert outcome.result == {"stdin": size, "variable": size, "file": size}
+
+
+def test_small_arguments_are_still_exported_to_the_shells_children(tmp_path):
+    source = 'python3 -c \'import json,os; print(json.loads(os.environ["JOB_ARGUMENTS"])["a"])\'\n'
+    outcome, _ = _run(tmp_path, "env.sh", source, language="shell", func=None, arguments={"a": 41})
+    assert outcome.succeeded and outcome.result == 41
+
+
+@needs_r
+def test_one_mib_arguments_reach_r_intact(tmp_path):
+    outcome, _ = _run(
+        tmp_path,
+        "big.R",
+        "f <- function(args) list(len = nchar(args$blob), n = args$n)\n",
+        language="r",
+        func="f",
+        arguments=MIB_ARGUMENTS,
+    )
+    assert outcome.succeeded, outcome.error
+    assert outcome.result == {"len": 1024 * 1024, "n": 1}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("language", ["python", "shell"])
+def test_hung_script_with_one_mib_arguments_is_killed_at_its_timeout(tmp_path, language):
+    # The script never reads its stdin: before, the runner blocked writing it and never reached the
+    # timed wait (or the process never started: E2BIG). pytest's timeout turns a hang into a failure.
+    name, source = {
+        "python": ("hang.py", "import time\ndef f(args):\n    time.sleep(3600)\n"),
+        "shell": ("hang.sh", "sleep 3600\n"),
+    }[language]
+    outcome, _ = _run(
+        tmp_path,
+        name,
+        source,
+        language=language,
+        func="f" if language == "python" else None,
+        arguments=MIB_ARGUMENTS,
+        timeout_seconds=1,
+    )
+    assert outcome.timed_out and "timed out after 1 s" in outcome.error
+
+
+@pytest.mark.timeout(120)
+def test_hung_script_with_arguments_over_a_pipe_buffer_is_killed_at_its_timeout(tmp_path):
+    # 100 KiB: small enough for the environment before the fix, too big for one pipe write.
+    outcome, _ = _run(
+        tmp_path,
+        "hang.sh",
+        "sleep 3600\n",
+        language="shell",
+        func=None,
+        arguments={"blob": "y" * (100 * 1024)},
+        timeout_seconds=1,
+    )
+    assert outcome.timed_out and "timed out after 1 s" in outcome.error

@@ -1,5 +1,6 @@
 """The process bookkeeping of the local stack, on a harmless stand-in process."""
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -115,3 +116,51 @@ def test_stop_all_gives_each_part_its_own_grace(settings, tmp_path):
     assert stack.stop_all(grace={"slow": 0.2}) == ["slow"]  # too short: SIGKILL, nothing written
     assert stack.running() == {}
     assert not done.exists()
+
+
+def _worker_with_a_run_in_its_own_session(marker) -> Part:
+    # Like the warm pool: the "worker" forks a "run" that calls setsid and starts a "script" that
+    # calls setsid again; stopping the worker's process group reaches neither.
+    code = (
+        "import subprocess, sys, time\n"
+        "run = subprocess.Popen([sys.executable, '-c', "
+        "\"import subprocess, time; s = subprocess.Popen(['sleep', '600'], start_new_session=True); "
+        f"open({str(marker)!r}, 'w').write(str(s.pid)); time.sleep(600)\"], start_new_session=True)\n"
+        "time.sleep(600)\n"
+    )
+    return Part(name="worker", command=[sys.executable, "-c", code], ready=lambda: False)
+
+
+def _wait_for(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("keep_runs", [False, True])
+def test_down_stops_what_the_services_started_in_sessions_of_their_own(settings, tmp_path, keep_runs):
+    """Fault 6 of issue 12: `down` left forked runs and their setsid'd scripts running."""
+    from interlinked.local import down
+
+    marker = tmp_path / "script.pid"
+    stack = LocalStack(settings, echo=lambda _: None)
+    assert stack.start(_worker_with_a_run_in_its_own_session(marker))
+    _wait_for(lambda: marker.exists() and marker.read_text())
+    worker = stack.recorded_process("worker")
+    tree = [worker, *worker.children(recursive=True)]
+    assert len(tree) == 3
+    lines: list[str] = []
+    try:
+        options = {"keep_runs": True} if keep_runs else {}  # the default is what `down` does
+        assert down(settings, echo=lines.append, **options) == ["worker"]
+        alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if keep_runs:
+            assert alive == tree[1:], "--keep-runs stops the worker and leaves its runs"
+        else:
+            assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+            assert any("sessions of their own" in line for line in lines)
+    finally:
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.kill()

@@ -108,3 +108,87 @@ def test_the_fork_server_checks_the_server_version_once_and_stays_single_threade
     assert reachable == {"threads": 1, "cached": True}
     # Nothing answers: nothing is cached (each run then checks for itself), and no thread is left.
     assert _warm_in_subprocess("http://127.0.0.1:9/api") == {"threads": 1, "cached": False}
+
+
+_ORPHAN_PROBE = """
+import os, subprocess, sys, time
+from interlinked.workers import zygote
+assert zygote.become_subreaper()
+middle = os.fork()
+if middle == 0:
+    orphan = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    print(orphan.pid, flush=True)
+    os._exit(0)
+os.waitpid(middle, 0)
+orphan = int(sys.stdin.readline())
+time.sleep(0.2)
+print(open(f"/proc/{orphan}/stat").read().rsplit(")", 1)[1].split()[1], flush=True)
+os.kill(orphan, 9)
+"""
+
+
+def test_zygote_keeps_orphaned_scripts_in_its_tree():
+    """A run process that dies before its setsid'd script: the script stays the zygote's, so
+    `interlinked down` (which stops the worker's process tree) still finds it."""
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    orphan = probe.stdout.readline().strip()
+    probe.stdin.write(orphan + "\n")
+    probe.stdin.flush()
+    parent = probe.stdout.readline().strip()
+    probe.wait(timeout=30)
+    assert probe.returncode == 0
+    assert int(parent) == probe.pid
+
+
+def test_warm_pool_restarts_its_fork_server_when_the_code_changes(tmp_path, monkeypatch):
+    """Issue 12, item 10: the warm pool kept forking runs from a fork server that had imported the
+    old flow code after `up` redeployed changed code. Now the next spawn starts a new fork server;
+    the old one still reports its run in flight, then exits."""
+    import asyncio
+
+    from interlinked.workers.warm import ZygotePool
+    from interlinked.workers.zygote import code_fingerprint
+
+    code = tmp_path / "code"
+    package = code / "pkg_warm"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    module = package / "mod.py"
+    module.write_text("VALUE = 1\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("INTERLINKED_WARM_CODE_PACKAGES", "pkg_warm")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens: runs fail fast
+    roots = [str(package)]
+    env = {**os.environ, "PREFECT__FLOW_RUN_ID": "x"}
+    run_id = "00000000-0000-0000-0000-000000000000"
+
+    async def scenario():
+        pool = ZygotePool(["pkg_warm.mod"], roots=roots)
+        first = await pool.start()
+        try:
+            assert first.ready_info["failed"] == {}
+            assert first.ready_info["fingerprint"] == code_fingerprint(roots)
+            zygote, pid = await pool.spawn("k1", run_id, env, str(tmp_path))
+            assert zygote is first, "unchanged code: the same fork server"
+
+            module.write_text("VALUE = 2\n")
+            stat = module.stat()
+            os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+            second, pid2 = await pool.spawn("k2", run_id, env, str(tmp_path))
+            assert second is not first and pool.restarts == 1
+            assert second.ready_info["fingerprint"] == code_fingerprint(roots)
+            assert second.process.pid != first.process.pid
+
+            # The retired fork server still reports its run's end, then exits by itself.
+            assert await asyncio.wait_for(first.wait(pid), 180) != 0
+            assert await asyncio.wait_for(first.process.wait(), 60) == 0
+            await asyncio.wait_for(second.wait(pid2), 180)
+            third, pid3 = await pool.spawn("k3", run_id, env, str(tmp_path))
+            assert third is second and pool.restarts == 1
+            await asyncio.wait_for(second.wait(pid3), 180)
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())

@@ -1,7 +1,12 @@
 # The event bridge: a Lambda consuming the events queue (S3 drops, submissions) and creating Prefect
-# flow runs. Failed records are reported individually (ReportBatchItemFailures) and end in the
-# events queue's DLQ after maxReceiveCount; the function's own DLQ receives failed asynchronous
-# invocations and the rejects the code writes with a reason (BRIDGE_DLQ_URL).
+# flow runs. Failed records are reported individually (ReportBatchItemFailures); an invalid or
+# unroutable one is written to the function's own DLQ with its reason (BRIDGE_DLQ_URL) on its last
+# allowed receive, before the events queue's redrive (maxReceiveCount) would move it. While the
+# Prefect API is down nothing is dead-lettered: records come back with a back-off visibility
+# (30 s doubling, at most 900 s) and, on their last allowed receive, start over as new messages in
+# the events queue (hence sqs:SendMessage on it), however long the outage; each such invocation
+# logs PREFECT_UNAVAILABLE, counted by a metric filter and alarmed on below. The function's DLQ also
+# receives failed asynchronous invocations.
 #
 # The package is a prebuilt zip (no archive provider): scripts/package_lambda.py builds it
 # deterministically, so source_code_hash only changes when the code does.
@@ -103,6 +108,8 @@ data "aws_iam_policy_document" "this" {
       "sqs:DeleteMessage",
       "sqs:GetQueueAttributes",
       "sqs:ReceiveMessage",
+      # A record kept while Prefect is down starts over as a new message before its last receive.
+      "sqs:SendMessage",
     ]
     resources = [var.events_queue_arn]
   }
@@ -232,4 +239,37 @@ resource "aws_lambda_event_source_mapping" "events" {
   }
 
   tags = merge(var.tags, { Name = "${local.function_name}-events" })
+}
+
+################################################################################
+# Alert: the Prefect API does not answer (events are being kept, not lost)
+################################################################################
+
+resource "aws_cloudwatch_log_metric_filter" "prefect_unavailable" {
+  name           = "${local.function_name}-prefect-unavailable"
+  log_group_name = aws_cloudwatch_log_group.this.name
+  pattern        = "\"PREFECT_UNAVAILABLE\""
+
+  metric_transformation {
+    name      = "PrefectUnavailable"
+    namespace = "interlinked/bridge"
+    value     = "1"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "prefect_unavailable" {
+  alarm_name          = "${local.function_name}-prefect-unavailable"
+  alarm_description   = "The event bridge cannot reach the Prefect API at ${var.prefect_api_url}: events are kept in the events queue (not dead-lettered) until it answers."
+  namespace           = "interlinked/bridge"
+  metric_name         = "PrefectUnavailable"
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+
+  tags = merge(var.tags, { Name = "${local.function_name}-prefect-unavailable" })
 }

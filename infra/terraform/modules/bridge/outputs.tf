@@ -37,3 +37,8 @@ output "source_code_hash" {
   description = "Base64 SHA-256 of the deployed package (as filebase64sha256 computes it)."
   value       = aws_lambda_function.this.source_code_hash
 }
+
+output "prefect_unavailable_alarm_name" {
+  description = "CloudWatch alarm raised while the bridge cannot reach the Prefect API (events are kept meanwhile)."
+  value       = aws_cloudwatch_metric_alarm.prefect_unavailable.alarm_name
+}

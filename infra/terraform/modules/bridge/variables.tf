@@ -159,6 +159,12 @@ variable "deny_insecure_transport" {
   default     = true
 }
 
+variable "alarm_actions" {
+  description = "ARNs (e.g. an SNS topic) notified when the bridge reports the Prefect API unavailable (alarm <function>-prefect-unavailable) and when it recovers. Empty = the alarm only shows in CloudWatch."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags added to every taggable resource of this module."
   type        = map(string)

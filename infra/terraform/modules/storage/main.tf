@@ -1,10 +1,11 @@
 # Data and analysis buckets (plus an optional access-logs bucket).
 #
-# data bucket layout:     scripts/  jobs/  results/{job_id}/  logs/  experiments/{id}/processed.h5ad  cache/
+# data bucket layout:     scripts/  jobs/  results/{job_id}/  logs/  experiments/{id}/processed.h5ad
+#                         analysis-cache/  analysis-responses/
 # analysis bucket layout: {group}/inputs/  {group}/configs/  {group}/submissions/  {group}/results/
 #
 # Both buckets share one configuration (for_each over local.buckets); only the data bucket carries
-# the logs/ and cache/ expiry rules.
+# the expiry rules of logs/, analysis-cache/ and analysis-responses/.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -25,11 +26,14 @@ locals {
   )
   access_logs_bucket_name_planned = coalesce(var.access_logs_bucket_name, "${var.name_prefix}-access-logs-${local.account_id}")
 
-  # Expiring prefixes per bucket key.
+  # Expiring prefixes per bucket key. The data bucket's must match what the code writes:
+  # flows/expiry.py (DATA_BUCKET_EXPIRY) is that list, and tests/unit/test_lifecycle_prefixes.py
+  # fails when the two differ.
   expiring_prefixes = {
     data = {
-      logs  = { prefix = "logs/", days = var.logs_expiration_days }
-      cache = { prefix = "cache/", days = var.cache_expiration_days }
+      logs                 = { prefix = "logs/", days = var.logs_expiration_days }
+      "analysis-cache"     = { prefix = "analysis-cache/", days = var.cache_expiration_days }
+      "analysis-responses" = { prefix = "analysis-responses/", days = var.response_records_expiration_days }
     }
     analysis = {}
   }

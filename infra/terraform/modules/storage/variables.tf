@@ -67,13 +67,24 @@ variable "logs_expiration_days" {
 }
 
 variable "cache_expiration_days" {
-  description = "Days after which objects under cache/ in the data bucket expire."
+  description = "Days after which the analysis service's cached results (analysis-cache/ in the data bucket) expire."
   type        = number
   default     = 14
 
   validation {
     condition     = var.cache_expiration_days >= 1
     error_message = "cache_expiration_days must be at least 1."
+  }
+}
+
+variable "response_records_expiration_days" {
+  description = "Days after which the analysis service's records of answered requests (analysis-responses/ in the data bucket) expire. They must outlive any redelivery of the request: SQS keeps a message at most 14 days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.response_records_expiration_days > 14
+    error_message = "response_records_expiration_days must be over 14 (SQS's longest message retention), or a late redelivery is answered twice."
   }
 }
 
