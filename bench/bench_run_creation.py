@@ -125,8 +125,15 @@ def main() -> int:
     }
     log = open(settings.logs_dir / "bench-stock-prefect.log", "ab")  # noqa: SIM115
     stock = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", settings.host,
-         "--port", str(stock_port)],
+        [
+            str(Path(sys.executable).with_name("prefect")),
+            "server",
+            "start",
+            "--host",
+            settings.host,
+            "--port",
+            str(stock_port),
+        ],
         env=stock_env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -147,7 +154,9 @@ def main() -> int:
         stock.wait(timeout=60)
         log.close()
 
-    print(f"\nFlow-run creation, bulk calls of 10 with idempotency keys, {args.rounds} x {args.runs} runs per server")
+    print(
+        f"\nFlow-run creation, bulk calls of 10 with idempotency keys, {args.rounds} x {args.runs} runs per server"
+    )
     print(f"{'':<34}{'runs/s (median)':>18}{'server CPU ms/run (median)':>30}")
     print("-" * 82)
     for name, rows in results.items():
@@ -155,7 +164,9 @@ def main() -> int:
         cpus = sorted(c for _, c in rows)
         print(f"{name:<34}{rates[len(rates) // 2]:>18.1f}{cpus[len(cpus) // 2]:>30.1f}")
     load = os.getloadavg()
-    print(f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} ({os.cpu_count()} cores)")
+    print(
+        f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} ({os.cpu_count()} cores)"
+    )
     return 0
 
 
