@@ -70,8 +70,11 @@ def script_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def jobs(stack_handle, script_dir, tmp_path_factory):
-    """Submit every job at once through the CLI (they run concurrently on the worker)."""
+def jobs(stack_handle, script_dir, tmp_path_factory, job_events):
+    """Submit every job at once through the CLI (they run concurrently on the worker).
+
+    The job-events listener is subscribed first: an event published before its subscription
+    exists is never delivered to it (a job that fails fast would otherwise go unheard)."""
     stack_handle.ensure_up()
     marker = tmp_path_factory.mktemp("flaky") / "marker"
     descriptions = {
