@@ -1,14 +1,14 @@
-"""Flow-run creation on the Prefect server: stock `prefect server start` next to the stack's launcher.
+"""How fast the stack's Prefect server creates flow runs, the way the event bridge asks for them.
 
     .venv/bin/python bench/bench_run_creation.py [--runs 600] [--rounds 3]
 
-The stack's Prefect server is started by ``interlinked.local.prefect_server`` (Prefect's own
-server with its JSON-schema meta-checks memoised). Next to it this starts a stock
-``prefect server start`` on a free port and its own database in the same PostgreSQL, deploys the
-same flow to a process pool on each, and creates runs on both the way the event bridge does:
-bulk calls of 10 with an idempotency key per run. Rounds alternate between the two servers so both
-see the same machine load. Reported per server: runs created per second (wall) and the server
-process's CPU per created run (user + system, from /proc, so less sensitive to other load).
+The stack's Prefect server (PostgreSQL) and, next to it, a second stock ``prefect server start`` on
+a database of its own in the same PostgreSQL, so the two can be compared in one run. The same flow
+is deployed to a process pool without a worker on each (runs are only created), and runs are
+created the way the event bridge does: bulk calls of 10 with an idempotency key per run. Rounds
+alternate between the two servers so both see the same machine load. Reported per server: runs
+created per second (wall) and the server process's CPU per created run (user + system, from /proc).
+This is the ceiling the bridge's valid events/s are measured against.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def main() -> int:
         _wait_healthy(stock_api)
         servers = {
             "stock `prefect server start`": (stock_api, _server_pid(stock_port)),
-            "interlinked launcher": (settings.prefect_api_url, _server_pid(settings.prefect_port)),
+            "the stack's server": (settings.prefect_api_url, _server_pid(settings.prefect_port)),
         }
         deployments = {name: _deploy(api) for name, (api, _) in servers.items()}
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}

@@ -173,11 +173,8 @@ def parts(settings: Settings) -> dict[str, Part]:
         ),
         "prefect-server": Part(
             name="prefect-server",
-            # Prefect's own `prefect server start`, with its schema checks memoised (see the module).
             command=[
-                sys.executable,
-                "-m",
-                "interlinked.local.prefect_server",
+                python_tool("prefect"),
                 "server",
                 "start",
                 "--host",
