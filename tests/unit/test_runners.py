@@ -78,13 +78,12 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
         f"    subprocess.Popen(['bash', '-c', 'sleep 3; touch {marker}'])\n"
         "    time.sleep(60)\n"
     )
-    started = time.monotonic()
     outcome, _ = _run(
         tmp_path, "hang.py", source, language="python", func="f", arguments={}, timeout_seconds=1
     )
+    # Killed at its timeout, not after its 60 s sleep: the outcome says so (no wall-clock check).
     assert outcome.timed_out and not outcome.succeeded
     assert "timed out after 1 s" in outcome.error
-    assert time.monotonic() - started < 15
     time.sleep(3.5)
     assert not marker.exists(), "a grandchild of the timed-out script survived"
 
