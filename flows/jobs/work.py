@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.jobs import client
+from flows.jobs.artifacts import ExecutionArtifacts
 from flows.jobs.failures import from_exception
 from flows.jobs.model import FAILURE, SUCCESS
 
@@ -67,8 +68,16 @@ def executing(job_id: str) -> Iterator[RunningExecution]:
     """Signal EXECUTE (a new execution), run the block, then SUCCESS or FAILURE with the reason."""
     job = client.signal(job_id, "EXECUTE")
     execution = RunningExecution(job, job["currentExecution"]["executionId"])
-    try:
+    # Outer: the progress + metrics artifacts on the flow run (their last update sees the end).
+    with ExecutionArtifacts(job_id, client.get), _ending(job_id, execution):
         yield execution
+
+
+@contextmanager
+def _ending(job_id: str, execution: RunningExecution) -> Iterator[None]:
+    """SUCCESS on a normal exit; FAILURE with the reason (and the error re-raised) otherwise."""
+    try:
+        yield
     except BaseException as error:
         try:
             failure = from_exception(error)

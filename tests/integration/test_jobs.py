@@ -95,6 +95,39 @@ def test_a_script_job_runs_as_a_job_with_progress_and_outputs(data_bucket, aws):
     status = _cli_json("status", job["id"])
     assert status["state"] == "COMPLETED" and status["result_value"] == 3
 
+    # The Prefect UI shows the execution on its flow run: progress at 100 % with the latest metrics,
+    # and the metrics table (its last update comes right after SUCCESS).
+    artifacts = _wait_for_artifacts(created["flowRunId"], lambda found: found.get("progress") == 100.0)
+    assert "stage adding" in artifacts["progress_description"]
+    table = {row["field"]: row["value"] for row in artifacts["table"]}
+    assert table["state"] == "SUCCESS" and table["metric: stage"] == "adding" and table["attempt"] == 1
+    assert artifacts["table_key"] == f"job-{job['id']}-execution"
+
+
+def _wait_for_artifacts(flow_run_id: str, ready, timeout: float = 60) -> dict:
+    """The progress and table artifacts of a flow run, once ``ready(found)`` holds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+        found: dict = {}
+        for artifact in artifacts:
+            if artifact.type == "progress":
+                found["progress"], found["progress_description"] = artifact.data, artifact.description
+            elif artifact.type == "table" and (artifact.key or "").endswith("-execution"):
+                data = artifact.data
+                found["table"] = json.loads(data) if isinstance(data, str) else data
+                found["table_key"] = artifact.key
+        if ready(found) or time.monotonic() > deadline:
+            assert ready(found), f"the run's artifacts did not get there: {found}"
+            return found
+        time.sleep(0.5)
+
 
 def test_a_failing_script_fails_the_execution_with_its_reason_and_retry_makes_another(data_bucket):
     created = _create(
@@ -110,6 +143,14 @@ def test_a_failing_script_fails_the_execution_with_its_reason_and_retry_makes_an
     job = _wait(job["id"])
     assert job["state"] == "FAILED" and [e["attempt"] for e in job["executions"]] == [1, 2]
     assert [e["flowRunId"] for e in job["executions"]] == [created["flowRunId"], retried["flowRunId"]]
+    # Each attempt's run shows its own execution and why it failed.
+    table = _wait_for_artifacts(
+        retried["flowRunId"],
+        lambda found: any(row["field"] == "failure reason" for row in found.get("table", [])),
+    )["table"]
+    rows = {row["field"]: row["value"] for row in table}
+    assert rows["attempt"] == 2 and rows["state"] == "FAILURE"
+    assert "deliberate failure for jobs" in rows["failure reason"]
 
 
 def test_an_invalid_description_fails_the_execution_not_the_stack(data_bucket):

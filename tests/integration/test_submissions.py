@@ -12,6 +12,7 @@ import pytest
 from test_bridge_fixtures import (
     bridge_env,
     final_run_for_key,
+    flow_runs,
     listing,
     put_json,
     read_text,
@@ -76,7 +77,22 @@ def end_of(env, timestamp: str, group: str = GROUP, timeout: float = 90) -> str:
             consumer=env.consumer,
         )
     except AssertionError as error:
-        raise AssertionError(f"{error}\ncertificate:\n{certificate(env, timestamp, group)}") from None
+        raise AssertionError(
+            f"{error}\ncertificate:\n{certificate(env, timestamp, group)}\n{evidence(env, timestamp, group)}"
+        ) from None
+
+
+def evidence(env, timestamp: str, group: str = GROUP) -> str:
+    """What a missing end.txt leaves behind: the group's results keys of that timestamp (superseded
+    folders included) and every process-submission run with its state, to tell a run that never
+    started from one that ended elsewhere."""
+    keys = [key for key in listing(env.s3, env.analysis, f"{group}/results/") if timestamp in key]
+    runs = [
+        f"{run.name} {run.parameters.get('key')} {run.state.name if run.state else None}: "
+        f"{(run.state.message or '')[:200] if run.state else ''}"
+        for run in flow_runs(flow_name="process-submission")
+    ]
+    return "results keys:\n  " + "\n  ".join(keys) + "\nprocess-submission runs:\n  " + "\n  ".join(runs)
 
 
 def certificate(env, timestamp: str, group: str = GROUP) -> str:

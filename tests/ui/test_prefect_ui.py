@@ -144,3 +144,54 @@ def test_a_drain_run_shows_its_progress_and_the_collection_table(page, drained):
     page.get_by_text("this drain: done").first.wait_for()
     row = page.get_by_text(collection, exact=True).last.locator("xpath=ancestor::tr[1]").inner_text()
     assert row.split()[1:7] == ["0", "0", "12", "1", "0", "13"], row
+
+
+@pytest.fixture(scope="module")
+def lifecycle_job(stack_handle):
+    """A lifecycle job (`jobs create script --dispatch`) whose script reports progress and metrics."""
+    import time
+
+    import boto3
+
+    stack = stack_handle.ensure_up()
+    boto3.client("s3").put_object(
+        Bucket=stack["buckets"]["data"],
+        Key="scripts/ui-jobs/progress.py",
+        Body=textwrap.dedent(
+            """
+            from interlinked import jobs
+
+            def work(args):
+                jobs.progress(0.5, {"samples_seen": 120, "stage": "aligning"})
+                return 1
+            """
+        ).encode(),
+    )
+    description = {"name": "UI lifecycle", "script": "ui-jobs/progress.py", "func": "work"}
+    created = run_cli("jobs", "create", "script", "--input", json.dumps(description), "--dispatch", "--json")
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    deadline = time.monotonic() + 180
+    while True:
+        shown = json.loads(run_cli("jobs", "show", job["id"], "--json").stdout)
+        if shown["state"] in ("SUCCEEDED", "FAILED") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert shown["state"] == "SUCCEEDED", shown
+    return shown, stack
+
+
+def test_a_lifecycle_job_run_shows_its_progress_and_metrics_table(page, lifecycle_job):
+    job, stack = lifecycle_job
+    run_url = f"{stack['prefect_ui_url']}/runs/flow-run/{job['flowRunId']}"
+    _open_run(page, run_url, "Completed")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text(f"job-{job['id']}-execution").first.click()
+    page.get_by_text("metric: samples_seen").first.wait_for()
+    row = page.get_by_text("metric: stage", exact=True).last.locator("xpath=ancestor::tr[1]").inner_text()
+    assert "aligning" in row, row
+    # The progress artifact of the run: the execution ended, so 100 %.
+    _open_run(page, run_url, "Completed")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text("samples_seen 120").first.click()
+    page.get_by_text("Progress: 100%").first.wait_for()
