@@ -60,7 +60,13 @@ def child_ours(args) -> None:
         "uuid": str(uuid.uuid4()),
         "experimentId": f"bench-prepared-{args.cells}",
         "timeout": "2099-12-31 00:00:00",
-        "body": {"name": "PrepareExperiment", "sourceBucket": args.bucket, "sourceMatrixPath": args.prefix},
+        # Each run of the bench prepares the same experiment id again.
+        "body": {
+            "name": "PrepareExperiment",
+            "sourceBucket": args.bucket,
+            "sourceMatrixPath": args.prefix,
+            "overwrite": True,
+        },
     }
     started = time.perf_counter()
     state = prepare_experiment(request=request, response_id=f"bench-{uuid.uuid4()}", return_state=True)

@@ -45,6 +45,8 @@ from flows.analysis.protocol import (
     response_record_key,
     work_response,
 )
+from flows.analysis.service.settings import ServiceSettings
+from flows.analysis.sources import check_request_allowed
 from flows.analysis.tasks import prepare_parameters, prepare_summary
 from flows.aws_tasks import aws_task
 
@@ -191,6 +193,7 @@ def prepare_experiment(
         if task_.name != "PrepareExperiment":
             raise ServiceError(ErrorCode.INVALID_REQUEST, f"prepare-experiment got a {task_.name} task")
         parameters = prepare_parameters(task_.body)
+        check_request_allowed(task_.body, task_.experiment_id, ServiceSettings())
         with tempfile.TemporaryDirectory(prefix="interlinked-prepare-") as workdir:
             source = download_source(
                 task_.body["sourceBucket"], task_.body["sourceMatrixPath"], Path(workdir)

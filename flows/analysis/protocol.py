@@ -57,6 +57,8 @@ class ErrorCode:
     UNKNOWN_GENE = "UNKNOWN_GENE"
     EMBEDDING_UNAVAILABLE = "EMBEDDING_UNAVAILABLE"
     SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    SOURCE_NOT_ALLOWED = "SOURCE_NOT_ALLOWED"
+    EXPERIMENT_EXISTS = "EXPERIMENT_EXISTS"
     MISSING_INPUT_FILE = "MISSING_INPUT_FILE"
     INVALID_INPUT_DATA = "INVALID_INPUT_DATA"
     NO_CELLS_LEFT = "NO_CELLS_LEFT"
@@ -181,6 +183,7 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
         "sourceBucket": _f("string", required=True),
         "sourceMatrixPath": _f("string", required=True),
         "config": _f("object"),
+        "overwrite": _f("boolean"),  # ours: replace an existing experiment of that id
     },
 }
 #: Result media types other than JSON (the real worker's GetNormalizedExpression sends a CSV file).

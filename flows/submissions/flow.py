@@ -72,6 +72,7 @@ from flows.submissions.quotas import (
     charge_budget,
     job_slot,
     quota_for,
+    settle_budget,
 )
 from flows.submissions.registry import (
     AnalysisConfig,
@@ -143,6 +144,7 @@ class Run:
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # measured run time (what the budget is charged for)
 
 
 @dataclass
@@ -155,6 +157,7 @@ class JobContext:
     price_per_hour: float
     runs: dict[str, Run] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ledger_job: str | None = None  # this job's entry in the group's budget ledger
 
     def write_status(self, run: Run, *, upload_certificate: bool = True, **changes: Any) -> dict[str, Any]:
         """Update a run's status file (NeuroCAAS's fields) and its row in the certificate."""
@@ -324,8 +327,8 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
     except Exception as error:
         if isinstance(error, DatasetFailed):
             reason = str(error)
-        elif isinstance(error, TimeoutError) and context.config.duration_minutes:
-            reason = f"exceeded its __duration__ of {context.config.duration_minutes:g} minutes"
+        elif isinstance(error, TimeoutError):
+            reason = f"exceeded its time limit of {time_limit_text(context.config)}"
         else:
             reason = f"{type(error).__name__}: {error}"
         run.stderr.append(reason)
@@ -338,6 +341,7 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
         )
         raise DatasetFailed(f"{dataset.label}: {reason}") from None
     finally:
+        run.seconds = time.monotonic() - started
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -346,9 +350,9 @@ def _run_datasets(context: JobContext, limit: int) -> dict[str, str]:
     finished: queue.Queue = queue.Queue()
     pending = list(context.runs.values())
     running = 0
-    task_ = analyse_dataset
-    if context.config.duration_minutes:
-        task_ = analyse_dataset.with_options(timeout_seconds=context.config.duration_minutes * 60)
+    # Every run has a time limit: the duration its cost was estimated for (at least a floor); what
+    # it really ran is what the budget is charged (_settle).
+    task_ = analyse_dataset.with_options(timeout_seconds=time_limit_seconds(context.config))
     while pending or running:
         while pending and running < limit:
             run = pending.pop(0)
@@ -630,11 +634,14 @@ def _validate(
     keys: list[str] = []
     folders: dict[str, list[str]] = {}
     kinds: list[str] = []
+    total_bytes = 0
     for dataset in submission.datasets:
         key = dataset.key
-        if not dataset.is_directory and store.head(key) is not None:
+        head = None if dataset.is_directory else store.head(key)
+        if head is not None:
             keys.append(key)
             kinds.append(input_kind(key))
+            total_bytes += int(head.get("ContentLength", 0))
             continue
         prefix = key if dataset.is_directory else key + "/"
         files, folder_kinds = _folder_kinds(store, prefix)
@@ -647,6 +654,14 @@ def _validate(
         keys.append(prefix)
         folders[prefix] = files
         kinds.extend(folder_kinds)
+        total_bytes += sum(int((store.head(name) or {}).get("ContentLength", 0)) for name in files)
+    limit = SubmissionSettings().submission_max_input_bytes
+    if total_bytes > limit:
+        raise Refusal(
+            2,
+            f"the datasets hold {total_bytes / 1e9:.2f} GB; a submission may read at most {limit / 1e9:.2f} GB "
+            "(INTERLINKED_SUBMISSION_MAX_INPUT_BYTES)",
+        )
     if store.head(submission.configname) is None:
         raise Refusal(2, f"configname {submission.configname!r} does not exist")
     try:
@@ -700,11 +715,12 @@ def _charge(context: JobContext, quota: Quota, identity: dict[str, Any]) -> str 
     submission, config, folder = context.submission, context.config, context.folder
     runs = len(submission.datasets)
     cost = config.estimated_cost(datasets=runs, price_per_hour=context.price_per_hour)
+    context.ledger_job = f"{submission.bucket}/{submission.results_prefix}@{identity.get('etag')}:{identity.get('last_modified')}"
     try:
         account = charge_budget(
             data_store(),
             group=submission.group,
-            job=f"{submission.bucket}/{submission.results_prefix}@{identity.get('etag')}:{identity.get('last_modified')}",
+            job=context.ledger_job,
             cost=cost,
             budget=quota.budget,
             detail={"submission": identity["submission"], "flow_run_id": identity.get("flow_run_id")},
@@ -721,6 +737,52 @@ def _charge(context: JobContext, quota: Quota, identity: dict[str, Any]) -> str 
         internal=True,
     )
     return None
+
+
+def time_limit_seconds(config: AnalysisConfig) -> float:
+    """Each run's time limit: the config's duration (``__duration__``, ``duration_hours`` or the
+    analysis' default), at least ``submission_min_time_limit_seconds``."""
+    return max(config.duration_hours * 3600, SubmissionSettings().submission_min_time_limit_seconds)
+
+
+def time_limit_text(config: AnalysisConfig) -> str:
+    """The time limit and where it comes from, for the certificate and the status files."""
+    if config.duration_minutes is not None:
+        source = "__duration__"
+    elif config.document.get("duration_hours"):
+        source = "duration_hours"
+    else:
+        source = "the analysis' default"
+    limit = time_limit_seconds(config)
+    if limit > config.duration_hours * 3600:
+        source = f"the floor; {source} asks for {config.duration_hours * 60:g}"
+    return f"{limit / 60:g} minute{'' if limit == 60 else 's'} ({source})"
+
+
+def _settle(context: JobContext, quota: Quota) -> None:
+    """Charge the measured cost (run time x price) instead of the estimate, in the group's ledger."""
+    if context.ledger_job is None:
+        return
+    seconds = sum(run.seconds for run in context.runs.values())
+    measured = round(seconds / 3600 * context.price_per_hour, 6)
+    try:
+        account = settle_budget(
+            data_store(),
+            group=context.submission.group,
+            job=context.ledger_job,
+            cost=measured,
+            budget=quota.budget,
+        )
+    except Exception as error:  # the estimate stays charged: an upper bound, never an undercharge
+        get_run_logger().warning("could not settle the budget of %s: %s", context.submission.group, error)
+        return
+    if account is not None:
+        context.folder.line(
+            f"[Internal (get_costmonitoring)] Measured cost: ${measured:g} ({seconds:.1f} s of analysis "
+            f"x ${context.price_per_hour:g}/h), charged instead of the estimate. "
+            f"Remaining budget: ${account['remaining']:g}",
+            internal=True,
+        )
 
 
 def _environment(folder: JobFolder, config: AnalysisConfig) -> None:
@@ -798,10 +860,15 @@ def _accepted(context: JobContext, quota: Quota, instance) -> Any:
             internal=True,
         )
     folder.line("[Internal (process_inputs)] All jobs submitted. Processing...", internal=True)
+    folder.line(
+        f"[Internal (monitor)] each analysis run stops at its time limit: {time_limit_text(config)}",
+        internal=True,
+    )
     limit = min(quota.dataset_concurrency, runs, instance.vcpus if instance else runs)
     folder.step(4, STEP_NAMES[4])
     folder.line("JOB MONITOR LOG COMPLETE. SEE TOP FOR LIVE PER-DATASET MONITORING")
     statuses = _run_datasets(context, limit)
+    _settle(context, quota)
     failed = sorted(label for label, status in statuses.items() if status != SUCCESS)
     succeeded = runs - len(failed)
 

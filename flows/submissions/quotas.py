@@ -53,6 +53,16 @@ class SubmissionSettings(BaseSettings):
     )
     submission_budget: float = Field(default=50.0, ge=0, description="Estimated spend allowed per group.")
     submission_price_per_hour: float = Field(default=1.0, ge=0, description="Price of one analysis-hour.")
+    submission_min_time_limit_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Floor of each dataset's time limit (the limit is the config's duration, at least this).",
+    )
+    submission_max_input_bytes: int = Field(
+        default=20 * 2**30,
+        ge=1,
+        description="Largest total size of one submission's datasets, bytes (a bound on what one job costs).",
+    )
     submission_slot_wait_seconds: float = Field(
         default=6 * 3600,
         ge=0,
@@ -225,6 +235,34 @@ def charge_budget(
             continue  # someone else charged at the same time: read again
         return {"spent": ledger["spent"], "budget": budget, "remaining": round(budget - ledger["spent"], 6)}
     raise RuntimeError(f"could not update the budget ledger {store.uri(key)}: too much contention")
+
+
+def settle_budget(
+    store: ObjectStore, *, group: str, job: str, cost: float, budget: float, attempts: int = 20
+) -> dict[str, float] | None:
+    """Replace ``job``'s charge in the group's ledger by its measured ``cost`` (the estimate charged
+    before the work is kept as ``estimate``); ``spent`` moves by the difference. Returns the account
+    after it, or None when the job is not in the ledger or was settled already (a re-run)."""
+    key = ledger_key(group)
+    for _ in range(attempts):
+        try:
+            reply = store.get(key)
+        except ObjectMissing:
+            return None
+        ledger = json.loads(reply["Body"].read())
+        entry = ledger.get("jobs", {}).get(job)
+        if entry is None or "estimate" in entry:
+            return None
+        spent = round(float(ledger.get("spent", 0.0)) - float(entry["cost"]) + cost, 6)
+        entry.update(estimate=entry["cost"], cost=cost, settled_at=now())
+        ledger["spent"] = spent
+        try:
+            store.put_json(key, ledger, indent=2, if_match=reply["ETag"])
+        except WriteConflict:
+            time.sleep(0.05)
+            continue
+        return {"spent": spent, "budget": budget, "remaining": round(budget - spent, 6)}
+    raise RuntimeError(f"could not settle the budget ledger {store.uri(key)}: too much contention")
 
 
 # ---- job slots ---------------------------------------------------------------------------------------

@@ -342,9 +342,9 @@ class SingleCellParams(BaseModel):
     min_cells: int = Field(default=3, ge=0)
     max_pct_mito: float = Field(default=20.0, ge=0, le=100)
     mito_prefix: str = Field(default="MT-", min_length=1)
-    n_top_genes: int = Field(default=2000, ge=3)
-    n_pcs: int = Field(default=50, ge=2)
-    n_neighbors: int = Field(default=15, ge=2)
+    n_top_genes: int = Field(default=2000, ge=3, le=20_000)
+    n_pcs: int = Field(default=50, ge=2, le=200)
+    n_neighbors: int = Field(default=15, ge=2, le=200)
     clustering_method: Literal["leiden", "louvain"] = "leiden"
     resolution: float = Field(default=1.0, gt=0)
     embedding: Literal["umap", "pca"] = "umap"

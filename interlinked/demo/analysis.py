@@ -52,7 +52,9 @@ def seed_tasks(bucket: str) -> list[tuple[str, dict, str]]:
         (
             "PrepareExperiment (seed)",
             {**common, "experimentId": PREPARED_ID, "timeout": "2099-12-31 00:00:00",
-             "body": {"name": "PrepareExperiment", "sourceBucket": bucket, "sourceMatrixPath": SOURCE_PREFIX}},
+             # + overwrite: the stack keeps its data, and a second `make demo` prepares it again.
+             "body": {"name": "PrepareExperiment", "sourceBucket": bucket, "sourceMatrixPath": SOURCE_PREFIX,
+                      "overwrite": True}},
             "OK",
         ),
     ]  # fmt: skip

@@ -475,10 +475,10 @@ ERROR_CASES = {
         "tsne",
     ),
     "bad timeout": ({"name": "ListGenes"}, {"timeout": "next tuesday"}, "INVALID_REQUEST", "timeout"),
-    "missing source": (
+    "source outside the allow-list": (
         {"name": "PrepareExperiment", "sourceBucket": "no-such-bucket-here", "sourceMatrixPath": "x/"},
         {"experiment": "never-prepared"},
-        "SOURCE_NOT_FOUND",
+        "SOURCE_NOT_ALLOWED",
         "no-such-bucket-here",
     ),
 }
@@ -497,6 +497,26 @@ def test_every_error_is_a_response_with_a_stable_code(service, endpoints, listen
             code,
             words,
         )
+    # PrepareExperiment from the data bucket (allowed): a source that is not there, and an experiment
+    # id that exists already (not replaced without "overwrite": true).
+    for name, body, experiment, code, words in (
+        (
+            "missing source",
+            {"sourceMatrixPath": "no/such/source/"},
+            "never-prepared",
+            "SOURCE_NOT_FOUND",
+            "no/such",
+        ),
+        (
+            "existing experiment",
+            {"sourceMatrixPath": "test-sources/synthetic/"},
+            PBMC,
+            "EXPERIMENT_EXISTS",
+            PBMC,
+        ),
+    ):
+        body = {"name": "PrepareExperiment", "sourceBucket": endpoints.bucket, **body}
+        cases[name] = (make_task(body, experiment=experiment, timeout=FUTURE), code, words)
     envelope = {"experimentId": PBMC, "body": {"name": "ListGenes"}}  # no uuid
     responses = ask(endpoints, listener, *(task for task, _, _ in cases.values()), envelope)
     for (name, (task, code, words)), response in zip(cases.items(), responses, strict=False):

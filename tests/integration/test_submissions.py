@@ -222,6 +222,14 @@ def test_status_files_and_end_written_last(env):
     assert status["status"] == "SUCCESS" and status["analysis"] == "describe" and "done" in status["reason"]
     assert status["input"] == f"{GROUP}/inputs/table.csv"
     assert status["job_start"] <= status["job_finish"] and status["job_finish"].endswith("Z")
+    # The group's budget is charged what the run measured, not the estimate admitted up front.
+    from flows.submissions.quotas import ledger_key
+
+    ledger = json.loads(read_text(env.s3, env.stack["buckets"]["data"], ledger_key(GROUP)))
+    [entry] = [e for job, e in ledger["jobs"].items() if "job__" in job and "via-cli" in job]
+    assert 0 < entry["cost"] < entry["estimate"] and entry["settled_at"], entry
+    text = certificate(env, "via-cli")
+    assert "Measured cost: $" in text and "time limit: 3 minutes (the analysis' default)" in text
 
 
 def test_fan_out_with_one_failing_dataset_is_partial(env, data):

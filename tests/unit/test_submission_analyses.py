@@ -30,6 +30,16 @@ def test_describe_and_single_cell_are_registered():
         ({"analysis": "describe", "params": {"percentiles": [2]}}, "percentiles must be between 0 and 1"),
         ({"analysis": "describe", "params": {"colour": "red"}}, "colour: unknown field"),
         ({"analysis": "single-cell", "params": {"resolution": 0}}, "resolution"),
+        # Parameters that drive the cost have upper bounds.
+        (
+            {"analysis": "single-cell", "params": {"n_pcs": 5000}},
+            "n_pcs: Input should be less than or equal to 200",
+        ),
+        (
+            {"analysis": "single-cell", "n_top_genes": 10**6},
+            "n_top_genes: Input should be less than or equal to 20000",
+        ),
+        ({"analysis": "single-cell", "params": {"n_neighbors": 10**4}}, "n_neighbors"),
         ({"analysis": "describe", "duration_hours": -1}, "duration_hours"),
         ({"analysis": "describe", "include": "everything"}, "params of 'describe': include"),
     ],
@@ -38,6 +48,16 @@ def test_bad_configs_are_refused_naming_the_field(document, words):
     with pytest.raises(ConfigRefused) as refused:
         parse_config(document)
     assert words in str(refused.value)
+
+
+def test_every_run_has_a_time_limit_with_a_floor():
+    from flows.submissions.flow import time_limit_seconds, time_limit_text
+
+    assert time_limit_seconds(parse_config({"analysis": "describe", "__duration__": 30})) == 1800
+    assert time_limit_seconds(parse_config({"analysis": "describe"})) == 180  # the analysis' default
+    tiny = parse_config({"analysis": "describe", "duration_hours": 1e-9})
+    assert time_limit_seconds(tiny) == 60  # the floor: a tiny declared duration still gets a minute
+    assert time_limit_text(tiny).startswith("1 minute (the floor; duration_hours asks for")
 
 
 def test_cost_estimate_uses_the_declared_duration():

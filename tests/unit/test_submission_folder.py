@@ -12,7 +12,7 @@ from moto import mock_aws
 from blocks.s3 import ObjectStore
 from flows.submissions.client import watch_results
 from flows.submissions.folder import CLAIM, END, JobFolder, claim_folder, supersede
-from flows.submissions.quotas import OverBudget, charge_budget, ledger_key
+from flows.submissions.quotas import OverBudget, charge_budget, ledger_key, settle_budget
 
 PREFIX = "lab/results/job__b_t1/"
 
@@ -53,6 +53,24 @@ def test_the_ledger_charges_each_job_once_and_refuses_over_budget(store):
         charge("job-2", 0.5)
     assert charge("job-3", 0.4)["remaining"] == 0.0
     assert set(store.read_json(ledger_key("lab"))["jobs"]) == {"job-1", "job-3"}
+
+
+def test_settling_charges_the_measured_cost_once_and_frees_the_rest(store):
+    """A submit file that declares a long duration is charged that bound up front; once its runs
+    have ended, the measured cost replaces it, and the difference is free again."""
+    charge_budget(store, group="lab", job="job-1", cost=0.9, budget=1.0, detail={})
+    with pytest.raises(OverBudget):
+        charge_budget(store, group="lab", job="job-2", cost=0.5, budget=1.0, detail={})
+    assert settle_budget(store, group="lab", job="job-1", cost=0.02, budget=1.0) == {
+        "spent": 0.02,
+        "budget": 1.0,
+        "remaining": 0.98,
+    }
+    assert settle_budget(store, group="lab", job="job-1", cost=0.5, budget=1.0) is None  # once only
+    assert settle_budget(store, group="lab", job="job-unknown", cost=0.5, budget=1.0) is None
+    entry = store.read_json(ledger_key("lab"))["jobs"]["job-1"]
+    assert entry["cost"] == 0.02 and entry["estimate"] == 0.9 and entry["settled_at"]
+    assert charge_budget(store, group="lab", job="job-2", cost=0.5, budget=1.0, detail={})["spent"] == 0.52
 
 
 def test_watch_prints_the_certificate_and_returns_the_end_status(store):

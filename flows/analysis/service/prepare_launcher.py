@@ -22,13 +22,18 @@ from flows.analysis.experiments import TransientError
 from flows.analysis.protocol import ErrorCode, ServiceError, Task, error_response
 from flows.analysis.service.messages import Message
 from flows.analysis.service.responses import Responses
+from flows.analysis.service.settings import ServiceSettings
+from flows.analysis.sources import check_request_allowed
 from flows.analysis.tasks import prepare_parameters
 
 logger = logging.getLogger("interlinked.analysis.service")
 
 
 def check_source(s3: Any, task: Task) -> None:
-    """Fail fast (``SOURCE_NOT_FOUND``) when the source matrix directory is empty or missing."""
+    """Fail fast: a source outside the allow-list (``SOURCE_NOT_ALLOWED``), an experiment that
+    exists without ``overwrite`` (``EXPERIMENT_EXISTS``), an empty or missing source matrix
+    directory (``SOURCE_NOT_FOUND``)."""
+    check_request_allowed(task.body, task.experiment_id, ServiceSettings())
     bucket, prefix = task.body["sourceBucket"], task.body["sourceMatrixPath"].lstrip("/")
     source = ObjectStore(bucket, s3)
     try:

@@ -31,6 +31,13 @@ class ServiceSettings(BaseSettings):
     signed_url_seconds: int = Field(
         default=3600, ge=60, description="Validity of the signedUrl a current-envelope response carries."
     )
+    prepare_sources: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where PrepareExperiment may read its source matrix, besides the data bucket: 'bucket' "
+            "(all of it) or 'bucket/prefix/'; '*' allows any bucket the flow's role can read."
+        ),
+    )
     prepare_deployment: str = Field(
         default="prepare-experiment/local", description="Flow/deployment for PrepareExperiment."
     )
