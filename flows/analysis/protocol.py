@@ -177,6 +177,36 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     "GetDoubletScore": _NO_FIELDS,
     "GetNGenes": _NO_FIELDS,
     "GetNUmis": _NO_FIELDS,
+    # api WorkRequestGetBackgroundExpressedGenes.v2.yaml; the UI sends DifferentialExpression's body
+    "GetBackgroundExpressedGenes": {
+        "cellSet": _f("string", required=True),
+        "compareWith": _f("string", required=True),
+        "basis": _f("string", "null"),
+        "comparisonType": _f("string"),
+        "experimentId": _f("string"),
+    },
+    # api WorkRequestBatchDifferentialExpression.v2.yaml, ui getBatchDiffExpr.js
+    "BatchDifferentialExpression": {
+        "cellSet": _f("string list", required=True),
+        "basis": _f("string list", required=True),
+        "compareWith": _f("string"),
+        "comparisonType": _f("string"),
+        "experimentId": _f("string"),
+    },
+    # worker cell_cycle_scoring.py: the body is the name alone (the API and JWT come with the envelope)
+    "CellCycleScoring": _NO_FIELDS,
+    # api WorkRequestTrajectoryAnalysisGet{StartingNodes,PseudoTime}.v2.yaml
+    "GetTrajectoryAnalysisStartingNodes": {
+        "embedding": _f("object", required=True),  # {ETag, method, methodSettings}
+        "clustering": _f("object", required=True),  # {method, resolution}
+        "cellSets": _f("string list", required=True),
+    },
+    "GetTrajectoryAnalysisPseudoTime": {
+        "embedding": _f("object", required=True),
+        "clustering": _f("object", required=True),
+        "cellSets": _f("string list", required=True),
+        "rootNodes": _f("integer list", required=True),
+    },
     PREPARE_EXPERIMENT: {
         "sourceBucket": _f("string", required=True),
         "sourceMatrixPath": _f("string", required=True),
@@ -187,7 +217,7 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
 RESULT_CONTENT_TYPES: dict[str, str] = {"GetNormalizedExpression": "text/csv"}
 
 #: Tasks whose responses must not be cached (``cacheable: false``), as in the real worker.
-NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets"})
+NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets", "CellCycleScoring"})
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
 
 EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -394,6 +424,8 @@ def _is_kind(value: object, kind: str) -> bool:
         return isinstance(value, dict)
     if kind == "object list":
         return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    if kind == "integer list":
+        return isinstance(value, list) and all(_is_kind(item, "integer") for item in value)
     raise AssertionError(kind)
 
 
