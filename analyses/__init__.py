@@ -12,6 +12,7 @@ Every deliberate failure is an :class:`~analyses.errors.AnalysisError` with a st
 
 from . import errors
 from ._version import ANALYSIS_VERSION
+from .annotation import MARKERS, UNKNOWN_TYPE, annotate_clusters, marker_scores
 from .cell_cycle import G2M_GENES, S_GENES, UNDETERMINED_PHASE, CellCyclePhases, cell_cycle_phases
 from .cell_sets import CellSet, cell_set_id, list_cell_sets, resolve_cell_sets
 from .cell_values import (
@@ -51,10 +52,12 @@ __all__ = [
     "CLUSTERING_METHODS",
     "EMBEDDING_METHODS",
     "G2M_GENES",
+    "MARKERS",
     "MIN_TOTAL_COUNT",
     "PREPARE_STEPS",
     "S_GENES",
     "UNDETERMINED_PHASE",
+    "UNKNOWN_TYPE",
     "AnalysisError",
     "CellCyclePhases",
     "CellSet",
@@ -77,6 +80,7 @@ __all__ = [
     "SyntheticCounts",
     "TrajectoryGraph",
     "UnknownCellSetError",
+    "annotate_clusters",
     "background_expressed_genes",
     "cell_cycle_phases",
     "cell_ids",
@@ -96,6 +100,7 @@ __all__ = [
     "list_cell_sets",
     "list_genes",
     "marker_genes",
+    "marker_scores",
     "prepare_anndata",
     "prepare_experiment",
     "read_10x_matrix_dir",

@@ -355,9 +355,10 @@ UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "GetBackgroundExpressedGenes": check_background_genes,
     "BatchDifferentialExpression": check_batch_differential_expression,
     "CellCycleScoring": check_cell_class,
+    "ScTypeAnnotate": check_cell_class,
     "GetTrajectoryAnalysisStartingNodes": check_starting_nodes,
     "GetTrajectoryAnalysisPseudoTime": check_pseudotime,
 }
 
 #: Tasks whose responses the real worker marks ``cacheable: false``.
-NOT_CACHEABLE = {"ClusterCells", "GetExpressionCellSets", "CellCycleScoring"}
+NOT_CACHEABLE = {"ClusterCells", "GetExpressionCellSets", "CellCycleScoring", "ScTypeAnnotate"}

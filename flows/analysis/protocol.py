@@ -195,6 +195,8 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     },
     # worker cell_cycle_scoring.py: the body is the name alone (the API and JWT come with the envelope)
     "CellCycleScoring": _NO_FIELDS,
+    # api WorkRequestScTypeAnnotate.v2.yaml, ui runCellSetsAnnotation.js
+    "ScTypeAnnotate": {"species": _f("string", required=True), "tissue": _f("string", required=True)},
     # api WorkRequestTrajectoryAnalysisGet{StartingNodes,PseudoTime}.v2.yaml
     "GetTrajectoryAnalysisStartingNodes": {
         "embedding": _f("object", required=True),  # {ETag, method, methodSettings}
@@ -217,7 +219,9 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
 RESULT_CONTENT_TYPES: dict[str, str] = {"GetNormalizedExpression": "text/csv"}
 
 #: Tasks whose responses must not be cached (``cacheable: false``), as in the real worker.
-NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets", "CellCycleScoring"})
+NOT_CACHEABLE: frozenset[str] = frozenset(
+    {"ClusterCells", "GetExpressionCellSets", "CellCycleScoring", "ScTypeAnnotate"}
+)
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
 
 EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -745,6 +745,47 @@ def _phase_cell_sets(experiment: LoadedExperiment) -> Any:
     return {"key": "Phase", "name": "Phase", "rootNode": True, "type": "cellSets", "children": children}
 
 
+def _sctype_annotate(experiment: LoadedExperiment, *, species: str, tissue: str) -> Any:
+    """ScTypeAnnotate: the clusters of the experiment's clustering (``louvain`` / ``leiden``, as the
+    real worker's ``seurat_clusters``) annotated with cell types by ScType's scoring
+    (:mod:`analyses.annotation`), as the new cell class the real worker makes
+    (r/R/utilities.R format_sctype_cell_sets): ``{key: <uuid>, name: "ScType-<tissue>-<species>",
+    rootNode: true, type: "cellSets", children: [{key: <uuid>, name: <cell type>, rootNode: false,
+    type: "cellSets", color, cellIds}]}``, types in order of first appearance (not cacheable)."""
+    import uuid
+
+    import numpy as np
+
+    import analyses
+
+    if species not in ("human", "mouse"):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, f"ScTypeAnnotate: species must be 'human' or 'mouse', got {species!r}"
+        )
+    adata = experiment.adata
+    annotation = analyses.annotate_clusters(adata, group_by=default_grouping(adata), tissue=tissue)
+    types = np.asarray(annotation["cell_type"], dtype=object)
+    ids = analyses.cell_ids(adata)
+    children = [
+        {
+            "key": str(uuid.uuid4()),
+            "name": name,
+            "rootNode": False,
+            "type": "cellSets",
+            "color": _CLUSTER_COLORS[number % len(_CLUSTER_COLORS)],
+            "cellIds": ids[types == name].tolist(),
+        }
+        for number, name in enumerate(dict.fromkeys(types.tolist()))
+    ]
+    return {
+        "key": str(uuid.uuid4()),
+        "name": f"ScType-{tissue}-{species}",
+        "rootNode": True,
+        "type": "cellSets",
+        "children": children,
+    }
+
+
 def _selected_cells(adata: Any, cell_sets: list[str], task: str) -> Any:
     """Indices of the cells of ``cellSets``: cell set ids, or cell classes (``louvain``: every cell
     of its cell sets), as the real worker's ``subset_cell_sets_dict``."""
@@ -935,6 +976,7 @@ TASKS: dict[str, TaskSpec] = {
         {"cellSet": "cell_set", "compareWith": "versus", "basis": "basis"},
     ),
     "CellCycleScoring": TaskSpec(_phase_cell_sets, {}),
+    "ScTypeAnnotate": TaskSpec(_sctype_annotate, {"species": "species", "tissue": "tissue"}),
     "GetTrajectoryAnalysisStartingNodes": TaskSpec(
         _trajectory_starting_nodes,
         {"embedding": "embedding", "clustering": "clustering", "cellSets": "cell_sets"},

@@ -383,3 +383,58 @@ def test_trajectory_pseudotime_without_root_nodes_is_refused(pbmc, trajectory_re
     assert caught.value.code == "INVALID_REQUEST"
     with pytest.raises(ServiceError, match="root nodes must be node numbers") as caught:
         run(pbmc, {**body, "rootNodes": [99]})
+
+
+def test_sctype_annotation_is_sctypes_scoring_of_the_marker_table(pbmc):
+    """ScType's score, written out: markers z-scored across cells (clipped at 10), positive ones
+    weighted (K - n) / (K - 1) (n: types listing the marker, K: types), sum / sqrt(count), minus the
+    negative ones' sum / sqrt(count); per cluster the type with the largest summed score, Unknown
+    below a quarter of the cluster's cells."""
+    import analyses
+
+    body = v2_body("v2_ScTypeAnnotate")
+    result = run(pbmc, body)
+    assert result["name"] == "ScType-Immune system-human"
+    markers = analyses.MARKERS["Immune system"]
+    genes = {str(name).upper(): i for i, name in enumerate(pbmc.adata.raw.var_names)}
+    values = pbmc.adata.raw.X.toarray()
+
+    def z(gene):
+        column = values[:, genes[gene]]
+        return np.minimum((column - column.mean()) / column.std(ddof=1), 10)
+
+    listed = [gene for positive, _ in markers.values() for gene in positive]
+    scores = {}
+    for cell_type, (positive, negative) in markers.items():
+        found = [gene for gene in positive if gene in genes]
+        if not found:
+            continue
+        weights = [(len(markers) - listed.count(gene)) / (len(markers) - 1) for gene in found]
+        score = sum(w * z(gene) for w, gene in zip(weights, found, strict=True)) / np.sqrt(len(found))
+        against = [gene for gene in negative if gene in genes]
+        if against:
+            score = score - sum(z(gene) for gene in against) / np.sqrt(len(against))
+        scores[cell_type] = score
+    louvain = pbmc.adata.obs["louvain"].astype(str).to_numpy()
+    expected = {}
+    for cluster in dict.fromkeys(louvain):
+        members = louvain == cluster
+        totals = {cell_type: score[members].sum() for cell_type, score in scores.items()}
+        best = max(totals, key=totals.get)
+        expected[cluster] = best if totals[best] >= members.sum() / 4 else "Unknown"
+    got = {}
+    for child in result["children"]:
+        for cluster in set(louvain[child["cellIds"]]):
+            got[cluster] = child["name"]
+        assert len(child["key"]) == 36 and child["rootNode"] is False
+    assert got == expected
+    # the clusters the sorted populations of pbmc68k_reduced label unambiguously
+    assert (got["2"], got["4"]) == ("Myeloid dendritic cells", "B cells")
+
+
+def test_sctype_for_a_tissue_without_markers_is_refused_by_name(pbmc):
+    from flows.analysis.protocol import ServiceError
+
+    with pytest.raises(ServiceError, match="No marker set for tissue 'Liver'") as caught:
+        run(pbmc, {**v2_body("v2_ScTypeAnnotate"), "tissue": "Liver"})
+    assert caught.value.code == "INVALID_REQUEST"
