@@ -87,6 +87,8 @@ def read_result(response: dict[str, Any], s3: Any) -> Any:
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         if item.get("content-encoding") == "gzip":
             data = gzip.decompress(data)
+        if item.get("content-encoding") == "identity":
+            return data  # a file (the processed .h5ad), handed over as it is
         body = data.decode("utf-8")
     else:
         body = item["body"]
@@ -112,6 +114,8 @@ def read_current_result(response: dict[str, Any]) -> Any:
         return parse_body(response["results"][0]["body"], content_type)
     with urllib.request.urlopen(signed_url, timeout=30) as reply:
         data = reply.read()
+    if response["results"][0].get("content-encoding") == "identity":
+        return data  # unpackResult.js: DownloadAnnotSeuratObject's blob is taken as it is
     return parse_body(gzip.decompress(data).decode("utf-8"), content_type)
 
 
@@ -338,6 +342,22 @@ def check_pseudotime(result: Any, request: dict[str, Any], truth: dict[str, Any]
     assert any(value for value in values)
 
 
+def check_processed_file(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """ui downloadProcessedMatrix.js: ``downloadFromUrl(writeToFileURL(data), ...)`` saves the
+    bytes as they come (unpackResult.js / parseResult.js pass them through). Ours are the processed
+    ``.h5ad``: an HDF5 file that anndata reads back with every cell and gene."""
+    import tempfile
+
+    import anndata
+
+    assert isinstance(result, bytes) and result.startswith(b"\x89HDF\r\n\x1a\n")
+    with tempfile.NamedTemporaryFile(suffix=".h5ad") as handle:
+        handle.write(result)
+        handle.flush()
+        adata = anndata.read_h5ad(handle.name)
+    assert adata.n_obs == truth["n_cells"] and [str(name) for name in adata.var_names] == truth["gene_names"]
+
+
 UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "GetEmbedding": check_embedding,
     "ListGenes": check_list_genes,
@@ -356,9 +376,13 @@ UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "BatchDifferentialExpression": check_batch_differential_expression,
     "CellCycleScoring": check_cell_class,
     "ScTypeAnnotate": check_cell_class,
+    "DownloadAnnotSeuratObject": check_processed_file,
     "GetTrajectoryAnalysisStartingNodes": check_starting_nodes,
     "GetTrajectoryAnalysisPseudoTime": check_pseudotime,
 }
+
+#: Tasks the service answers with a stored file instead of computing (not runnable in process).
+FILE_TASKS = {"DownloadAnnotSeuratObject"}
 
 #: Tasks whose responses the real worker marks ``cacheable: false``.
 NOT_CACHEABLE = {"ClusterCells", "GetExpressionCellSets", "CellCycleScoring", "ScTypeAnnotate"}

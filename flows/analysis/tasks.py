@@ -841,7 +841,10 @@ def _trajectory_starting_nodes(
 ) -> Any:
     """GetTrajectoryAnalysisStartingNodes as the real worker (r/R/trajectory_analysis.R):
     ``{connectedNodes: [[j, ...] per node], x: [...], y: [...]}``, node ``i`` listing the nodes
-    ``j > i`` it is joined to (0-based); see :mod:`analyses.trajectory` for the graph."""
+    ``j > i`` it is joined to (0-based); see :mod:`analyses.trajectory` for the graph. The cells are
+    placed by the embedding GetEmbedding serves for ``embedding.method`` and
+    ``embedding.methodSettings`` (what the UI draws), so ``embedding.ETag`` (the real API's key of
+    the stored embedding) is not needed."""
     import analyses
 
     _, coordinates, options = _trajectory_inputs(
@@ -1012,13 +1015,6 @@ IGNORED_FIELDS: dict[str, dict[str, str]] = {
     "BatchDifferentialExpression": {
         "experimentId": "the envelope's experimentId names the experiment",
         "comparisonType": "accepted; 'between' is tested per cell as 'within' (no pseudobulk by sample)",
-    },
-    "GetTrajectoryAnalysisStartingNodes": {
-        "embedding.ETag": "the real API's key of the stored embedding; the embedding is computed or "
-        "read from the experiment with embedding.method and embedding.methodSettings instead",
-    },
-    "GetTrajectoryAnalysisPseudoTime": {
-        "embedding.ETag": "as for GetTrajectoryAnalysisStartingNodes",
     },
 }
 
