@@ -12,6 +12,8 @@ Every deliberate failure is an :class:`~analyses.errors.AnalysisError` with a st
 
 from . import errors
 from ._version import ANALYSIS_VERSION
+from .annotation import MARKERS, UNKNOWN_TYPE, annotate_clusters, marker_scores
+from .cell_cycle import G2M_GENES, S_GENES, UNDETERMINED_PHASE, CellCyclePhases, cell_cycle_phases
 from .cell_sets import CellSet, cell_set_id, list_cell_sets, resolve_cell_sets
 from .cell_values import (
     CellValuesUnavailableError,
@@ -21,7 +23,12 @@ from .cell_values import (
     truncate_at_quantile,
 )
 from .clustering import CLUSTERING_METHODS, ClusteringResult, cluster_cells
-from .differential import DifferentialExpressionResult, DifferentialExpressionRow, differential_expression
+from .differential import (
+    DifferentialExpressionResult,
+    DifferentialExpressionRow,
+    compared_cells,
+    differential_expression,
+)
 from .embedding import EMBEDDING_METHODS, embedding
 from .errors import (
     AnalysisError,
@@ -32,18 +39,27 @@ from .errors import (
     NoCellsLeftError,
     UnknownCellSetError,
 )
+from .expressed import MIN_TOTAL_COUNT, background_expressed_genes, estimated_counts
 from .expression import ExpressionIndex, GeneExpression, GeneExpressionResult, gene_expression
 from .genes import GeneTable, gene_name_matcher, like_pattern_to_regex, list_genes
 from .markers import MarkerGenesResult, MarkerGroup, marker_genes
 from .prepare import PREPARE_STEPS, ProgressCallback, prepare_anndata, prepare_experiment, read_10x_matrix_dir
 from .synthetic import SyntheticCounts, generate_counts, synthetic_anndata, write_10x
+from .trajectory import TrajectoryGraph, trajectory_graph, trajectory_pseudotime
 
 __all__ = [
     "ANALYSIS_VERSION",
     "CLUSTERING_METHODS",
     "EMBEDDING_METHODS",
+    "G2M_GENES",
+    "MARKERS",
+    "MIN_TOTAL_COUNT",
     "PREPARE_STEPS",
+    "S_GENES",
+    "UNDETERMINED_PHASE",
+    "UNKNOWN_TYPE",
     "AnalysisError",
+    "CellCyclePhases",
     "CellSet",
     "CellValuesUnavailableError",
     "ClusteringResult",
@@ -62,14 +78,20 @@ __all__ = [
     "NoCellsLeftError",
     "ProgressCallback",
     "SyntheticCounts",
+    "TrajectoryGraph",
     "UnknownCellSetError",
+    "annotate_clusters",
+    "background_expressed_genes",
+    "cell_cycle_phases",
     "cell_ids",
     "cell_set_id",
     "cell_values",
     "cluster_cells",
+    "compared_cells",
     "differential_expression",
     "embedding",
     "errors",
+    "estimated_counts",
     "gene_expression",
     "gene_name_matcher",
     "generate_counts",
@@ -78,11 +100,14 @@ __all__ = [
     "list_cell_sets",
     "list_genes",
     "marker_genes",
+    "marker_scores",
     "prepare_anndata",
     "prepare_experiment",
     "read_10x_matrix_dir",
     "resolve_cell_sets",
     "synthetic_anndata",
+    "trajectory_graph",
+    "trajectory_pseudotime",
     "truncate_at_quantile",
     "write_10x",
 ]

@@ -18,6 +18,8 @@ __all__ = [
     "DE_METHODS",
     "DifferentialExpressionResult",
     "DifferentialExpressionRow",
+    "compared_cells",
+    "comparison_labels",
     "differential_expression",
 ]
 
@@ -103,23 +105,7 @@ def differential_expression(
     check_choice("corr_method", corr_method, _CORRECTION_METHODS)
     n_genes_ = check_int("n_genes", n_genes, minimum=1, allow_none=True)
 
-    group_cells = resolve_cell_sets(adata, _ids(cell_set, "cell_set"), field="cell_set")
-    labels = np.full(adata.n_obs, _OTHER, dtype=object)
-    if isinstance(versus, str) and versus == "rest":
-        labels[:] = _REFERENCE
-        reference = "rest"
-    else:
-        reference_cells = resolve_cell_sets(adata, _ids(versus, "versus"), field="versus")
-        labels[reference_cells] = _REFERENCE
-        reference = _REFERENCE
-    labels[group_cells] = _GROUP
-    if within is not None:
-        basis_cells = resolve_cell_sets(adata, _ids(within, "within"), field="within")
-        outside = np.ones(adata.n_obs, dtype=bool)
-        outside[basis_cells] = False
-        labels[outside] = _OTHER
-        if reference == "rest":  # scanpy's "rest" would include the cells outside the basis
-            reference = _REFERENCE
+    labels, reference = comparison_labels(adata, cell_set=cell_set, versus=versus, within=within)
     n_group = int(np.count_nonzero(labels == _GROUP))
     n_reference = int(np.count_nonzero(labels == _REFERENCE))
     if n_group < 2:
@@ -160,6 +146,52 @@ def differential_expression(
         n_cells_group=n_group,
         n_cells_reference=n_reference,
     )
+
+
+def comparison_labels(
+    adata: AnnData,
+    *,
+    cell_set: str | Sequence[str],
+    versus: str | Sequence[str] = "rest",
+    within: str | Sequence[str] | None = None,
+) -> tuple[np.ndarray, str]:
+    """The label of every cell in a comparison (``"group"``, ``"reference"`` or ``"other"``) and
+    the reference scanpy is given (``"rest"`` when the reference is every cell outside the group).
+
+    Cells in both the group and the reference count for the group; with ``within``, cells outside
+    it are ``"other"``.
+    """
+    group_cells = resolve_cell_sets(adata, _ids(cell_set, "cell_set"), field="cell_set")
+    labels = np.full(adata.n_obs, _OTHER, dtype=object)
+    if isinstance(versus, str) and versus == "rest":
+        labels[:] = _REFERENCE
+        reference = "rest"
+    else:
+        reference_cells = resolve_cell_sets(adata, _ids(versus, "versus"), field="versus")
+        labels[reference_cells] = _REFERENCE
+        reference = _REFERENCE
+    labels[group_cells] = _GROUP
+    if within is not None:
+        basis_cells = resolve_cell_sets(adata, _ids(within, "within"), field="within")
+        outside = np.ones(adata.n_obs, dtype=bool)
+        outside[basis_cells] = False
+        labels[outside] = _OTHER
+        if reference == "rest":  # scanpy's "rest" would include the cells outside the basis
+            reference = _REFERENCE
+    return labels, reference
+
+
+def compared_cells(
+    adata: AnnData,
+    *,
+    cell_set: str | Sequence[str],
+    versus: str | Sequence[str] = "rest",
+    within: str | Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(group, reference)``: the cell indices of both sides of a comparison, as
+    :func:`differential_expression` compares them."""
+    labels, _ = comparison_labels(adata, cell_set=cell_set, versus=versus, within=within)
+    return np.flatnonzero(labels == _GROUP), np.flatnonzero(labels == _REFERENCE)
 
 
 def rank_table_rows(table: pd.DataFrame) -> list[DifferentialExpressionRow]:

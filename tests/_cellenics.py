@@ -87,6 +87,8 @@ def read_result(response: dict[str, Any], s3: Any) -> Any:
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         if item.get("content-encoding") == "gzip":
             data = gzip.decompress(data)
+        if item.get("content-encoding") == "identity":
+            return data  # a file (the processed .h5ad), handed over as it is
         body = data.decode("utf-8")
     else:
         body = item["body"]
@@ -112,6 +114,8 @@ def read_current_result(response: dict[str, Any]) -> Any:
         return parse_body(response["results"][0]["body"], content_type)
     with urllib.request.urlopen(signed_url, timeout=30) as reply:
         data = reply.read()
+    if response["results"][0].get("content-encoding") == "identity":
+        return data  # unpackResult.js: DownloadAnnotSeuratObject's blob is taken as it is
     return parse_body(gzip.decompress(data).decode("utf-8"), content_type)
 
 
@@ -276,6 +280,84 @@ def check_normalized_expression(result: Any, request: dict[str, Any], truth: dic
     assert all(float(value) >= 0 or float(value) < 0 for value in rows[1][1:])
 
 
+def check_background_genes(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """ui getBackgroundExpressedGenes.js: ``const { genes } = data``, handed to the pathway
+    analysis as the background list (worker r/R/get_background_genes.R: ``list(genes = ...)``)."""
+    assert set(result) == {"genes"} and result["genes"]
+    assert set(result["genes"]) <= set(truth["gene_names"]) and len(set(result["genes"])) == len(
+        result["genes"]
+    )
+
+
+def check_batch_differential_expression(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """ui getBatchDiffExpr.js: one entry per comparison; ``row.total`` falsy → ``{error: row.data}``,
+    else ``getArray(row.data)`` (a table by column, every column as long) written as CSV (worker
+    batch_differential_expression.py: ``{total: full_count, data: gene_results}``)."""
+    body = request["body"]
+    expected = len(body["cellSet"]) if len(body["basis"]) == 1 else len(body["basis"])
+    assert isinstance(result, list) and len(result) == expected
+    assert any(entry["total"] for entry in result)
+    for entry in result:
+        assert set(entry) == {"total", "data"}
+        if not entry["total"]:
+            assert isinstance(entry["data"], str) and entry["data"]
+            continue
+        columns = entry["data"]
+        assert {"gene_names", "p_val", "p_val_adj", "pct_1", "pct_2"} <= set(columns)
+        assert {len(values) for values in columns.values()} == {entry["total"]}
+        assert set(columns["gene_names"]) <= set(truth["gene_names"])
+
+
+def check_cell_class(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """A new cell class as the UI merges it into the cell sets tree (worker r/R/cell_cycle_scoring.R
+    format_phase_cellsets, like ClusterCells): ``{key, name, rootNode: true, type: "cellSets",
+    children: [{key, name, rootNode: false, type, color, cellIds}]}``, every cell in one child."""
+    assert result["rootNode"] is True and result["type"] == "cellSets" and result["children"]
+    ids = []
+    for child in result["children"]:
+        assert child["key"] and child["name"] and child["rootNode"] is False
+        assert re.fullmatch(r"#[0-9a-fA-F]{6}", child["color"]) and child["type"] == "cellSets"
+        ids += child["cellIds"]
+    assert sorted(ids) == list(range(truth["n_cells"]))
+
+
+def check_starting_nodes(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """ui generateTrajectoryAnalysisSpec.js generateStartingNodesData: for each node index of
+    ``x``, ``connectedNodes[i]`` lists node indexes read as ``x[j]``, ``y[j]`` (worker
+    trajectory_analysis.R: 0-based, only ``j > i``)."""
+    assert set(result) == {"connectedNodes", "x", "y"}
+    n_nodes = len(result["x"])
+    assert n_nodes == len(result["y"]) == len(result["connectedNodes"]) > 0
+    assert all(map(_number_or_null, result["x"] + result["y"]))
+    for i, connected in enumerate(result["connectedNodes"]):
+        assert all(isinstance(j, int) and i < j < n_nodes for j in connected)
+
+
+def check_pseudotime(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """ui getTrajectoryPlotPseudoTime.js stores ``data.pseudotime``; generatePseudotimeData reads
+    ``pseudotime[cellId]`` (worker trajectory_analysis.R fillNullForFilteredCells: by cell id)."""
+    assert set(result) == {"pseudotime"}
+    values = result["pseudotime"]
+    assert len(values) == truth["n_cell_ids"] and all(map(_number_or_null, values))
+    assert any(value for value in values)
+
+
+def check_processed_file(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
+    """ui downloadProcessedMatrix.js: ``downloadFromUrl(writeToFileURL(data), ...)`` saves the
+    bytes as they come (unpackResult.js / parseResult.js pass them through). Ours are the processed
+    ``.h5ad``: an HDF5 file that anndata reads back with every cell and gene."""
+    import tempfile
+
+    import anndata
+
+    assert isinstance(result, bytes) and result.startswith(b"\x89HDF\r\n\x1a\n")
+    with tempfile.NamedTemporaryFile(suffix=".h5ad") as handle:
+        handle.write(result)
+        handle.flush()
+        adata = anndata.read_h5ad(handle.name)
+    assert adata.n_obs == truth["n_cells"] and [str(name) for name in adata.var_names] == truth["gene_names"]
+
+
 UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "GetEmbedding": check_embedding,
     "ListGenes": check_list_genes,
@@ -290,7 +372,17 @@ UI_CHECKS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], None]] = {
     "DotPlot": check_dot_plot,
     "GetExpressionCellSets": check_expression_cell_set,
     "GetNormalizedExpression": check_normalized_expression,
+    "GetBackgroundExpressedGenes": check_background_genes,
+    "BatchDifferentialExpression": check_batch_differential_expression,
+    "CellCycleScoring": check_cell_class,
+    "ScTypeAnnotate": check_cell_class,
+    "DownloadAnnotSeuratObject": check_processed_file,
+    "GetTrajectoryAnalysisStartingNodes": check_starting_nodes,
+    "GetTrajectoryAnalysisPseudoTime": check_pseudotime,
 }
 
+#: Tasks the service answers with a stored file instead of computing (not runnable in process).
+FILE_TASKS = {"DownloadAnnotSeuratObject"}
+
 #: Tasks whose responses the real worker marks ``cacheable: false``.
-NOT_CACHEABLE = {"ClusterCells", "GetExpressionCellSets"}
+NOT_CACHEABLE = {"ClusterCells", "GetExpressionCellSets", "CellCycleScoring", "ScTypeAnnotate"}

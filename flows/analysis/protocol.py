@@ -43,6 +43,10 @@ RESPONSE_RECORD_PREFIX = "analysis-responses/"
 PROCESSED_FILE = "processed.h5ad"
 
 PREPARE_EXPERIMENT = "PrepareExperiment"
+#: The real UI's "download the processed matrix" task: answered with the processed ``.h5ad`` itself.
+DOWNLOAD_PROCESSED = "DownloadAnnotSeuratObject"
+#: Media type of the processed ``.h5ad`` (an HDF5 file).
+H5AD_CONTENT_TYPE = "application/x-hdf5"
 
 
 class ErrorCode:
@@ -179,6 +183,46 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     "GetDoubletScore": _NO_FIELDS,
     "GetNGenes": _NO_FIELDS,
     "GetNUmis": _NO_FIELDS,
+    # api WorkRequestGetBackgroundExpressedGenes.v2.yaml; the UI sends DifferentialExpression's body
+    "GetBackgroundExpressedGenes": {
+        "cellSet": _f("string", required=True),
+        "compareWith": _f("string", required=True),
+        "basis": _f("string", "null"),
+        "comparisonType": _f("string"),
+        "experimentId": _f("string"),
+    },
+    # api WorkRequestBatchDifferentialExpression.v2.yaml, ui getBatchDiffExpr.js
+    "BatchDifferentialExpression": {
+        "cellSet": _f("string list", required=True),
+        "basis": _f("string list", required=True),
+        "compareWith": _f("string"),
+        "comparisonType": _f("string"),
+        "experimentId": _f("string"),
+    },
+    # worker cell_cycle_scoring.py: the body is the name alone (the API and JWT come with the envelope)
+    "CellCycleScoring": _NO_FIELDS,
+    # api WorkRequestScTypeAnnotate.v2.yaml, ui runCellSetsAnnotation.js
+    "ScTypeAnnotate": {"species": _f("string", required=True), "tissue": _f("string", required=True)},
+    # api WorkRequestTrajectoryAnalysisGet{StartingNodes,PseudoTime}.v2.yaml
+    "GetTrajectoryAnalysisStartingNodes": {
+        "embedding": _f("object", required=True),  # {ETag, method, methodSettings}
+        "clustering": _f("object", required=True),  # {method, resolution}
+        "cellSets": _f("string list", required=True),
+    },
+    "GetTrajectoryAnalysisPseudoTime": {
+        "embedding": _f("object", required=True),
+        "clustering": _f("object", required=True),
+        "cellSets": _f("string list", required=True),
+        "rootNodes": _f("integer list", required=True),
+    },
+    # api WorkRequestDownloadAnnotSeuratObject.v2.yaml; ui downloadProcessedMatrix.js adds isObj2s,
+    # the real API adds embeddingETag. Answered with the processed .h5ad, which holds every
+    # embedding and cell set of the experiment, so none of them is needed.
+    DOWNLOAD_PROCESSED: {
+        "embeddingMethod": _f("string"),
+        "isObj2s": _f("boolean"),
+        "embeddingETag": _f("string", "null"),
+    },
     PREPARE_EXPERIMENT: {
         "sourceBucket": _f("string", required=True),
         "sourceMatrixPath": _f("string", required=True),
@@ -187,10 +231,15 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
     },
 }
 #: Result media types other than JSON (the real worker's GetNormalizedExpression sends a CSV file).
-RESULT_CONTENT_TYPES: dict[str, str] = {"GetNormalizedExpression": "text/csv"}
+RESULT_CONTENT_TYPES: dict[str, str] = {
+    "GetNormalizedExpression": "text/csv",
+    DOWNLOAD_PROCESSED: H5AD_CONTENT_TYPE,
+}
 
 #: Tasks whose responses must not be cached (``cacheable: false``), as in the real worker.
-NOT_CACHEABLE: frozenset[str] = frozenset({"ClusterCells", "GetExpressionCellSets"})
+NOT_CACHEABLE: frozenset[str] = frozenset(
+    {"ClusterCells", "GetExpressionCellSets", "CellCycleScoring", "ScTypeAnnotate"}
+)
 TASK_NAMES: tuple[str, ...] = tuple(TASK_FIELDS)
 
 EXPERIMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -397,6 +446,8 @@ def _is_kind(value: object, kind: str) -> bool:
         return isinstance(value, dict)
     if kind == "object list":
         return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    if kind == "integer list":
+        return isinstance(value, list) and all(_is_kind(item, "integer") for item in value)
     raise AssertionError(kind)
 
 
@@ -449,6 +500,28 @@ def offloaded_response(
         "response": {"error": False, "errorCode": None, "userMessage": None, "cacheable": cacheable},
         "results": [result_item(f"{bucket}/{key}", where="s3-path", content_type=content_type)],
     }
+
+
+def file_response(
+    request: dict[str, Any], *, bucket: str, key: str, signed_url: str | None = None
+) -> dict[str, Any]:
+    """The WorkResponse of :data:`DOWNLOAD_PROCESSED`: an ``s3-path`` item naming the ``.h5ad`` as
+    it is (``content-encoding: identity``, not gzip: the current UI saves the downloaded bytes
+    as they come, as it does the real worker's ``.rds``), and for the current envelope its
+    ``signedUrl``."""
+    response: dict[str, Any] = {
+        "error": False,
+        "errorCode": None,
+        "userMessage": None,
+        "cacheable": True,
+    }
+    if signed_url is not None:
+        response["signedUrl"] = signed_url
+    item = {
+        **result_item(f"{bucket}/{key}", where="s3-path", content_type=H5AD_CONTENT_TYPE),
+        "content-encoding": "identity",
+    }
+    return {"type": "WorkResponse", "request": request, "response": response, "results": [item]}
 
 
 def current_response(

@@ -187,6 +187,28 @@ def _embedding(
 
     import analyses
 
+    coordinates = _embedding_coordinates(
+        experiment, method=method, config=config, use_saved=use_saved, **arguments
+    )
+    ids = analyses.cell_ids(experiment.adata)
+    out: list[Any] = [None] * (int(ids.max()) + 1 if ids.size else 0)
+    for cell_id, point in zip(ids.tolist(), coordinates, strict=True):
+        out[cell_id] = None if not np.all(np.isfinite(point)) else point
+    return out
+
+
+def _embedding_coordinates(
+    experiment: LoadedExperiment,
+    *,
+    method: str,
+    config: Mapping[str, Any] | None = None,
+    use_saved: bool | None = None,
+    **arguments: Any,
+) -> list[list[float]]:
+    """The ``[x, y]`` of every cell (cell order) of the embedding the UI shows for ``method`` and
+    its ``config`` (see :func:`_embedding`)."""
+    import analyses
+
     config = dict(config or {})
     options = {
         "min_dist": config.get("minimumDistance"),
@@ -199,14 +221,7 @@ def _embedding(
     )
     if method == "pca":
         use_stored = True  # the real worker never recomputes PCA either
-    coordinates = analyses.embedding(
-        experiment.adata, method=method, use_stored=use_stored, **options, **arguments
-    )
-    ids = analyses.cell_ids(experiment.adata)
-    out: list[Any] = [None] * (int(ids.max()) + 1 if ids.size else 0)
-    for cell_id, point in zip(ids.tolist(), coordinates, strict=True):
-        out[cell_id] = None if not np.all(np.isfinite(point)) else point
-    return out
+    return analyses.embedding(experiment.adata, method=method, use_stored=use_stored, **options, **arguments)
 
 
 def _list_genes(experiment: LoadedExperiment, **arguments: Any) -> Any:
@@ -297,6 +312,22 @@ def _differential_expression(
     import analyses
 
     adata = experiment.adata
+    cell_set, versus, within = _comparison(adata, cell_set, versus, basis)
+    result = analyses.differential_expression(
+        adata, cell_set=cell_set, versus=versus, within=within, **arguments
+    )
+    rows = [_de_row(row) for row in result["rows"]]
+    if max_num is not None:
+        rows = sorted(rows, key=lambda row: -(row["abszscore"] or 0.0))[:max_num]
+    rows.sort(key=lambda row: (row["qval"] is None, row["qval"] if row["qval"] is not None else 0.0))
+    return {"rows": rows, "total": len(rows)}
+
+
+def _comparison(
+    adata: Any, cell_set: str | list[str], versus: str | list[str], basis: str | None
+) -> tuple[Any, Any, Any]:
+    """``(cell_set, versus, within)`` for :func:`analyses.differential_expression` from the real
+    UI's ``cellSet``, ``compareWith`` and ``basis`` (see :func:`_differential_expression`)."""
     cell_set = [_bare_id(item) for item in cell_set] if isinstance(cell_set, list) else _bare_id(cell_set)
     if isinstance(versus, str):
         versus = _bare_id(versus)
@@ -311,14 +342,7 @@ def _differential_expression(
     if isinstance(basis, str) and basis and not basis.lower().startswith("all"):
         basis = _bare_id(basis)
         within = _group_members(adata, basis) or basis
-    result = analyses.differential_expression(
-        adata, cell_set=cell_set, versus=versus, within=within, **arguments
-    )
-    rows = [_de_row(row) for row in result["rows"]]
-    if max_num is not None:
-        rows = sorted(rows, key=lambda row: -(row["abszscore"] or 0.0))[:max_num]
-    rows.sort(key=lambda row: (row["qval"] is None, row["qval"] if row["qval"] is not None else 0.0))
-    return {"rows": rows, "total": len(rows)}
+    return cell_set, versus, within
 
 
 def _de_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -599,6 +623,263 @@ def _cell_values(kind: str) -> Callable[..., Any]:
     return run
 
 
+def _background_expressed_genes(
+    experiment: LoadedExperiment, *, cell_set: str, versus: str, basis: str | None = None
+) -> Any:
+    """GetBackgroundExpressedGenes (the pathway analysis' background): ``{genes: [...]}``, the genes
+    whose total count over the cells compared by the same ``cellSet`` / ``compareWith`` / ``basis``
+    as DifferentialExpression exceeds 15, as the real worker (r/R/get_background_genes.R)."""
+    import numpy as np
+
+    import analyses
+
+    adata = experiment.adata
+    cell_set_, versus_, within = _comparison(adata, cell_set, versus, basis)
+    group, reference = analyses.compared_cells(adata, cell_set=cell_set_, versus=versus_, within=within)
+    for cells, which in ((group, "1st"), (reference, "2nd")):
+        if not len(cells):
+            raise ServiceError(
+                ErrorCode.EMPTY_CELL_SET, f"GetBackgroundExpressedGenes: no cell is in the {which} cell set"
+            )
+    return {"genes": analyses.background_expressed_genes(adata, cells=np.union1d(group, reference))}
+
+
+#: BatchDifferentialExpression's entry for a comparison that could not be made (real worker's text).
+NO_COMPARISON_DATA = "No data available for this comparison"
+
+# The columns of a BatchDifferentialExpression table (the real R worker's runWilcoxAUC columns, plus
+# the fields our DifferentialExpression rows carry), in this order.
+_BATCH_COLUMNS = (
+    "gene_names", "Gene", "p_val", "logFC", "pct_1", "pct_2", "p_val_adj", "auc",
+    "avg_log2FC", "zscore", "abszscore",
+)  # fmt: skip
+
+
+def _batch_differential_expression(
+    experiment: LoadedExperiment,
+    *,
+    cell_set: list[str],
+    basis: list[str],
+    versus: str = "background",
+) -> Any:
+    """BatchDifferentialExpression: one DifferentialExpression per cell set, as the real worker
+    (python/src/worker/tasks/batch_differential_expression.py). With one ``basis`` every
+    ``cellSet`` is compared (within that basis) with ``compareWith``; with several, ``cellSet[0]`` is
+    compared within each basis. The result lists, in request order, ``{total, data}`` with ``data``
+    the table by column (``{gene_names: [...], p_val: [...], ...}``, what the UI's ``getArray``
+    turns into rows); a comparison that cannot be made is ``{total: 0, data: "No data available
+    for this comparison"}`` and the others are still answered."""
+    import analyses
+
+    if not isinstance(basis, list) or not basis or not isinstance(cell_set, list) or not cell_set:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            "BatchDifferentialExpression: cellSet and basis must each list at least one cell set",
+        )
+    pairs = (
+        [(basis[0], item) for item in cell_set]
+        if len(basis) == 1
+        else [(item, cell_set[0]) for item in basis]
+    )
+    adata = experiment.adata
+    out = []
+    for basis_id, first in pairs:
+        try:
+            first_, versus_, within = _comparison(adata, first, versus, basis_id)
+            result = analyses.differential_expression(adata, cell_set=first_, versus=versus_, within=within)
+        except (ServiceError, analyses.AnalysisError):
+            out.append({"total": 0, "data": NO_COMPARISON_DATA})
+            continue
+        n1, n2 = result["n_cells_group"], result["n_cells_reference"]
+        spread = (n1 * n2 * (n1 + n2 + 1) / 12) ** 0.5
+        table: dict[str, list[Any]] = {column: [] for column in _BATCH_COLUMNS}
+        rows = sorted(
+            result["rows"],
+            key=lambda row: (row["adjusted_p_value"] is None, row["adjusted_p_value"] or 0.0),
+        )
+        for row in rows:
+            score = row["score"]
+            values = {
+                "gene_names": row["gene"],
+                "Gene": row["gene"],
+                "p_val": row["p_value"],
+                "logFC": row["log_fold_change"],
+                "pct_1": row.get("pct_group"),
+                "pct_2": row.get("pct_reference"),
+                "p_val_adj": row["adjusted_p_value"],
+                # Wilcoxon: the group's rank-sum z-score gives U, and AUC = U / (n1 n2)
+                "auc": None if score is None else 0.5 + score * spread / (n1 * n2),
+                "avg_log2FC": row["log_fold_change"],
+                "zscore": score,
+                "abszscore": None if score is None else abs(score),
+            }
+            for column in _BATCH_COLUMNS:
+                table[column].append(values[column])
+        out.append({"total": len(rows), "data": table})
+    return out
+
+
+def _phase_cell_sets(experiment: LoadedExperiment) -> Any:
+    """CellCycleScoring: the cell class ``Phase`` as the real worker (r/R/cell_cycle_scoring.R):
+    ``{key: "Phase", name: "Phase", rootNode: true, type: "cellSets", children: [{key:
+    "Phase-G1", name: "G1", rootNode: false, type: "cellSets", color, cellIds}]}``, phases in order
+    of first appearance; "Undetermined cycle phase" for every cell when scoring is impossible."""
+    import numpy as np
+
+    import analyses
+
+    phases = np.asarray(analyses.cell_cycle_phases(experiment.adata)["phase"], dtype=object)
+    ids = analyses.cell_ids(experiment.adata)
+    children = []
+    for number, phase in enumerate(dict.fromkeys(phases.tolist())):
+        children.append(
+            {
+                "key": "Phase-" + phase.replace(" ", "_"),
+                "name": phase,
+                "rootNode": False,
+                "type": "cellSets",
+                "color": _CLUSTER_COLORS[number % len(_CLUSTER_COLORS)],
+                "cellIds": ids[phases == phase].tolist(),
+            }
+        )
+    return {"key": "Phase", "name": "Phase", "rootNode": True, "type": "cellSets", "children": children}
+
+
+def _sctype_annotate(experiment: LoadedExperiment, *, species: str, tissue: str) -> Any:
+    """ScTypeAnnotate: the clusters of the experiment's clustering (``louvain`` / ``leiden``, as the
+    real worker's ``seurat_clusters``) annotated with cell types by ScType's scoring
+    (:mod:`analyses.annotation`), as the new cell class the real worker makes
+    (r/R/utilities.R format_sctype_cell_sets): ``{key: <uuid>, name: "ScType-<tissue>-<species>",
+    rootNode: true, type: "cellSets", children: [{key: <uuid>, name: <cell type>, rootNode: false,
+    type: "cellSets", color, cellIds}]}``, types in order of first appearance (not cacheable)."""
+    import uuid
+
+    import numpy as np
+
+    import analyses
+
+    if species not in ("human", "mouse"):
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, f"ScTypeAnnotate: species must be 'human' or 'mouse', got {species!r}"
+        )
+    adata = experiment.adata
+    annotation = analyses.annotate_clusters(adata, group_by=default_grouping(adata), tissue=tissue)
+    types = np.asarray(annotation["cell_type"], dtype=object)
+    ids = analyses.cell_ids(adata)
+    children = [
+        {
+            "key": str(uuid.uuid4()),
+            "name": name,
+            "rootNode": False,
+            "type": "cellSets",
+            "color": _CLUSTER_COLORS[number % len(_CLUSTER_COLORS)],
+            "cellIds": ids[types == name].tolist(),
+        }
+        for number, name in enumerate(dict.fromkeys(types.tolist()))
+    ]
+    return {
+        "key": str(uuid.uuid4()),
+        "name": f"ScType-{tissue}-{species}",
+        "rootNode": True,
+        "type": "cellSets",
+        "children": children,
+    }
+
+
+def _selected_cells(adata: Any, cell_sets: list[str], task: str) -> Any:
+    """Indices of the cells of ``cellSets``: cell set ids, or cell classes (``louvain``: every cell
+    of its cell sets), as the real worker's ``subset_cell_sets_dict``."""
+    import numpy as np
+
+    import analyses
+
+    if not cell_sets:
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"{task}: cellSets must name at least one cell set")
+    selected = np.zeros(adata.n_obs, dtype=bool)
+    ids = []
+    for item in map(_bare_id, cell_sets):
+        members = _group_members(adata, item) if item in adata.obs.columns else None
+        if members:
+            selected |= adata.obs[item].notna().to_numpy()
+        else:
+            ids.append(item)
+    if ids:
+        selected[analyses.resolve_cell_sets(adata, ids, field="cellSets")] = True
+    return np.flatnonzero(selected)
+
+
+def _trajectory_inputs(
+    experiment: LoadedExperiment,
+    task: str,
+    embedding: Mapping[str, Any] | None,
+    clustering: Mapping[str, Any] | None,
+    cell_sets: list[str],
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The selected cells, their coordinates in the UI's embedding and the clustering options."""
+    import numpy as np
+
+    embedding, clustering = dict(embedding or {}), dict(clustering or {})
+    method = embedding.get("method", "umap")
+    cells = _selected_cells(experiment.adata, cell_sets, task)
+    coordinates = np.asarray(
+        _embedding_coordinates(experiment, method=method, config=embedding.get("methodSettings")),
+        dtype=np.float64,
+    )[cells]
+    options = {
+        "method": clustering.get("method", "louvain"),
+        "resolution": clustering.get("resolution", 0.8),
+    }
+    return cells, coordinates, options
+
+
+def _trajectory_starting_nodes(
+    experiment: LoadedExperiment,
+    *,
+    embedding: Mapping[str, Any] | None = None,
+    clustering: Mapping[str, Any] | None = None,
+    cell_sets: list[str],
+) -> Any:
+    """GetTrajectoryAnalysisStartingNodes as the real worker (r/R/trajectory_analysis.R):
+    ``{connectedNodes: [[j, ...] per node], x: [...], y: [...]}``, node ``i`` listing the nodes
+    ``j > i`` it is joined to (0-based); see :mod:`analyses.trajectory` for the graph. The cells are
+    placed by the embedding GetEmbedding serves for ``embedding.method`` and
+    ``embedding.methodSettings`` (what the UI draws), so ``embedding.ETag`` (the real API's key of
+    the stored embedding) is not needed."""
+    import analyses
+
+    _, coordinates, options = _trajectory_inputs(
+        experiment, "GetTrajectoryAnalysisStartingNodes", embedding, clustering, cell_sets
+    )
+    graph = analyses.trajectory_graph(coordinates, **options)
+    connected: list[list[int]] = [[] for _ in graph["x"]]
+    for i, j in graph["edges"]:
+        connected[i].append(j)
+    return {"connectedNodes": connected, "x": graph["x"], "y": graph["y"]}
+
+
+def _trajectory_pseudotime(
+    experiment: LoadedExperiment,
+    *,
+    embedding: Mapping[str, Any] | None = None,
+    clustering: Mapping[str, Any] | None = None,
+    cell_sets: list[str],
+    root_nodes: list[int],
+) -> Any:
+    """GetTrajectoryAnalysisPseudoTime as the real worker: ``{pseudotime: [...]}`` indexed by cell
+    id, ``null`` for cells outside ``cellSets``, filtered ones and those no root reaches;
+    ``rootNodes`` are node numbers of GetTrajectoryAnalysisStartingNodes for the same body."""
+    import numpy as np
+
+    import analyses
+
+    cells, coordinates, options = _trajectory_inputs(
+        experiment, "GetTrajectoryAnalysisPseudoTime", embedding, clustering, cell_sets
+    )
+    values = analyses.trajectory_pseudotime(coordinates, root_nodes=root_nodes, **options)
+    numbers = np.asarray([np.nan if value is None else value for value in values], dtype=np.float64)
+    return {"pseudotime": analyses.indexed_by_cell_id(experiment.adata, numbers, cells)}
+
+
 TASKS: dict[str, TaskSpec] = {
     "GetEmbedding": TaskSpec(
         _embedding,
@@ -690,6 +971,28 @@ TASKS: dict[str, TaskSpec] = {
     "GetDoubletScore": TaskSpec(_cell_values("doublet_score"), {}),
     "GetNGenes": TaskSpec(_cell_values("n_genes"), {}),
     "GetNUmis": TaskSpec(_cell_values("n_umis"), {}),
+    "GetBackgroundExpressedGenes": TaskSpec(
+        _background_expressed_genes, {"cellSet": "cell_set", "compareWith": "versus", "basis": "basis"}
+    ),
+    "BatchDifferentialExpression": TaskSpec(
+        _batch_differential_expression,
+        {"cellSet": "cell_set", "compareWith": "versus", "basis": "basis"},
+    ),
+    "CellCycleScoring": TaskSpec(_phase_cell_sets, {}),
+    "ScTypeAnnotate": TaskSpec(_sctype_annotate, {"species": "species", "tissue": "tissue"}),
+    "GetTrajectoryAnalysisStartingNodes": TaskSpec(
+        _trajectory_starting_nodes,
+        {"embedding": "embedding", "clustering": "clustering", "cellSets": "cell_sets"},
+    ),
+    "GetTrajectoryAnalysisPseudoTime": TaskSpec(
+        _trajectory_pseudotime,
+        {
+            "embedding": "embedding",
+            "clustering": "clustering",
+            "cellSets": "cell_sets",
+            "rootNodes": "root_nodes",
+        },
+    ),
 }
 
 #: Body fields the real UI sends that a task accepts and deliberately does not use, and why.
@@ -704,6 +1007,14 @@ IGNORED_FIELDS: dict[str, dict[str, str]] = {
     "DifferentialExpression": {
         "experimentId": "the envelope's experimentId names the experiment",
         "comparisonType": "the cells compared follow from cellSet, compareWith and basis alone",
+    },
+    "GetBackgroundExpressedGenes": {
+        "experimentId": "the envelope's experimentId names the experiment",
+        "comparisonType": "the cells compared follow from cellSet, compareWith and basis alone",
+    },
+    "BatchDifferentialExpression": {
+        "experimentId": "the envelope's experimentId names the experiment",
+        "comparisonType": "accepted; 'between' is tested per cell as 'within' (no pseudobulk by sample)",
     },
 }
 

@@ -706,6 +706,21 @@ def test_real_cellenics_v2_requests_store_gzip_results_under_the_etag(service, e
     assert recorded_caches(service, again["ETag"]).count("s3-etag") == 1
 
 
+def test_processed_file_download_in_the_sns_era_envelope_names_the_experiments_h5ad(
+    service, endpoints, listener, pbmc
+):
+    """DownloadAnnotSeuratObject (the real UI's processed-matrix download) in the SNS-era envelope:
+    an s3-path item naming the experiment's processed .h5ad itself, nothing copied or computed."""
+    body = {"name": "DownloadAnnotSeuratObject", "embeddingMethod": "umap", "isObj2s": False}
+    task = make_task(body, timeout="2099-12-31T00:00:00Z")  # RFC 3339, as the real API requires
+    [response] = ask(endpoints, listener, task)
+    assert response["response"]["error"] is False, response["response"]
+    check_work_response(response)
+    [item] = response["results"]
+    assert item["body"] == f"{endpoints.bucket}/experiments/{PBMC}/processed.h5ad"
+    UI_CHECKS["DownloadAnnotSeuratObject"](read_result(response, endpoints.s3), task, _truth(pbmc))
+
+
 # ---- Prefect ---------------------------------------------------------------------------------------
 
 

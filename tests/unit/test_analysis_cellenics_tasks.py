@@ -206,3 +206,235 @@ def test_normalized_expression_csv_is_the_normalised_matrix_of_the_subset(pbmc):
 
 def obs_names(pbmc, mask):
     return pbmc.adata.obs_names[mask].astype(str).tolist()
+
+
+def v2_body(name: str) -> dict:
+    return materialise(fixtures("v2")[name], "pbmc")["body"]
+
+
+def test_background_genes_are_those_counted_over_15_in_the_compared_cells(pbmc):
+    import analyses
+
+    body = {**v2_body("v2_GetBackgroundExpressedGenes"), "compareWith": "louvain-2"}
+    result = run(pbmc, body)  # louvain-1 vs louvain-2: only their cells count
+    louvain = pbmc.adata.obs["louvain"].to_numpy()
+    cells = np.flatnonzero((louvain == "1") | (louvain == "2"))
+    counts, names = analyses.estimated_counts(pbmc.adata, cells)
+    totals = np.asarray(counts.sum(axis=0)).ravel()
+    assert result == {"genes": [str(name) for name in names[totals > 15]]}
+    everyone = run(pbmc, v2_body("v2_GetBackgroundExpressedGenes"))["genes"]  # rest: every cell
+    assert set(result["genes"]) < set(everyone)
+
+
+def test_batch_differential_expression_full_list_is_scanpys_one_vs_rest_per_cell_set(pbmc):
+    import scanpy as sc
+    from sklearn.metrics import roc_auc_score
+
+    body = v2_body("v2_BatchDifferentialExpression_fullList")  # louvain-0, -3, -7 vs background
+    result = run(pbmc, body)
+    assert [entry["total"] for entry in result] == [pbmc.adata.raw.n_vars] * 3
+    louvain = pbmc.adata.obs["louvain"]
+    for cell_set, entry in zip(body["cellSet"], result, strict=True):
+        cluster = cell_set.removeprefix("louvain-")
+        reference = pbmc.adata.copy()
+        sc.tl.rank_genes_groups(
+            reference, "louvain", groups=[cluster], reference="rest", method="wilcoxon", use_raw=True
+        )
+        table = sc.get.rank_genes_groups_df(reference, group=cluster).set_index("names")
+        columns = entry["data"]
+        rows = {gene: i for i, gene in enumerate(columns["gene_names"])}
+        assert set(rows) == set(table.index)
+        assert columns["p_val_adj"] == sorted(columns["p_val_adj"])
+        in_group = (louvain == cluster).to_numpy()
+        for gene in table.index[:20]:
+            i = rows[gene]
+            assert columns["p_val_adj"][i] == pytest.approx(table.loc[gene, "pvals_adj"], rel=1e-4)
+            assert columns["zscore"][i] == pytest.approx(table.loc[gene, "scores"], rel=1e-5)
+            values = pbmc.adata.raw[:, gene].X.toarray().ravel()
+            assert columns["auc"][i] == pytest.approx(roc_auc_score(in_group, values), abs=1e-3)
+
+
+def test_batch_differential_expression_per_basis_answers_every_comparison_it_can(pbmc):
+    import scanpy as sc
+
+    body = v2_body("v2_BatchDifferentialExpression_compareForCellSets")
+    result = run(pbmc, body)  # CD14+ Monocyte vs Dendritic within louvain-0, -1 and -3
+    obs = pbmc.adata.obs
+    assert len(result) == len(body["basis"])
+    for basis, entry in zip(body["basis"], result, strict=True):
+        within = obs[obs["louvain"] == basis.removeprefix("louvain-")]
+        counts = within["bulk_labels"].value_counts()
+        if counts.get("CD14+ Monocyte", 0) < 2 or counts.get("Dendritic", 0) < 2:
+            assert entry == {"total": 0, "data": "No data available for this comparison"}
+            continue
+        subset = pbmc.adata[within.index].copy()
+        sc.tl.rank_genes_groups(
+            subset,
+            "bulk_labels",
+            groups=["CD14+ Monocyte"],
+            reference="Dendritic",
+            method="wilcoxon",
+            use_raw=True,
+        )
+        table = sc.get.rank_genes_groups_df(subset, group="CD14+ Monocyte").set_index("names")
+        columns = entry["data"]
+        assert entry["total"] == len(table)
+        for i, gene in enumerate(columns["gene_names"][:20]):
+            assert columns["p_val_adj"][i] == pytest.approx(table.loc[gene, "pvals_adj"], rel=1e-4)
+    assert any(entry["total"] for entry in result) and not all(entry["total"] for entry in result)
+
+
+def test_cell_cycle_phases_are_scanpys_with_seurats_gene_lists(pbmc):
+    import anndata as ad
+    import scanpy as sc
+
+    import analyses
+
+    result = run(pbmc, v2_body("v2_CellCycleScoring"))
+    reference = ad.AnnData(X=pbmc.adata.raw.X, obs=pbmc.adata.obs[[]], var=pbmc.adata.raw.var[[]])
+    s_genes = [gene for gene in analyses.S_GENES if gene in reference.var_names]
+    g2m_genes = [gene for gene in analyses.G2M_GENES if gene in reference.var_names]
+    sc.tl.score_genes_cell_cycle(reference, s_genes=s_genes, g2m_genes=g2m_genes, random_state=0)
+    phases = reference.obs["phase"].astype(str).to_numpy()
+    assert [child["name"] for child in result["children"]] == list(dict.fromkeys(phases.tolist()))
+    for child in result["children"]:
+        assert child["key"] == f"Phase-{child['name']}"
+        assert child["cellIds"] == np.flatnonzero(phases == child["name"]).tolist()
+
+
+def test_cell_cycle_without_marker_genes_is_undetermined_for_every_cell(pbmc):
+    from flows.analysis.experiments import prepare_in_memory
+
+    keep = [gene for gene in pbmc.adata.raw.var_names if gene not in ("PCNA", "HMGB2")]
+    adata = pbmc.adata.raw.to_adata()[:, keep].copy()
+    result = run(prepare_in_memory(adata, "pbmc", "v2"), {"name": "CellCycleScoring"})
+    assert [(child["key"], child["name"]) for child in result["children"]] == [
+        ("Phase-Undetermined_cycle_phase", "Undetermined cycle phase")
+    ]
+    assert len(result["children"][0]["cellIds"]) == adata.n_obs
+
+
+@pytest.fixture(scope="module")
+def trajectory_reference(pbmc):
+    """The trajectory of the fixtures' cells computed with scanpy directly: neighbours (k = 25) on
+    the UMAP the UI shows for the same settings, Louvain at the requested resolution, PAGA."""
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    import analyses
+
+    body = v2_body("v2_GetTrajectoryAnalysisStartingNodes")
+    settings = body["embedding"]["methodSettings"]
+    shown = np.asarray(
+        run(pbmc, {"name": "GetEmbedding", "type": "umap", "config": settings}), dtype=np.float64
+    )
+    clusters = [item.removeprefix("louvain-") for item in body["cellSets"]]
+    cells = np.flatnonzero(pbmc.adata.obs["louvain"].isin(clusters).to_numpy())
+    scratch = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(cells))]))
+    scratch.obsm["X_shown"] = shown[cells]
+    sc.pp.neighbors(scratch, n_neighbors=25, use_rep="X_shown", random_state=0)
+    labels = analyses.cluster_cells(scratch, method="louvain", resolution=0.8)["labels"]
+    scratch.obs["node"] = pd.Categorical(labels, categories=[str(k) for k in range(len(set(labels)))])
+    sc.tl.paga(scratch, groups="node")
+    return {"body": body, "cells": cells, "scratch": scratch, "coordinates": shown[cells]}
+
+
+def test_trajectory_nodes_are_pagas_tree_over_the_clusters_of_the_shown_umap(pbmc, trajectory_reference):
+    result = run(pbmc, trajectory_reference["body"])
+    scratch, coordinates = trajectory_reference["scratch"], trajectory_reference["coordinates"]
+    codes = scratch.obs["node"].cat.codes.to_numpy()
+    n_nodes = len(scratch.obs["node"].cat.categories)
+    assert len(result["x"]) == n_nodes > 1
+    for node in range(n_nodes):
+        mean = coordinates[codes == node].mean(axis=0)
+        assert [result["x"][node], result["y"][node]] == pytest.approx(mean.tolist(), rel=1e-9)
+    tree = scratch.uns["paga"]["connectivities_tree"].toarray()
+    expected = {(min(i, j), max(i, j)) for i, j in zip(*np.nonzero(tree), strict=True)}
+    assert {(i, j) for i, connected in enumerate(result["connectedNodes"]) for j in connected} == expected
+
+
+def test_trajectory_pseudotime_is_scanpys_dpt_from_the_root_nodes_cell(pbmc, trajectory_reference):
+    import scanpy as sc
+
+    body = {**trajectory_reference["body"], "name": "GetTrajectoryAnalysisPseudoTime", "rootNodes": [1]}
+    result = run(pbmc, body)["pseudotime"]
+    scratch, coordinates = trajectory_reference["scratch"].copy(), trajectory_reference["coordinates"]
+    members = np.flatnonzero(scratch.obs["node"].cat.codes.to_numpy() == 1)
+    root = members[np.argmin(((coordinates[members] - coordinates[members].mean(axis=0)) ** 2).sum(axis=1))]
+    sc.tl.diffmap(scratch, n_comps=15, random_state=0)
+    scratch.uns["iroot"] = int(root)
+    sc.tl.dpt(scratch, n_dcs=10)
+    expected = scratch.obs["dpt_pseudotime"].to_numpy()
+    cells = trajectory_reference["cells"]
+    outside = np.setdiff1d(np.arange(pbmc.adata.n_obs), cells)
+    assert all(result[i] is None for i in outside)
+    ours = np.array([np.nan if result[i] is None else result[i] for i in cells])
+    np.testing.assert_allclose(ours, np.where(np.isfinite(expected), expected, np.nan), rtol=1e-6)
+    assert result[cells[root]] == 0.0
+
+
+def test_trajectory_pseudotime_without_root_nodes_is_refused(pbmc, trajectory_reference):
+    from flows.analysis.protocol import ServiceError
+
+    body = {**trajectory_reference["body"], "name": "GetTrajectoryAnalysisPseudoTime", "rootNodes": []}
+    with pytest.raises(ServiceError, match="root") as caught:
+        run(pbmc, body)
+    assert caught.value.code == "INVALID_REQUEST"
+    with pytest.raises(ServiceError, match="root nodes must be node numbers") as caught:
+        run(pbmc, {**body, "rootNodes": [99]})
+
+
+def test_sctype_annotation_is_sctypes_scoring_of_the_marker_table(pbmc):
+    """ScType's score, written out: markers z-scored across cells (clipped at 10), positive ones
+    weighted (K - n) / (K - 1) (n: types listing the marker, K: types), sum / sqrt(count), minus the
+    negative ones' sum / sqrt(count); per cluster the type with the largest summed score, Unknown
+    below a quarter of the cluster's cells."""
+    import analyses
+
+    body = v2_body("v2_ScTypeAnnotate")
+    result = run(pbmc, body)
+    assert result["name"] == "ScType-Immune system-human"
+    markers = analyses.MARKERS["Immune system"]
+    genes = {str(name).upper(): i for i, name in enumerate(pbmc.adata.raw.var_names)}
+    values = pbmc.adata.raw.X.toarray()
+
+    def z(gene):
+        column = values[:, genes[gene]]
+        return np.minimum((column - column.mean()) / column.std(ddof=1), 10)
+
+    listed = [gene for positive, _ in markers.values() for gene in positive]
+    scores = {}
+    for cell_type, (positive, negative) in markers.items():
+        found = [gene for gene in positive if gene in genes]
+        if not found:
+            continue
+        weights = [(len(markers) - listed.count(gene)) / (len(markers) - 1) for gene in found]
+        score = sum(w * z(gene) for w, gene in zip(weights, found, strict=True)) / np.sqrt(len(found))
+        against = [gene for gene in negative if gene in genes]
+        if against:
+            score = score - sum(z(gene) for gene in against) / np.sqrt(len(against))
+        scores[cell_type] = score
+    louvain = pbmc.adata.obs["louvain"].astype(str).to_numpy()
+    expected = {}
+    for cluster in dict.fromkeys(louvain):
+        members = louvain == cluster
+        totals = {cell_type: score[members].sum() for cell_type, score in scores.items()}
+        best = max(totals, key=totals.get)
+        expected[cluster] = best if totals[best] >= members.sum() / 4 else "Unknown"
+    got = {}
+    for child in result["children"]:
+        for cluster in set(louvain[child["cellIds"]]):
+            got[cluster] = child["name"]
+        assert len(child["key"]) == 36 and child["rootNode"] is False
+    assert got == expected
+    # the clusters the sorted populations of pbmc68k_reduced label unambiguously
+    assert (got["2"], got["4"]) == ("Myeloid dendritic cells", "B cells")
+
+
+def test_sctype_for_a_tissue_without_markers_is_refused_by_name(pbmc):
+    from flows.analysis.protocol import ServiceError
+
+    with pytest.raises(ServiceError, match="No marker set for tissue 'Liver'") as caught:
+        run(pbmc, {**v2_body("v2_ScTypeAnnotate"), "tissue": "Liver"})
+    assert caught.value.code == "INVALID_REQUEST"

@@ -325,3 +325,19 @@ def test_service_ready_needs_a_live_fresh_ready_process(tmp_path):
     assert not service_ready(path)
     write_status(path, {**status, "process_started": me.create_time() - 100})  # a recycled pid
     assert not service_ready(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "GetTrajectoryAnalysisPseudoTime", "embedding": {}, "clustering": {}, "cellSets": ["louvain"],
+          "rootNodes": ["0"]}, "rootNodes"),
+        ({"name": "BatchDifferentialExpression", "cellSet": "louvain-0", "basis": ["all"]}, "cellSet"),
+        ({"name": "ScTypeAnnotate", "species": "human"}, "tissue"),
+        ({"name": "GetBackgroundExpressedGenes", "cellSet": "louvain-1", "basis": "all"}, "compareWith"),
+    ],
+)  # fmt: skip
+def test_new_cellenics_tasks_refuse_malformed_bodies_by_field(body, field):
+    with pytest.raises(ServiceError) as caught:
+        parse_task({"uuid": "u", "experimentId": "pbmc", "body": body})
+    assert caught.value.code == ErrorCode.INVALID_REQUEST and repr(field) in caught.value.message

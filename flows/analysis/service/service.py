@@ -25,6 +25,7 @@ from blocks.queues import queue_redrive
 from blocks.s3 import ObjectStore, data_store
 from flows.analysis.experiments import ExperimentStore, LoadedExperiment, TransientError
 from flows.analysis.protocol import (
+    DOWNLOAD_PROCESSED,
     PREPARE_EXPERIMENT,
     RESULT_CONTENT_TYPE,
     ErrorCode,
@@ -36,6 +37,8 @@ from flows.analysis.protocol import (
     decode_message,
     encode,
     error_response,
+    experiment_key,
+    file_response,
     fits_sns,
     offloaded_response,
     page_key,
@@ -343,6 +346,8 @@ class AnalysisService:
         """An interactive task's WorkResponse, its encoded message, where the result came from
         (``memory``, ``s3``, ``computed`` or ``shared`` with a concurrent identical request) and
         the compute time in ms."""
+        if task.name == DOWNLOAD_PROCESSED:
+            return self._answer_download(task)
         if task.current_envelope and task.cacheable:
             stored = self._stored_under_etag(task)
             if stored is not None:  # the real API's cache lookup: no computation
@@ -412,6 +417,33 @@ class AnalysisService:
         ):
             self.background.submit(self._store_s3_quietly, key, body)
         return response, message, source, compute_ms
+
+    def _answer_download(self, task: Task) -> tuple[dict[str, Any], str, str, None]:
+        """DownloadAnnotSeuratObject, the real UI's "download the processed matrix": the processed
+        ``.h5ad`` itself (its cell sets are its categorical ``.obs`` columns, its embeddings its
+        ``.obsm``), never read or rewritten here. SNS-era envelope: an ``s3-path`` item naming the
+        experiment's file. Current envelope: a server-side copy under the ETag in the results
+        bucket (tagged as every result; the real worker uploads its ``.rds`` there the same way,
+        uncompressed) and its ``signedUrl``."""
+        self.experiments.get(task.experiment_id)  # EXPERIMENT_NOT_FOUND / INVALID_EXPERIMENT as usual
+        source = experiment_key(task.experiment_id)
+        if not task.current_envelope:
+            response = file_response(task.request, bucket=self.bucket, key=source)
+            return response, encode(response), "stored", None
+        key = self._etag_key(task)
+        self.store.client.copy_object(
+            Bucket=self.results_bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": source},
+            MetadataDirective="REPLACE",
+            ContentType=task.content_type,
+            TaggingDirective="REPLACE",
+            Tagging=urlencode({"experimentId": task.experiment_id, "requestType": task.name}),
+        )
+        response = file_response(
+            task.request, bucket=self.results_bucket, key=key, signed_url=self._signed_url(key)
+        )
+        return response, encode(response), "copied", None
 
     # -- the current envelope (ETag) ----------------------------------------------------------------
     def _etag_key(self, task: Task) -> str:
