@@ -30,6 +30,7 @@ CONFIG_DIRS = (
     "modules/bridge",
     "modules/database",
     "modules/tasks_table",
+    "modules/script_api",
     "examples/local",
     "examples/aws",
 )
