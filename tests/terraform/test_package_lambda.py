@@ -148,7 +148,14 @@ def test_the_script_api_zip_runs_its_handler_with_nothing_but_itself(tmp_path):
 
 def test_installed_names_a_missing_distribution(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(PACKAGE_SCRIPT), "--installed", "no-such-dist-h14", "-o", str(tmp_path / "x.zip")],
+        [
+            sys.executable,
+            str(PACKAGE_SCRIPT),
+            "--installed",
+            "no-such-dist-h14",
+            "-o",
+            str(tmp_path / "x.zip"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -260,7 +260,14 @@ class _LocalStackLauncher:
         )
         script_api_package = workdir / "build" / "script_api.zip"
         subprocess.run(
-            [sys.executable, str(PACKAGE_SCRIPT), "--installed", "pydantic", "--output", str(script_api_package)],
+            [
+                sys.executable,
+                str(PACKAGE_SCRIPT),
+                "--installed",
+                "pydantic",
+                "--output",
+                str(script_api_package),
+            ],
             check=True,
             capture_output=True,
             text=True,
