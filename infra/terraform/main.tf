@@ -215,6 +215,8 @@ module "compute" {
       JOB_EVENTS_TOPIC_ARN         = module.messaging.job_events_topic_arn
       INTERLINKED_ANALYSIS_BUCKETS = local.analysis_buckets_json
     },
+    # R jobs reach the seed's API through the interlinker package (interlinker_options("lambda_uri")).
+    var.enable_script_api ? { INTERLINKED_SCRIPT_API_URL = module.script_api[0].url } : {},
     local.database_environment,
     local.tasks_environment,
   )

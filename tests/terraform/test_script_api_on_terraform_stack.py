@@ -11,6 +11,7 @@ deployment of a work pool that no worker polls, so the run stays scheduled and i
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -182,15 +183,31 @@ def test_upload_exists_fetch_and_log_through_the_handler(terraform_local_stack, 
     assert call("/upload", {"bucket": "someone-elses", "key": "k", "data": 1})[0] == 403
 
 
-@pytest.fixture
-def unpolled_script_job_deployment(stack_handle, lambda_environment, monkeypatch):
-    """A `script-job/<set>` deployment on the session's Prefect server, in a pool no worker polls."""
+@contextlib.contextmanager
+def session_prefect():
+    """A client of the session's Prefect server, whatever PREFECT_API_URL the test has set."""
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from _stack import TEST_ENV
+
+    with (
+        temporary_settings({PREFECT_API_URL: TEST_ENV["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def unpolled_script_job_deployment(stack_handle, terraform_local_stack):
+    """``(deployment set, id)``: a `script-job/<set>` deployment on the session's Prefect server, in
+    a pool no worker polls. Requested before `lambda_environment`: the session stack comes up with
+    its own environment."""
     from prefect.client.schemas.actions import WorkPoolCreate
 
     stack_handle.ensure_up()
     deployment_set = f"tf-api-{uuid.uuid4().hex[:8]}"
-    with get_client(sync_client=True) as client:
+    with session_prefect() as client:
         client.create_work_pool(WorkPoolCreate(name=deployment_set, type="process"), overwrite=True)
         flow_id = client.create_flow_from_name("script-job")
         deployment_id = client.create_deployment(
@@ -199,13 +216,8 @@ def unpolled_script_job_deployment(stack_handle, lambda_environment, monkeypatch
             work_pool_name=deployment_set,
             entrypoint="flows/script_jobs/flow.py:script_job",
         )
-    import os
-
-    monkeypatch.setenv("PREFECT_API_URL", os.environ["PREFECT_API_URL"])
-    monkeypatch.setenv("INTERLINKED_DEPLOYMENT_SET", deployment_set)
-    monkeypatch.setenv("PREFECT_API_KEY_SECRET_ARN", "")  # the session server has no authentication
-    yield deployment_id
-    with get_client(sync_client=True) as client:
+    yield deployment_set, deployment_id
+    with session_prefect() as client:
         for run in client.read_flow_runs(limit=50):
             if run.deployment_id == deployment_id:
                 client.delete_flow_run(run.id)
@@ -213,9 +225,17 @@ def unpolled_script_job_deployment(stack_handle, lambda_environment, monkeypatch
         client.delete_work_pool(deployment_set)
 
 
-def test_submitjob_stores_the_spec_and_creates_the_run(terraform_local_stack, unpolled_script_job_deployment):
-    from prefect.client.orchestration import get_client
+def test_submitjob_stores_the_spec_and_creates_the_run(
+    terraform_local_stack, unpolled_script_job_deployment, lambda_environment, monkeypatch
+):
+    from _stack import TEST_ENV
 
+    deployment_set, deployment_id = unpolled_script_job_deployment
+    # The function's environment, with the session's Prefect server (no authentication) and the
+    # unpolled deployment's set.
+    monkeypatch.setenv("PREFECT_API_URL", TEST_ENV["PREFECT_API_URL"])
+    monkeypatch.setenv("INTERLINKED_DEPLOYMENT_SET", deployment_set)
+    monkeypatch.setenv("PREFECT_API_KEY_SECRET_ARN", "")
     s3 = terraform_local_stack.client("s3")
     bucket = terraform_local_stack.env["buckets"]["data"]
     token = uuid.uuid4().hex
@@ -237,9 +257,9 @@ def test_submitjob_stores_the_spec_and_creates_the_run(terraform_local_stack, un
     spec = json.loads(s3.get_object(Bucket=bucket, Key=f"jobs/{reply['jobId']}.json")["Body"].read())
     assert spec["func"] == "myfunc" and spec["script"] == f"{token}/test.r" and spec["language"] == "r"
     assert spec["arguments"] == {"a": [1], "b": [2]} and spec["debug"] is True
-    with get_client(sync_client=True) as client:
+    with session_prefect() as client:
         run = client.read_flow_run(reply["flowRunId"])
-    assert str(run.deployment_id) == str(unpolled_script_job_deployment)
+    assert str(run.deployment_id) == str(deployment_id)
     assert run.parameters == {"job_id": reply["jobId"]}
     assert run.name == "Test job"
     assert {f"job:{reply['jobId']}", "script-job"} <= set(run.tags)
@@ -309,6 +329,8 @@ def test_an_analysis_bucket_is_configured_and_routed_like_the_analysis_bucket(te
     )["jobDefinitions"]
     flow_run_env = {e["name"]: e["value"] for e in definition["containerProperties"]["environment"]}
     assert flow_run_env["INTERLINKED_ANALYSIS_BUCKETS"] == expected
+    # R jobs find the API (interlinker's lambda_uri) in the flow runs' environment.
+    assert flow_run_env["INTERLINKED_SCRIPT_API_URL"] == out["script_api_url"]
 
     # The bridge's routes, in its environment, start process-submission for the bucket.
     from interlinked.bridge.core import decide
