@@ -321,14 +321,14 @@ def test_an_analysis_bucket_is_configured_and_routed_like_the_analysis_bucket(te
         sqs.get_queue_attributes(QueueUrl=events_url, AttributeNames=["Policy"])["Attributes"]["Policy"]
     )
     assert f"arn:aws:s3:::{own}" in json.dumps(policy)
-    expected = json.dumps({"describe": own})
+    expected = {"describe": own}
     bridge = stack.client("lambda").get_function(FunctionName=out["bridge_function_name"])["Configuration"]
-    assert bridge["Environment"]["Variables"]["INTERLINKED_ANALYSIS_BUCKETS"] == expected
+    assert json.loads(bridge["Environment"]["Variables"]["INTERLINKED_ANALYSIS_BUCKETS"]) == expected
     [definition] = stack.client("batch").describe_job_definitions(
         jobDefinitions=[out["batch_job_definition_arn"]]
     )["jobDefinitions"]
     flow_run_env = {e["name"]: e["value"] for e in definition["containerProperties"]["environment"]}
-    assert flow_run_env["INTERLINKED_ANALYSIS_BUCKETS"] == expected
+    assert json.loads(flow_run_env["INTERLINKED_ANALYSIS_BUCKETS"]) == expected
     # R jobs find the API (interlinker's lambda_uri) in the flow runs' environment.
     assert flow_run_env["INTERLINKED_SCRIPT_API_URL"] == out["script_api_url"]
 
