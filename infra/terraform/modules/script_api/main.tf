@@ -112,23 +112,16 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
+  # With a customer managed key: decrypt (objects, the secret, the function's environment, as the
+  # bridge's role does) and encrypt new objects through S3 only.
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
 
     content {
-      sid       = "UseKeyThroughS3AndSecrets"
+      sid       = "DecryptWithKey"
       effect    = "Allow"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      actions   = ["kms:Decrypt"]
       resources = [statement.value]
-
-      condition {
-        test     = "StringEquals"
-        variable = "kms:ViaService"
-        values = [
-          "s3.${data.aws_region.current.name}.amazonaws.com",
-          "secretsmanager.${data.aws_region.current.name}.amazonaws.com",
-        ]
-      }
     }
   }
 
@@ -136,15 +129,15 @@ data "aws_iam_policy_document" "this" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
 
     content {
-      sid       = "DecryptEnvironment"
+      sid       = "EncryptObjectsWithKey"
       effect    = "Allow"
-      actions   = ["kms:Decrypt"]
+      actions   = ["kms:GenerateDataKey"]
       resources = [statement.value]
 
       condition {
         test     = "StringEquals"
-        variable = "kms:EncryptionContext:LambdaFunctionName"
-        values   = [local.function_name]
+        variable = "kms:ViaService"
+        values   = ["s3.${data.aws_region.current.name}.amazonaws.com"]
       }
     }
   }
