@@ -1,6 +1,6 @@
 # interlinked root stack: storage + messaging, and optionally compute (ECS cluster with the Prefect
-# ECS and aws-batch workers, Batch, the analysis service, the event bridge as an ECS service) and the
-# event-bridge Lambda, a PostgreSQL instance on RDS (enable_database) and the DynamoDB table of task
+# ECS and aws-batch workers, Batch, the analysis service, the event bridge as an ECS service), the
+# event-bridge Lambda, the seed's HTTP API (API Gateway + Lambda, enable_script_api), a PostgreSQL instance on RDS (enable_database) and the DynamoDB table of task
 # collections (enable_tasks_table). The provider is configured by the caller (examples/aws,
 # examples/local).
 
@@ -21,15 +21,19 @@ locals {
   create_api_key_secret      = var.prefect_api_key_secret_arn == null && var.create_prefect_api_key_secret
   prefect_api_key_secret_arn = local.create_api_key_secret ? aws_secretsmanager_secret.prefect_api_key[0].arn : var.prefect_api_key_secret_arn
 
-  # Default S3 routing: submissions of the analysis bucket and job drops of the data bucket go to
-  # the events queue.
+  # Default S3 routing: submissions of the analysis bucket and of every analysis's own bucket
+  # (the same {group}/submissions/ layout) and job drops of the data bucket go to the events queue.
+  submission_bucket_keys = concat(["analysis"], [for name in sort(keys(var.analysis_buckets)) : "analysis:${name}"])
   default_s3_event_routes = concat(
     length(var.analysis_submission_groups) == 0 ? [
-      { bucket = "analysis", destination = "events", filter_prefix = tostring(null), filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
-      ] : [
-      for group in var.analysis_submission_groups :
-      { bucket = "analysis", destination = "events", filter_prefix = "${group}/submissions/", filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
-    ],
+      for key in local.submission_bucket_keys :
+      { bucket = key, destination = "events", filter_prefix = tostring(null), filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
+      ] : flatten([
+        for key in local.submission_bucket_keys : [
+          for group in var.analysis_submission_groups :
+          { bucket = key, destination = "events", filter_prefix = "${group}/submissions/", filter_suffix = ".json", events = ["s3:ObjectCreated:*"] }
+        ]
+    ]),
     [
       { bucket = "data", destination = "events", filter_prefix = "jobs/incoming/", filter_suffix = ".json", events = ["s3:ObjectCreated:*"] },
     ],
@@ -79,9 +83,15 @@ locals {
       JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
       # Where an asynchronous invocation's event is parked while the Prefect API is down.
       INTERLINKED_EVENTS_QUEUE_URL = module.messaging.events_queue_url
+      # The analyses' own buckets: their submissions are routed like the analysis bucket's.
+      INTERLINKED_ANALYSIS_BUCKETS = local.analysis_buckets_json
     },
     var.bridge_environment,
   )
+
+  # INTERLINKED_ANALYSIS_BUCKETS (analysis -> bucket, flows/submissions/quotas.py) of the bridge
+  # and the flow runs.
+  analysis_buckets_json = jsonencode({ for name, bucket in module.storage.analysis_buckets : name => bucket.id })
 }
 
 ################################################################################
@@ -118,6 +128,7 @@ module "storage" {
   name_prefix               = local.name_prefix
   data_bucket_name          = var.data_bucket_name
   analysis_bucket_name      = var.analysis_bucket_name
+  analysis_buckets          = var.analysis_buckets
   create_access_logs_bucket = var.enable_access_logging
   kms_key_arn               = var.kms_key_arn
   logs_expiration_days      = var.logs_expiration_days
@@ -187,19 +198,25 @@ module "compute" {
     environment            = var.analysis_service_environment
   }
 
-  bucket_arns = [module.storage.data_bucket_arn, module.storage.analysis_bucket_arn]
+  bucket_arns = concat(
+    [module.storage.data_bucket_arn, module.storage.analysis_bucket_arn],
+    [for name in sort(keys(var.analysis_buckets)) : module.storage.analysis_buckets[name].arn],
+  )
   queue_arns  = module.messaging.queue_arns
   topic_arns  = values(module.messaging.topic_arns)
   kms_key_arn = var.kms_key_arn
 
   flow_run_environment = merge(
     {
-      INTERLINKED_DATA_BUCKET     = module.storage.data_bucket_name
-      INTERLINKED_ANALYSIS_BUCKET = module.storage.analysis_bucket_name
-      WORKER_QUEUE                = module.messaging.work_queue_name
-      WORK_RESULTS_TOPIC_ARN      = module.messaging.work_results_topic_arn
-      JOB_EVENTS_TOPIC_ARN        = module.messaging.job_events_topic_arn
+      INTERLINKED_DATA_BUCKET      = module.storage.data_bucket_name
+      INTERLINKED_ANALYSIS_BUCKET  = module.storage.analysis_bucket_name
+      WORKER_QUEUE                 = module.messaging.work_queue_name
+      WORK_RESULTS_TOPIC_ARN       = module.messaging.work_results_topic_arn
+      JOB_EVENTS_TOPIC_ARN         = module.messaging.job_events_topic_arn
+      INTERLINKED_ANALYSIS_BUCKETS = local.analysis_buckets_json
     },
+    # R jobs reach the seed's API through the interlinker package (interlinker_options("lambda_uri")).
+    var.enable_script_api ? { INTERLINKED_SCRIPT_API_URL = module.script_api[0].url } : {},
     local.database_environment,
     local.tasks_environment,
   )
@@ -232,6 +249,25 @@ module "bridge" {
   alarm_actions                = var.bridge_alarm_actions
 
   environment = local.bridge_environment
+
+  tags = local.tags
+}
+
+module "script_api" {
+  source = "./modules/script_api"
+  count  = var.enable_script_api ? 1 : 0
+
+  name_prefix                 = local.name_prefix
+  package_path                = var.script_api_package_path
+  data_bucket_name            = module.storage.data_bucket_name
+  data_bucket_arn             = module.storage.data_bucket_arn
+  deployment_set              = var.deployment_set
+  prefect_api_url             = var.prefect_api_url
+  prefect_api_key_secret_arn  = local.prefect_api_key_secret_arn
+  authorization_type          = var.script_api_authorization_type
+  kms_key_arn                 = var.kms_key_arn
+  log_retention_days          = var.log_retention_days
+  attach_aws_managed_policies = var.attach_aws_managed_policies
 
   tags = local.tags
 }

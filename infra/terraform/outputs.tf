@@ -3,7 +3,7 @@
 ################################################################################
 
 output "interlinked_env" {
-  description = "The `interlinked env --json` document of this stack: prefect_api_url, aws_endpoint_url (null on real AWS), region, buckets{data,analysis}, queues{work,events} (URLs), topics{work_results,job_events} (ARNs)."
+  description = "The `interlinked env --json` document of this stack: prefect_api_url, aws_endpoint_url (null on real AWS), region, buckets{data,analysis}, queues{work,events} (URLs), topics{work_results,job_events} (ARNs), analysis_buckets (analysis -> bucket), script_api_url (null without enable_script_api)."
   value = {
     prefect_api_url  = var.prefect_api_url
     aws_endpoint_url = var.aws_endpoint_url
@@ -20,6 +20,8 @@ output "interlinked_env" {
       work_results = module.messaging.work_results_topic_arn
       job_events   = module.messaging.job_events_topic_arn
     }
+    analysis_buckets = { for name, bucket in module.storage.analysis_buckets : name => bucket.id }
+    script_api_url   = try(module.script_api[0].url, null)
   }
 }
 
@@ -321,4 +323,38 @@ output "tasks_table_arn" {
 output "tasks_backend" {
   description = "Task store the flow runs open (INTERLINKED_TASKS_BACKEND): \"postgres\", \"dynamodb\" or null."
   value       = local.tasks_backend
+}
+
+output "analysis_buckets" {
+  description = "The analyses' own buckets, by analysis name: { id, arn }."
+  value       = module.storage.analysis_buckets
+}
+
+################################################################################
+# Script API
+################################################################################
+
+output "script_api_url" {
+  description = "Base URL of the seed's HTTP API (ends in \"/\"; INTERLINKED_SCRIPT_API_URL, interlinker_options(lambda_uri = ...)). null without enable_script_api."
+  value       = try(module.script_api[0].url, null)
+}
+
+output "script_api_id" {
+  description = "ID of the script API (API Gateway HTTP API)."
+  value       = try(module.script_api[0].api_id, null)
+}
+
+output "script_api_route_keys" {
+  description = "Routes of the script API (\"POST /submitjob\", ...)."
+  value       = try(module.script_api[0].route_keys, [])
+}
+
+output "script_api_function_name" {
+  description = "Name of the script API Lambda."
+  value       = try(module.script_api[0].function_name, null)
+}
+
+output "script_api_role_arn" {
+  description = "Execution role of the script API Lambda."
+  value       = try(module.script_api[0].role_arn, null)
 }

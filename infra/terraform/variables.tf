@@ -88,6 +88,12 @@ variable "analysis_bucket_name" {
   default     = null
 }
 
+variable "analysis_buckets" {
+  description = "Analyses with a bucket of their own (analysis name -> bucket name; the registry's INTERLINKED_ANALYSIS_BUCKETS): each bucket is configured as the analysis bucket, its submissions notify the events queue like the analysis bucket's, and the bridge and flow runs get the map."
+  type        = map(string)
+  default     = {}
+}
+
 variable "force_destroy_buckets" {
   description = "Let terraform destroy delete non-empty buckets (throw-away stacks only)."
   type        = bool
@@ -343,6 +349,28 @@ variable "bridge_environment" {
   description = "Extra environment variables of the event bridge, Lambda and ECS service (merged over the stack's bucket names, deployment set and job_events topic)."
   type        = map(string)
   default     = {}
+}
+
+################################################################################
+# Script API (the seed's HTTP API: API Gateway + Lambda)
+################################################################################
+
+variable "enable_script_api" {
+  description = "Create the seed's HTTP API (POST /submitjob, /upload, /bulk, /fetch, /exists, /log) as an API Gateway HTTP API and a Lambda (needs script_api_package_path)."
+  type        = bool
+  default     = false
+}
+
+variable "script_api_package_path" {
+  description = "Prebuilt zip of the script API (python infra/terraform/scripts/package_lambda.py --installed pydantic --output PATH). Required with enable_script_api."
+  type        = string
+  default     = null
+}
+
+variable "script_api_authorization_type" {
+  description = "Authorization of the script API's routes: AWS_IAM (SigV4-signed callers with execute-api:Invoke) or NONE (the seed's open API)."
+  type        = string
+  default     = "AWS_IAM"
 }
 
 ################################################################################

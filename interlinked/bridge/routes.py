@@ -28,8 +28,11 @@ template variables) and ``events`` (default ``["ObjectCreated:*"]``). Message ma
 ``type``. Templates: ``"{name}"`` alone is replaced by the value itself (an object, a list, null);
 inside a longer string by its text. Settings variables: ``{data}``, ``{analysis}`` (bucket names
 from ``INTERLINKED_DATA_BUCKET`` / ``INTERLINKED_ANALYSIS_BUCKET``) and ``{deployment_set}``
-(``INTERLINKED_DEPLOYMENT_SET``, default ``local``). Event variables: see :data:`S3_VARIABLES`
-and :data:`MESSAGE_VARIABLES`. An unknown variable is an error when the file is loaded.
+(``INTERLINKED_DEPLOYMENT_SET``, default ``local``). A ``bucket`` that is exactly ``"{analysis}"``
+also matches every analysis's own bucket (``INTERLINKED_ANALYSIS_BUCKETS``, JSON analysis → bucket:
+NeuroCAAS's "the bucket is the analysis"), which has the analysis bucket's layout. Event
+variables: see :data:`S3_VARIABLES` and :data:`MESSAGE_VARIABLES`. An unknown variable is an error
+when the file is loaded.
 """
 
 from __future__ import annotations
@@ -76,11 +79,12 @@ class IgnoreRule:
     prefix: str | None = None
     suffix: str | None = None
     key_regex: re.Pattern[str] | None = None
+    also_buckets: frozenset[str] = frozenset()
 
     def matches(self, bucket: str, key: str) -> bool:
-        return (
-            bucket == self.bucket and _key_matches(key, self.prefix, self.suffix, self.key_regex) is not None
-        )
+        return (bucket == self.bucket or bucket in self.also_buckets) and _key_matches(
+            key, self.prefix, self.suffix, self.key_regex
+        ) is not None
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,12 @@ class Route:
     suffix: str | None = None
     key_regex: re.Pattern[str] | None = None
     events: tuple[str, ...] = ("ObjectCreated:*",)
+    also_buckets: frozenset[str] = frozenset()
     message_type: str | None = None
 
     def match_s3(self, bucket: str, key: str, event_name: str) -> dict[str, str] | None:
         """Template variables from ``key_regex`` groups when the object event matches, else None."""
-        if self.source != "s3" or bucket != self.bucket:
+        if self.source != "s3" or (bucket != self.bucket and bucket not in self.also_buckets):
             return None
         if not any(fnmatch.fnmatchcase(event_name, pattern.removeprefix("s3:")) for pattern in self.events):
             return None
@@ -119,7 +124,9 @@ class RouteTable:
     variables: dict[str, str]
 
     def buckets(self) -> set[str]:
-        return {route.bucket for route in self.routes if route.bucket}
+        return {
+            bucket for route in self.routes if route.bucket for bucket in {route.bucket, *route.also_buckets}
+        }
 
     def route_for_s3(self, bucket: str, key: str, event_name: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -161,7 +168,30 @@ def settings_variables(environ: Mapping[str, str] | None = None) -> dict[str, st
     }
 
 
-def load_routes(path: str | Path | None = None, *, variables: Mapping[str, str] | None = None) -> RouteTable:
+def analysis_bucket_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The analyses' own buckets from ``INTERLINKED_ANALYSIS_BUCKETS`` (JSON analysis → bucket, as
+    ``flows.submissions.quotas.SubmissionSettings.analysis_buckets``, without importing it)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("INTERLINKED_ANALYSIS_BUCKETS", "").strip()
+    if not raw:
+        return frozenset()
+    try:
+        mapping = json.loads(raw)
+    except ValueError as error:
+        raise RoutesError(f"INTERLINKED_ANALYSIS_BUCKETS is not JSON: {error}") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(bucket, str) and bucket for bucket in mapping.values()
+    ):
+        raise RoutesError('INTERLINKED_ANALYSIS_BUCKETS must be a JSON object {"analysis": "bucket", ...}')
+    return frozenset(mapping.values())
+
+
+def load_routes(
+    path: str | Path | None = None,
+    *,
+    variables: Mapping[str, str] | None = None,
+    analysis_buckets: frozenset[str] | None = None,
+) -> RouteTable:
     """Load and check a routes file (default: ``INTERLINKED_BRIDGE_ROUTES`` or ``routes.json``)."""
     path = Path(path or os.environ.get("INTERLINKED_BRIDGE_ROUTES") or DEFAULT_ROUTES_FILE)
     try:
@@ -170,12 +200,20 @@ def load_routes(path: str | Path | None = None, *, variables: Mapping[str, str] 
         raise RoutesError(f"cannot read the routes file {path}: {error.strerror}") from None
     except ValueError as error:
         raise RoutesError(f"the routes file {path} is not JSON: {error}") from None
-    return parse_routes(document, variables=variables, source=str(path))
+    return parse_routes(document, variables=variables, source=str(path), analysis_buckets=analysis_buckets)
 
 
 def parse_routes(
-    document: Any, *, variables: Mapping[str, str] | None = None, source: str = "<routes>"
+    document: Any,
+    *,
+    variables: Mapping[str, str] | None = None,
+    source: str = "<routes>",
+    analysis_buckets: frozenset[str] | None = None,
 ) -> RouteTable:
+    """``analysis_buckets`` (default: from the environment when ``variables`` is, else none) are
+    matched wherever a bucket is ``"{analysis}"``."""
+    if analysis_buckets is None:
+        analysis_buckets = analysis_bucket_names() if variables is None else frozenset()
     variables = dict(settings_variables() if variables is None else variables)
     if not isinstance(document, dict):
         raise RoutesError(f"{source}: expected a JSON object with 'routes' (and optionally 'ignore')")
@@ -185,7 +223,10 @@ def parse_routes(
     raw_routes = document.get("routes")
     if not isinstance(raw_routes, list) or not raw_routes:
         raise RoutesError(f"{source}: 'routes' must be a non-empty list")
-    routes = [_parse_route(entry, index, variables, source) for index, entry in enumerate(raw_routes)]
+    routes = [
+        _parse_route(entry, index, variables, source, analysis_buckets)
+        for index, entry in enumerate(raw_routes)
+    ]
     names = [route.name for route in routes]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -193,7 +234,10 @@ def parse_routes(
     raw_ignore = document.get("ignore", [])
     if not isinstance(raw_ignore, list):
         raise RoutesError(f"{source}: 'ignore' must be a list")
-    ignore = [_parse_ignore(entry, index, variables, source) for index, entry in enumerate(raw_ignore)]
+    ignore = [
+        _parse_ignore(entry, index, variables, source, analysis_buckets)
+        for index, entry in enumerate(raw_ignore)
+    ]
     return RouteTable(routes=tuple(routes), ignore=tuple(ignore), source=source, variables=variables)
 
 
@@ -222,7 +266,14 @@ def _compile(pattern: Any, where: str) -> re.Pattern[str] | None:
         raise RoutesError(f"{where}: invalid regular expression: {error}") from None
 
 
-def _parse_ignore(entry: Any, index: int, variables: Mapping[str, str], source: str) -> IgnoreRule:
+def _also_buckets(raw: Any, analysis_buckets: frozenset[str]) -> frozenset[str]:
+    """The analyses' own buckets where a bucket is exactly ``{analysis}``."""
+    return analysis_buckets if isinstance(raw, str) and raw.strip() == "{analysis}" else frozenset()
+
+
+def _parse_ignore(
+    entry: Any, index: int, variables: Mapping[str, str], source: str, analysis_buckets: frozenset[str]
+) -> IgnoreRule:
     where = f"{source}: ignore[{index}]"
     if not isinstance(entry, dict):
         raise RoutesError(f"{where} must be an object")
@@ -238,10 +289,13 @@ def _parse_ignore(entry: Any, index: int, variables: Mapping[str, str], source: 
         prefix=_settings_only(entry.get("prefix"), variables, f"{where}.prefix"),
         suffix=_settings_only(entry.get("suffix"), variables, f"{where}.suffix"),
         key_regex=_compile(entry.get("key_regex"), f"{where}.key_regex"),
+        also_buckets=_also_buckets(entry["bucket"], analysis_buckets),
     )
 
 
-def _parse_route(entry: Any, index: int, variables: Mapping[str, str], source: str) -> Route:
+def _parse_route(
+    entry: Any, index: int, variables: Mapping[str, str], source: str, analysis_buckets: frozenset[str]
+) -> Route:
     where = f"{source}: routes[{index}]"
     if not isinstance(entry, dict):
         raise RoutesError(f"{where} must be an object")
@@ -327,6 +381,7 @@ def _parse_route(entry: Any, index: int, variables: Mapping[str, str], source: s
             suffix=_settings_only(match.get("suffix"), variables, f"{where}.match.suffix"),
             key_regex=key_regex,
             events=tuple(events),
+            also_buckets=_also_buckets(match["bucket"], analysis_buckets),
         )
     if not isinstance(match.get("type"), str) or not match["type"]:
         raise RoutesError(f"{where}: match.type is required for message routes")

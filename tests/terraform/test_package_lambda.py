@@ -109,3 +109,56 @@ def test_extra_root_adds_dependencies_at_the_zip_root(tmp_path, package_lambda_m
     assert names == sorted(names)
     assert {"dep/__init__.py", "dep-1.0.dist-info/METADATA", "pkg/sub/handler.py"} <= set(names)
     assert not [n for n in names if n.endswith(".pyc")]
+
+
+def test_the_script_api_zip_runs_its_handler_with_nothing_but_itself(tmp_path):
+    """`--installed pydantic` makes the script API zip self-sufficient beyond boto3: its handler
+    imports and validates a job description in an interpreter without site-packages (as the Lambda
+    runtime, which has boto3 but no pydantic or Prefect)."""
+    package = tmp_path / "script_api.zip"
+    subprocess.run(
+        [sys.executable, str(PACKAGE_SCRIPT), "--installed", "pydantic", "-o", str(package)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    root = tmp_path / "unzipped"
+    with zipfile.ZipFile(package) as zf:
+        names = zf.namelist()
+        zf.extractall(root)
+    assert "interlinked/script_api_lambda.py" in names and "pydantic_core/__init__.py" in names
+    assert not [name for name in names if name.startswith(("prefect/", "boto3/"))]
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import interlinked.script_api_lambda;"
+        "from flows.script_jobs.spec import parse_job_spec;"
+        "print(parse_job_spec({'func': ['f'], 'name': ['n'], 'script': ['t.r']}).language)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, "r"), proc.stderr[-2000:]
+
+
+def test_installed_names_a_missing_distribution(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PACKAGE_SCRIPT),
+            "--installed",
+            "no-such-dist-h14",
+            "-o",
+            str(tmp_path / "x.zip"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "no-such-dist-h14" in proc.stderr

@@ -21,6 +21,7 @@ MODULE_DIRS = (
     "modules/bridge",
     "modules/database",
     "modules/tasks_table",
+    "modules/script_api",
 )
 SKIP_COMMENT = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 

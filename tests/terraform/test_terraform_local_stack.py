@@ -291,8 +291,10 @@ def test_roles_are_least_privilege(terraform_local_stack):
     assert not [sid for sid in worker if "Batch" in sid], "Batch permissions belong to the Batch worker"
 
     flow_run = statements(out["task_role_arn"], "flow-run")
+    # The shared buckets and each analysis's own (process-submission reads and writes it).
     assert sorted(flow_run["ListBuckets"]["Resource"]) == sorted(
         [out["data_bucket_arn"], out["analysis_bucket_arn"]]
+        + [bucket["arn"] for bucket in out["analysis_buckets"].values()]
     )
     assert out["work_queue_arn"] in flow_run["UseQueues"]["Resource"]
     assert out["events_queue_arn"] in flow_run["UseQueues"]["Resource"]

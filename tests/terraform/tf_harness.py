@@ -30,6 +30,7 @@ CONFIG_DIRS = (
     "modules/bridge",
     "modules/database",
     "modules/tasks_table",
+    "modules/script_api",
     "examples/local",
     "examples/aws",
 )
@@ -257,6 +258,21 @@ class _LocalStackLauncher:
             text=True,
             timeout=120,
         )
+        script_api_package = workdir / "build" / "script_api.zip"
+        subprocess.run(
+            [
+                sys.executable,
+                str(PACKAGE_SCRIPT),
+                "--installed",
+                "pydantic",
+                "--output",
+                str(script_api_package),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         example = workdir / "examples" / "local"
         self.terraform.init(example)
         self.terraform.run(
@@ -267,6 +283,7 @@ class _LocalStackLauncher:
             "-parallelism=20",
             f"-var=aws_endpoint_url={endpoint}",
             f"-var=bridge_package_path={package}",
+            f"-var=script_api_package_path={script_api_package}",
             timeout=LOCAL_STACK_TIMEOUT,
         )
         raw = json.loads(self.terraform.run(example, "output", "-json", "-no-color").stdout)

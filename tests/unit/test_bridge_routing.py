@@ -105,6 +105,36 @@ def test_settings_variables_follow_the_environment(monkeypatch):
     assert decision.deployment == "process-submission/ecs"
 
 
+def test_an_analysis_buckets_submissions_run_process_submission_with_that_bucket(monkeypatch):
+    """NeuroCAAS's "the bucket is the analysis": INTERLINKED_ANALYSIS_BUCKETS (what Terraform gives
+    the bridge) makes each analysis's own bucket routed and ignored like the analysis bucket."""
+    monkeypatch.setenv("INTERLINKED_ANALYSIS_BUCKET", "shared-analysis")
+    monkeypatch.setenv("INTERLINKED_ANALYSIS_BUCKETS", json.dumps({"describe": "describe-ncap-web"}))
+    table = load_routes()
+    decision = decide(table, s3("lab1/submissions/submit.json", bucket="describe-ncap-web"))
+    assert (decision.action, decision.deployment) == ("dispatch", "process-submission/local")
+    assert decision.parameters["bucket"] == "describe-ncap-web"
+    assert decision.tags == ["submission", "group:lab1"]
+    own = decide(table, s3("lab1/results/job__describe-ncap-web_t/end.txt", bucket="describe-ncap-web"))
+    assert (own.action, own.code) == ("ignore", "own-submission-results")
+    assert decide(table, s3("lab1/submissions/submit.json", bucket="shared-analysis")).action == "dispatch"
+    # A bucket nobody registered stays unrouted, and the data bucket's rules do not spread.
+    assert decide(table, s3("lab1/submissions/submit.json", bucket="elsewhere")).code == "no-route"
+    assert decide(table, s3("jobs/incoming/j.json", bucket="describe-ncap-web")).code == "no-route"
+    assert "describe-ncap-web" in table.buckets()
+
+
+def test_without_the_variable_an_analysis_bucket_is_not_routed(table):
+    assert decide(table, s3("lab1/submissions/submit.json", bucket="describe-ncap-web")).code == "no-route"
+
+
+@pytest.mark.parametrize("value", ["not json", '["a"]', '{"describe": 3}'])
+def test_a_malformed_analysis_bucket_map_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("INTERLINKED_ANALYSIS_BUCKETS", value)
+    with pytest.raises(RoutesError, match="INTERLINKED_ANALYSIS_BUCKETS"):
+        load_routes()
+
+
 def test_routes_file_from_the_environment(monkeypatch, tmp_path):
     path = tmp_path / "routes.json"
     path.write_text(

@@ -14,7 +14,13 @@ Sources are directories or files, relative to --base-dir (default: the repositor
 keep their relative paths inside the zip, so ``interlinked/bridge/lambda_handler.py`` is importable
 as ``interlinked.bridge.lambda_handler``. Byte-code caches, tests and VCS data are left out.
 Third-party packages the Lambda runtime lacks (it ships boto3) go in with --extra-root DIR, a
-directory filled by ``pip install --target DIR ...``: its content lands at the zip root.
+directory filled by ``pip install --target DIR ...``: its content lands at the zip root. Or with
+--installed NAME: that distribution and its requirements as installed for the interpreter running
+this script (offline; compiled parts such as pydantic-core only fit a Lambda of the same Python
+version and architecture, e.g. python3.11 on x86_64 Linux). The script API Lambda needs pydantic:
+
+    python infra/terraform/scripts/package_lambda.py --installed pydantic -o infra/terraform/build/script_api.zip
+
 Prints the zip path and its base64 SHA-256 (what Terraform's filebase64sha256 returns).
 """
 
@@ -25,8 +31,10 @@ import base64
 import fnmatch
 import hashlib
 import os
+import re
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -86,6 +94,43 @@ def collect(
     return sorted(entries.items())
 
 
+def installed(names: list[str]) -> dict[str, Path]:
+    """(archive name → file) of installed distributions and their requirements (not extras).
+
+    A requirement under an environment marker that is not installed (a backport for older
+    Pythons) is skipped; any other missing distribution is an error."""
+    entries: dict[str, Path] = {}
+    pending = [(name, False) for name in names]
+    seen: set[str] = set()
+    while pending:
+        name, optional = pending.pop()
+        canonical = re.sub(r"[-_.]+", "-", name).lower()
+        if canonical in seen:
+            continue
+        seen.add(canonical)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            if optional:
+                continue
+            raise FileNotFoundError(f"distribution {name!r} is not installed for {sys.executable}") from None
+        for file in dist.files or []:
+            arcname = file.as_posix()
+            if arcname.startswith("..") or "__pycache__" in file.parts or arcname.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(dist.locate_file(file))
+            if path.is_file():
+                entries[arcname] = path
+        for requirement in dist.requires or []:
+            requirement, _, marker = requirement.partition(";")
+            if "extra" in marker:
+                continue
+            found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+            if found:
+                pending.append((found.group(1), bool(marker.strip())))
+    return entries
+
+
 def build(output: Path, entries: list[tuple[str, Path]]) -> str:
     """Write the zip and return its base64-encoded SHA-256."""
     if not entries:
@@ -123,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         help="directory whose content goes to the zip root (pip install --target DIR ...); repeatable",
     )
     parser.add_argument(
+        "--installed",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an installed distribution (and its requirements) to put at the zip root; repeatable",
+    )
+    parser.add_argument(
         "--base-dir",
         type=Path,
         default=REPO_ROOT,
@@ -133,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         merged: dict[str, Path] = {}
         for root in args.extra_root:
             merged.update(collect(root, ["."], DEPENDENCY_EXCLUDED_DIRS))
+        merged.update(installed(args.installed))
         merged.update(collect(args.base_dir, args.sources))  # our code wins over a dependency
         entries = sorted(merged.items())
         digest = build(args.output, entries)

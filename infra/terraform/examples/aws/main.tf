@@ -4,9 +4,12 @@
 # Lambda (default) or as an ECS service (bridge_runs_on = "ecs"; no zip is needed then), and a
 # Multi-AZ PostgreSQL instance on RDS for the task store (enable_database; its master password is
 # kept and rotated by RDS in Secrets Manager, encrypted with the same key), and the DynamoDB table of
-# task collections (on-demand, encrypted with the same key, point-in-time recovery).
+# task collections (on-demand, encrypted with the same key, point-in-time recovery), the seed's HTTP
+# API as API Gateway + Lambda (enable_script_api) and the analyses' own buckets (analysis_buckets).
 #
 #   python infra/terraform/scripts/package_lambda.py        # -> infra/terraform/build/bridge.zip
+#   python infra/terraform/scripts/package_lambda.py --installed pydantic \
+#     -o infra/terraform/build/script_api.zip               # the seed's HTTP API (enable_script_api)
 #   terraform -chdir=infra/terraform/examples/aws init
 #   terraform -chdir=infra/terraform/examples/aws apply -var prefect_api_url=... -var container_image=... \
 #     -var vpc_id=... -var 'subnet_ids=["subnet-...","subnet-..."]'
@@ -117,4 +120,10 @@ module "interlinked" {
   enable_bridge         = var.bridge_runs_on == "lambda"
   enable_bridge_service = var.bridge_runs_on == "ecs"
   bridge_package_path   = var.bridge_runs_on == "lambda" ? coalesce(var.bridge_package_path, "${path.module}/../../build/bridge.zip") : null
+
+  # The seed's HTTP API (API Gateway + Lambda) and the analyses' own buckets.
+  enable_script_api             = var.enable_script_api
+  script_api_package_path       = var.enable_script_api ? coalesce(var.script_api_package_path, "${path.module}/../../build/script_api.zip") : null
+  script_api_authorization_type = var.script_api_authorization_type
+  analysis_buckets              = var.analysis_buckets
 }

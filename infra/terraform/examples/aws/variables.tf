@@ -89,6 +89,30 @@ variable "bridge_package_path" {
   default     = null
 }
 
+variable "enable_script_api" {
+  description = "Create the seed's HTTP API (API Gateway + Lambda; build its zip first)."
+  type        = bool
+  default     = true
+}
+
+variable "script_api_package_path" {
+  description = "Script API zip. null = infra/terraform/build/script_api.zip."
+  type        = string
+  default     = null
+}
+
+variable "script_api_authorization_type" {
+  description = "AWS_IAM (callers sign requests with SigV4) or NONE (the seed's open API: anyone with the URL may write the data bucket and start jobs)."
+  type        = string
+  default     = "AWS_IAM"
+}
+
+variable "analysis_buckets" {
+  description = "Analyses with a bucket of their own (analysis name -> bucket name, globally unique), as INTERLINKED_ANALYSIS_BUCKETS of the flows."
+  type        = map(string)
+  default     = {}
+}
+
 variable "enable_database" {
   description = "Create the PostgreSQL instance (RDS, Multi-AZ) for the task store and, if wanted, a self-hosted Prefect server."
   type        = bool

@@ -13,6 +13,7 @@ provider "aws" {
   skip_region_validation      = true
 
   endpoints {
+    apigatewayv2   = var.aws_endpoint_url
     batch          = var.aws_endpoint_url
     cloudwatch     = var.aws_endpoint_url
     cloudwatchlogs = var.aws_endpoint_url
@@ -101,6 +102,16 @@ module "interlinked" {
   # function in a Docker container; locally the bridge runs as a process polling the events queue,
   # so the mapping is created but disabled.
   bridge_event_source_mapping_enabled = false
+
+  # The seed's HTTP API (API Gateway + Lambda). moto records the API and the function without
+  # serving requests through them; locally `interlinked up` serves the same handling as the
+  # script-api process, and tests/terraform invoke the Lambda handler in-process against moto.
+  enable_script_api       = true
+  script_api_package_path = coalesce(var.script_api_package_path, "${path.module}/../../build/script_api.zip")
+
+  # An analysis with a bucket of its own (NeuroCAAS: the bucket is the analysis), configured and
+  # routed like the analysis bucket.
+  analysis_buckets = var.analysis_buckets
 
   # The task collections table: cheap on moto (no provider wait), so the apply checks it for real.
   # Deletion protection off: the emulator's state is thrown away with `down --wipe`.

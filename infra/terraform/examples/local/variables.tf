@@ -16,6 +16,18 @@ variable "environment" {
   default     = "local"
 }
 
+variable "script_api_package_path" {
+  description = "Script API zip. null = infra/terraform/build/script_api.zip (scripts/package_lambda.py --installed pydantic -o infra/terraform/build/script_api.zip)."
+  type        = string
+  default     = null
+}
+
+variable "analysis_buckets" {
+  description = "Analyses with a bucket of their own (analysis name -> bucket name), as INTERLINKED_ANALYSIS_BUCKETS."
+  type        = map(string)
+  default     = { describe = "interlinked-local-describe" }
+}
+
 variable "bridge_package_path" {
   description = "Event-bridge zip. null = infra/terraform/build/bridge.zip (the default output of scripts/package_lambda.py)."
   type        = string

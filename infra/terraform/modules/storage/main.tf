@@ -4,8 +4,12 @@
 #                         analysis-cache/  analysis-responses/
 # analysis bucket layout: {group}/inputs/  {group}/configs/  {group}/submissions/  {group}/results/
 #
-# Both buckets share one configuration (for_each over local.buckets); only the data bucket carries
-# the expiry rules of logs/, analysis-cache/ and analysis-responses/.
+# analyses' own buckets (var.analysis_buckets; NeuroCAAS: "the bucket is the analysis") have the
+# analysis bucket's layout.
+#
+# Every bucket shares one configuration (for_each over local.buckets: keys "data", "analysis" and
+# "analysis:<name>"); only the data bucket carries the expiry rules of logs/, analysis-cache/ and
+# analysis-responses/.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -13,10 +17,13 @@ data "aws_partition" "current" {}
 locals {
   account_id = data.aws_caller_identity.current.account_id
 
-  buckets = {
-    data     = coalesce(var.data_bucket_name, "${var.name_prefix}-data-${local.account_id}")
-    analysis = coalesce(var.analysis_bucket_name, "${var.name_prefix}-analysis-${local.account_id}")
-  }
+  buckets = merge(
+    {
+      data     = coalesce(var.data_bucket_name, "${var.name_prefix}-data-${local.account_id}")
+      analysis = coalesce(var.analysis_bucket_name, "${var.name_prefix}-analysis-${local.account_id}")
+    },
+    { for name, bucket in var.analysis_buckets : "analysis:${name}" => bucket },
+  )
 
   create_access_logs_bucket = var.access_logs_bucket_name == null && var.create_access_logs_bucket
   enable_access_logging     = var.access_logs_bucket_name != null || var.create_access_logs_bucket
@@ -40,7 +47,7 @@ locals {
 }
 
 ################################################################################
-# Data + analysis buckets
+# Data + analysis buckets (and the analyses' own)
 ################################################################################
 
 resource "aws_s3_bucket" "this" {
@@ -120,7 +127,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 
   dynamic "rule" {
-    for_each = local.expiring_prefixes[each.key]
+    for_each = lookup(local.expiring_prefixes, each.key, {})
 
     content {
       id     = "expire-${rule.key}"

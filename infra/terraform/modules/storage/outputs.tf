@@ -18,8 +18,18 @@ output "analysis_bucket_arn" {
   value       = aws_s3_bucket.this["analysis"].arn
 }
 
+output "analysis_buckets" {
+  description = "The analyses' own buckets, by analysis name: { id, arn }."
+  value = {
+    for name in keys(var.analysis_buckets) : name => {
+      id  = aws_s3_bucket.this["analysis:${name}"].id
+      arn = aws_s3_bucket.this["analysis:${name}"].arn
+    }
+  }
+}
+
 output "buckets" {
-  description = "Both buckets keyed by role (\"data\", \"analysis\"): { id, arn }. Feed this to the messaging module's buckets input."
+  description = "Every bucket keyed by role (\"data\", \"analysis\", \"analysis:<name>\" for an analysis's own): { id, arn }. Feed this to the messaging module's buckets input."
   value = {
     for key, bucket in aws_s3_bucket.this : key => {
       id  = bucket.id

@@ -20,6 +20,22 @@ variable "analysis_bucket_name" {
   default     = null
 }
 
+variable "analysis_buckets" {
+  description = "Analyses with a bucket of their own (analysis name -> bucket name, as INTERLINKED_ANALYSIS_BUCKETS): each is configured as the analysis bucket (encryption, versioning, public access block, TLS-only policy, lifecycle, access logging)."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for bucket in values(var.analysis_buckets) : can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket))])
+    error_message = "Every analysis bucket name must be a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)."
+  }
+
+  validation {
+    condition     = length(distinct(values(var.analysis_buckets))) == length(var.analysis_buckets)
+    error_message = "Two analyses cannot own the same bucket."
+  }
+}
+
 variable "create_access_logs_bucket" {
   description = "Create a bucket that receives the S3 server access logs of the data and analysis buckets. Ignored when access_logs_bucket_name is set."
   type        = bool
