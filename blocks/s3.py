@@ -170,6 +170,26 @@ class ObjectStore:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
 
+def location_allowed(bucket: str, key: str, allowed: list[str]) -> bool:
+    """Whether ``s3://bucket/key`` lies inside an entry of an allow-list: ``'*'`` (anywhere), a whole
+    ``'bucket'``, or ``'bucket/prefix'`` (matched on whole path segments, so ``'b/lab1'`` does not
+    allow ``lab10/``). A key with a ``.`` or ``..`` segment is never allowed: S3 keeps such keys
+    literally, but whoever reads the allow-list would not expect them to match."""
+    key = key.lstrip("/")
+    if any(segment in (".", "..") for segment in key.split("/")):
+        return False
+    for entry in allowed:
+        if entry == "*":
+            return True
+        name, _, prefix = entry.partition("/")
+        if name != bucket:
+            continue
+        prefix = prefix.strip("/")
+        if not prefix or key == prefix or key.startswith(prefix + "/"):
+            return True
+    return False
+
+
 @lru_cache(maxsize=8)
 def store_for_block(block_name: str) -> ObjectStore:
     """The :class:`ObjectStore` of a saved ``S3Bucket`` block (cached per process)."""

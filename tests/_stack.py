@@ -44,6 +44,8 @@ TEST_ENV = {
     "PREFECT_UI_URL": f"http://127.0.0.1:{_PREFECT_PORT}",
     "PREFECT_HOME": str(_STATE_DIR / "prefect-home"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Storage bypass (a submit file's resultpath) may write here, and only here (test_submissions).
+    "INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED": '["interlinked-bypass-test/lab-out"]',
     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_AWS_PORT}",
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",

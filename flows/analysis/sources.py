@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from blocks.s3 import ObjectStore, data_store
+from blocks.s3 import ObjectStore, data_store, location_allowed
 from flows.analysis.protocol import ErrorCode, ServiceError, experiment_key
 
 if TYPE_CHECKING:  # the service package imports this module
@@ -18,22 +18,8 @@ if TYPE_CHECKING:  # the service package imports this module
 
 def source_allowed(bucket: str, path: str, *, data_bucket: str, allowed: list[str]) -> bool:
     """Whether PrepareExperiment may read ``s3://bucket/path``: the data bucket, or an entry of
-    ``allowed`` — ``'*'``, a whole ``'bucket'``, or ``'bucket/prefix'`` (matched on whole path
-    segments, so ``'b/lab1'`` does not allow ``lab10/``). A path with a ``.`` or ``..`` segment is
-    never allowed (S3 keeps such keys literally, but a reader of the allow-list would not expect them)."""
-    key = path.lstrip("/")
-    if any(segment in (".", "..") for segment in key.split("/")):
-        return False
-    for entry in [data_bucket, *allowed]:
-        if entry == "*":
-            return True
-        name, _, prefix = entry.partition("/")
-        if name != bucket:
-            continue
-        prefix = prefix.strip("/")
-        if not prefix or key == prefix or key.startswith(prefix + "/"):
-            return True
-    return False
+    ``allowed`` (:func:`blocks.s3.location_allowed`)."""
+    return location_allowed(bucket, path, [data_bucket, *allowed])
 
 
 def check_request_allowed(body: dict[str, Any], experiment_id: str, settings: ServiceSettings) -> None:

@@ -46,7 +46,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed
 
-from blocks.s3 import ObjectMissing, ObjectStore, data_store
+from blocks.s3 import ObjectMissing, ObjectStore, data_store, location_allowed
 from flows.submissions.folder import (
     END,
     FAILED,
@@ -158,6 +158,25 @@ class JobContext:
     runs: dict[str, Run] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ledger_job: str | None = None  # this job's entry in the group's budget ledger
+    # Storage bypass (the submit file's resultpath): where process_results/ goes instead.
+    result_store: ObjectStore | None = None
+    result_prefix: str | None = None
+
+    def put_result(self, name: str, body: bytes | None = None, *, path: Path | None = None) -> str:
+        """Write one result file (from ``path`` or ``body``) where this job's results go; what the
+        status file lists for it (``process_results/<name>``, or the full URI under a resultpath)."""
+        if self.result_store is None:
+            key = self.folder.prefix + RESULTS + name
+            store, listed = self.store, RESULTS + name
+        else:
+            key = self.result_prefix + name
+            store, listed = self.result_store, self.result_store.uri(self.result_prefix + name)
+        if path is not None:
+            store.upload(path, key)
+        else:
+            kind = "application/json" if name.endswith(".json") else "text/plain; charset=utf-8"
+            store.put(key, body or b"", content_type=kind)
+        return listed
 
     def write_status(self, run: Run, *, upload_certificate: bool = True, **changes: Any) -> dict[str, Any]:
         """Update a run's status file (NeuroCAAS's fields) and its row in the certificate."""
@@ -307,8 +326,7 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
         for item in sorted(output_dir.rglob("*")):
             if item.is_file():
                 name = _flat_name(run, item.relative_to(output_dir).as_posix())
-                context.store.upload(item, folder.prefix + RESULTS + name)
-                outputs.append(RESULTS + name)
+                outputs.append(context.put_result(name, path=item))
         seconds = round(time.monotonic() - started, 3)
         run.steps.append("done")
         run.stdout.append(f"{now()} {len(outputs)} output(s) in {seconds:.1f} s")
@@ -519,13 +537,14 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
         except SubmissionRefused as refused:
             return _refuse(folder, 1, refused.reason)
         instance = _instance_type(folder, submission)
+        result_target = None
         if "resultpath" in submission.extras:
-            return _refuse(
-                folder,
-                1,
-                f"resultpath {submission.extras['resultpath']!r}: storage bypass (results written to "
-                "another bucket) is not enabled on this stack; remove resultpath to get the results in "
-                f"{prefix}",
+            result_target = _result_target(submission.extras["resultpath"], prefix, settings)
+            if isinstance(result_target, str):
+                return _refuse(folder, 1, result_target)
+            folder.line(
+                f"[Internal (init)] storage bypass: results go to s3://{result_target[0]}/{result_target[1]}",
+                internal=True,
             )
         for extra in sorted(set(submission.extras) - set(KNOWN_FIELDS)):
             folder.line(
@@ -558,6 +577,9 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             instance_type=instance.name if instance else (submission.instance_type or "default"),
             price_per_hour=price,
         )
+        if result_target is not None:
+            context.result_store = ObjectStore(result_target[0], store.client)
+            context.result_prefix = result_target[1]
         refusal = _charge(context, quota, identity)
         if refusal:
             return _refuse(folder, 2, refusal)
@@ -595,6 +617,25 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
         finally:
             logger.error("submission failed: %s", reason)
         raise
+
+
+def _result_target(value: Any, prefix: str, settings: SubmissionSettings) -> tuple[str, str] | str:
+    """Where a ``resultpath`` (``s3://bucket/prefix`` or ``bucket/prefix``) sends the results:
+    ``(bucket, key prefix)`` under it, named after the job folder so two jobs never share one — or
+    the reason it is refused (not a location, or not in ``submission_resultpath_allowed``)."""
+    text = value.strip() if isinstance(value, str) else ""
+    bucket, _, path = text.removeprefix("s3://").partition("/")
+    if not bucket:
+        return f"resultpath {value!r} is not an S3 location: give s3://bucket/prefix"
+    allowed = settings.submission_resultpath_allowed
+    if not location_allowed(bucket, path, allowed):
+        where = ", ".join(allowed) or "nowhere: storage bypass is not enabled on this stack"
+        return (
+            f"resultpath {value!r}: storage bypass may write to {where} "
+            f"(INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED); remove resultpath to get the results in {prefix}"
+        )
+    job = prefix.rstrip("/").rsplit("/", 1)[-1]
+    return bucket, "/".join(part for part in (path.strip("/"), job, "process_results") if part) + "/"
 
 
 def _instance_type(folder: JobFolder, submission: Submission):
@@ -837,14 +878,14 @@ def _accepted(context: JobContext, quota: Quota, instance) -> Any:
         )
     # The config goes with the results (NeuroCAAS's runner copies it to process_results/); an
     # ensemble's per-run configs too, named as NeuroCAAS names them.
-    folder.put(
-        RESULTS + submission.configname.rsplit("/", 1)[-1], context.store.read_bytes(submission.configname)
+    context.put_result(
+        submission.configname.rsplit("/", 1)[-1], context.store.read_bytes(submission.configname)
     )
     for run in context.runs.values():
         if run.dataset.jobnb is not None:
-            folder.put_json(
-                f"{RESULTS}{submission.job_name}inst{run.dataset.jobnb}config.json",
-                config.run_config(run.dataset.jobnb),
+            context.put_result(
+                f"{submission.job_name}inst{run.dataset.jobnb}config.json",
+                (json.dumps(config.run_config(run.dataset.jobnb), indent=4, default=str) + "\n").encode(),
             )
     for run in context.runs.values():
         run.steps.append("initialize")

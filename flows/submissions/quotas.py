@@ -53,6 +53,11 @@ class SubmissionSettings(BaseSettings):
     )
     submission_budget: float = Field(default=50.0, ge=0, description="Estimated spend allowed per group.")
     submission_price_per_hour: float = Field(default=1.0, ge=0, description="Price of one analysis-hour.")
+    submission_resultpath_allowed: list[str] = Field(
+        default_factory=list,
+        description="Storage bypass: where a submit file's `resultpath` may send the results ('bucket' or "
+        "'bucket/prefix' entries, '*' anywhere the flow's role can write); empty: resultpath is refused.",
+    )
     submission_min_time_limit_seconds: float = Field(
         default=60.0,
         gt=0,

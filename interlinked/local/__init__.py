@@ -102,7 +102,11 @@ def _provision(settings: Settings) -> Resources:
         ) from error
     resources.aws_endpoint_url = settings.aws_endpoint_url
     try:
-        wiring = ensure_event_sources(buckets=resources.buckets, events_queue_url=resources.queues["events"])
+        wiring = ensure_event_sources(
+            buckets=resources.buckets,
+            events_queue_url=resources.queues["events"],
+            analysis_buckets=resources.analysis_buckets,
+        )
     except Exception as error:
         raise StackError(f"aws resources: could not wire S3/SNS to the events queue: {error}") from error
     resources.topics.setdefault("job_requests", wiring["job_requests_topic"])
@@ -182,20 +186,13 @@ def describe(settings: Settings, resources: Resources) -> dict:
         "queues": resources.queues,
         "dead_letter_queues": resources.dead_letter_queues,
         "topics": resources.topics,
-        "analysis_buckets": _analysis_buckets(),
+        "analysis_buckets": resources.analysis_buckets,
         "script_api_url": settings.script_api_url,
         "work_pool": settings.work_pool,
         "state_dir": str(settings.state_dir),
         "prefect_database": settings.prefect_database,
         "postgres_port": settings.postgres_port,
     }
-
-
-def _analysis_buckets() -> dict[str, str]:
-    """Analyses with a bucket of their own (``INTERLINKED_ANALYSIS_BUCKETS``)."""
-    from flows.submissions.quotas import SubmissionSettings
-
-    return dict(SubmissionSettings().analysis_buckets)
 
 
 def read_description(settings: Settings) -> dict:

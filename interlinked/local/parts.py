@@ -13,6 +13,7 @@ A new long-running service is one more entry in :func:`parts` and in :data:`STOP
 
 from __future__ import annotations
 
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -54,10 +55,21 @@ def stack_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def analysis_buckets() -> dict[str, str]:
+    """Analyses with a bucket of their own (``INTERLINKED_ANALYSIS_BUCKETS``, environment or ``.env``)."""
+    from flows.submissions.quotas import SubmissionSettings
+
+    return dict(SubmissionSettings().analysis_buckets)
+
+
 def client_env(settings: Settings) -> dict[str, str]:
     """Environment of every process that talks to the stack (workers, services, CLI children)."""
+    own = analysis_buckets()
     return {
         **stack_env(settings),
+        # The bridge routes these buckets' submissions and flow runs know them (also when they
+        # were set in .env, which only Settings reads).
+        **({"INTERLINKED_ANALYSIS_BUCKETS": json.dumps(own, sort_keys=True)} if own else {}),
         "PREFECT_HOME": str(settings.state_dir / "prefect"),
         "INTERLINKED_CODE_DIR": str(PROJECT_ROOT),
         # The repository's R packages (interlinker, aws.s3), installed there by `up`.

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from botocore.config import Config
 
 from blocks.clients import aws_client
+from interlinked.local.parts import analysis_buckets
 from interlinked.settings import Settings
 
 
@@ -27,6 +28,7 @@ class Resources:
     queues: dict[str, str]
     dead_letter_queues: dict[str, str]
     topics: dict[str, str]
+    analysis_buckets: dict[str, str] = field(default_factory=dict)  # analysis → its own bucket
     aws_endpoint_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -75,7 +77,8 @@ def ensure_resources(settings: Settings) -> Resources:
     s3, sqs, sns = (aws_client(service, use_block=False, config=region) for service in ("s3", "sqs", "sns"))
 
     existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
-    for bucket in (settings.data_bucket, settings.analysis_bucket):
+    own = analysis_buckets()  # analyses with a bucket of their own (NeuroCAAS: the bucket is the analysis)
+    for bucket in (settings.data_bucket, settings.analysis_bucket, *sorted(set(own.values()))):
         if bucket not in existing:
             if settings.region == "us-east-1":
                 s3.create_bucket(Bucket=bucket)
@@ -96,6 +99,7 @@ def ensure_resources(settings: Settings) -> Resources:
     return Resources(
         region=settings.region,
         buckets={"data": settings.data_bucket, "analysis": settings.analysis_bucket},
+        analysis_buckets=own,
         queues={"work": work_url, "events": events_url},
         dead_letter_queues={"work": work_dlq, "events": events_dlq},
         topics={"work_results": work_results_arn, "job_events": job_events_arn},

@@ -102,16 +102,19 @@ def ensure_event_sources(
     buckets: dict[str, str],
     events_queue_url: str,
     job_requests_topic: str | None = None,
+    analysis_buckets: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Wire S3 notifications and the job-requests topic to the events queue (idempotent).
 
-    ``buckets`` is the ``env --json`` mapping (``data``, ``analysis``). Returns what was wired:
+    ``buckets`` is the ``env --json`` mapping (``data``, ``analysis``); ``analysis_buckets`` the
+    analyses' own buckets (analysis → bucket), wired like the analysis bucket. Returns what was wired:
     ``{"job_requests_topic": arn, "notifications": {bucket: [filter, ...]}, "changed": [...]}``.
     """
     s3, sqs, sns = (aws_client(service, use_block=False) for service in ("s3", "sqs", "sns"))
     queue_arn = _queue_arn(sqs, events_queue_url)
     topic_arn = ensure_job_requests_topic(sns, sqs, events_queue_url, name=job_requests_topic)
-    bucket_arns = [f"arn:aws:s3:::{buckets['analysis']}", f"arn:aws:s3:::{buckets['data']}"]
+    own = sorted(set((analysis_buckets or {}).values()))
+    bucket_arns = [f"arn:aws:s3:::{name}" for name in (buckets["analysis"], buckets["data"], *own)]
     _allow_senders(sqs, events_queue_url, queue_arn, [*bucket_arns, topic_arn])
     wiring = {
         buckets["analysis"]: (SUBMISSIONS_ID, [{"Name": "suffix", "Value": ".json"}]),
@@ -119,6 +122,7 @@ def ensure_event_sources(
             JOB_DROPS_ID,
             [{"Name": "prefix", "Value": "jobs/incoming/"}, {"Name": "suffix", "Value": ".json"}],
         ),
+        **{name: (SUBMISSIONS_ID, [{"Name": "suffix", "Value": ".json"}]) for name in own},
     }
     changed = []
     for bucket, (config_id, rules) in wiring.items():

@@ -586,3 +586,37 @@ def test_lambda_handler_with_recorded_payloads(env, monkeypatch):
     }
     after = {key: [run.id for run in runs_for_key(key)] for key in submissions}
     assert before == after and all(len(ids) == 1 for ids in after.values())
+
+
+def test_up_creates_and_wires_an_analysis_s_own_bucket(env, monkeypatch):
+    """INTERLINKED_ANALYSIS_BUCKETS (NeuroCAAS: the bucket is the analysis): `up` creates each
+    analysis's bucket and wires its submissions to the events queue, as the analysis bucket's; the
+    services and flow runs get the map in their environment (also when it came from `.env`)."""
+    from interlinked.local.parts import client_env
+    from interlinked.local.provision import ensure_resources
+    from interlinked.local.wiring import ensure_event_sources
+    from interlinked.settings import Settings
+
+    bucket = f"describe-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("INTERLINKED_ANALYSIS_BUCKETS", json.dumps({"describe": bucket}))
+    settings = Settings(_env_file=None)
+    resources = ensure_resources(settings)  # what `up` does, against the running stack (idempotent)
+    assert resources.analysis_buckets == {"describe": bucket}
+    assert json.loads(client_env(settings)["INTERLINKED_ANALYSIS_BUCKETS"]) == {"describe": bucket}
+    wiring = ensure_event_sources(
+        buckets=resources.buckets,
+        events_queue_url=resources.queues["events"],
+        analysis_buckets=resources.analysis_buckets,
+    )
+    assert bucket in wiring["changed"] and wiring["notifications"][bucket] == [
+        {"Name": "suffix", "Value": ".json"}
+    ]
+    [target] = env.s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]
+    assert target["QueueArn"] == wiring["events_queue_arn"]
+    # A submission there reaches the stack's bridge (which, started without the map, has no route).
+    before = env.consumer.counts().get("ignored_by_reason", {}).get("no-route", 0)
+    put_json(env.s3, bucket, "lab-own/submissions/s.json", {"dataname": "lab-own/inputs/x.csv"})
+    wait_until(
+        lambda: env.consumer.counts().get("ignored_by_reason", {}).get("no-route", 0) > before,
+        message="the bucket's event reached the bridge",
+    )

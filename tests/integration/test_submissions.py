@@ -511,6 +511,18 @@ def neurocaas(env):
             "resultpath": "s3://outputbucket/sep_results",
         },
     )
+    s3.create_bucket(Bucket="interlinked-bypass-test")
+    put_json(
+        s3,
+        bucket,
+        f"{TRAVIS}/submissions/bypass_allowed_submit.json",
+        {
+            "dataname": f"{TRAVIS}/inputs/dataset1.json",
+            "configname": f"{TRAVIS}/configs/config_None_None.json",
+            "timestamp": "allowed-bypass",
+            "resultpath": "s3://interlinked-bypass-test/lab-out/run1",
+        },
+    )
     return spaced
 
 
@@ -583,6 +595,25 @@ def test_resultpath_is_refused_with_a_clear_reason_where_the_client_looks(env, n
     assert end.startswith("REFUSED") and "storage bypass" in end
     certificate = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt")
     assert "[Job Manager] STEP 1/4 (Initialization): REFUSED. resultpath" in certificate
+
+
+def test_resultpath_to_an_allowed_bucket_writes_the_results_there(env, neurocaas):
+    """Storage bypass (INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED, set for the test stack): the
+    outputs and the config copy go under the resultpath, named after the job folder; the
+    certificate, status files and end.txt stay where clients look."""
+    client_wait(env, "allowed-bypass")
+    job = results_path_of_client(TRAVIS, env.analysis, "allowed-bypass")
+    end = read_text(env.s3, env.analysis, f"{job}/process_results/end.txt")
+    certificate = read_text(env.s3, env.analysis, f"{job}/logs/certificate.txt")
+    assert end.startswith("COMPLETED"), certificate
+    target = f"lab-out/run1/{job.rstrip('/').rsplit('/', 1)[-1]}/process_results/"
+    assert f"storage bypass: results go to s3://interlinked-bypass-test/{target}" in certificate
+    written = listing(env.s3, "interlinked-bypass-test", target)
+    assert f"{target}config_None_None.json" in written and len(written) >= 2, written
+    assert set(listing(env.s3, env.analysis, f"{job}/process_results/")) == {f"{job}/process_results/end.txt"}
+    [status_key] = [k for k in listing(env.s3, env.analysis, f"{job}/logs/") if k.endswith("_STATUS.txt")]
+    outputs = json.loads(read_text(env.s3, env.analysis, status_key))["outputs"]
+    assert outputs and all(o.startswith(f"s3://interlinked-bypass-test/{target}") for o in outputs)
 
 
 def test_the_website_re_uploads_submit_json_and_the_client_sees_the_new_job(env, neurocaas):

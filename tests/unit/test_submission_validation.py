@@ -266,3 +266,23 @@ def test_an_ensemble_makes_numbered_runs_of_one_dataset():
         (3, "video.mp4_inst3", "video_inst3"),
     ]
     assert {r.key for r in runs} == {f"{GROUP}/inputs/video.mp4"}
+
+
+def test_resultpath_goes_only_where_storage_bypass_is_allowed():
+    from flows.submissions.flow import _result_target
+    from flows.submissions.quotas import SubmissionSettings
+
+    prefix = "lab/results/job__b_t1/"
+    allowed = SubmissionSettings(submission_resultpath_allowed=["out-bucket/labs/lab"])
+    assert _result_target("s3://out-bucket/labs/lab/run", prefix, allowed) == (
+        "out-bucket",
+        "labs/lab/run/job__b_t1/process_results/",
+    )
+    assert _result_target("out-bucket/labs/lab", prefix, allowed)[0] == "out-bucket"
+    for refused in ("s3://out-bucket/labs/lab2", "s3://other/labs/lab", "s3://out-bucket/labs/lab/../x"):
+        reason = _result_target(refused, prefix, allowed)
+        assert isinstance(reason, str) and "INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED" in reason, refused
+    assert "is not an S3 location" in _result_target(["s3://x"], prefix, allowed)
+    assert "nowhere: storage bypass is not enabled" in _result_target(
+        "s3://x/y", prefix, SubmissionSettings(submission_resultpath_allowed=[])
+    )
