@@ -340,6 +340,29 @@ resource "aws_iam_role_policy" "database_secret" {
 }
 
 ################################################################################
+# The script API's callers: R scripts in flow runs call it (interlinker signs with SigV4)
+################################################################################
+
+data "aws_iam_policy_document" "script_api_invoke" {
+  count = var.enable_script_api && var.enable_compute ? 1 : 0
+
+  statement {
+    sid       = "InvokeScriptApi"
+    effect    = "Allow"
+    actions   = ["execute-api:Invoke"]
+    resources = ["${module.script_api[0].execution_arn}/*/POST/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "script_api_invoke" {
+  count = var.enable_script_api && var.enable_compute ? 1 : 0
+
+  name   = "invoke-script-api"
+  role   = reverse(split("/", module.compute[0].flow_run_task_role_arn))[0]
+  policy = data.aws_iam_policy_document.script_api_invoke[0].json
+}
+
+################################################################################
 # Task collections table (DynamoDB) and its users
 ################################################################################
 

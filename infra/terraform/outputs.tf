@@ -349,6 +349,11 @@ output "script_api_route_keys" {
   value       = try(module.script_api[0].route_keys, [])
 }
 
+output "script_api_execution_arn" {
+  description = "Execution ARN of the script API (execute-api:Invoke resources start with it)."
+  value       = try(module.script_api[0].execution_arn, null)
+}
+
 output "script_api_function_name" {
   description = "Name of the script API Lambda."
   value       = try(module.script_api[0].function_name, null)

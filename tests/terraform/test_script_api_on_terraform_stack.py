@@ -124,6 +124,20 @@ def test_the_function_runs_the_script_api_handler_with_least_privilege(terraform
 ################################################################################
 
 
+def test_flow_runs_may_invoke_the_api_and_nothing_else_of_api_gateway(terraform_local_stack):
+    """R scripts run in flow runs and sign their calls (interlinker, SigV4): the flow-run role may
+    POST to this API's routes, and that is all it may do with API Gateway."""
+    stack = terraform_local_stack
+    out = stack.outputs
+    api = stack.client("apigatewayv2").get_api(ApiId=out["script_api_id"])
+    doc = policy_document(stack.client("iam"), out["task_role_arn"], "invoke-script-api")
+    [statement] = doc["Statement"]
+    assert as_list(statement["Action"]) == ["execute-api:Invoke"]
+    assert as_list(statement["Resource"]) == [f"{out['script_api_execution_arn']}/*/POST/*"]
+    assert out["script_api_execution_arn"].startswith("arn:aws:execute-api:")
+    assert out["script_api_execution_arn"].endswith(f":{api['ApiId']}")
+
+
 @pytest.fixture
 def lambda_environment(terraform_local_stack, monkeypatch):
     """The function's environment as Terraform set it, boto3 pointed at the moto stack."""

@@ -7,8 +7,59 @@
     lambda_uri = sub("/*$", "/", Sys.getenv("INTERLINKED_SCRIPT_API_URL", "http://127.0.0.1:5057/")),
     bucket = "interlinked",
     job_id = Sys.getenv("LAMBDA_JOB_ID", ""),
-    debug = nzchar(Sys.getenv("INTERLINKED_DEBUG", ""))
+    debug = nzchar(Sys.getenv("INTERLINKED_DEBUG", "")),
+    # Sign requests with AWS Signature Version 4 (API Gateway with IAM authorization, the
+    # Terraform default): "auto" signs for an *.amazonaws.com URL when AWS credentials are set.
+    sign = Sys.getenv("INTERLINKED_SCRIPT_API_SIGN", "auto")
   )
+}
+
+.hmac <- function(key, text) unclass(openssl::sha256(charToRaw(enc2utf8(text)), key = key))
+.hex_sha256 <- function(text) paste(as.character(openssl::sha256(charToRaw(enc2utf8(text)))), collapse = "")
+
+#' SigV4 headers for a POST of `body` to `url` (service execute-api), from the AWS_* environment.
+.sigv4_headers <- function(url, body, time = Sys.time(),
+                           access_key = Sys.getenv("AWS_ACCESS_KEY_ID"),
+                           secret_key = Sys.getenv("AWS_SECRET_ACCESS_KEY"),
+                           token = Sys.getenv("AWS_SESSION_TOKEN"),
+                           region = Sys.getenv("AWS_REGION", Sys.getenv("AWS_DEFAULT_REGION", "us-east-1"))) {
+  if (!nzchar(access_key) || !nzchar(secret_key)) {
+    stop("interlinker: signing needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", call. = FALSE)
+  }
+  parts <- regmatches(url, regexec("^https?://([^/]+)(/[^?]*)?", url))[[1]]
+  host <- parts[2]
+  path <- if (nzchar(parts[3])) parts[3] else "/"
+  amz_date <- format(as.POSIXct(time, tz = "UTC"), "%Y%m%dT%H%M%SZ", tz = "UTC")
+  day <- substr(amz_date, 1, 8)
+  headers <- c(host = host, `x-amz-date` = amz_date)
+  if (nzchar(token)) headers[["x-amz-security-token"]] <- token
+  headers <- headers[order(names(headers))]
+  signed <- paste(names(headers), collapse = ";")
+  canonical <- paste("POST", path, "", paste0(names(headers), ":", headers, "\n", collapse = ""), signed,
+                     .hex_sha256(body), sep = "\n")
+  scope <- paste(day, region, "execute-api", "aws4_request", sep = "/")
+  to_sign <- paste("AWS4-HMAC-SHA256", amz_date, scope, .hex_sha256(canonical), sep = "\n")
+  key <- .hmac(charToRaw(paste0("AWS4", secret_key)), day)
+  for (part in c(region, "execute-api", "aws4_request")) key <- .hmac(key, part)
+  signature <- paste(as.character(openssl::sha256(charToRaw(enc2utf8(to_sign)), key = key)), collapse = "")
+  out <- c(headers[names(headers) != "host"],
+           Authorization = sprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
+                                   access_key, scope, signed, signature))
+  out
+}
+
+.should_sign <- function(url) {
+  sign <- interlinker_options("sign")
+  if (isTRUE(sign) || identical(sign, "true")) return(TRUE)
+  if (isFALSE(sign) || identical(sign, "false")) return(FALSE)
+  grepl("^https://[^/]+\\.amazonaws\\.com(/|$)", url) && nzchar(Sys.getenv("AWS_ACCESS_KEY_ID"))
+}
+
+#' POST a JSON text to one endpoint (signed when .should_sign); the httr response.
+.post <- function(endpoint, json) {
+  url <- paste0(interlinker_options("lambda_uri"), endpoint)
+  headers <- if (.should_sign(url)) .sigv4_headers(url, json) else character()
+  httr::POST(url, body = json, httr::content_type_json(), httr::add_headers(.headers = headers))
 }
 
 #' interlinker's settings: interlinker_options("lambda_uri") is the API's base URL.
@@ -21,9 +72,7 @@ interlinker_options <- function(name = NULL) {
 
 #' POST a JSON body to one endpoint; the parsed reply (or the text), an error naming the reason.
 interlinker_call <- function(endpoint, body) {
-  url <- paste0(interlinker_options("lambda_uri"), endpoint)
-  reply <- httr::POST(url, body = jsonlite::toJSON(body, auto_unbox = TRUE, null = "null", digits = NA),
-                      httr::content_type_json())
+  reply <- .post(endpoint, as.character(jsonlite::toJSON(body, auto_unbox = TRUE, null = "null", digits = NA)))
   text <- httr::content(reply, as = "text", encoding = "UTF-8")
   parsed <- tryCatch(jsonlite::fromJSON(text, simplifyVector = TRUE), error = function(e) text)
   if (httr::status_code(reply) >= 400) {
@@ -63,8 +112,7 @@ fetchS3 <- function(key, bucket = interlinker_options("bucket"), subdir = NULL, 
 existsS3 <- function(key, bucket = interlinker_options("bucket"), subdir = NULL) {
   body <- list(key = key, bucket = bucket)
   if (!is.null(subdir)) body$subdir <- subdir
-  reply <- httr::POST(paste0(interlinker_options("lambda_uri"), "exists"),
-                      body = jsonlite::toJSON(body, auto_unbox = TRUE), httr::content_type_json())
+  reply <- .post("exists", as.character(jsonlite::toJSON(body, auto_unbox = TRUE)))
   httr::status_code(reply) == 200
 }
 

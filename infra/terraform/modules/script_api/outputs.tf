@@ -37,3 +37,8 @@ output "access_log_group_name" {
   description = "Log group of the API's access logs."
   value       = aws_cloudwatch_log_group.access.name
 }
+
+output "execution_arn" {
+  description = "Execution ARN of the API: execute-api:Invoke on \"<this>/*/POST/*\" lets a role call every route."
+  value       = aws_apigatewayv2_api.this.execution_arn
+}
