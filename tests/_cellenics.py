@@ -177,10 +177,15 @@ def check_gene_expression(result: Any, request: dict[str, Any], truth: dict[str,
 
 
 def check_differential_expression(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:
-    """ui loadDifferentialExpression.js: ``let { total } = data; const { rows } = data``;
-    DiffExprResults.jsx / generateVolcanoSpec.js read ``gene_names, avg_log2FC, p_val_adj, pct_1,
-    pct_2`` and sort by ``abszscore``; the earlier table read ``zscore, log2fc, qval``. Pagination
-    (envelope) as the real API's handlePagination.js: filters, orderBy, offset/limit, total."""
+    """The DifferentialExpression result each generation's UI reads: the current envelope
+    (``ETag``) by :func:`check_current_differential_expression`; the SNS-era one as ui@cb2189e0d
+    (2021) loadDifferentialExpression.js: ``let { total } = data; const { rows } = data``; its
+    table and volcano plot read ``gene_names, zscore, abszscore, log2fc, qval`` (and later
+    ``avg_log2FC, p_val_adj, pct_1, pct_2``). Pagination (envelope) as the real API's
+    handlePagination.js: filters, orderBy, offset/limit, total."""
+    if "uuid" not in request:
+        check_current_differential_expression(result, request, truth)
+        return
     assert set(result) >= {"rows", "total"} and isinstance(result["total"], int)
     fields = {
         "gene_names",
@@ -196,16 +201,70 @@ def check_differential_expression(result: Any, request: dict[str, Any], truth: d
     assert result["rows"] and all(fields <= set(row) for row in result["rows"])
     pagination = request.get("pagination")
     if pagination:
-        assert len(result["rows"]) <= pagination["limit"]
-        values = [row[pagination["orderBy"]] for row in result["rows"]]
-        assert values == sorted(values, reverse=pagination["orderDirection"] == "DESC")
-        for item in pagination.get("filters") or []:
-            assert all(re.search(item["expression"], row[item["columnName"]], re.I) for row in result["rows"])
-        assert result["total"] >= len(result["rows"])
+        _check_page(result["rows"], result["total"], pagination)
     else:
         assert result["total"] == len(result["rows"])
     if request["body"].get("maxNum"):
         assert len(result["rows"]) <= request["body"]["maxNum"]
+
+
+def get_array(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The current UI's ``getArray`` (ui src/utils/arrayUtils.js): a table by column into rows,
+    row ``i`` taking every column's ``i``-th value."""
+    rows: list[dict[str, Any]] = []
+    for name, values in columns.items():
+        for i, value in enumerate(values):
+            if i == len(rows):
+                rows.append({})
+            rows[i][name] = value
+    return rows
+
+
+def check_current_differential_expression(
+    result: Any, request: dict[str, Any], truth: dict[str, Any]
+) -> None:
+    """The current UI, ui@c4a2eb517 src/redux/actions/differentialExpression/loadDifferentialExpression.js:
+    ``let { total, data: diffExprData } = data; const rows = getArray(diffExprData)`` (the current
+    worker's python/src/worker/tasks/differential_expression.py ``{total, data}``, ``data`` by
+    column). DiffExprResults.jsx shows ``gene_names, logFC, p_val_adj, pct_1, pct_2`` (percent),
+    ``auc``; getDiffExprGenes.js (``genesOnly``) gets ``{gene_names, gene_id}`` (r/R/
+    differential_expression.R paginateDE). The page follows ``requestProps.pagination``, where
+    fetchWork.js puts it and the current worker reads it."""
+    assert set(result) == {"total", "data"} and isinstance(result["total"], int)
+    columns = result["data"]
+    assert isinstance(columns, dict) and all(isinstance(values, list) for values in columns.values())
+    assert len({len(values) for values in columns.values()}) == 1  # getArray needs equal columns
+    rows = get_array(columns)
+    assert rows and {row["gene_names"] for row in rows} <= set(truth["gene_names"])
+    pagination = (request.get("requestProps") or {}).get("pagination") or request.get("pagination")
+    if request["body"].get("genesOnly") and pagination:
+        assert set(columns) == {"gene_names", "gene_id"}
+        assert result["total"] == len(rows) <= pagination["limit"]
+        return
+    assert {"gene_names", "logFC", "p_val_adj", "pct_1", "pct_2", "auc"} <= set(columns)
+    assert all(v is None or 0 <= v <= 100 for v in columns["pct_1"] + columns["pct_2"])
+    assert all(v is None or 0 <= v <= 1 for v in columns["p_val_adj"] + columns["auc"])
+    if pagination:
+        _check_page(rows, result["total"], pagination)
+    else:
+        assert result["total"] == len(rows)
+
+
+def _check_page(rows: list[dict[str, Any]], total: int, pagination: dict[str, Any]) -> None:
+    """A page as the pagination asks: at most ``limit`` rows, ordered by ``orderBy``, every row
+    passing the text (case-insensitive regex) and numeric (greaterThan / lessThan) filters."""
+    assert len(rows) <= pagination["limit"] and total >= len(rows)
+    values = [row[pagination["orderBy"]] for row in rows]
+    assert values == sorted(values, reverse=pagination["orderDirection"] == "DESC")
+    for item in pagination.get("filters") or []:
+        column = item["columnName"]
+        if item["type"] == "numeric":
+            above = item["comparison"] == "greaterThan"
+            assert all(
+                (row[column] > item["value"]) if above else (row[column] < item["value"]) for row in rows
+            )
+        else:
+            assert all(re.search(item["expression"], row[column], re.I) for row in rows)
 
 
 def check_cluster_cells(result: Any, request: dict[str, Any], truth: dict[str, Any]) -> None:

@@ -156,6 +156,7 @@ TASK_FIELDS: dict[str, dict[str, Field]] = {
         "method": _f("string"),
         "correctionMethod": _f("string"),
         "nGenes": _f("integer", "null"),
+        "genesOnly": _f("boolean"),
     },
     "MarkerGenes": {
         "groupBy": _f("string"),
@@ -267,6 +268,19 @@ class Task:
         return "uuid" not in self.request and isinstance(self.request.get("ETag"), str)
 
     @property
+    def pagination(self) -> dict[str, Any] | None:
+        """The page asked for: the SNS-era envelope's ``pagination``; in the current envelope
+        ``requestProps.pagination``, where the current UI puts it (ui src/utils/work/fetchWork.js
+        passes ``extras`` as ``requestProps``) and the current worker reads it (worker
+        python/src/worker/tasks/differential_expression.py), else the top-level ``pagination`` the
+        real API's WorkRequest.v2.yaml documents."""
+        if self.current_envelope:
+            props = self.request.get("requestProps") or {}
+            if props.get("pagination"):
+                return props["pagination"]
+        return self.request.get("pagination") or None
+
+    @property
     def content_type(self) -> str:
         """The media type of this task's result."""
         return RESULT_CONTENT_TYPES.get(self.name, RESULT_CONTENT_TYPE)
@@ -356,6 +370,10 @@ def parse_task(request: dict[str, Any], *, check_expiry: bool = True) -> Task:
         )
     _check_body(name, body)
     check_pagination(request.get("pagination"))
+    props = request.get("requestProps")
+    if props is not None and not isinstance(props, dict):
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"requestProps must be an object, got {props!r}")
+    check_pagination((props or {}).get("pagination"), field="requestProps.pagination")
     return Task(request=request, name=name, experiment_id=experiment_id, body=body, deadline=deadline)
 
 
@@ -385,29 +403,31 @@ _PAGINATION_FIELDS = {
 }
 
 
-def check_pagination(pagination: object) -> None:
-    """Validate the envelope's ``pagination`` (real API: ``WorkRequest.v1.yaml``): ``orderBy``,
-    ``orderDirection`` (ASC/DESC), ``offset``, ``limit`` (>= 0), ``responseKey``, text ``filters``."""
+def check_pagination(pagination: object, *, field: str = "pagination") -> None:
+    """Validate a ``pagination`` (real API: ``WorkRequest.v1.yaml`` / ``WorkRequest.v2.yaml``):
+    ``orderBy``, ``orderDirection`` (ASC/DESC), ``offset``, ``limit`` (>= 0), ``responseKey``,
+    ``filters``: text ``{columnName, type: "text", expression}`` or numeric ``{columnName, type:
+    "numeric", comparison: greaterThan | lessThan, value}``. ``field`` names it in errors."""
     if pagination is None:
         return
     if not isinstance(pagination, dict):
-        raise ServiceError(ErrorCode.INVALID_REQUEST, f"pagination must be an object, got {pagination!r}")
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"{field} must be an object, got {pagination!r}")
     for key, kind in _PAGINATION_FIELDS.items():
         if key not in pagination:
             if key != "responseKey":
-                raise ServiceError(ErrorCode.INVALID_REQUEST, f"pagination.{key} is required")
+                raise ServiceError(ErrorCode.INVALID_REQUEST, f"{field}.{key} is required")
             continue
         value = pagination[key]
         if not _is_kind(value, kind) or (kind == "integer" and value < 0):
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST,
-                f"pagination.{key} must be {'a non-negative integer' if kind == 'integer' else 'a string'}, "
+                f"{field}.{key} must be {'a non-negative integer' if kind == 'integer' else 'a string'}, "
                 f"got {value!r}",
             )
     if str(pagination["orderDirection"]).upper() not in ("ASC", "DESC"):
         raise ServiceError(
             ErrorCode.INVALID_REQUEST,
-            f"pagination.orderDirection must be ASC or DESC, got {pagination['orderDirection']!r}",
+            f"{field}.orderDirection must be ASC or DESC, got {pagination['orderDirection']!r}",
         )
     filters = pagination.get("filters") or []
     if not isinstance(filters, list) or not all(
@@ -415,17 +435,26 @@ def check_pagination(pagination: object) -> None:
     ):
         raise ServiceError(
             ErrorCode.INVALID_REQUEST,
-            "pagination.filters must be a list of {columnName, type, expression} objects",
+            f"{field}.filters must be a list of {{columnName, type, ...}} objects",
         )
     for item in filters:
         if item.get("type") == "text" and not isinstance(item.get("expression"), str):
             raise ServiceError(
-                ErrorCode.INVALID_REQUEST, "pagination.filters: a text filter needs a string expression"
+                ErrorCode.INVALID_REQUEST, f"{field}.filters: a text filter needs a string expression"
+            )
+        if item.get("type") == "numeric" and (
+            item.get("comparison") not in ("greaterThan", "lessThan")
+            or not _is_kind(item.get("value"), "number")
+        ):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"{field}.filters: a numeric filter needs comparison greaterThan or lessThan and a number "
+                f"value, got {item!r}",
             )
         if item.get("type") not in ("text", "numeric"):
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST,
-                f"pagination.filters: type must be 'text' or 'numeric', got {item.get('type')!r}",
+                f"{field}.filters: type must be 'text' or 'numeric', got {item.get('type')!r}",
             )
 
 

@@ -307,8 +307,10 @@ def _differential_expression(
     ``background`` = every other cell, else cell set id(s). ``basis``: ``all`` (or none) = every
     cell, else a cell set id or a group (``.obs`` column) restricting both sides. Rows carry the
     fields both UI generations read (``gene_names, zscore, abszscore, log2fc, qval`` and
-    ``avg_log2FC, p_val, p_val_adj, pct_1, pct_2``), ordered by adjusted p-value as the real worker,
-    ``total`` their number; ``maxNum`` keeps the strongest by ``abszscore``."""
+    ``avg_log2FC, p_val, p_val_adj, pct_1, pct_2``) and the current worker's ``Gene, logFC, auc``,
+    ordered by adjusted p-value as the real worker, ``total`` their number; ``maxNum`` keeps the
+    strongest by ``abszscore``. This is the SNS-era answer; :func:`present` reshapes it for the
+    current envelope."""
     import analyses
 
     adata = experiment.adata
@@ -316,7 +318,8 @@ def _differential_expression(
     result = analyses.differential_expression(
         adata, cell_set=cell_set, versus=versus, within=within, **arguments
     )
-    rows = [_de_row(row) for row in result["rows"]]
+    n1, n2 = result["n_cells_group"], result["n_cells_reference"]
+    rows = [_de_row(row, n1, n2) for row in result["rows"]]
     if max_num is not None:
         rows = sorted(rows, key=lambda row: -(row["abszscore"] or 0.0))[:max_num]
     rows.sort(key=lambda row: (row["qval"] is None, row["qval"] if row["qval"] is not None else 0.0))
@@ -345,10 +348,16 @@ def _comparison(
     return cell_set, versus, within
 
 
-def _de_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def _de_row(row: Mapping[str, Any], n1: int, n2: int) -> dict[str, Any]:
     score = row["score"]
+    # Wilcoxon: the group's rank-sum z-score gives U, and AUC = U / (n1 n2) (the current worker's
+    # presto auc column)
+    spread = (n1 * n2 * (n1 + n2 + 1) / 12) ** 0.5
     return {
         "gene_names": row["gene"],
+        "Gene": row["gene"],
+        "logFC": row["log_fold_change"],
+        "auc": None if score is None else 0.5 + score * spread / (n1 * n2),
         "zscore": score,
         "abszscore": None if score is None else abs(score),
         "log2fc": row["log_fold_change"],
@@ -1007,6 +1016,8 @@ IGNORED_FIELDS: dict[str, dict[str, str]] = {
     "DifferentialExpression": {
         "experimentId": "the envelope's experimentId names the experiment",
         "comparisonType": "the cells compared follow from cellSet, compareWith and basis alone",
+        "genesOnly": "not by the computation: present() cuts the current envelope's page to "
+        "gene_names and gene_id, as the current worker",
     },
     "GetBackgroundExpressedGenes": {
         "experimentId": "the envelope's experimentId names the experiment",
@@ -1038,9 +1049,10 @@ def run_task(task: Task, experiment: LoadedExperiment) -> Any:
 
 
 def paginate(body: str, pagination: Mapping[str, Any]) -> str:
-    """Apply the envelope's ``pagination`` to a result body with ``rows`` (as the real API did for
-    the SNS-era worker): text ``filters`` on a column (a gene name filter, either dialect of
-    :func:`analyses.gene_name_matcher`), then order by ``orderBy`` (``ASC``/``DESC``, missing
+    """Apply a ``pagination`` to a result body with ``rows`` (as the real API did for the SNS-era
+    worker): text ``filters`` on a column (a gene name filter, either dialect of
+    :func:`analyses.gene_name_matcher`), numeric ones (``greaterThan`` / ``lessThan`` a value, as
+    the current worker's r/R/utilities_filter_and_pagination.R), then order by ``orderBy`` (``ASC``/``DESC``, missing
     values last), then ``offset``/``limit``; ``total`` counts the rows after filtering."""
     import json
 
@@ -1053,11 +1065,16 @@ def paginate(body: str, pagination: Mapping[str, Any]) -> str:
         )
     rows = document["rows"]
     for item in pagination.get("filters") or []:
-        if item.get("type") == "numeric":
-            raise ServiceError(
-                ErrorCode.INVALID_REQUEST, "pagination.filters: numeric filters are not supported"
-            )
         column = item["columnName"]
+        if item.get("type") == "numeric":  # the real worker's applyNumericFilter
+            above, value = item["comparison"] == "greaterThan", item["value"]
+            rows = [
+                row
+                for row in rows
+                if isinstance(row.get(column), int | float)
+                and (row[column] > value if above else row[column] < value)
+            ]
+            continue
         try:
             matches = analyses.gene_name_matcher(item["expression"])
         except analyses.InvalidRequestError as error:
@@ -1076,6 +1093,53 @@ def paginate(body: str, pagination: Mapping[str, Any]) -> str:
     offset, limit = pagination["offset"], pagination["limit"]
     page = (present + missing)[offset : offset + limit]
     return json.dumps({**document, "rows": page, "total": len(rows)}, separators=(",", ":"))
+
+
+#: The current worker's DifferentialExpression columns (r/R/differential_expression.R: presto's
+#: ``p_val, logFC, pct_1, pct_2, p_val_adj, auc`` with ``gene_names`` and the gene id ``Gene``).
+CURRENT_DE_COLUMNS = ("gene_names", "Gene", "p_val", "logFC", "pct_1", "pct_2", "p_val_adj", "auc")
+
+
+def present(task: Task, body: str) -> str:
+    """The result body as the asking client reads it, cut from the whole (cached) result.
+
+    SNS-era envelope: the page of ``pagination`` (:func:`paginate`), ``{rows, total}`` for
+    DifferentialExpression (ui@cb2189e0d loadDifferentialExpression.js: ``const { rows } = data``).
+    Current envelope, DifferentialExpression: as the current worker answers it
+    (python/src/worker/tasks/differential_expression.py: ``{total, data}``, ``data`` the table by
+    column, which the current UI's loadDifferentialExpression.js turns into rows with ``getArray``):
+    the columns :data:`CURRENT_DE_COLUMNS` (``pct_1``/``pct_2`` in percent, as presto's and the UI's
+    filters), paged by ``requestProps.pagination`` (:attr:`Task.pagination`); with ``genesOnly``
+    and a page only ``{gene_names, gene_id}`` of its first ``limit`` genes, ``total`` their number
+    (r/R/differential_expression.R paginateDE).
+    """
+    pagination = task.pagination
+    if not (task.current_envelope and task.name == "DifferentialExpression"):
+        return paginate(body, pagination) if pagination else body
+    import json
+
+    document = json.loads(body)
+    rows = [
+        {
+            column: (None if row.get(column) is None else row[column] * 100)
+            if column in ("pct_1", "pct_2")
+            else row.get(column)
+            for column in CURRENT_DE_COLUMNS
+        }
+        for row in document["rows"]
+    ]
+    total = len(rows)
+    if pagination:
+        page = json.loads(paginate(json.dumps({"rows": rows, "total": total}), pagination))
+        rows, total = page["rows"], page["total"]
+        if task.body.get("genesOnly") is True:
+            data = {
+                "gene_names": [row["gene_names"] for row in rows],
+                "gene_id": [row["Gene"] for row in rows],
+            }
+            return json.dumps({"total": len(rows), "data": data}, separators=(",", ":"))
+    data = {column: [row[column] for row in rows] for column in CURRENT_DE_COLUMNS}
+    return json.dumps({"total": total, "data": data}, separators=(",", ":"))
 
 
 def default_grouping(adata: Any) -> str:

@@ -7,15 +7,17 @@ scanpy run directly on pbmc68k_reduced, and follow the real worker's semantics w
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import numpy as np
 import pytest
-from _cellenics import fixtures, materialise
+from _cellenics import UI_CHECKS, fixtures, get_array, materialise
 
 from flows.analysis.experiments import prepare_in_memory
-from flows.analysis.protocol import parse_task
-from flows.analysis.tasks import run_task
+from flows.analysis.protocol import encode, parse_task
+from flows.analysis.tasks import CURRENT_DE_COLUMNS, present, run_task
 
 FIXTURES = fixtures("v1")
 
@@ -438,3 +440,72 @@ def test_sctype_for_a_tissue_without_markers_is_refused_by_name(pbmc):
     with pytest.raises(ServiceError, match="No marker set for tissue 'Liver'") as caught:
         run(pbmc, {**v2_body("v2_ScTypeAnnotate"), "tissue": "Liver"})
     assert caught.value.code == "INVALID_REQUEST"
+
+
+# ---- DifferentialExpression as each generation's client reads it ----------------------------------
+
+
+def truth_of(experiment) -> dict:
+    """What the UI checks compare with."""
+    names = [str(name) for name in experiment.adata.var_names]
+    return {"n_cells": experiment.adata.n_obs, "n_cell_ids": experiment.adata.n_obs, "gene_names": names}
+
+
+def answered(experiment, fixture: str) -> tuple[dict, Any]:
+    """The fixture's request and its result body as the service sends it (compute, then
+    :func:`present` the page in the asking client's shape)."""
+    request = materialise(fixtures()[fixture], "pbmc")
+    task = parse_task(request)
+    return request, json.loads(present(task, encode(run_task(task, experiment))))
+
+
+def test_current_envelope_differential_expression_is_the_current_workers_table_by_column(pbmc):
+    """v2_DifferentialExpression: ``{total, data}`` by column with the current worker's names, the
+    page of ``requestProps.pagination`` (p_val_adj ASC, 20 rows), the same numbers as the SNS-era
+    rows (pct in percent)."""
+    request, result = answered(pbmc, "v2_DifferentialExpression")
+    UI_CHECKS["DifferentialExpression"](result, request, truth_of(pbmc))
+    assert set(result["data"]) == set(CURRENT_DE_COLUMNS) and result["total"] == pbmc.adata.raw.n_vars
+    _, whole = answered(pbmc, "v1_DifferentialExpression_background")  # same cells: louvain-1 vs the rest
+    expected = sorted(whole["rows"], key=lambda row: row["qval"])[:20]
+    rows = get_array(result["data"])
+    assert [row["gene_names"] for row in rows] == [row["gene_names"] for row in expected]
+    for row, old in zip(rows, expected, strict=True):
+        assert row["logFC"] == old["log2fc"] and row["p_val_adj"] == old["qval"]
+        assert row["pct_1"] == pytest.approx(100 * old["pct_1"]) and row["Gene"] == old["gene_names"]
+
+
+def test_current_envelope_differential_expression_applies_the_uis_numeric_advanced_filters(pbmc):
+    """AdvancedFilteringModal's filters (logFC > 0, p_val_adj < 0.05, pct_1 > 20 percent), then
+    logFC DESC, second page of 10: ``total`` counts every gene passing the filters."""
+    request, result = answered(pbmc, "v2_DifferentialExpression_advanced_filters")
+    UI_CHECKS["DifferentialExpression"](result, request, truth_of(pbmc))
+    _, whole = answered(pbmc, "v1_DifferentialExpression_background")
+    passing = [
+        row for row in whole["rows"] if row["log2fc"] > 0 and row["qval"] < 0.05 and 100 * row["pct_1"] > 20
+    ]
+    passing.sort(key=lambda row: -row["log2fc"])
+    assert result["total"] == len(passing) > 20
+    assert result["data"]["gene_names"] == [row["gene_names"] for row in passing[10:20]]
+
+
+def test_current_envelope_genes_only_answers_the_first_genes_names_and_ids(pbmc):
+    request, result = answered(pbmc, "v2_DifferentialExpression_genesOnly")
+    UI_CHECKS["DifferentialExpression"](result, request, truth_of(pbmc))
+    _, whole = answered(pbmc, "v1_DifferentialExpression_background")
+    top = [row["gene_names"] for row in sorted(whole["rows"], key=lambda row: -row["log2fc"])[:5]]
+    assert result == {"total": 5, "data": {"gene_names": top, "gene_id": top}}
+
+
+def test_sns_era_envelope_differential_expression_keeps_rows_and_total(pbmc):
+    request, result = answered(pbmc, "v1_DifferentialExpression_rest_paginated")
+    UI_CHECKS["DifferentialExpression"](result, request, truth_of(pbmc))
+    assert set(result) == {"rows", "total"} and len(result["rows"]) == 50
+
+
+def test_the_current_ui_check_refuses_the_sns_era_shape_for_the_current_envelope(pbmc):
+    """The check follows the current UI: ``{rows, total}`` (what we answered before) is unreadable."""
+    request = materialise(fixtures()["v2_DifferentialExpression"], "pbmc")
+    old = run_task(parse_task(request), pbmc)
+    with pytest.raises(AssertionError):
+        UI_CHECKS["DifferentialExpression"](old, request, truth_of(pbmc))

@@ -341,3 +341,55 @@ def test_new_cellenics_tasks_refuse_malformed_bodies_by_field(body, field):
     with pytest.raises(ServiceError) as caught:
         parse_task({"uuid": "u", "experimentId": "pbmc", "body": body})
     assert caught.value.code == ErrorCode.INVALID_REQUEST and repr(field) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"requestProps": "page 2"}, "requestProps must be an object"),
+        ({"requestProps": {"pagination": {"orderBy": "logFC", "orderDirection": "DESC", "offset": 0}}},
+         "requestProps.pagination.limit is required"),
+        ({"requestProps": {"pagination": {"orderBy": "logFC", "orderDirection": "DESC", "offset": 0, "limit": 5,
+          "filters": [{"type": "numeric", "columnName": "logFC", "comparison": "atLeast", "value": 0}]}}},
+         "requestProps.pagination.filters: a numeric filter needs comparison"),
+        ({"pagination": {"orderBy": "logFC", "orderDirection": "DESC", "offset": 0, "limit": 5,
+          "filters": [{"type": "numeric", "columnName": "logFC", "comparison": "lessThan", "value": "0"}]}},
+         "pagination.filters: a numeric filter needs"),
+    ],
+)  # fmt: skip
+def test_current_envelope_request_props_and_numeric_filters_are_checked(extra, words):
+    request = {"ETag": "abc123", "experimentId": "pbmc", **extra,
+               "body": {"name": "DifferentialExpression", "cellSet": "louvain-1", "compareWith": "rest"}}  # fmt: skip
+    with pytest.raises(ServiceError) as caught:
+        parse_task(request)
+    assert caught.value.code == ErrorCode.INVALID_REQUEST and words in caught.value.message
+
+
+def test_current_envelope_pagination_is_read_from_request_props_first():
+    body = {"name": "DifferentialExpression", "cellSet": "louvain-1", "compareWith": "rest"}
+    page = {"orderBy": "logFC", "orderDirection": "DESC", "offset": 0, "limit": 5}
+    top = {**page, "limit": 9}
+    current = parse_task(
+        {"ETag": "ab", "experimentId": "pbmc", "body": body, "requestProps": {"pagination": page}}
+    )
+    assert current.pagination == page
+    assert (
+        parse_task({"ETag": "ab", "experimentId": "pbmc", "body": body, "pagination": top}).pagination == top
+    )
+    both = {
+        "ETag": "ab",
+        "experimentId": "pbmc",
+        "body": body,
+        "pagination": top,
+        "requestProps": {"pagination": page},
+    }
+    assert parse_task(both).pagination == page
+    # The SNS-era envelope pages by its own pagination only.
+    sns = {
+        "uuid": "u",
+        "experimentId": "pbmc",
+        "body": body,
+        "pagination": top,
+        "requestProps": {"pagination": page},
+    }
+    assert parse_task(sns).pagination == top

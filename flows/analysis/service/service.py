@@ -52,7 +52,7 @@ from flows.analysis.service.prepare_launcher import PrepareLauncher
 from flows.analysis.service.recorder import Recorder
 from flows.analysis.service.responses import Responses
 from flows.analysis.service.settings import ServiceSettings
-from flows.analysis.tasks import paginate, run_task
+from flows.analysis.tasks import present, run_task
 
 logger = logging.getLogger("interlinked.analysis.service")
 
@@ -384,12 +384,12 @@ class AnalysisService:
             body, computed_here = self.single_flight.do(key, compute)
             compute_ms = (time.perf_counter() - began) * 1000
             source = "computed" if computed_here else "shared"
-        shown, shown_key = body, key
-        pagination = task.request.get("pagination")
-        if pagination:
-            # The whole result is cached; each page is cut from it (as the real API did).
-            shown = paginate(body, pagination)
-            shown_key = page_key(key, pagination)
+        # The whole result is cached; each page, in the shape its client reads, is cut from it (as
+        # the real API did for the SNS-era worker).
+        shown, shown_key = present(task, body), key
+        if shown is not body:
+            current = {"current": True} if task.current_envelope else {}  # the current shape
+            shown_key = page_key(key, {**(task.pagination or {}), **current})
         if task.current_envelope:
             response = self._store_under_etag(task, shown) if cacheable else None
             if response is None:
