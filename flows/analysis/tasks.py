@@ -713,8 +713,9 @@ def _batch_differential_expression(
                 "Gene": row["gene"],
                 "p_val": row["p_value"],
                 "logFC": row["log_fold_change"],
-                "pct_1": row.get("pct_group"),
-                "pct_2": row.get("pct_reference"),
+                # Percent, as presto's runWilcoxAUC gives them and the current UI shows them.
+                "pct_1": None if row.get("pct_group") is None else 100 * row["pct_group"],
+                "pct_2": None if row.get("pct_reference") is None else 100 * row["pct_reference"],
                 "p_val_adj": row["adjusted_p_value"],
                 # Wilcoxon: the group's rank-sum z-score gives U, and AUC = U / (n1 n2)
                 "auc": None if score is None else 0.5 + score * spread / (n1 * n2),

@@ -254,6 +254,9 @@ def test_batch_differential_expression_full_list_is_scanpys_one_vs_rest_per_cell
             assert columns["zscore"][i] == pytest.approx(table.loc[gene, "scores"], rel=1e-5)
             values = pbmc.adata.raw[:, gene].X.toarray().ravel()
             assert columns["auc"][i] == pytest.approx(roc_auc_score(in_group, values), abs=1e-3)
+            # pct_1 / pct_2 in percent (presto's runWilcoxAUC; the UI filters them on 0-100)
+            assert columns["pct_1"][i] == pytest.approx(100 * (values[in_group] > 0).mean())
+            assert columns["pct_2"][i] == pytest.approx(100 * (values[~in_group] > 0).mean())
 
 
 def test_batch_differential_expression_per_basis_answers_every_comparison_it_can(pbmc):
