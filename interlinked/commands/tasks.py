@@ -13,6 +13,7 @@
     interlinked tasks reset COLLECTION TASK_ID --nest Task_K [--nest ...] | --all-nests [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
+    interlinked tasks delete COLLECTION TASK_ID --nest Task_K [--nest ...] [--json]
     interlinked tasks export COLLECTION --format pyanamo|picas|jsonl [--output FILE]
 
 Thin: parsing, output and exit codes; the work is in ``flows.collections.client``. The store is
@@ -537,6 +538,35 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from flows.collections.client import delete_collection
 
+    if args.task_id is not None or args.nest:
+        if args.task_id is None or not args.nest:
+            return report_error(
+                "delete nested tasks as: tasks delete COLLECTION TASK_ID --nest Task_K [--nest ...]",
+                EXIT_INVALID,
+            )
+        nests = list(dict.fromkeys(args.nest))
+        code, task = _run(lambda store: store.delete_nests(args.collection, args.task_id, nests))
+        if code:
+            return code
+        from flows.collections.model import NESTED_KEY
+
+        left = [sub["id"] for sub in task.attributes.get(NESTED_KEY, [])]
+        if args.json:
+            _print_json(
+                {
+                    "collection": args.collection,
+                    "task": task.id,
+                    "state": task.state,
+                    "nests_deleted": nests,
+                    "nests_left": left,
+                }
+            )
+        else:
+            print(
+                f"{args.collection}/{task.id}: nested task(s) {', '.join(nests)} deleted; "
+                f"{len(left)} left ({', '.join(left)}), the item is {task.state}"
+            )
+        return 0
     code, count = _run(lambda store: delete_collection(store, args.collection))
     if code:
         return code
@@ -704,8 +734,21 @@ def register(subparsers) -> None:
     retry.add_argument("--json", action="store_true", help="machine-readable output")
     retry.set_defaults(func=cmd_retry_failed)
 
-    delete = actions.add_parser("delete", help="remove a collection and all its tasks")
+    delete = actions.add_parser(
+        "delete", help="remove a collection and all its tasks; or nests of one nested task (PyAnamo's)"
+    )
     delete.add_argument("collection", metavar="COLLECTION")
+    delete.add_argument(
+        "task_id", metavar="TASK_ID", nargs="?", help="a nested task (with --nest): delete only its nests"
+    )
+    delete.add_argument(
+        "--nest",
+        action="append",
+        default=[],
+        metavar="NEST_ID",
+        help="this nested task of TASK_ID (e.g. Task_3); repeatable. The item's state is recomputed "
+        "from the nests left",
+    )
     delete.add_argument("--json", action="store_true", help="machine-readable output")
     delete.set_defaults(func=cmd_delete)
 
