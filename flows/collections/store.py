@@ -250,12 +250,9 @@ class TaskStore(ABC):
             left = [nests[index] for index in keep]
             attributes = {**task.attributes, NESTED_KEY: left}
             origin = attributes.get(PYANAMO_KEY)
-            if isinstance(origin, dict) and isinstance(origin.get("arguments"), list):
-                if len(origin["arguments"]) == len(nests):  # aligned with the nests: drop the same
-                    attributes[PYANAMO_KEY] = {
-                        **origin,
-                        "arguments": [origin["arguments"][index] for index in keep],
-                    }
+            arguments = origin.get("arguments") if isinstance(origin, dict) else None
+            if isinstance(arguments, list) and len(arguments) == len(nests):  # aligned: drop the same
+                attributes[PYANAMO_KEY] = {**origin, "arguments": [arguments[index] for index in keep]}
             states = [sub.get("state", TODO) for sub in left]
             failed = [sub for sub in left if sub.get("state") == FAILED]
             error = exit_code = None
