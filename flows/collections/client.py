@@ -8,6 +8,7 @@ so a bad line means nothing was written.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,12 +146,20 @@ def drain_requests(
     scheduler_address: str | None = None,
     max_tasks: int | None = None,
     nested_concurrency: int | None = None,
+    lower_priority: Sequence[str] = (),
 ) -> DrainRequest:
     """What ``interlinked tasks drain`` starts: on ``local`` and ``ecs``, ``workers`` runs of the
     pool's ``drain-collection`` deployment; on ``batch`` with ``workers`` > 1, **one** run whose Batch
     job is an array job of ``workers`` children (the aws-batch worker's ``array_size``), each child
-    running ``python -m flows.collections.drain`` (a drain with a flow run of its own)."""
+    running ``python -m flows.collections.drain`` (a drain with a flow run of its own).
+    ``lower_priority``: collections each drain claims from, in order, only when those before have
+    nothing claimable (PiCaS's ``PrioritizedViewIterator``)."""
     check_collection(collection)
+    for name in lower_priority:
+        check_collection(name)
+    lower = list(lower_priority)
+    if len({collection, *lower}) != 1 + len(lower):
+        raise TaskInputError("a collection is named twice in the drain's priority order")
     if pool not in POOLS:
         raise TaskInputError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
     if workers < 1:
@@ -175,12 +184,14 @@ def drain_requests(
         "nested_concurrency": nested_concurrency,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
+    if lower:
+        parameters["lower_priority"] = lower
     deployment = f"{DRAIN_FLOW}/{pool}"
     if pool != "batch" or workers == 1:
         return DrainRequest(deployment, parameters, count=workers)
-    command = ["python", "-m", "flows.collections.drain", collection]
+    command = ["python", "-m", "flows.collections.drain", collection, *lower]
     for key, value in parameters.items():
-        if key != "collection":
+        if key not in ("collection", "lower_priority"):
             command += [
                 f"--{key.replace('_', '-')}",
                 f"{value:g}" if isinstance(value, float) else str(value),
@@ -204,7 +215,16 @@ def start_drains(request: DrainRequest) -> list[Any]:
             job_variables=request.job_variables or None,
             timeout=0,
             as_subflow=False,
-            tags=["task-collection", f"collection:{request.parameters['collection']}"],
+            tags=[
+                "task-collection",
+                *(
+                    f"collection:{name}"
+                    for name in [
+                        request.parameters["collection"],
+                        *request.parameters.get("lower_priority", []),
+                    ]
+                ),
+            ],
         )
         for _ in range(request.count)
     ]

@@ -291,3 +291,14 @@ def test_cli_deletes_nests_of_an_item(cli, tmp_path):
         result = cli("delete", "Step_B", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     assert cli.store.status("Step_B")["Step_B"].todo == 2
+
+
+def test_cli_drain_of_several_collections_checks_each_before_starting_anything(cli, tmp_path):
+    # `tasks drain high low` (PiCaS's prioritized views): every collection must exist, once.
+    items = tmp_path / "items.txt"
+    items.write_text(SINGLE)
+    assert cli("add", "high", "--format", "pyanamo", "--file", str(items)).returncode == 0
+    result = cli("drain", "high", "low")
+    assert result.returncode == 2 and "no collection named 'low'" in result.stderr
+    result = cli("drain", "high", "high")
+    assert result.returncode == 2 and "named twice" in result.stderr
