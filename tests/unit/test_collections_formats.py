@@ -363,6 +363,10 @@ def test_a_json_array_and_a_docs_object_are_read_too():
             json.dumps({"rows": [{"id": "token_0", "key": "token_0", "value": {"rev": "1-a"}}]}),
             ["row 1 (id 'token_0')", "include_docs=true"],
         ),
+        (  # a CouchDB export: a bad token is named by its row and _id
+            json.dumps({"rows": [{"id": "token_0", "doc": TODO_TOKEN}, {"id": "t9", "doc": {"_id": "t9"}}]}),
+            ["tokens.json row 2 (_id 't9'): token 't9' has no Task_Script"],
+        ),
         (json.dumps({**SEED_TOKEN, "_id": "tokens/with space"}), ["document 1", "cannot be a task id"]),
         (json.dumps({**SEED_TOKEN, "lock": "yes"}), ["'lock' must be a number"]),
         (json.dumps({"Task_Script": "true"}), ["token has no '_id'"]),
