@@ -267,14 +267,30 @@ def nest_bucket(done: int, total: int) -> str:
     return "1-25%" if share <= 0.25 else "26-75%" if share <= 0.75 else "76-99%"
 
 
+#: PyAnamo's own ``summarize_nestedTasks`` buckets (quartiles of the integer percentage done).
+NEST_QUARTILES = ("todo", "Q1", "Q2", "Q3", "Q4", "done")
+
+
+def nest_quartile(done: int, total: int) -> str:
+    """PyAnamo's bucket of an item with ``done`` of ``total`` nests done: ``int(100 * done /
+    total)`` 0 todo, 1-25 Q1, 26-50 Q2, 51-75 Q3, 76-99 Q4, 100 done."""
+    percent = int(100 * done / total) if total > 0 else 0
+    if percent <= 0:
+        return "todo"
+    if percent >= 100:
+        return "done"
+    return "Q1" if percent <= 25 else "Q2" if percent <= 50 else "Q3" if percent <= 75 else "Q4"
+
+
 def nested_status(store: TaskStore, collection: str) -> dict[str, Any]:
     """PyAnamo's view of a collection's nested items: ``{"collection", "items", "buckets": {bucket:
-    items}, "nests": {state: nests}, "by_state": {item state: items}}``. Reads every task of the
-    collection (an explicit request, as ``--samples``)."""
+    items}, "quartiles": {PyAnamo's own bucket: items}, "nests": {state: nests}, "by_state": {item
+    state: items}}``. Reads every task of the collection (an explicit request, as ``--samples``)."""
     from flows.collections.model import NESTED_KEY
 
     check_collection(collection)
     buckets = dict.fromkeys(NEST_BUCKETS, 0)
+    quartiles = dict.fromkeys(NEST_QUARTILES, 0)
     nests: dict[str, int] = {}
     by_state: dict[str, int] = {}
     items = 0
@@ -290,10 +306,12 @@ def nested_status(store: TaskStore, collection: str) -> dict[str, Any]:
             nests[state] = nests.get(state, 0) + 1
             done += state == "done"
         buckets[nest_bucket(done, len(subs))] += 1
+        quartiles[nest_quartile(done, len(subs))] += 1
     return {
         "collection": collection,
         "items": items,
         "buckets": buckets,
+        "quartiles": quartiles,
         "nests": nests,
         "by_state": by_state,
     }

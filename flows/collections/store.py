@@ -183,6 +183,29 @@ class TaskStore(ABC):
                 return self.get(collection, task_id) or task
         raise TaskInputError(f"{collection}/{task_id} kept changing while being reset; try again")
 
+    def reset_task(self, collection: str, task_id: str) -> Task:
+        """PyAnamo's reset of one item: the ``done``, ``failed`` or ``todo`` task ``task_id`` back
+        to ``todo`` with fresh attempts, its error and exit code cleared; a nested task with every
+        sub-task ``todo`` again (as ``reset_nests`` of all). Refused while it is locked (its drain
+        holds it: ``reset --state locked`` voids the leases). The task as it is now."""
+        from flows.collections.model import NESTED_KEY, TaskInputError, UnknownCollection, check_task_id
+
+        for _ in range(5):
+            task = self.get(collection, check_task_id(task_id))
+            if task is None:
+                self.status(collection, failures=0)  # UnknownCollection for an unknown collection
+                raise UnknownCollection(f"no task {task_id!r} in {collection}")
+            if task.state == LOCKED:
+                raise TaskInputError(
+                    f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
+                    "wait for it or reset --state locked first"
+                )
+            if isinstance(task.attributes.get(NESTED_KEY), list) and task.attributes[NESTED_KEY]:
+                return self.reset_nests(collection, task_id)
+            if self.reopen(collection, task_id, expect_state=task.state, attributes=task.attributes):
+                return self.get(collection, task_id) or task
+        raise TaskInputError(f"{collection}/{task_id} kept changing while being reset; try again")
+
     def rewrite(
         self,
         collection: str,

@@ -10,7 +10,7 @@
     interlinked tasks drain COLLECTION [LOWER_COLLECTION ...] [--workers N] [--concurrency K] [--pool local|ecs|batch]
                             [--time-budget S] [--max-tasks N] [--task-timeout S] [--wait] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
-    interlinked tasks reset COLLECTION TASK_ID --nest Task_K [--nest ...] | --all-nests [--json]
+    interlinked tasks reset COLLECTION TASK_ID [--nest Task_K [--nest ...] | --all-nests] [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
     interlinked tasks delete COLLECTION TASK_ID --nest Task_K [--nest ...] [--json]
@@ -500,10 +500,27 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from flows.collections.client import reset_collection
 
     nests = bool(args.nest) or args.all_nests
+    if args.task_id is not None and not nests and args.state is None:  # one task (PyAnamo's item reset)
+
+        def reset_one(store: Any) -> tuple[str, Any]:
+            current = store.get(args.collection, args.task_id)
+            return (current.state if current is not None else "?"), store.reset_task(
+                args.collection, args.task_id
+            )
+
+        code, result = _run(reset_one)
+        if code:
+            return code
+        before, task = result
+        if args.json:
+            _print_json({"collection": args.collection, "task": task.id, "state": task.state, "was": before})
+        else:
+            print(f"{args.collection}/{task.id}: back to {task.state} (was {before})")
+        return 0
     if nests or args.task_id is not None:
         if args.task_id is None or not nests or args.state is not None:
             return report_error(
-                "reset one nested task as: tasks reset COLLECTION TASK_ID --nest Task_K [...] | --all-nests "
+                "reset one task as: tasks reset COLLECTION TASK_ID [--nest Task_K [...] | --all-nests] "
                 "(without --state)",
                 EXIT_INVALID,
             )
@@ -735,11 +752,16 @@ def register(subparsers) -> None:
     drain.set_defaults(func=cmd_drain)
 
     reset = actions.add_parser(
-        "reset", help="tasks in a state back to todo; or nests of one nested task (PyAnamo's nest reset)"
+        "reset",
+        help="tasks in a state back to todo; or one task, or nests of one nested task (PyAnamo's resets)",
     )
     reset.add_argument("collection", metavar="COLLECTION")
     reset.add_argument(
-        "task_id", metavar="TASK_ID", nargs="?", help="a nested task (with --nest/--all-nests)"
+        "task_id",
+        metavar="TASK_ID",
+        nargs="?",
+        help="one task back to todo (not while it runs; a nested one with all its nests); with "
+        "--nest/--all-nests only those nests",
     )
     reset.add_argument("--state", choices=("failed", "locked"))
     reset.add_argument(

@@ -84,6 +84,8 @@ def test_a_nested_item_runs_its_nests_in_parallel_and_fails_naming_the_failing_o
     document = nested_status(store, "nest")
     assert document["items"] == 2
     assert document["buckets"] == {"todo": 0, "1-25%": 0, "26-75%": 1, "76-99%": 0, "done": 1}
+    # ... and PyAnamo's own quartiles (66 %: Q3).
+    assert document["quartiles"] == {"todo": 0, "Q1": 0, "Q2": 0, "Q3": 1, "Q4": 0, "done": 1}
     assert document["nests"] == {DONE: 5, FAILED: 1}
 
     # Reset the failing nest only: the item is todo again and the drain re-runs just that nest.

@@ -478,3 +478,16 @@ def test_options_that_do_not_fit_the_format_are_refused(tmp_path):
     with pytest.raises(TaskInputError, match="go with --format pyanamo"):
         export_text([], "T", "picas", separator=";")
     assert len(read_input("T", file=str(path))) == 1
+
+
+def test_nest_progress_buckets_and_pyanamos_quartiles():
+    from flows.collections.client import nest_bucket, nest_quartile
+
+    cases = [(0, 4), (1, 4), (1, 3), (2, 4), (2, 3), (3, 4), (4, 4), (1, 100), (99, 100), (0, 0)]
+    assert [nest_bucket(done, total) for done, total in cases] == [
+        "todo", "1-25%", "26-75%", "26-75%", "26-75%", "26-75%", "done", "1-25%", "76-99%", "todo"
+    ]  # fmt: skip
+    # PyAnamo's summarize_nestedTasks: int(100 * done / total) in 1-25, 26-50, 51-75, 76-99.
+    assert [nest_quartile(done, total) for done, total in cases] == [
+        "todo", "Q1", "Q2", "Q2", "Q3", "Q3", "done", "Q1", "Q4", "todo"
+    ]  # fmt: skip
