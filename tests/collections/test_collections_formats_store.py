@@ -137,6 +137,7 @@ def test_retried_tokens_export_as_todo_with_their_history(store):
     }
     assert (exported["token_2"]["lock"], exported["token_2"]["done"]) == (0, 0)
     assert exported["token_2"]["error"] == TOKENS[2]["error"]  # PiCaS's scrub keeps the history too
+    assert exported["token_2"]["scrub_count"] == 2  # ... and counts (it came scrubbed once)
     assert exported["token_3"] == TOKENS[3]
 
 

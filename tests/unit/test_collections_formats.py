@@ -491,3 +491,17 @@ def test_nest_progress_buckets_and_pyanamos_quartiles():
     assert [nest_quartile(done, total) for done, total in cases] == [
         "todo", "Q1", "Q2", "Q2", "Q3", "Q3", "done", "Q1", "Q4", "todo"
     ]  # fmt: skip
+
+
+def test_a_failed_token_requeued_here_exports_as_scrubbed_and_reads_back_as_todo():
+    # A token in error that was never scrubbed is failed on import; retried here (PiCaS's scrub),
+    # its export must say so (scrub_count + 1), or importing the export would fail it again.
+    unscrubbed = {**ERROR_TOKEN, "lock": 0, "done": 0, "scrub_count": 0}
+    [task] = stored(parse_picas(json.dumps(unscrubbed), "Testing"))
+    assert task.state == FAILED
+    task.state, task.error, task.exit_code = TODO, None, None  # retry-failed
+    [token] = [json.loads(line) for line in export_text([task], "Testing", "picas").splitlines()]
+    assert (token["lock"], token["done"], token["scrub_count"]) == (0, 0, 1)
+    assert token["error"] == ERROR_TOKEN["error"]
+    [again] = parse_picas(json.dumps(token), "Testing")
+    assert again.state == TODO
