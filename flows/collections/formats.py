@@ -86,6 +86,7 @@ from flows.collections.model import (
     FAILED,
     LOCKED,
     NESTED_KEY,
+    PYANAMO_KEY,
     TODO,
     Task,
     TaskInputError,
@@ -93,6 +94,7 @@ from flows.collections.model import (
     check_collection,
     check_task_id,
     dependency_ref,
+    nested_command,
 )
 from flows.collections.parsing import MAX_REPORTED, ParsedTasks, read_text
 
@@ -106,7 +108,6 @@ DEFAULT_NESTED_DELIMITER = ","
 #: Token fields that are PiCaS's bookkeeping (state, lock holder, history), kept in attributes.picas.
 PICAS_BOOKKEEPING = ("type", "lock", "done", "hostname", "scrub_count", "error", "exit_code")
 PICAS_KEY = "picas"
-PYANAMO_KEY = "pyanamo"
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -148,19 +149,6 @@ class _Collector:
 
 
 # -- PyAnamo ---------------------------------------------------------------------------------------
-
-
-def nested_command(subtasks: list[dict[str, Any]]) -> str:
-    """A POSIX shell script running every sub-task's command in parallel; exit 0 only when all
-    succeed, else 1 with each failed sub-task named on stderr (see the module doc)."""
-    lines = [f"# {len(subtasks)} nested task(s) in parallel; fails naming each that failed"]
-    for index, sub in enumerate(subtasks):
-        lines.append(f"( {sub['command']}\n) & pid_{index}=$!")
-    lines.append("rc=0")
-    for index, sub in enumerate(subtasks):
-        lines.append(f'wait "$pid_{index}" || {{ rc=1; echo "nested task {sub["id"]} failed" >&2; }}')
-    lines.append('exit "$rc"')
-    return "\n".join(lines)
 
 
 def _join(script: str, argument: str) -> str:

@@ -232,14 +232,15 @@ class TaskStore(ABC):
         (what ``tasks export --format pyanamo`` writes) lose the deleted nests too; the others keep
         their ids, states and logs. Refused while the task is locked, for an unknown nest, and for
         deleting every nest (an item with nothing to run). The task as it is now."""
-        from flows.collections.formats import PYANAMO_KEY, nested_command
         from flows.collections.model import (
             DONE,
             FAILED,
             NESTED_KEY,
+            PYANAMO_KEY,
             TaskInputError,
             UnknownCollection,
             check_task_id,
+            nested_command,
         )
 
         if not nest_ids:
