@@ -8,6 +8,7 @@ so a bad line means nothing was written.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,12 +146,20 @@ def drain_requests(
     scheduler_address: str | None = None,
     max_tasks: int | None = None,
     nested_concurrency: int | None = None,
+    lower_priority: Sequence[str] = (),
 ) -> DrainRequest:
     """What ``interlinked tasks drain`` starts: on ``local`` and ``ecs``, ``workers`` runs of the
     pool's ``drain-collection`` deployment; on ``batch`` with ``workers`` > 1, **one** run whose Batch
     job is an array job of ``workers`` children (the aws-batch worker's ``array_size``), each child
-    running ``python -m flows.collections.drain`` (a drain with a flow run of its own)."""
+    running ``python -m flows.collections.drain`` (a drain with a flow run of its own).
+    ``lower_priority``: collections each drain claims from, in order, only when those before have
+    nothing claimable (PiCaS's ``PrioritizedViewIterator``)."""
     check_collection(collection)
+    for name in lower_priority:
+        check_collection(name)
+    lower = list(lower_priority)
+    if len({collection, *lower}) != 1 + len(lower):
+        raise TaskInputError("a collection is named twice in the drain's priority order")
     if pool not in POOLS:
         raise TaskInputError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
     if workers < 1:
@@ -175,12 +184,14 @@ def drain_requests(
         "nested_concurrency": nested_concurrency,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
+    if lower:
+        parameters["lower_priority"] = lower
     deployment = f"{DRAIN_FLOW}/{pool}"
     if pool != "batch" or workers == 1:
         return DrainRequest(deployment, parameters, count=workers)
-    command = ["python", "-m", "flows.collections.drain", collection]
+    command = ["python", "-m", "flows.collections.drain", collection, *lower]
     for key, value in parameters.items():
-        if key != "collection":
+        if key not in ("collection", "lower_priority"):
             command += [
                 f"--{key.replace('_', '-')}",
                 f"{value:g}" if isinstance(value, float) else str(value),
@@ -204,7 +215,16 @@ def start_drains(request: DrainRequest) -> list[Any]:
             job_variables=request.job_variables or None,
             timeout=0,
             as_subflow=False,
-            tags=["task-collection", f"collection:{request.parameters['collection']}"],
+            tags=[
+                "task-collection",
+                *(
+                    f"collection:{name}"
+                    for name in [
+                        request.parameters["collection"],
+                        *request.parameters.get("lower_priority", []),
+                    ]
+                ),
+            ],
         )
         for _ in range(request.count)
     ]
@@ -247,14 +267,30 @@ def nest_bucket(done: int, total: int) -> str:
     return "1-25%" if share <= 0.25 else "26-75%" if share <= 0.75 else "76-99%"
 
 
+#: PyAnamo's own ``summarize_nestedTasks`` buckets (quartiles of the integer percentage done).
+NEST_QUARTILES = ("todo", "Q1", "Q2", "Q3", "Q4", "done")
+
+
+def nest_quartile(done: int, total: int) -> str:
+    """PyAnamo's bucket of an item with ``done`` of ``total`` nests done: ``int(100 * done /
+    total)`` 0 todo, 1-25 Q1, 26-50 Q2, 51-75 Q3, 76-99 Q4, 100 done."""
+    percent = int(100 * done / total) if total > 0 else 0
+    if percent <= 0:
+        return "todo"
+    if percent >= 100:
+        return "done"
+    return "Q1" if percent <= 25 else "Q2" if percent <= 50 else "Q3" if percent <= 75 else "Q4"
+
+
 def nested_status(store: TaskStore, collection: str) -> dict[str, Any]:
     """PyAnamo's view of a collection's nested items: ``{"collection", "items", "buckets": {bucket:
-    items}, "nests": {state: nests}, "by_state": {item state: items}}``. Reads every task of the
-    collection (an explicit request, as ``--samples``)."""
+    items}, "quartiles": {PyAnamo's own bucket: items}, "nests": {state: nests}, "by_state": {item
+    state: items}}``. Reads every task of the collection (an explicit request, as ``--samples``)."""
     from flows.collections.model import NESTED_KEY
 
     check_collection(collection)
     buckets = dict.fromkeys(NEST_BUCKETS, 0)
+    quartiles = dict.fromkeys(NEST_QUARTILES, 0)
     nests: dict[str, int] = {}
     by_state: dict[str, int] = {}
     items = 0
@@ -270,10 +306,12 @@ def nested_status(store: TaskStore, collection: str) -> dict[str, Any]:
             nests[state] = nests.get(state, 0) + 1
             done += state == "done"
         buckets[nest_bucket(done, len(subs))] += 1
+        quartiles[nest_quartile(done, len(subs))] += 1
     return {
         "collection": collection,
         "items": items,
         "buckets": buckets,
+        "quartiles": quartiles,
         "nests": nests,
         "by_state": by_state,
     }

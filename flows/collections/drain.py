@@ -8,6 +8,9 @@ One drain:
 
 - claims up to ``batch`` tasks at a time, only as many as it has room for (``concurrency`` slots,
   plus one batch queued ahead while tasks are short: a long task never sits claimed behind another);
+  given ``lower_priority`` collections, each claim takes what it can from the first collection and
+  only the rest from the next, and so on (PiCaS's ``PrioritizedViewIterator``: a high-priority
+  view drained before a low one; a PiCaS view is a collection here);
 - runs each task's command on a **Dask** cluster (``dask.distributed``: a ``LocalCluster`` of
   ``concurrency`` threads by default, or the scheduler at ``scheduler_address``), one Dask task per
   task (:func:`flows.collections.runner.run_task`), with a per-task timeout and its output streamed
@@ -34,7 +37,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,8 +139,10 @@ class DrainStats:
     seconds: float = 0.0
     #: Why it ended: ``drained``, ``no claimable tasks``, ``time budget``, ``stopped: ...``.
     stop_reason: str | None = None
-    #: A few failures: ``{"id", "error", "exit_code"}``.
+    #: A few failures: ``{"id", "error", "exit_code"}`` (and ``"collection"`` when it drains several).
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: Collections claimed from after ``collection``, in order, when those before had nothing.
+    lower_priority: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -214,6 +219,10 @@ class Drain:
     on_progress
         Called with :meth:`snapshot` at most every ``options.report_seconds``, from a thread of
         its own (the flow updates its artifacts there).
+    lower_priority
+        Collections this drain claims from only when the ones before (``collection`` first) have
+        nothing claimable at that claim, in this order: PiCaS's ``PrioritizedViewIterator`` (a
+        high-priority view drained before a low one), with a PiCaS view being a collection here.
     """
 
     def __init__(
@@ -227,9 +236,12 @@ class Drain:
         object_store: Any | None = None,
         owner: str | None = None,
         on_progress: Callable[[DrainStats], None] | None = None,
+        lower_priority: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.collection = check_collection(collection)
+        #: Claimed from in this order: a later one only when those before have nothing claimable.
+        self.collections = list(dict.fromkeys([collection, *(check_collection(c) for c in lower_priority)]))
         self.client = client
         self.bucket = bucket
         self.options = (options or DrainOptions()).check()
@@ -237,11 +249,13 @@ class Drain:
         self.on_progress = on_progress
         if bucket and object_store is not None:
             register_store(bucket, object_store)
-        self.stats = DrainStats(collection, self.owner)
+        self.stats = DrainStats(collection, self.owner, lower_priority=self.collections[1:])
         self._lock = threading.Lock()
-        self._inflight: dict[str, tuple[Task, Any]] = {}  # task id -> (task, future)
+        # (collection, task id) -> (task, future)
+        self._inflight: dict[tuple[str, str], tuple[Task, Any]] = {}
         self._finished: queue.Queue = queue.Queue()
-        self._pending_done: list[tuple[str, int, int, str | None]] = []
+        # (collection, task id, token, exit code, log key) of successes not written yet
+        self._pending_done: list[tuple[str, str, int, int, str | None]] = []
         self._pending_since = 0.0
         self._stop = threading.Event()
         self._stop_reason: str | None = None
@@ -330,12 +344,7 @@ class Drain:
             # Claim when a slot would idle, or a good part of a batch is free (not one task a claim).
             worth = inflight < slots or room >= max(1, options.batch // 2)
             if claiming and room > 0 and worth and now >= next_claim:
-                tasks = self.store.claim(
-                    self.collection,
-                    owner=self.owner,
-                    batch=min(options.batch, room, left if left is not None else room),
-                    lease_seconds=options.lease_seconds,
-                )
+                tasks = self._claim(min(options.batch, room, left if left is not None else room))
                 self._submit(tasks)
                 if not tasks:
                     next_claim = now + options.poll_seconds
@@ -356,11 +365,29 @@ class Drain:
             ):
                 self._flush_done()
 
+    def _claim(self, wanted: int) -> list[Task]:
+        """Up to ``wanted`` tasks: from the first collection, the rest from the next and so on
+        (a lower-priority collection only gives what the ones before could not)."""
+        tasks: list[Task] = []
+        for collection in self.collections:
+            if len(tasks) >= wanted:
+                break
+            tasks += self.store.claim(
+                collection,
+                owner=self.owner,
+                batch=wanted - len(tasks),
+                lease_seconds=self.options.lease_seconds,
+            )
+        return tasks
+
     def _more_to_come(self) -> bool:
         if not self.options.wait_for_more:
             return False
-        status = self.store.status(self.collection, failures=0)[self.collection]
-        return status.todo + status.locked > 0
+        for collection in self.collections:
+            status = self.store.status(collection, failures=0)[collection]
+            if status.todo + status.locked > 0:
+                return True
+        return False
 
     def _chunk(self) -> int:
         """Tasks per Dask task: one, unless tasks are so short that Dask's own per-task cost
@@ -375,7 +402,7 @@ class Drain:
             return
         runs = [
             TaskRun(
-                collection=self.collection,
+                collection=task.collection,
                 task_id=task.id,
                 command=task.command,
                 token=int(task.lease_token),
@@ -394,15 +421,17 @@ class Drain:
         size = max(1, min(size, -(-len(runs) // self.options.concurrency)))
         chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
         keys = [
-            f"tasks-{self.collection}-{chunk[0].task_id}-{chunk[0].token}-{len(chunk)}" for chunk in chunks
+            f"tasks-{chunk[0].collection}-{chunk[0].task_id}-{chunk[0].token}-{len(chunk)}"
+            for chunk in chunks
         ]
         futures = self.client.map(run_tasks, chunks, key=keys, pure=False)
-        by_id = {task.id: task for task in tasks}
+        by_key = {(task.collection, task.id): task for task in tasks}
         with self._lock:
             self.stats.claimed += len(tasks)
             for chunk, future in zip(chunks, futures, strict=True):
                 for run in chunk:
-                    self._inflight[run.task_id] = (by_id[run.task_id], future)
+                    key = (run.collection, run.task_id)
+                    self._inflight[key] = (by_key[key], future)
         for future in futures:
             future.add_done_callback(self._finished.put)
 
@@ -432,7 +461,7 @@ class Drain:
         with self._lock:
             lost = [task for task, f in self._inflight.values() if f.key == future.key]
             for task in lost:
-                del self._inflight[task.id]
+                del self._inflight[(task.collection, task.id)]
         if not lost or self._stop.is_set():
             return  # _give_back releases them
         error = None
@@ -449,11 +478,12 @@ class Drain:
 
     def _record(self, result: dict[str, Any]) -> None:
         task_id = result["task_id"]
+        key = (result.get("collection", self.collection), task_id)
         with self._lock:
-            entry = self._inflight.get(task_id)
+            entry = self._inflight.get(key)
             if entry is None or entry[0].lease_token != result["token"]:
                 return
-            del self._inflight[task_id]
+            del self._inflight[key]
         task = entry[0]
         seconds = float(result.get("seconds") or 0.0)
         self._mean_seconds = (
@@ -466,7 +496,7 @@ class Drain:
             if not self._pending_done:
                 self._pending_since = time.monotonic()
             self._pending_done.append(
-                (task_id, int(task.lease_token), int(result["exit_code"]), result["log_key"])
+                (task.collection, task_id, int(task.lease_token), int(result["exit_code"]), result["log_key"])
             )
             return
         if outcome == "stopped":
@@ -475,7 +505,7 @@ class Drain:
             return
         try:
             self.store.fail(
-                self.collection,
+                task.collection,
                 task_id,
                 int(task.lease_token),
                 error=result["error"] or "failed",
@@ -490,14 +520,15 @@ class Drain:
         with self._lock:
             self.stats.failed += 1
             if len(self.stats.failures) < 20:
-                self.stats.failures.append(
-                    {"id": task_id, "error": result["error"], "exit_code": result["exit_code"]}
-                )
+                failure = {"id": task_id, "error": result["error"], "exit_code": result["exit_code"]}
+                if len(self.collections) > 1:
+                    failure["collection"] = task.collection
+                self.stats.failures.append(failure)
 
     def _write_nests(self, task: Task, nests: list[dict[str, Any]]) -> bool:
         """Write a nested task's sub-states back (under its token); False when the lease was lost."""
         try:
-            self.store.set_attributes(self.collection, task.id, int(task.lease_token), {NESTED_KEY: nests})
+            self.store.set_attributes(task.collection, task.id, int(task.lease_token), {NESTED_KEY: nests})
         except LeaseLost as lost:
             logger.warning("nested task %s: its lease was lost: %s", task.id, lost)
             with self._lock:
@@ -510,30 +541,36 @@ class Drain:
         ``tasks status --nested`` shows progress inside an item while it runs)."""
         if not any(_nests(task) for task in held):
             return
-        tokens = {task.id: task.lease_token for task in held}
+        tokens = {f"{task.collection}/{task.id}": task.lease_token for task in held}
         try:
             reports = self.client.run(nested_progress, self.owner)
         except Exception as error:
             logger.warning("could not read nested progress: %s", error)
             return
         for report in reports.values():
-            for task_id, entry in report.items():
-                if tokens.get(task_id) != entry["token"]:
+            for ref, entry in report.items():
+                if tokens.get(ref) != entry["token"]:
                     continue
                 nests = entry["nested"]
-                if self._nest_seen.get(task_id) == nests:
+                if self._nest_seen.get(ref) == nests:
                     continue
+                collection, _, task_id = ref.partition("/")
                 with contextlib.suppress(LeaseLost):
-                    self.store.set_attributes(
-                        self.collection, task_id, int(entry["token"]), {NESTED_KEY: nests}
-                    )
-                    self._nest_seen[task_id] = nests
+                    self.store.set_attributes(collection, task_id, int(entry["token"]), {NESTED_KEY: nests})
+                    self._nest_seen[ref] = nests
 
     def _flush_done(self) -> None:
         if not self._pending_done:
             return
         batch, self._pending_done = self._pending_done, []
-        refused = self.store.complete_many(self.collection, batch)
+        by_collection: dict[str, list[tuple[str, int, int, str | None]]] = {}
+        for collection, *done in batch:
+            by_collection.setdefault(collection, []).append(tuple(done))
+        refused = [
+            task_id
+            for collection, results in by_collection.items()
+            for task_id in self.store.complete_many(collection, results)
+        ]
         if refused:
             logger.warning("%d finished task(s) had lost their lease: %s", len(refused), refused[:10])
         with self._lock:
@@ -542,7 +579,7 @@ class Drain:
 
     def _release(self, task: Task) -> None:
         try:
-            self.store.release(self.collection, task.id, int(task.lease_token))
+            self.store.release(task.collection, task.id, int(task.lease_token))
         except LeaseLost:
             with self._lock:
                 self.stats.lost += 1
@@ -570,25 +607,25 @@ class Drain:
         while not self._ended.wait(every):
             with self._lock:
                 held = [task for task, _ in self._inflight.values()]
-                held_ids = {task_id for task_id, _, _, _ in self._pending_done}
+                held_ids = {(collection, task_id) for collection, task_id, _, _, _ in self._pending_done}
             for task in held:
                 try:
                     self.store.heartbeat(
-                        self.collection, task.id, int(task.lease_token), self.options.lease_seconds
+                        task.collection, task.id, int(task.lease_token), self.options.lease_seconds
                     )
                 except LeaseLost as lost:
-                    if task.id in held_ids:
+                    if (task.collection, task.id) in held_ids:
                         continue
                     logger.warning("lost the lease of %s: %s; stopping it", task.id, lost)
                     with self._lock:
-                        entry = self._inflight.pop(task.id, None)
+                        entry = self._inflight.pop((task.collection, task.id), None)
                         if entry is not None:
                             self.stats.lost += 1
                     with contextlib.suppress(Exception):
                         self.client.run(
                             kill_task,
                             self.owner,
-                            self.collection,
+                            task.collection,
                             task.id,
                             int(task.lease_token),
                             "lease lost",
@@ -620,12 +657,15 @@ class ArtifactReporter:
     """Keeps the run's progress artifact and its collection status table artifact current: both
     are created once and updated in place (no new artifact version per update)."""
 
-    def __init__(self, store: TaskStore, collection: str, flow_run_id: Any) -> None:
+    def __init__(
+        self, store: TaskStore, collection: str, flow_run_id: Any, lower_priority: Sequence[str] = ()
+    ) -> None:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import ArtifactCreate
 
         self.store = store
         self.collection = collection
+        self.collections = list(dict.fromkeys([collection, *lower_priority]))
         self._client_factory = get_client
         with get_client(sync_client=True) as client:
             self.progress_id = client.create_artifact(
@@ -651,22 +691,35 @@ class ArtifactReporter:
 
         from prefect.client.schemas.actions import ArtifactUpdate
 
-        status = self.store.status(self.collection, failures=5)[self.collection]
-        total = status.total
-        fraction = 100.0 if total == 0 else round(100.0 * (status.done + status.failed) / total, 2)
-        row = {
-            "collection": self.collection,
-            **{key: getattr(status, key) for key in ("todo", "locked", "done", "failed", "blocked")},
-            "total": total,
-            "this drain: done": stats.done,
-            "this drain: failed": stats.failed,
-            "this drain: running": stats.running,
-            "this drain: tasks/s": round(stats.rate, 2),
-        }
-        rows = [row] + [
-            {"collection": f"failed: {failure['id']}", "todo": failure.get("error")}
-            for failure in status.failures
-        ]
+        rows: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        total = finished = 0
+        for index, name in enumerate(self.collections):
+            status = self.store.status(name, failures=5)[name]
+            total += status.total
+            finished += status.done + status.failed
+            row = {
+                "collection": name,
+                **{key: getattr(status, key) for key in ("todo", "locked", "done", "failed", "blocked")},
+                "total": status.total,
+            }
+            if index == 0:  # this drain's work (over all its collections) on the first row
+                row.update(
+                    {
+                        "this drain: done": stats.done,
+                        "this drain: failed": stats.failed,
+                        "this drain: running": stats.running,
+                        "this drain: tasks/s": round(stats.rate, 2),
+                    }
+                )
+            rows.append(row)
+            prefix = f"{name}/" if len(self.collections) > 1 else ""
+            failures += [
+                {"collection": f"failed: {prefix}{failure['id']}", "todo": failure.get("error")}
+                for failure in status.failures
+            ]
+        fraction = 100.0 if total == 0 else round(100.0 * finished / total, 2)
+        rows += failures
         with self._client_factory(sync_client=True) as client:
             client.update_artifact(self.progress_id, ArtifactUpdate(data=fraction))
             client.update_artifact(self.table_id, ArtifactUpdate(data=json.dumps(rows, default=str)))
@@ -705,6 +758,7 @@ def drain_with_options(
     scheduler_address: str | None = None,
     dask_processes: bool = False,
     on_progress_factory: Callable[[], Callable[[DrainStats], None] | None] | None = None,
+    lower_priority: Sequence[str] = (),
 ) -> tuple[DrainStats, list[int]]:
     """Run one drain with SIGTERM handling on a Dask client; ``(stats, caught signals)``."""
     holder: dict[str, Drain] = {}
@@ -720,6 +774,7 @@ def drain_with_options(
             options=options,
             object_store=object_store,
             on_progress=on_progress_factory() if on_progress_factory else None,
+            lower_priority=lower_priority,
         )
         holder["drain"] = drain
         if caught:
@@ -742,11 +797,14 @@ def drain_collection(
     backend: str | None = None,
     max_tasks: int | None = None,
     nested_concurrency: int | None = None,
+    lower_priority: list[str] | None = None,
 ) -> dict[str, Any]:
     """Drain task collection ``collection``: claim its tasks in batches, run each task's command on
     ``concurrency`` Dask slots (a LocalCluster, or the cluster at ``scheduler_address``) with a
     per-task timeout, log to s3://{data}/collections/{collection}/logs/, until no open task is left,
-    ``time_budget`` seconds are nearly up, or SIGTERM (tasks released to todo at once)."""
+    ``time_budget`` seconds are nearly up, or SIGTERM (tasks released to todo at once).
+    ``lower_priority`` collections are claimed from, in order, only when those before have nothing
+    claimable (PiCaS's prioritized views)."""
     import os
 
     from prefect import get_run_logger
@@ -772,7 +830,7 @@ def drain_collection(
     array_index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
     run_logger.info(
         "draining %s: %d slot(s) on %s, batches of %d, lease %gs%s%s",
-        collection,
+        " then ".join([collection, *(lower_priority or [])]),
         concurrency,
         scheduler_address or "a local Dask cluster",
         batch,
@@ -789,7 +847,10 @@ def drain_collection(
             object_store=objects,
             scheduler_address=scheduler_address,
             dask_processes=dask_processes,
-            on_progress_factory=lambda: ArtifactReporter(store, collection, flow_run_id),
+            on_progress_factory=lambda: ArtifactReporter(
+                store, collection, flow_run_id, lower_priority or ()
+            ),
+            lower_priority=lower_priority or (),
         )
     finally:
         store.close()
@@ -811,7 +872,7 @@ def drain_collection(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.collections.drain COLLECTION [...]``: one drain as a flow run of its own
+    """``python -m flows.collections.drain COLLECTION [LOWER ...] [...]``: one drain as a flow run of its own
     (what each child of a Batch array job runs), or with ``--no-flow`` without Prefect at all."""
     import argparse
     import json
@@ -819,6 +880,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m flows.collections.drain")
     parser.add_argument("collection")
+    parser.add_argument(
+        "lower_priority", nargs="*", help="collections claimed from, in order, when those before have nothing"
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--batch", type=int, default=25)
     parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS)
@@ -849,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             max_tasks=args.max_tasks,
             nested_concurrency=args.nested_concurrency,
+            lower_priority=args.lower_priority or None,
         )
         print(json.dumps(result, default=str))
         return 0
@@ -877,6 +942,7 @@ def main(argv: list[str] | None = None) -> int:
             bucket=args.bucket,
             object_store=objects,
             scheduler_address=args.scheduler_address,
+            lower_priority=args.lower_priority,
         )
     finally:
         store.close()

@@ -221,8 +221,9 @@ class DynamoTaskStore(TaskStore):
             }
         }
 
-    def _count(self, collection: str, deltas: dict[str, int]) -> None:
-        """Add ``deltas`` to the counters, right after the conditional write that moved the task.
+    def _count(self, collection: str, deltas: dict[str, int], *, finished: bool = True) -> None:
+        """Add ``deltas`` to the counters, right after the conditional write that moved the task;
+        with ``finished``, tasks moved to done or failed also count as finished this minute.
 
         Not in one transaction with it: a transaction costs two writes per item on DynamoDB and
         a copy of the whole table per call on moto. A process killed between the two writes
@@ -230,7 +231,7 @@ class DynamoTaskStore(TaskStore):
         """
         self.client.update_item(**self._counter_update(collection, deltas)["Update"])
         done, failed = max(deltas.get(DONE, 0), 0), max(deltas.get(FAILED, 0), 0)
-        if done or failed:
+        if finished and (done or failed):
             # Tasks finished this minute, for throughput and ETA (a shard per writer, as counters).
             now = time.time()
             self.client.update_item(
@@ -948,6 +949,75 @@ class DynamoTaskStore(TaskStore):
             raise
         if expect_state != TODO:
             self._count(collection, {expect_state: -1, TODO: 1})
+        return True
+
+    def rewrite(
+        self,
+        collection: str,
+        task_id: str,
+        *,
+        expect_state: str,
+        state: str,
+        command: str,
+        attributes: dict[str, Any],
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> bool:
+        if expect_state not in (TODO, DONE, FAILED) or state not in (TODO, DONE, FAILED):
+            raise TaskInputError(f"cannot rewrite a {expect_state} task as {state}")
+        if not command.strip():
+            raise TaskInputError(f"task {task_id!r}: empty command")
+        now = time.time()
+        current = self.get(collection, task_id)
+        priority = current.priority if current is not None else 0
+        sets = ["#state = :state", "command = :command", "attributes = :attributes", "updated_at = :now"]
+        removes = ["lease_token", "lease_expires", "lease_pk"]
+        values: dict[str, Any] = {
+            ":state": _s(state),
+            ":command": _s(command),
+            ":attributes": _s(json.dumps(attributes, sort_keys=True, default=str)),
+            ":now": _n(now),
+            ":from": _s(expect_state),
+        }
+        if state == TODO:  # open again: in the open index of its priority, fresh attempts
+            sets += ["due = :now", "open_pk = :open", "attempts = :zero"]
+            values[":open"] = _s(self._open_pk(collection, shard_of(task_id), priority))
+            values[":zero"] = _n(0)
+            removes += ["failed_pk", "finished_at"]
+        else:
+            removes += ["open_pk", "due"]
+            if state != expect_state:
+                sets.append("finished_at = :now")
+            if state == FAILED:
+                sets.append("failed_pk = :coll")
+                values[":coll"] = _s(collection)
+            else:
+                removes.append("failed_pk")
+        if error is None:
+            removes.append("#error")
+        else:
+            sets.append("#error = :error")
+            values[":error"] = _s(error)
+        if exit_code is None:
+            removes.append("exit_code")
+        else:
+            sets.append("exit_code = :code")
+            values[":code"] = _n(int(exit_code))
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._task_key(collection, task_id),
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+                ConditionExpression="#state = :from",
+                ExpressionAttributeNames={"#state": "state", "#error": "error"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as problem:
+            if error_code(problem) == "ConditionalCheckFailedException":
+                return False
+            raise
+        if expect_state != state:
+            self._count(collection, {expect_state: -1, state: 1}, finished=False)
         return True
 
     # -- bulk changes ---------------------------------------------------------------------------

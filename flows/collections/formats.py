@@ -66,7 +66,8 @@ kept as it is) and ``Task_Script`` (the command, the seed's generic application 
 
 On export a token whose task is still in the state its bookkeeping gave gets that bookkeeping back
 unchanged; one that moved on here (drained, failed, reset) gets fields that say so in PiCaS terms
-(``lock``/``done`` times, ``exit_code``, our error appended to ``error[]``).
+(``lock``/``done`` times, ``exit_code``, our error appended to ``error[]``; a token that came done
+or failed and was re-queued here has its ``scrub_count`` raised by one, as PiCaS's ``scrub`` does).
 
 Every input is checked completely before anything is written: any bad line or document refuses
 the whole input (exit 2), naming it by line number (documents of an array or export: by their
@@ -85,6 +86,7 @@ from flows.collections.model import (
     FAILED,
     LOCKED,
     NESTED_KEY,
+    PYANAMO_KEY,
     TODO,
     Task,
     TaskInputError,
@@ -92,6 +94,7 @@ from flows.collections.model import (
     check_collection,
     check_task_id,
     dependency_ref,
+    nested_command,
 )
 from flows.collections.parsing import MAX_REPORTED, ParsedTasks, read_text
 
@@ -105,7 +108,6 @@ DEFAULT_NESTED_DELIMITER = ","
 #: Token fields that are PiCaS's bookkeeping (state, lock holder, history), kept in attributes.picas.
 PICAS_BOOKKEEPING = ("type", "lock", "done", "hostname", "scrub_count", "error", "exit_code")
 PICAS_KEY = "picas"
-PYANAMO_KEY = "pyanamo"
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -147,19 +149,6 @@ class _Collector:
 
 
 # -- PyAnamo ---------------------------------------------------------------------------------------
-
-
-def nested_command(subtasks: list[dict[str, Any]]) -> str:
-    """A POSIX shell script running every sub-task's command in parallel; exit 0 only when all
-    succeed, else 1 with each failed sub-task named on stderr (see the module doc)."""
-    lines = [f"# {len(subtasks)} nested task(s) in parallel; fails naming each that failed"]
-    for index, sub in enumerate(subtasks):
-        lines.append(f"( {sub['command']}\n) & pid_{index}=$!")
-    lines.append("rc=0")
-    for index, sub in enumerate(subtasks):
-        lines.append(f'wait "$pid_{index}" || {{ rc=1; echo "nested task {sub["id"]} failed" >&2; }}')
-    lines.append('exit "$rc"')
-    return "\n".join(lines)
 
 
 def _join(script: str, argument: str) -> str:
@@ -586,6 +575,12 @@ def task_to_token(task: Task, collection: str) -> dict[str, Any]:
     if not unchanged:
         fields = bookkeeping or {"type": collection, "hostname": "", "scrub_count": 0, "error": []}
         fields = {**fields}
+        if bookkeeping is not None and picas_outcome(bookkeeping)[0] != TODO:
+            # It came done or failed and has moved on: it was re-queued here (retry-failed, reset),
+            # which is PiCaS's scrub — counted, so the token reads as re-queued, not as failed.
+            count = fields.get("scrub_count")
+            if count is None or count == "" or (isinstance(count, int) and not isinstance(count, bool)):
+                fields["scrub_count"] = (count or 0) + 1
         errors = fields.get("error")
         errors = list(errors) if isinstance(errors, list) else ([] if errors in (None, "") else [errors])
         started = int(task.started_at or task.finished_at or task.updated_at or 0)

@@ -35,6 +35,24 @@ _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,254}")
 #: ``{"id", "command", "state"}`` plus, once run, ``exit_code``, ``error`` and ``log_key``.
 NESTED_KEY = "nested"
 
+#: ``attributes[PYANAMO_KEY]``: a PyAnamo item's own fields (``flows.collections.formats``).
+PYANAMO_KEY = "pyanamo"
+
+
+def nested_command(subtasks: list[dict[str, Any]]) -> str:
+    """A POSIX shell script running every sub-task's command in parallel; exit 0 only when all
+    succeed, else 1 with each failed sub-task named on stderr (why: the nested-task section of
+    ``flows.collections.formats``). Here so the store can rebuild it without importing formats."""
+    lines = [f"# {len(subtasks)} nested task(s) in parallel; fails naming each that failed"]
+    for index, sub in enumerate(subtasks):
+        lines.append(f"( {sub['command']}\n) & pid_{index}=$!")
+    lines.append("rc=0")
+    for index, sub in enumerate(subtasks):
+        lines.append(f'wait "$pid_{index}" || {{ rc=1; echo "nested task {sub["id"]} failed" >&2; }}')
+    lines.append('exit "$rc"')
+    return "\n".join(lines)
+
+
 #: States a task may be added in (``locked`` belongs to a worker's lease, never to an import).
 INITIAL_STATES = (TODO, DONE, FAILED)
 

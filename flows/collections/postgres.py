@@ -139,8 +139,9 @@ class PostgresTaskStore(TaskStore):
                     raise
         raise AssertionError("unreachable")
 
-    def _count(self, cursor: Any, collection: str, deltas: dict[str, int]) -> None:
-        """Move the counters of ``collection`` by ``deltas`` (inside the caller's transaction)."""
+    def _count(self, cursor: Any, collection: str, deltas: dict[str, int], *, finished: bool = True) -> None:
+        """Move the counters of ``collection`` by ``deltas`` (inside the caller's transaction);
+        with ``finished``, tasks moved to done or failed also count as finished this minute."""
         deltas = {state: delta for state, delta in sorted(deltas.items()) if delta}
         if not deltas:
             return
@@ -153,7 +154,7 @@ class PostgresTaskStore(TaskStore):
             [(collection, state, shard, delta) for state, delta in deltas.items()],
         )
         done, failed = max(deltas.get(DONE, 0), 0), max(deltas.get(FAILED, 0), 0)
-        if done or failed:
+        if finished and (done or failed):
             cursor.execute(
                 self._sql(
                     "INSERT INTO {s}.task_rates (collection, minute, shard, done, failed) "
@@ -592,6 +593,54 @@ class PostgresTaskStore(TaskStore):
                 return False
             if expect_state != TODO:
                 self._count(cursor, collection, {expect_state: -1, TODO: 1})
+            return True
+
+        return self._tx(change)
+
+    def rewrite(
+        self,
+        collection: str,
+        task_id: str,
+        *,
+        expect_state: str,
+        state: str,
+        command: str,
+        attributes: dict[str, Any],
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> bool:
+        if expect_state not in (TODO, DONE, FAILED) or state not in (TODO, DONE, FAILED):
+            raise TaskInputError(f"cannot rewrite a {expect_state} task as {state}")
+        if not command.strip():
+            raise TaskInputError(f"task {task_id!r}: empty command")
+        self.ensure()
+
+        def change(cursor: Any) -> bool:
+            cursor.execute(
+                self._sql(
+                    "UPDATE {s}.tasks SET state = %(state)s, command = %(command)s, "
+                    "attributes = %(attributes)s::jsonb, error = %(error)s, exit_code = %(code)s, "
+                    "attempts = CASE WHEN %(state)s = 'todo' THEN 0 ELSE attempts END, "
+                    "finished_at = CASE WHEN %(state)s = 'todo' THEN NULL "
+                    "WHEN state = %(state)s THEN finished_at ELSE now() END, "
+                    "due = now(), updated_at = now(), lease_token = NULL, lease_expires = NULL "
+                    "WHERE collection = %(c)s AND id = %(id)s AND state = %(expect)s"
+                ),
+                {
+                    "state": state,
+                    "command": command,
+                    "attributes": json.dumps(attributes, default=str),
+                    "error": error,
+                    "code": exit_code,
+                    "c": collection,
+                    "id": task_id,
+                    "expect": expect_state,
+                },
+            )
+            if not cursor.rowcount:
+                return False
+            if expect_state != state:
+                self._count(cursor, collection, {expect_state: -1, state: 1}, finished=False)
             return True
 
         return self._tx(change)

@@ -201,10 +201,11 @@ def _tail(path: str) -> str:
 
 
 def run_task(run: TaskRun) -> dict[str, Any]:
-    """Run ``run.command``; ``{"task_id", "token", "outcome", "exit_code", "error", "log_key",
+    """Run ``run.command``; ``{"collection", "task_id", "token", "outcome", "exit_code", "error", "log_key",
     "seconds"}`` where outcome is ``done``, ``failed`` (non-zero exit, timeout, could not start) or
     ``stopped`` (killed by :func:`stop_owner` / :func:`kill_task`: the drain gives it back)."""
     result: dict[str, Any] = {
+        "collection": run.collection,
         "task_id": run.task_id,
         "token": run.token,
         "outcome": "failed",
@@ -290,11 +291,15 @@ def run_task(run: TaskRun) -> dict[str, Any]:
 
 
 def nested_progress(owner: str) -> dict[str, dict[str, Any]]:
-    """The sub-states of drain ``owner``'s nested tasks running in this process: ``{task_id:
+    """The sub-states of drain ``owner``'s nested tasks running in this process: ``{"collection/task_id":
     {"collection", "token", "nested": [...]}}`` (called on every worker through ``client.run``)."""
     with _lock:
         return {
-            task_id: {"collection": collection, "token": token, "nested": [dict(s) for s in entry["nested"]]}
+            f"{collection}/{task_id}": {
+                "collection": collection,
+                "token": token,
+                "nested": [dict(s) for s in entry["nested"]],
+            }
             for (collection, task_id, token), entry in _nested.items()
             if entry["owner"] == owner
         }
@@ -361,6 +366,7 @@ def run_nested(run: TaskRun) -> dict[str, Any]:
     outcomes = {sub.pop("_outcome", None) for sub in nests}
     failed = [sub for sub in nests if sub["state"] == "failed"]
     result: dict[str, Any] = {
+        "collection": run.collection,
         "task_id": run.task_id,
         "token": run.token,
         "outcome": "done",

@@ -183,6 +183,127 @@ class TaskStore(ABC):
                 return self.get(collection, task_id) or task
         raise TaskInputError(f"{collection}/{task_id} kept changing while being reset; try again")
 
+    def reset_task(self, collection: str, task_id: str) -> Task:
+        """PyAnamo's reset of one item: the ``done``, ``failed`` or ``todo`` task ``task_id`` back
+        to ``todo`` with fresh attempts, its error and exit code cleared; a nested task with every
+        sub-task ``todo`` again (as ``reset_nests`` of all). Refused while it is locked (its drain
+        holds it: ``reset --state locked`` voids the leases). The task as it is now."""
+        from flows.collections.model import NESTED_KEY, TaskInputError, UnknownCollection, check_task_id
+
+        for _ in range(5):
+            task = self.get(collection, check_task_id(task_id))
+            if task is None:
+                self.status(collection, failures=0)  # UnknownCollection for an unknown collection
+                raise UnknownCollection(f"no task {task_id!r} in {collection}")
+            if task.state == LOCKED:
+                raise TaskInputError(
+                    f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
+                    "wait for it or reset --state locked first"
+                )
+            if isinstance(task.attributes.get(NESTED_KEY), list) and task.attributes[NESTED_KEY]:
+                return self.reset_nests(collection, task_id)
+            if self.reopen(collection, task_id, expect_state=task.state, attributes=task.attributes):
+                return self.get(collection, task_id) or task
+        raise TaskInputError(f"{collection}/{task_id} kept changing while being reset; try again")
+
+    def rewrite(
+        self,
+        collection: str,
+        task_id: str,
+        *,
+        expect_state: str,
+        state: str,
+        command: str,
+        attributes: dict[str, Any],
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> bool:
+        """One ``todo``, ``done`` or ``failed`` task given a new ``command``, ``attributes`` and
+        ``state`` (one of those three; ``todo`` with fresh attempts), if it is still in
+        ``expect_state`` (else False, nothing changed); the counters move with it, the
+        finished-per-minute counts do not (nothing ran). How deleting nests recomputes an item."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rewrite tasks")
+
+    def delete_nests(self, collection: str, task_id: str, nest_ids: Sequence[str]) -> Task:
+        """PyAnamo's "delete nests": remove the sub-tasks ``nest_ids`` from nested task ``task_id``
+        and recompute the item from those left: ``done`` when all are done, ``failed`` naming the
+        failed ones when none is left to run, else ``todo`` (a drain runs the ones not done). Its
+        command (the shell script a nest-unaware drain runs) and a PyAnamo item's ``arguments``
+        (what ``tasks export --format pyanamo`` writes) lose the deleted nests too; the others keep
+        their ids, states and logs. Refused while the task is locked, for an unknown nest, and for
+        deleting every nest (an item with nothing to run). The task as it is now."""
+        from flows.collections.model import (
+            DONE,
+            FAILED,
+            NESTED_KEY,
+            PYANAMO_KEY,
+            TaskInputError,
+            UnknownCollection,
+            check_task_id,
+            nested_command,
+        )
+
+        if not nest_ids:
+            raise TaskInputError("name the nested task(s) to delete (e.g. Task_3)")
+        for _ in range(5):
+            task = self.get(collection, check_task_id(task_id))
+            if task is None:
+                self.status(collection, failures=0)  # UnknownCollection for an unknown collection
+                raise UnknownCollection(f"no task {task_id!r} in {collection}")
+            nests = task.attributes.get(NESTED_KEY)
+            if not isinstance(nests, list) or not nests:
+                raise TaskInputError(f"{collection}/{task_id} is not a nested task")
+            if task.state == LOCKED:
+                raise TaskInputError(
+                    f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
+                    "wait for it or reset --state locked first"
+                )
+            known = [sub.get("id") for sub in nests]
+            wanted = set(nest_ids)
+            unknown = sorted(wanted - set(known))
+            if unknown:
+                raise TaskInputError(
+                    f"{collection}/{task_id} has no nested task {', '.join(unknown)} (it has {', '.join(known)})"
+                )
+            keep = [index for index, sub in enumerate(nests) if sub.get("id") not in wanted]
+            if not keep:
+                raise TaskInputError(
+                    f"deleting every nested task of {collection}/{task_id} would leave it nothing to run; "
+                    "keep at least one (or delete the collection)"
+                )
+            left = [nests[index] for index in keep]
+            attributes = {**task.attributes, NESTED_KEY: left}
+            origin = attributes.get(PYANAMO_KEY)
+            arguments = origin.get("arguments") if isinstance(origin, dict) else None
+            if isinstance(arguments, list) and len(arguments) == len(nests):  # aligned: drop the same
+                attributes[PYANAMO_KEY] = {**origin, "arguments": [arguments[index] for index in keep]}
+            states = [sub.get("state", TODO) for sub in left]
+            failed = [sub for sub in left if sub.get("state") == FAILED]
+            error = exit_code = None
+            if all(state == DONE for state in states):
+                state = DONE
+                exit_code = 0
+            elif failed and all(state in (DONE, FAILED) for state in states):
+                state = FAILED
+                exit_code = 1
+                names = ", ".join(str(sub["id"]) for sub in failed)
+                first = failed[0].get("error") or "failed"
+                error = f"{len(failed)} of {len(left)} nested task(s) failed: {names} ({failed[0]['id']}: {first})"
+            else:
+                state = TODO
+            if self.rewrite(
+                collection,
+                task_id,
+                expect_state=task.state,
+                state=state,
+                command=nested_command(left),
+                attributes=attributes,
+                error=error,
+                exit_code=exit_code,
+            ):
+                return self.get(collection, task_id) or task
+        raise TaskInputError(f"{collection}/{task_id} kept changing while its nests were deleted; try again")
+
     @abstractmethod
     def release(self, collection: str, task_id: str, token: int) -> None:
         """Give the task back (``todo``) without counting the attempt: the SIGTERM path."""

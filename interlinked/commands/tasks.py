@@ -7,12 +7,13 @@
     interlinked tasks status [COLLECTION] [--watch [--interval S]] [--samples] [--json]
     interlinked tasks status COLLECTION --nested [--json]
     interlinked tasks status [COLLECTION] --by-instance | --orphans [--release] [--json]
-    interlinked tasks drain COLLECTION [--workers N] [--concurrency K] [--pool local|ecs|batch]
+    interlinked tasks drain COLLECTION [LOWER_COLLECTION ...] [--workers N] [--concurrency K] [--pool local|ecs|batch]
                             [--time-budget S] [--max-tasks N] [--task-timeout S] [--wait] [--json]
     interlinked tasks reset COLLECTION --state failed|locked [--json]
-    interlinked tasks reset COLLECTION TASK_ID --nest Task_K [--nest ...] | --all-nests [--json]
+    interlinked tasks reset COLLECTION TASK_ID [--nest Task_K [--nest ...] | --all-nests] [--json]
     interlinked tasks retry-failed COLLECTION [TASK_ID ...] [--json]
     interlinked tasks delete COLLECTION [--json]
+    interlinked tasks delete COLLECTION TASK_ID --nest Task_K [--nest ...] [--json]
     interlinked tasks export COLLECTION --format pyanamo|picas|jsonl [--output FILE]
 
 Thin: parsing, output and exit codes; the work is in ``flows.collections.client``. The store is
@@ -354,9 +355,11 @@ def cmd_drain(args: argparse.Namespace) -> int:
     from flows.collections.client import drain_requests
     from flows.collections.model import TaskInputError
 
+    args.collection, *lower = args.collections
     try:
         request = drain_requests(
             args.collection,
+            lower_priority=lower,
             workers=args.workers,
             concurrency=args.concurrency,
             pool=args.pool,
@@ -370,8 +373,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
         )
     except TaskInputError as error:
         return report_error(str(error), EXIT_INVALID)
-    # The collection must exist (a clear error now, not N drains that find nothing).
-    code, _ = _run(lambda store: store.status(args.collection, failures=0))
+    # The collections must exist (a clear error now, not N drains that find nothing).
+    code, _ = _run(lambda store: [store.status(name, failures=0) for name in args.collections])
     if code:
         return code
     from flows.collections.client import start_drains
@@ -384,6 +387,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
         )
     started = {
         "collection": args.collection,
+        **({"lower_priority": lower} if lower else {}),
         "deployment": request.deployment,
         "job_variables": request.job_variables,
         "flow_runs": [{"id": str(run.id), "name": run.name} for run in runs],
@@ -395,7 +399,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(started)
         return 0
-    code, outcome = _run(lambda store: _wait_drained(store, args.collection, [run.id for run in runs], args))
+    code, outcome = _run(lambda store: _wait_drained(store, args.collections, [run.id for run in runs], args))
     if code:
         return code
     if args.json:
@@ -403,11 +407,11 @@ def cmd_drain(args: argparse.Namespace) -> int:
     else:
         status = outcome["status"]
         print(
-            f"{args.collection}: {status['done']} done, {status['failed']} failed, "
+            f"{' then '.join(args.collections)}: {status['done']} done, {status['failed']} failed, "
             f"{status['todo'] + status['locked']} open, {status['blocked']} blocked ({outcome['reason']})"
         )
         for failure in status["failures"]:
-            print(f"failed {args.collection}/{failure['id']}: {failure['error']}")
+            print(f"failed {failure['collection']}/{failure['id']}: {failure['error']}")
     return 0 if outcome["reason"] == "drained" and not outcome["status"]["failed"] else 1
 
 
@@ -422,9 +426,9 @@ def _final_runs(run_ids: list[Any]) -> bool:
         )
 
 
-def _wait_drained(store: Any, collection: str, run_ids: list[Any], args: argparse.Namespace) -> dict:
-    """Poll the collection (a rich progress bar unless ``--json``) until no open task is left, or
-    every drain run ended with tasks left; ``{"reason", "status"}``."""
+def _wait_drained(store: Any, collections: list[str], run_ids: list[Any], args: argparse.Namespace) -> dict:
+    """Poll the collections (a rich progress bar unless ``--json``) until no open task is left, or
+    every drain run ended with tasks left; ``{"reason", "status"}`` (the status summed over them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.collections.client import collection_status
@@ -432,9 +436,25 @@ def _wait_drained(store: Any, collection: str, run_ids: list[Any], args: argpars
     meter = _RateMeter()
 
     def read() -> dict:
-        document = collection_status(store, collection, failures=5)
-        meter.update(document["collections"])
-        return document["collections"][collection]
+        statuses = {}
+        for name in collections:
+            statuses.update(collection_status(store, name, failures=5)["collections"])
+        meter.update(statuses)
+        total: dict[str, Any] = {
+            key: sum(status[key] for status in statuses.values())
+            for key in ("todo", "locked", "done", "failed", "blocked", "total")
+        }
+        rates = [status.get("throughput") for status in statuses.values()]
+        known = [rate for rate in rates if rate is not None]
+        total["throughput"] = sum(known) if known else None
+        etas = [status.get("eta_seconds") for status in statuses.values()]
+        total["eta_seconds"] = None if None in etas else max(etas, default=0.0)
+        total["failures"] = [
+            {"collection": name, **failure}
+            for name, status in statuses.items()
+            for failure in status["failures"]
+        ]
+        return total
 
     progress = Progress(
         TextColumn("[bold]{task.fields[name]}"),
@@ -448,7 +468,7 @@ def _wait_drained(store: Any, collection: str, run_ids: list[Any], args: argpars
     reason = "drained"
     checked_runs = 0.0
     with progress:
-        bar = progress.add_task("drain", total=None, name=collection, detail="")
+        bar = progress.add_task("drain", total=None, name=" then ".join(collections), detail="")
         try:
             while True:
                 status = read()
@@ -480,10 +500,27 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from flows.collections.client import reset_collection
 
     nests = bool(args.nest) or args.all_nests
+    if args.task_id is not None and not nests and args.state is None:  # one task (PyAnamo's item reset)
+
+        def reset_one(store: Any) -> tuple[str, Any]:
+            current = store.get(args.collection, args.task_id)
+            return (current.state if current is not None else "?"), store.reset_task(
+                args.collection, args.task_id
+            )
+
+        code, result = _run(reset_one)
+        if code:
+            return code
+        before, task = result
+        if args.json:
+            _print_json({"collection": args.collection, "task": task.id, "state": task.state, "was": before})
+        else:
+            print(f"{args.collection}/{task.id}: back to {task.state} (was {before})")
+        return 0
     if nests or args.task_id is not None:
         if args.task_id is None or not nests or args.state is not None:
             return report_error(
-                "reset one nested task as: tasks reset COLLECTION TASK_ID --nest Task_K [...] | --all-nests "
+                "reset one task as: tasks reset COLLECTION TASK_ID [--nest Task_K [...] | --all-nests] "
                 "(without --state)",
                 EXIT_INVALID,
             )
@@ -537,6 +574,35 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from flows.collections.client import delete_collection
 
+    if args.task_id is not None or args.nest:
+        if args.task_id is None or not args.nest:
+            return report_error(
+                "delete nested tasks as: tasks delete COLLECTION TASK_ID --nest Task_K [--nest ...]",
+                EXIT_INVALID,
+            )
+        nests = list(dict.fromkeys(args.nest))
+        code, task = _run(lambda store: store.delete_nests(args.collection, args.task_id, nests))
+        if code:
+            return code
+        from flows.collections.model import NESTED_KEY
+
+        left = [sub["id"] for sub in task.attributes.get(NESTED_KEY, [])]
+        if args.json:
+            _print_json(
+                {
+                    "collection": args.collection,
+                    "task": task.id,
+                    "state": task.state,
+                    "nests_deleted": nests,
+                    "nests_left": left,
+                }
+            )
+        else:
+            print(
+                f"{args.collection}/{task.id}: nested task(s) {', '.join(nests)} deleted; "
+                f"{len(left)} left ({', '.join(left)}), the item is {task.state}"
+            )
+        return 0
     code, count = _run(lambda store: delete_collection(store, args.collection))
     if code:
         return code
@@ -651,7 +717,13 @@ def register(subparsers) -> None:
     status.set_defaults(func=cmd_status)
 
     drain = actions.add_parser("drain", help="start drains (flow runs) that run a collection's tasks")
-    drain.add_argument("collection", metavar="COLLECTION")
+    drain.add_argument(
+        "collections",
+        metavar="COLLECTION",
+        nargs="+",
+        help="the collection to drain; more: each drain claims from a later one only when those "
+        "before have nothing claimable (PiCaS's prioritized views: high first, then low)",
+    )
     drain.add_argument("--workers", type=int, default=1, help="drains (flow runs; on batch: array children)")
     drain.add_argument("--concurrency", type=int, default=4, help="Dask slots (tasks at once) per drain")
     drain.add_argument(
@@ -680,11 +752,16 @@ def register(subparsers) -> None:
     drain.set_defaults(func=cmd_drain)
 
     reset = actions.add_parser(
-        "reset", help="tasks in a state back to todo; or nests of one nested task (PyAnamo's nest reset)"
+        "reset",
+        help="tasks in a state back to todo; or one task, or nests of one nested task (PyAnamo's resets)",
     )
     reset.add_argument("collection", metavar="COLLECTION")
     reset.add_argument(
-        "task_id", metavar="TASK_ID", nargs="?", help="a nested task (with --nest/--all-nests)"
+        "task_id",
+        metavar="TASK_ID",
+        nargs="?",
+        help="one task back to todo (not while it runs; a nested one with all its nests); with "
+        "--nest/--all-nests only those nests",
     )
     reset.add_argument("--state", choices=("failed", "locked"))
     reset.add_argument(
@@ -704,8 +781,21 @@ def register(subparsers) -> None:
     retry.add_argument("--json", action="store_true", help="machine-readable output")
     retry.set_defaults(func=cmd_retry_failed)
 
-    delete = actions.add_parser("delete", help="remove a collection and all its tasks")
+    delete = actions.add_parser(
+        "delete", help="remove a collection and all its tasks; or nests of one nested task (PyAnamo's)"
+    )
     delete.add_argument("collection", metavar="COLLECTION")
+    delete.add_argument(
+        "task_id", metavar="TASK_ID", nargs="?", help="a nested task (with --nest): delete only its nests"
+    )
+    delete.add_argument(
+        "--nest",
+        action="append",
+        default=[],
+        metavar="NEST_ID",
+        help="this nested task of TASK_ID (e.g. Task_3); repeatable. The item's state is recomputed "
+        "from the nests left",
+    )
     delete.add_argument("--json", action="store_true", help="machine-readable output")
     delete.set_defaults(func=cmd_delete)
 

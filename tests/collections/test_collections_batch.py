@@ -117,3 +117,23 @@ def test_local_and_ecs_start_n_runs_and_one_batch_worker_is_a_plain_run():
         drain_requests("align", workers=10_001, pool="batch")
     with pytest.raises(TaskInputError, match="--pool must be one of"):
         drain_requests("align", pool="lambda")
+
+
+def test_lower_priority_collections_reach_every_drain_and_each_array_child(monkeypatch):
+    # `tasks drain high low`: PiCaS's PrioritizedViewIterator. The flow gets the order as a
+    # parameter; an array child gets it as positional collections after the first.
+    local = drain_requests("high", lower_priority=["low", "lowest"], pool="local")
+    assert local.parameters["lower_priority"] == ["low", "lowest"]
+    request = drain_requests("high", lower_priority=["low"], workers=3, pool="batch", concurrency=2)
+    command = shlex.split(request.job_variables["command"])
+    assert command[:6] == ["python", "-m", "flows.collections.drain", "high", "low", "--concurrency"]
+    from flows.collections import drain
+
+    parsed = {}
+    monkeypatch.setattr(drain, "drain_collection", lambda **values: parsed.update(values) or {})
+    assert drain.main(command[3:]) == 0
+    assert (parsed["collection"], parsed["lower_priority"], parsed["concurrency"]) == ("high", ["low"], 2)
+    with pytest.raises(TaskInputError, match="named twice"):
+        drain_requests("high", lower_priority=["low", "high"])
+    with pytest.raises(TaskInputError, match="invalid collection name"):
+        drain_requests("high", lower_priority=["no/such"])

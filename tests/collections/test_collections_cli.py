@@ -121,6 +121,21 @@ def test_reset_retry_failed_and_delete(cli):
     assert store.get("step", b.id).state == "failed"
     result = cli("status", "step")
     assert f"failed step/{b.id}: boom" in result.stdout
+
+    # PyAnamo's reset of one item: a done one, a failed one; a running one is refused.
+    [c] = store.claim("step", owner="w", batch=1, lease_seconds=600)
+    result = cli("reset", "step", c.id)
+    assert result.returncode == 2 and "is running" in result.stderr
+    store.complete("step", c.id, c.lease_token)
+    result = cli("reset", "step", c.id, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"collection": "step", "task": c.id, "state": "todo", "was": "done"}
+    result = cli("reset", "step", b.id)
+    assert result.returncode == 0 and f"step/{b.id}: back to todo (was failed)" in result.stdout
+    again = store.get("step", b.id)
+    assert (again.state, again.error, again.attempts) == ("todo", None, 0)
+    counts = store.status("step")["step"].as_dict()
+    assert (counts["todo"], counts["done"], counts["failed"]) == (3, 0, 0)
     result = cli("delete", "step", "--json")
     assert json.loads(result.stdout) == {"collection": "step", "deleted": 3}
     assert store.collections() == []
@@ -224,8 +239,9 @@ def test_nested_status_buckets_and_nest_resets(cli):
     for args, message in (
         (("reset", "nest", "plain", "--all-nests"), "not a nested task"),
         (("reset", "nest", "most", "--nest", "Task_9"), "no nested task Task_9"),
-        (("reset", "nest", "most"), "--nest"),
+        (("reset", "nest", "most", "--state", "failed"), "without --state"),
         (("reset", "nest", "nope", "--all-nests"), "no task 'nope'"),
+        (("reset", "nest", "nope"), "no task 'nope'"),
         (("status", "--nested"), "--nested needs a COLLECTION"),
     ):
         result = cli(*args)

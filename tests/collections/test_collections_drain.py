@@ -132,6 +132,36 @@ def test_a_drain_runs_every_task_records_outcomes_and_logs(store, dask, s3, tmp_
     assert not s3.exists("collections/step/logs/quiet.log")
 
 
+def test_a_drain_of_several_collections_takes_a_lower_one_only_when_those_before_have_nothing(
+    store, dask, s3, tmp_path
+):
+    # `tasks drain high low`: PiCaS's PrioritizedViewIterator (high view first, then low). The
+    # same task ids in both collections: each outcome and log goes to its own collection.
+    for name in ("low", "high"):  # low added first: by age alone it would be handed out first
+        store.add(name, [TaskSpec(f"t{i}", f"echo $TASK_ID of $COLLECTION; echo {name}") for i in range(4)])
+    store.add("high", [TaskSpec("bad", "exit 3")])
+    stats = Drain(
+        store,
+        "high",
+        dask,
+        bucket=s3.bucket,
+        object_store=s3,
+        options=DrainOptions(concurrency=2, batch=3, poll_seconds=0.2),
+        lower_priority=["low"],
+    ).run()
+    assert stats.stop_reason == "drained"
+    assert (stats.claimed, stats.done, stats.failed, stats.lost) == (9, 8, 1, 0)
+    assert stats.lower_priority == ["low"]
+    assert [(f["collection"], f["id"]) for f in stats.failures] == [("high", "bad")]
+    assert counts(store, "high") == {"todo": 0, "locked": 0, "done": 4, "failed": 1, "blocked": 0}
+    assert counts(store, "low") == {"todo": 0, "locked": 0, "done": 4, "failed": 0, "blocked": 0}
+    high = [store.get("high", task_id) for task_id in ("t0", "t1", "t2", "t3", "bad")]
+    low = [store.get("low", f"t{i}") for i in range(4)]
+    assert max(task.started_at for task in high) <= min(task.started_at for task in low)
+    assert s3.read_text("collections/low/logs/t0.log") == "t0 of low\nlow\n"
+    assert s3.read_text("collections/high/logs/t0.log") == "t0 of high\nhigh\n"
+
+
 def test_a_task_past_its_timeout_is_killed_and_failed(postgres_store, dask, s3, tmp_path):
     store = postgres_store
     store.add("step", [TaskSpec("slow", f"echo started; sleep 30; touch {tmp_path / 'finished'}")])

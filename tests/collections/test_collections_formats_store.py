@@ -137,6 +137,7 @@ def test_retried_tokens_export_as_todo_with_their_history(store):
     }
     assert (exported["token_2"]["lock"], exported["token_2"]["done"]) == (0, 0)
     assert exported["token_2"]["error"] == TOKENS[2]["error"]  # PiCaS's scrub keeps the history too
+    assert exported["token_2"]["scrub_count"] == 2  # ... and counts (it came scrubbed once)
     assert exported["token_3"] == TOKENS[3]
 
 
@@ -263,3 +264,42 @@ def test_cli_bad_input_exits_2_naming_the_line_and_adds_nothing(cli, tmp_path):
     result = cli("export", "Testing", "--format", "jsonl", "--output", str(tmp_path / "out.jsonl"))
     assert result.returncode == 2 and "no collection named 'Testing'" in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_cli_deletes_nests_of_an_item(cli, tmp_path):
+    nested = tmp_path / "nested.txt"
+    nested.write_text(NESTED)
+    added = cli("add", "Step_B", "--format", "pyanamo", "--file", str(nested), "--nested-delimiter", ",")
+    assert added.returncode == 0, added.stderr
+    deleted = cli("delete", "Step_B", "HG00096", "--nest", "Task_1", "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout) == {
+        "collection": "Step_B",
+        "task": "HG00096",
+        "state": "todo",
+        "nests_deleted": ["Task_1"],
+        "nests_left": ["Task_0", "Task_2"],
+    }
+    exported = cli("export", "Step_B", "--format", "pyanamo")
+    assert exported.stdout == "HG00096|Step_B|seq|3,5\nHG00097|Step_B|seq|2\n"
+
+    for args, message in (
+        (("HG00096", "--nest", "Task_7"), "has no nested task Task_7"),
+        (("HG00097", "--nest", "Task_0"), "nothing to run"),
+        (("--nest", "Task_0"), "delete nested tasks as"),
+        (("HG00096",), "delete nested tasks as"),
+    ):
+        result = cli("delete", "Step_B", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    assert cli.store.status("Step_B")["Step_B"].todo == 2
+
+
+def test_cli_drain_of_several_collections_checks_each_before_starting_anything(cli, tmp_path):
+    # `tasks drain high low` (PiCaS's prioritized views): every collection must exist, once.
+    items = tmp_path / "items.txt"
+    items.write_text(SINGLE)
+    assert cli("add", "high", "--format", "pyanamo", "--file", str(items)).returncode == 0
+    result = cli("drain", "high", "low")
+    assert result.returncode == 2 and "no collection named 'low'" in result.stderr
+    result = cli("drain", "high", "high")
+    assert result.returncode == 2 and "named twice" in result.stderr

@@ -84,3 +84,47 @@ def test_by_instance_and_orphans(store, batch):
         assert store.get("inst", task.id).state == "locked"
     assert release_orphans(store, found["orphans"]) == 0  # stale tokens: nothing changes twice
     assert orphans(store, ["inst"], batch_client=batch)["orphans"] == []
+
+
+def test_orphans_ask_batch_whether_the_holders_job_ended(store, batch, moto_endpoint):
+    # A lease held by a drain inside a Batch job that exists but ended (moto fails a job it cannot
+    # run in a container: FAILED, as DescribeJobs reports it on AWS) is an orphan.
+    import time
+    import uuid
+
+    iam = boto3.session.Session().client(
+        "iam",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    name = f"orphans-{uuid.uuid4().hex[:8]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=name, type="UNMANAGED", state="ENABLED", serviceRole=role
+    )["computeEnvironmentArn"]
+    queue = batch.create_job_queue(
+        jobQueueName=name,
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+    )["jobQueueArn"]
+    batch.register_job_definition(
+        jobDefinitionName=name,
+        type="container",
+        containerProperties={"image": "interlinked:latest", "vcpus": 1, "memory": 512, "command": ["true"]},
+    )
+    job = batch.submit_job(jobName=name, jobQueue=queue, jobDefinition=name)["jobId"]
+    deadline = time.monotonic() + 60
+    while batch.describe_jobs(jobs=[job])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
+        assert time.monotonic() < deadline, "the Batch job never ended"
+        time.sleep(0.2)
+    status = batch.describe_jobs(jobs=[job])["jobs"][0]["status"]
+
+    store.add("ended", [TaskSpec("a", "true")])
+    [task] = store.claim("ended", owner=f"ip-10-0-0-2:1:cafe0002|batch={job}", lease_seconds=600)
+    found = orphans(store, ["ended"], batch_client=batch)
+    assert [(o["id"], o["reason"]) for o in found["orphans"]] == [("a", f"Batch job {job} is {status}")]
+    assert release_orphans(store, found["orphans"]) == 1
+    assert store.get("ended", task.id).state == "todo"

@@ -84,6 +84,8 @@ def test_a_nested_item_runs_its_nests_in_parallel_and_fails_naming_the_failing_o
     document = nested_status(store, "nest")
     assert document["items"] == 2
     assert document["buckets"] == {"todo": 0, "1-25%": 0, "26-75%": 1, "76-99%": 0, "done": 1}
+    # ... and PyAnamo's own quartiles (66 %: Q3).
+    assert document["quartiles"] == {"todo": 0, "Q1": 0, "Q2": 0, "Q3": 1, "Q4": 0, "done": 1}
     assert document["nests"] == {DONE: 5, FAILED: 1}
 
     # Reset the failing nest only: the item is todo again and the drain re-runs just that nest.
@@ -168,3 +170,72 @@ def test_the_average_time_rule_does_not_start_what_the_budget_cannot_finish(post
     assert stats.done <= 2
     assert stats.released == 0  # nothing was claimed that had to be given back unstarted
     assert postgres_store.status("avg")["avg"].todo == 6 - stats.done
+
+
+def _with_nest_states(spec, states, **changes):
+    """``spec`` (a parsed nested item) with its nests in ``states`` (an import with its history)."""
+    import dataclasses
+
+    nests = [{**sub, "state": state} for sub, state in zip(spec.attributes[NESTED_KEY], states, strict=True)]
+    return dataclasses.replace(spec, attributes={**spec.attributes, NESTED_KEY: nests}, **changes)
+
+
+def test_delete_nests_removes_them_and_recomputes_the_item(store, tmp_path):
+    # PyAnamo's manager deletes nests from an item; the item's state follows from those left.
+    from flows.collections.formats import export_collection
+
+    s1, s2, s3 = nested_items(
+        tmp_path, "S1\tStep_B\tseq\t3,bad,5\nS2\tStep_B\tseq\t1,2,3\nS3\tStep_B\tseq\t7,8\n"
+    )
+    store.add(
+        "nest",
+        [
+            # S1 failed on its second nest only.
+            _with_nest_states(s1, [DONE, FAILED, DONE], state=FAILED, error="1 of 3 failed: Task_1"),
+            # S2: one nest done, one failed, one never ran.
+            _with_nest_states(s2, [DONE, FAILED, TODO]),
+            s3,
+        ],
+    )
+    assert store.status("nest")["nest"].as_dict()["failed"] == 1
+
+    # Deleting S1's failed nest leaves only done ones: the item is done, its command and PyAnamo
+    # arguments lose the nest, the others keep their ids.
+    item = store.delete_nests("nest", "S1", ["Task_1"])
+    assert (item.state, item.error, item.exit_code) == (DONE, None, 0)
+    assert [(sub["id"], sub["state"]) for sub in item.attributes[NESTED_KEY]] == [
+        ("Task_0", DONE),
+        ("Task_2", DONE),
+    ]
+    assert "bad" not in item.command and "seq 3" in item.command and "seq 5" in item.command
+    assert item.attributes["pyanamo"]["arguments"] == ["3", "5"]
+
+    # S2 without the one that never ran: nothing left to run and one failed -> failed, naming it.
+    item = store.delete_nests("nest", "S2", ["Task_2"])
+    assert item.state == FAILED and "Task_1" in item.error and "Task_0" not in item.error
+    # S3 without its first: still todo, and a claim hands out the shorter command.
+    item = store.delete_nests("nest", "S3", ["Task_0"])
+    assert item.state == TODO and [sub["id"] for sub in item.attributes[NESTED_KEY]] == ["Task_1"]
+    counts = store.status("nest")["nest"].as_dict()
+    assert (counts["todo"], counts["done"], counts["failed"]) == (1, 1, 1)
+    [claimed] = store.claim("nest", owner="w", batch=5, lease_seconds=60)
+    assert claimed.id == "S3" and "seq 8" in claimed.command and "seq 7" not in claimed.command
+
+    # Exported as PyAnamo lines: the deleted nests are gone there too.
+    lines = export_collection(store, "nest", "pyanamo", separator="\t").splitlines()
+    assert "S1\tStep_B\tseq\t3,5" in lines and "S2\tStep_B\tseq\t1,2" in lines
+
+    # What cannot be done is refused, nothing changed: a running item, an unknown nest, every
+    # nest, a task that is not nested.
+    with pytest.raises(TaskInputError, match="running"):
+        store.delete_nests("nest", "S3", ["Task_1"])
+    with pytest.raises(TaskInputError, match="no nested task Task_9"):
+        store.delete_nests("nest", "S1", ["Task_9"])
+    with pytest.raises(TaskInputError, match="nothing to run"):
+        store.delete_nests("nest", "S1", ["Task_0", "Task_2"])
+    store.add("nest", [TaskSpec(id="plain", command="true")])
+    with pytest.raises(TaskInputError, match="not a nested task"):
+        store.delete_nests("nest", "plain", ["Task_0"])
+    assert [sub["id"] for sub in store.get("nest", "S1").attributes[NESTED_KEY]] == ["Task_0", "Task_2"]
+    counts = store.status("nest")["nest"].as_dict()
+    assert (counts["todo"], counts["locked"], counts["done"], counts["failed"]) == (1, 1, 1, 1)

@@ -114,3 +114,43 @@ def test_cancelling_a_drain_gives_its_tasks_back_at_once(stack, tmp_path):
     assert final.state.is_cancelled(), final.state
     deleted = run_cli("tasks", "delete", collection)
     assert deleted.returncode == 0, deleted.stderr
+
+
+def test_a_drain_of_two_collections_in_priority_order(stack, aws, tmp_path):
+    # `tasks drain HIGH LOW` (PiCaS's prioritized views) through the drain-collection deployment:
+    # one run drains both, HIGH first (the claim order itself is tested in
+    # tests/collections/test_collections_drain.py); its artifacts cover both collections.
+    high, low = f"it-high-{uuid.uuid4().hex[:6]}", f"it-low-{uuid.uuid4().hex[:6]}"
+    _add(high, [{"id": f"t{i}", "command": "echo $COLLECTION"} for i in range(6)], tmp_path)
+    _add(low, [{"id": f"t{i}", "command": "echo $COLLECTION"} for i in range(6)], tmp_path)
+    _add(low, [{"id": "bad", "command": "exit 4"}], tmp_path)
+
+    result = run_cli("tasks", "drain", high, low, "--concurrency", "2", "--wait", "--json", timeout=600)
+    assert result.returncode == 1, result.stderr  # one task failed on purpose
+    document = json.loads(result.stdout)
+    assert document["reason"] == "drained" and document["lower_priority"] == [low]
+    status = document["status"]
+    assert (status["done"], status["failed"], status["todo"], status["locked"]) == (12, 1, 0, 0)
+    assert [(f["collection"], f["id"]) for f in status["failures"]] == [(low, "bad")]
+    assert _status(high)["done"] == 6 and _status(low)["done"] == 6
+    bucket = stack["buckets"]["data"]
+    log = aws["s3"].get_object(Bucket=bucket, Key=f"collections/{low}/logs/t2.log")
+    assert log["Body"].read().decode() == f"{low}\n"
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    [run] = document["flow_runs"]
+    with get_client(sync_client=True) as client:
+        _wait(
+            lambda: client.read_flow_run(uuid.UUID(run["id"])).state.is_final(), 120, "the drain run to end"
+        )
+        assert client.read_flow_run(uuid.UUID(run["id"])).parameters["lower_priority"] == [low]
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(run["id"])]))
+        )
+    table = json.loads(next(a for a in artifacts if a.type == "table").data)
+    rows = {row["collection"]: row for row in table}
+    assert rows[high]["done"] == 6 and rows[low]["done"] == 6 and rows[low]["failed"] == 1
+    assert f"failed: {low}/bad" in rows
+    assert float(next(a for a in artifacts if a.type == "progress").data) == 100.0

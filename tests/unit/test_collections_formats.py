@@ -363,6 +363,10 @@ def test_a_json_array_and_a_docs_object_are_read_too():
             json.dumps({"rows": [{"id": "token_0", "key": "token_0", "value": {"rev": "1-a"}}]}),
             ["row 1 (id 'token_0')", "include_docs=true"],
         ),
+        (  # a CouchDB export: a bad token is named by its row and _id
+            json.dumps({"rows": [{"id": "token_0", "doc": TODO_TOKEN}, {"id": "t9", "doc": {"_id": "t9"}}]}),
+            ["tokens.json row 2 (_id 't9'): token 't9' has no Task_Script"],
+        ),
         (json.dumps({**SEED_TOKEN, "_id": "tokens/with space"}), ["document 1", "cannot be a task id"]),
         (json.dumps({**SEED_TOKEN, "lock": "yes"}), ["'lock' must be a number"]),
         (json.dumps({"Task_Script": "true"}), ["token has no '_id'"]),
@@ -474,3 +478,30 @@ def test_options_that_do_not_fit_the_format_are_refused(tmp_path):
     with pytest.raises(TaskInputError, match="go with --format pyanamo"):
         export_text([], "T", "picas", separator=";")
     assert len(read_input("T", file=str(path))) == 1
+
+
+def test_nest_progress_buckets_and_pyanamos_quartiles():
+    from flows.collections.client import nest_bucket, nest_quartile
+
+    cases = [(0, 4), (1, 4), (1, 3), (2, 4), (2, 3), (3, 4), (4, 4), (1, 100), (99, 100), (0, 0)]
+    assert [nest_bucket(done, total) for done, total in cases] == [
+        "todo", "1-25%", "26-75%", "26-75%", "26-75%", "26-75%", "done", "1-25%", "76-99%", "todo"
+    ]  # fmt: skip
+    # PyAnamo's summarize_nestedTasks: int(100 * done / total) in 1-25, 26-50, 51-75, 76-99.
+    assert [nest_quartile(done, total) for done, total in cases] == [
+        "todo", "Q1", "Q2", "Q2", "Q3", "Q3", "done", "Q1", "Q4", "todo"
+    ]  # fmt: skip
+
+
+def test_a_failed_token_requeued_here_exports_as_scrubbed_and_reads_back_as_todo():
+    # A token in error that was never scrubbed is failed on import; retried here (PiCaS's scrub),
+    # its export must say so (scrub_count + 1), or importing the export would fail it again.
+    unscrubbed = {**ERROR_TOKEN, "lock": 0, "done": 0, "scrub_count": 0}
+    [task] = stored(parse_picas(json.dumps(unscrubbed), "Testing"))
+    assert task.state == FAILED
+    task.state, task.error, task.exit_code = TODO, None, None  # retry-failed
+    [token] = [json.loads(line) for line in export_text([task], "Testing", "picas").splitlines()]
+    assert (token["lock"], token["done"], token["scrub_count"]) == (0, 0, 1)
+    assert token["error"] == ERROR_TOKEN["error"]
+    [again] = parse_picas(json.dumps(token), "Testing")
+    assert again.state == TODO
