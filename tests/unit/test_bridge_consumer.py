@@ -345,3 +345,19 @@ def test_concurrency_setting_is_described_and_bounded(monkeypatch):
     monkeypatch.setenv("INTERLINKED_BRIDGE_CONCURRENCY", "0")
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         Settings()
+
+
+def test_a_bulk_call_sends_its_runs_in_key_order(routes_file):
+    """Two bulk calls sharing keys then wait on each other in one order (no deadlock in PostgreSQL)."""
+    from interlinked.bridge.core import Bridge, Message
+
+    api = SlowApi()
+    bridge = Bridge(load_routes(str(routes_file)), api)
+    ids = [f"event-{index}" for index in (7, 3, 9, 1, 5)]
+    messages = [
+        Message(body=json.dumps({"type": "burst", "payload": {"n": i}}), attributes={"dedup-id": dedup})
+        for i, dedup in enumerate(ids)
+    ]
+    results = bridge.handle_batch(messages)
+    assert all(isinstance(result, list) for result in results)
+    assert api.requests == sorted(f"burst:msg:{dedup}" for dedup in ids)
