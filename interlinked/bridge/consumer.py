@@ -401,7 +401,9 @@ def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerCon
 
     settings = get_settings()
     region = os.environ.get("AWS_REGION") or settings.region
-    concurrency = getattr(args, "concurrency", None) or settings.bridge_concurrency
+    concurrency = getattr(args, "concurrency", None)
+    if concurrency is None:
+        concurrency = settings.bridge_concurrency
     if concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
     # One shared client; its connection pool holds a connection per batch thread (+ the heartbeat's).
