@@ -361,3 +361,12 @@ def test_a_bulk_call_sends_its_runs_in_key_order(routes_file):
     results = bridge.handle_batch(messages)
     assert all(isinstance(result, list) for result in results)
     assert api.requests == sorted(f"burst:msg:{dedup}" for dedup in ids)
+
+
+def test_zero_batches_in_flight_is_refused_with_the_reason():
+    import argparse
+
+    from interlinked.bridge.consumer import config_from_env
+
+    with pytest.raises(ValueError, match="--concurrency must be at least 1, got 0"):
+        config_from_env(argparse.Namespace(concurrency=0))
