@@ -1,11 +1,12 @@
 """2,000 events with 30 % duplicates and 5 % poison through the event bridge: runs, dead letters, events/s.
 
     .venv/bin/python bench/bench_bridge_throughput.py [--events 2000] [--duplicates 0.30] [--poison 0.05]
+        [--concurrency N]
 
 A queue of its own (with a DLQ after the stack's max receives, 5) is filled with a mix of every
 shape the bridge understands — S3 notifications straight from S3, the same inside SNS envelopes,
 EventBridge events and typed job messages — then one consumer (``python -m interlinked.bridge``,
-default settings) drains it. Duplicates repeat an earlier event, often through another shape (a
+default settings, or ``--concurrency N`` batches in flight) drains it. Duplicates repeat an earlier event, often through another shape (a
 redelivery, or the same S3 event by another path); poison is malformed or unroutable. Every valid
 event routes to ``bench-noop/bench-idle``, a deployment on a pool with no worker, so runs are only
 created (nothing executes and competes for the CPU).
@@ -192,6 +193,9 @@ def main() -> None:
     parser.add_argument(
         "--stock", type=int, default=200, help="events created one by one the stock way (0: skip)"
     )
+    parser.add_argument(
+        "--concurrency", type=int, help="batches the consumer has in flight (default: its own default)"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the results here (for bench_databases.py)")
     args = parser.parse_args()
 
@@ -268,6 +272,7 @@ def main() -> None:
             "1",
             "--routes",
             str(workdir / "routes.json"),
+            *(["--concurrency", str(args.concurrency)] if args.concurrency else []),
         ],
         env={**os.environ, "INTERLINKED_BRIDGE_LOG_LEVEL": "WARNING"},
         stdout=log,
@@ -326,6 +331,10 @@ def main() -> None:
         f"  queue empty after         {drained - ready:>6.2f} s  (poison waits for {settings.max_receive_count} receives)"
     )
     print(f"  consumer counters         {json.dumps({k: v for k, v in status.get('counts', {}).items()})}")
+    print(
+        f"  batches in flight         {status.get('peak_batches_in_flight', '?')} at most "
+        f"(concurrency {status.get('concurrency', '?')})"
+    )
 
     results = {
         "events": args.events,

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     work_results_topic: str = Field(default="interlinked-work-results", description="WorkResponses.")
     job_events_topic: str = Field(default="interlinked-job-events", description="Final job states.")
     max_receive_count: int = Field(default=5, description="Receives before a message goes to its DLQ.")
+    bridge_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("INTERLINKED_BRIDGE_CONCURRENCY", "INTERLINKED_BRIDGE_POLLERS"),
+        description="Batches of up to 10 events the bridge consumer has in flight at once (each one "
+        "received, routed, created as runs, recorded and deleted by a thread of its own); 1 is one "
+        "serial loop. More only helps while the Prefect server has CPU to spare.",
+    )
 
     # -- task collections ---------------------------------------------------------------------
     tasks_backend: str = Field(

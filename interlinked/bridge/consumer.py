@@ -9,18 +9,24 @@ and max receives from the queue's own redrive policy, Prefect from ``PREFECT_API
 ``PREFECT_API_KEY`` / ``PREFECT_API_AUTH_STRING``), AWS from boto3's own configuration.
 
 Per message: route it, create the flow run with its idempotency key, record the Prefect event,
-then delete it. A failure leaves the message in the queue, back in view after a short delay
+then delete it. Up to ``concurrency`` batches (of up to 10 messages each) are in flight at once,
+each carried by a thread of its own from receive to delete (``--concurrency``, the setting
+``bridge_concurrency``, default 4; 1 is a single serial loop). That is safe because a message is
+deleted only by the thread that saw its run created, and two batches holding the same event ask
+Prefect for the same idempotency key (the server keeps one run). Each bulk call sends its runs
+in key order, so two concurrent calls on PostgreSQL take their key locks in the same order. A failure leaves the message in the queue, back in view after a short delay
 (``--retry-seconds`` for messages that cannot succeed, exponential for transient trouble); on the
 queue's last allowed receive a message that cannot succeed (malformed, unroutable, refused by
 Prefect) is moved to the dead-letter queue with the reason attached. One that failed only because
 Prefect was busy or down is sent again as a new message instead (same body and identity; at most
 ``max_requeues`` times, then it too is dead-lettered with its reason). While the Prefect API is
-unreachable no message is received at all, and after a 503 the pollers pause briefly (back-pressure
-on a busy server).
+unreachable no message is received at all (one thread probes ``/health``, the others wait for it),
+and after a 503 every thread pauses briefly (back-pressure on a busy server). SIGTERM stops the
+receiving; batches already received are finished (runs created, messages deleted) before exit.
 
 A status file (``{state_dir}/bridge-status.json``) is rewritten every couple of seconds through
-:mod:`blocks.status` (``ready``, ``pid``, ``process_started``, ``heartbeat``, plus ``stopping`` and
-the counters); ``blocks.status.service_ready`` reads it (the local stack's readiness check).
+:mod:`blocks.status` (``ready``, ``pid``, ``process_started``, ``heartbeat``, plus ``stopping``,
+``concurrency``, ``batches_in_flight``, ``peak_batches_in_flight`` and the counters); ``blocks.status.service_ready`` reads it (the local stack's readiness check).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ class ConsumerConfig:
     prefect_api_url: str
     routes_file: str | None = None
     status_file: Path | None = None
-    pollers: int = 2
+    concurrency: int = 4  # batches in flight at once (threads, each receive → route → delete)
     wait_seconds: int = 5
     retry_seconds: int = 2
     max_requeues: int = 20
@@ -87,36 +93,52 @@ class Consumer:
         self.bridge = Bridge(self.table, self.api, stats=self.stats)
         self.stop_event = threading.Event()
         self.api_down = threading.Event()
+        self._probing = threading.Lock()  # held by the one thread that probes a down API
+        self._busy_lock = threading.Lock()
         self.busy_until = 0.0
+        self._flight_lock = threading.Lock()
+        self.in_flight = 0  # batches received and not yet finished
+        self.peak_in_flight = 0
         self.started_at = datetime.now(UTC).isoformat()
 
     # -- loop ----------------------------------------------------------------------------------
     def run(self) -> None:
+        """Consume until :meth:`stop`; batches already received are finished before it returns."""
         logger.info(
-            "event bridge consuming %s (dead letters: %s after %d receives; routes: %s; Prefect: %s)",
+            "event bridge consuming %s (dead letters: %s after %d receives; routes: %s; Prefect: %s; "
+            "%d batches in flight at most)",
             self.config.queue_url,
             self.config.dead_letter_url or "the queue's redrive",
             self.config.max_receives,
             self.table.source,
             self.config.prefect_api_url,
+            self.config.concurrency,
         )
         heartbeat = threading.Thread(target=self._heartbeat, name="bridge-heartbeat", daemon=True)
         heartbeat.start()
-        pollers = [
-            threading.Thread(target=self._poll, name=f"bridge-poller-{index}", daemon=True)
-            for index in range(self.config.pollers)
+        workers = [
+            threading.Thread(target=self._poll, name=f"bridge-batch-{index}", daemon=True)
+            for index in range(max(1, self.config.concurrency))
         ]
-        for poller in pollers:
-            poller.start()
+        for worker in workers:
+            worker.start()
         try:
             while not self.stop_event.wait(0.5):
-                if not any(poller.is_alive() for poller in pollers):
-                    logger.error("every poller stopped; exiting")
+                if not any(worker.is_alive() for worker in workers):
+                    logger.error("every batch thread stopped; exiting")
                     break
         finally:
             self.stop_event.set()
-            for poller in pollers:
-                poller.join(timeout=self.config.wait_seconds + 30)
+            # A thread in a long poll returns within wait_seconds; one in a batch finishes it (its
+            # Prefect calls are bounded by the client's timeout and retries).
+            deadline = time.monotonic() + self.config.wait_seconds + 60
+            for worker in workers:
+                worker.join(timeout=max(0.1, deadline - time.monotonic()))
+            unfinished = sum(worker.is_alive() for worker in workers)
+            if unfinished:  # their messages stay in the queue and come back after the visibility timeout
+                logger.warning(
+                    "%d batch(es) still in flight at exit; SQS will deliver them again", unfinished
+                )
             self._write_status()
             logger.info("event bridge stopped: %s", json.dumps(self.stats.snapshot()))
 
@@ -124,11 +146,13 @@ class Consumer:
         self.stop_event.set()
 
     def _poll(self) -> None:
+        """One batch thread: receive up to 10 messages, carry them out, delete them; again."""
         while not self.stop_event.is_set():
             if self.api_down.is_set():
                 self._wait_for_api()
                 continue
-            pause = self.busy_until - time.monotonic()
+            with self._busy_lock:
+                pause = self.busy_until - time.monotonic()
             if pause > 0:
                 self.stop_event.wait(pause)
                 continue
@@ -144,17 +168,39 @@ class Consumer:
                 logger.warning("receiving from %s failed: %s", self.config.queue_url, error)
                 self.stop_event.wait(2)
                 continue
-            if messages:
+            if not messages:
+                continue
+            # Received messages are always carried out, even once stopping: they would otherwise be
+            # invisible until their visibility timeout ends.
+            with self._flight_lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
                 self.process_batch(messages)
+            finally:
+                with self._flight_lock:
+                    self.in_flight -= 1
 
     def _wait_for_api(self) -> None:
-        logger.warning("Prefect API unavailable: pausing receives until %s/health answers", self.api.api_url)
-        while not self.stop_event.is_set():
-            if self.api.health():
-                logger.info("Prefect API is back")
-                self.api_down.clear()
+        """Wait until the Prefect API answers again; one thread probes, the others wait for it."""
+        if not self._probing.acquire(blocking=False):
+            while self.api_down.is_set() and not self.stop_event.wait(0.5):
+                pass
+            return
+        try:
+            if not self.api_down.is_set():
                 return
-            self.stop_event.wait(2)
+            logger.warning(
+                "Prefect API unavailable: pausing receives until %s/health answers", self.api.api_url
+            )
+            while not self.stop_event.is_set():
+                if self.api.health():
+                    logger.info("Prefect API is back")
+                    self.api_down.clear()
+                    return
+                self.stop_event.wait(2)
+        finally:
+            self._probing.release()
 
     def process_batch(self, messages: list[dict[str, Any]]) -> None:
         """Route a received batch (one bulk run creation per deployment), then delete what is done."""
@@ -217,7 +263,8 @@ class Consumer:
             if "unreachable" in failure.reason:
                 self.api_down.set()
             else:  # busy (503/429) or erroring: ease off for a moment
-                self.busy_until = max(self.busy_until, time.monotonic() + BUSY_PAUSE_SECONDS)
+                with self._busy_lock:
+                    self.busy_until = max(self.busy_until, time.monotonic() + BUSY_PAUSE_SECONDS)
         if receive_count >= self.config.max_receives:
             # Prefect being busy or down is no reason to give up on an event: start it over as a
             # new message (same body, same identity), a bounded number of times.
@@ -315,6 +362,8 @@ class Consumer:
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         stopping = self.stop_event.is_set()
+        with self._flight_lock:
+            in_flight, peak = self.in_flight, self.peak_in_flight
         return {
             **heartbeat(ready=not stopping),
             "started_at": self.started_at,
@@ -325,6 +374,9 @@ class Consumer:
             "prefect_api_url": self.config.prefect_api_url,
             "prefect_api_available": not self.api_down.is_set(),
             "stopping": stopping,
+            "concurrency": self.config.concurrency,
+            "batches_in_flight": in_flight,
+            "peak_batches_in_flight": peak,
             "counts": self.stats.snapshot(),
         }
 
@@ -349,7 +401,17 @@ def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerCon
 
     settings = get_settings()
     region = os.environ.get("AWS_REGION") or settings.region
-    sqs = aws_client("sqs", use_block=False, config=Config(region_name=region))
+    concurrency = getattr(args, "concurrency", None)
+    if concurrency is None:
+        concurrency = settings.bridge_concurrency
+    if concurrency < 1:
+        raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
+    # One shared client; its connection pool holds a connection per batch thread (+ the heartbeat's).
+    sqs = aws_client(
+        "sqs",
+        use_block=False,
+        config=Config(region_name=region, max_pool_connections=max(10, concurrency + 2)),
+    )
     queue_url = (
         getattr(args, "queue_url", None)
         or os.environ.get("INTERLINKED_EVENTS_QUEUE_URL")
@@ -365,7 +427,7 @@ def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerCon
         prefect_api_url=os.environ.get("PREFECT_API_URL") or settings.prefect_api_url,
         routes_file=getattr(args, "routes", None),
         status_file=Path(status_file) if status_file else settings.state_dir / "bridge-status.json",
-        pollers=int(getattr(args, "pollers", None) or os.environ.get("INTERLINKED_BRIDGE_POLLERS", 2)),
+        concurrency=concurrency,
         wait_seconds=int(os.environ.get("INTERLINKED_BRIDGE_WAIT_SECONDS", 5)),
         retry_seconds=int(
             getattr(args, "retry_seconds", None) or os.environ.get("INTERLINKED_BRIDGE_RETRY_SECONDS", 2)
@@ -387,7 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--status-file", help="status/heartbeat file (default: {state_dir}/bridge-status.json)"
     )
-    parser.add_argument("--pollers", type=int, help="concurrent receive-and-route loops (default 2)")
+    parser.add_argument(
+        "--concurrency",
+        "--pollers",
+        type=int,
+        help="batches in flight at once (default: INTERLINKED_BRIDGE_CONCURRENCY, 4)",
+    )
     parser.add_argument(
         "--retry-seconds", type=int, help="delay before a failed message is retried (default 2)"
     )

@@ -398,6 +398,10 @@ class Bridge:
 
     def _create_many(self, deployment: str, decisions: list[Decision]) -> dict[str, str | BridgeFailure]:
         results: dict[str, str | BridgeFailure] = {}
+        # In key order: two bulk calls in flight at once (the consumer's concurrent batches, or
+        # Lambda invocations) that share keys then wait on each other in the same order in
+        # PostgreSQL's unique index, never in a cycle (a deadlock would fail both transactions).
+        decisions = sorted(decisions, key=lambda decision: decision.idempotency_key or "")
         try:
             for start in range(0, len(decisions), BULK_LIMIT):
                 chunk = decisions[start : start + BULK_LIMIT]

@@ -441,6 +441,87 @@ def test_poison_messages_reach_the_dlq_with_their_reason_and_the_bridge_lives_on
     assert value == 2
 
 
+# ---- a burst through several batches in flight ------------------------------------------------------------
+
+
+IDLE_FLOW = """from prefect import flow
+
+
+@flow(name="bridge-burst-idle")
+def idle(payload: dict | None = None) -> dict | None:
+    return payload
+"""
+
+
+def test_a_burst_through_concurrent_batches_lands_exactly_once(env, tmp_path_factory):
+    """60 events, each delivered twice, and 3 poison messages, through a consumer with 4 batches in
+    flight: one run per event, every poison message dead-lettered, the counters add up."""
+    import random
+
+    from prefect import flow
+
+    from interlinked.local import ensure_work_pool
+
+    directory = tmp_path_factory.mktemp("burst")
+    (directory / "idle.py").write_text(IDLE_FLOW)
+    ensure_work_pool("bridge-burst-idle", "process", "tests: a pool without a worker (runs stay scheduled)")
+    flow.from_source(source=str(directory), entrypoint="idle.py:idle").deploy(
+        name="idle", work_pool_name="bridge-burst-idle", print_next_steps=False
+    )
+    suffix = uuid.uuid4().hex[:6]
+    queue, dlq = make_queue(env.sqs, f"bridge-burst-{suffix}", 3)
+    route = f"burst-{suffix}"
+    routes = {
+        "routes": [
+            {
+                "name": route,
+                "match": {"source": "message", "type": "burst"},
+                "deployment": "bridge-burst-idle/idle",
+                "parameters": {"payload": "{payload}"},
+            }
+        ]
+    }
+    (directory / "routes.json").write_text(json.dumps(routes))
+    events = [f"{suffix}-{index}" for index in range(60)]
+    deliveries = [
+        ({"type": "burst", "payload": {"n": index}}, dedup) for index, dedup in enumerate(events)
+    ] * 2
+    deliveries += [("{not json", None)] * 3
+    random.Random(5).shuffle(deliveries)
+    for start in range(0, len(deliveries), 10):
+        entries = []
+        for offset, (body, dedup) in enumerate(deliveries[start : start + 10]):
+            entry = {"Id": str(offset), "MessageBody": body if isinstance(body, str) else json.dumps(body)}
+            if dedup:
+                entry["MessageAttributes"] = {"dedup-id": {"DataType": "String", "StringValue": dedup}}
+            entries.append(entry)
+        assert not env.sqs.send_message_batch(QueueUrl=queue, Entries=entries).get("Failed")
+
+    consumer = start_consumer(
+        directory,
+        extra_env={"INTERLINKED_BRIDGE_ROUTES": str(directory / "routes.json")},
+        args=["--queue-url", queue, "--concurrency", "4"],
+    )
+    try:
+        letters = wait_for_dead_letters(env.sqs, dlq, 3, timeout=240)
+        wait_until(lambda: queue_empty(env.sqs, queue), timeout=240, message="burst drained")
+        wait_until(lambda: consumer.counts().get("dispatched", 0) >= 120, message="120 deliveries counted")
+    finally:
+        consumer.stop()
+    keys = [f"{route}:msg:{dedup}" for dedup in events]
+    runs = flow_runs(idempotency_keys=keys)
+    assert sorted(run.idempotency_key for run in runs) == sorted(keys)  # each event once, none lost
+    assert {run.parameters["payload"]["n"] for run in runs} == set(range(60))
+    assert [m["Body"] for m in letters] == ["{not json"] * 3
+    assert wait_for_dead_letters(env.sqs, dlq, 1, timeout=1) == []  # and nothing else
+    status = consumer.status()
+    assert status["stopping"] is True and status["concurrency"] == 4
+    counts = status["counts"]
+    assert counts["dispatched"] == 120 and counts["dead_lettered_malformed"] == 3
+    assert counts["received"] == 120 + 3 * 3  # poison: 3 receives each
+    assert consumer.process.returncode == 0
+
+
 # ---- the Prefect-native alternative: a deployment trigger on the bridge's events ---------------------------
 
 
