@@ -8,10 +8,13 @@ One drain:
 
 - claims up to ``batch`` tasks at a time, only as many as it has room for (``concurrency`` slots,
   plus one batch queued ahead while tasks are short: a long task never sits claimed behind another);
+  once tasks are known to be very short, a claim takes up to a chunk per slot (see below);
 - runs each task's command on a **Dask** cluster (``dask.distributed``: a ``LocalCluster`` of
   ``concurrency`` threads by default, or the scheduler at ``scheduler_address``), one Dask task per
-  task (:func:`flows.collections.runner.run_task`), with a per-task timeout and its output streamed
-  to ``s3://{data}/collections/{collection}/logs/{task_id}.log``;
+  task (:func:`flows.collections.runner.run_task`), or, for tasks much shorter than Dask's own cost
+  per Dask task, one per chunk of about :data:`CHUNK_SECONDS` of work (full chunks while every
+  slot is busy, smaller ones spread over the idle slots), with a per-task timeout and each task's
+  output streamed to ``s3://{data}/collections/{collection}/logs/{task_id}.log``;
 - records outcomes conditional on each task's fencing token: successes in one write per batch
   (``complete_many``), failures one by one with the exit code and the end of the output; a refused
   write (the lease was lost) is counted, never retried;
@@ -69,6 +72,18 @@ SHORT_TASK_SECONDS = 2.0
 #: seconds of work each (never more than :data:`MAX_CHUNK` tasks; one while durations are unknown).
 CHUNK_SECONDS = 0.25
 MAX_CHUNK = 16
+#: The most tasks one claim takes when tasks are short (see :meth:`Drain._claim_size`).
+MAX_CLAIM = 250
+
+
+#: Dask settings of the LocalCluster a drain starts itself (a cluster at a given address keeps its own).
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+}
 
 
 @dataclass
@@ -168,14 +183,20 @@ def dask_client(
         finally:
             client.close()
         return
-    cluster = LocalCluster(
-        n_workers=concurrency if processes else 1,
-        threads_per_worker=1 if processes else concurrency,
-        processes=processes,
-        dashboard_address=":0",
-        scheduler_kwargs={"dashboard": False},
-        silence_logs=logging.WARNING,
-    )
+    import dask
+
+    # Dask's own observability (a stack sample of every thread each 10 ms, event-loop ticks every
+    # 20 ms, a system monitor) is for its dashboard, which a drain's cluster does not serve; on a
+    # machine busy running commands it cost a good part of a drain's CPU.
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = LocalCluster(
+            n_workers=concurrency if processes else 1,
+            threads_per_worker=1 if processes else concurrency,
+            processes=processes,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard": False},
+            silence_logs=logging.WARNING,
+        )
     try:
         client = Client(cluster, set_as_default=False)
         try:
@@ -240,6 +261,7 @@ class Drain:
         self.stats = DrainStats(collection, self.owner)
         self._lock = threading.Lock()
         self._inflight: dict[str, tuple[Task, Any]] = {}  # task id -> (task, future)
+        self._futures: set[str] = set()  # keys of the Dask tasks submitted and not yet collected
         self._finished: queue.Queue = queue.Queue()
         self._pending_done: list[tuple[str, int, int, str | None]] = []
         self._pending_since = 0.0
@@ -321,19 +343,20 @@ class Drain:
                     return "max tasks"
             short = self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
             slots = options.concurrency * self._chunk()
-            room = slots + (options.batch if short else 0) - inflight
+            claim_size = self._claim_size()
+            room = slots + (claim_size if short else 0) - inflight
             if self._deadline is not None and self._mean_seconds:
                 # The average-task-time rule (PiCaS's RunActorWithStop): claim only what the
                 # remaining budget can finish on the slots, at the observed mean task time.
                 fit = int((self._deadline - options.margin - now) / self._mean_seconds) * options.concurrency
                 room = min(room, fit - inflight)
             # Claim when a slot would idle, or a good part of a batch is free (not one task a claim).
-            worth = inflight < slots or room >= max(1, options.batch // 2)
+            worth = inflight < slots or room >= max(1, claim_size // 2)
             if claiming and room > 0 and worth and now >= next_claim:
                 tasks = self.store.claim(
                     self.collection,
                     owner=self.owner,
-                    batch=min(options.batch, room, left if left is not None else room),
+                    batch=min(claim_size, room, left if left is not None else room),
                     lease_seconds=options.lease_seconds,
                 )
                 self._submit(tasks)
@@ -370,6 +393,15 @@ class Drain:
             return 1
         return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(mean, 1e-4))))
 
+    def _claim_size(self) -> int:
+        """Tasks per claim: ``batch``, or, once tasks run several to a Dask task, a chunk per slot
+        (at most :data:`MAX_CLAIM`): claims of 25 split into two Dask tasks each made the claims and
+        Dask's per-task cost, not the commands, the limit of a drain of no-op tasks."""
+        chunk = self._chunk()
+        if chunk == 1:
+            return self.options.batch
+        return max(self.options.batch, min(MAX_CLAIM, self.options.concurrency * chunk))
+
     def _submit(self, tasks: list[Task]) -> None:
         if not tasks:
             return
@@ -390,8 +422,13 @@ class Drain:
             for task in tasks
         ]
         size = self._chunk()
-        # Spread a claim over the slots: never fewer Dask tasks than slots while there is work.
-        size = max(1, min(size, -(-len(runs) // self.options.concurrency)))
+        # Spread a claim over the slots that would otherwise idle (never fewer Dask tasks than idle
+        # slots while there is work); with every slot busy or queued, chunks are full: Dask's own
+        # cost per Dask task, not the command, was most of a no-op task's CPU.
+        with self._lock:
+            queued = len(self._futures)
+        idle = max(1, self.options.concurrency - queued)
+        size = max(1, min(size, -(-len(runs) // idle)))
         chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
         keys = [
             f"tasks-{self.collection}-{chunk[0].task_id}-{chunk[0].token}-{len(chunk)}" for chunk in chunks
@@ -400,6 +437,7 @@ class Drain:
         by_id = {task.id: task for task in tasks}
         with self._lock:
             self.stats.claimed += len(tasks)
+            self._futures.update(future.key for future in futures)
             for chunk, future in zip(chunks, futures, strict=True):
                 for run in chunk:
                     self._inflight[run.task_id] = (by_id[run.task_id], future)
@@ -418,6 +456,8 @@ class Drain:
                 futures.append(self._finished.get_nowait())
             except queue.Empty:
                 break
+        with self._lock:
+            self._futures.difference_update(future.key for future in futures)
         ok = [future for future in futures if future.status == "finished"]
         chunks = self.client.gather(ok, errors="skip") if ok else []
         for future in futures:
@@ -557,6 +597,7 @@ class Drain:
         with self._lock:
             held = list(self._inflight.values())
             self._inflight.clear()
+            self._futures.clear()
         with contextlib.suppress(Exception):
             self.client.cancel([future for _, future in held])
         for task, _ in held:
