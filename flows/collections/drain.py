@@ -344,7 +344,7 @@ class Drain:
             short = self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
             slots = options.concurrency * self._chunk()
             claim_size = self._claim_size()
-            room = slots + (claim_size if short else 0) - inflight
+            room = slots + (options.batch if short else 0) - inflight
             if self._deadline is not None and self._mean_seconds:
                 # The average-task-time rule (PiCaS's RunActorWithStop): claim only what the
                 # remaining budget can finish on the slots, at the observed mean task time.
