@@ -27,6 +27,7 @@ printed before and after: the machine is shared, and every path here is CPU-boun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -188,7 +189,8 @@ def runs_run(args: argparse.Namespace) -> dict:
     from interlinked.settings import get_settings
 
     pool = get_settings().work_pool
-    name = deploy("bench/stock_flow.py:shell_task", name="bench-per-task", pool=pool)
+    with contextlib.redirect_stdout(sys.stderr):  # Prefect's deployment table: not part of ours
+        name = deploy("bench/stock_flow.py:shell_task", name="bench-per-task", pool=pool)
     n = min(args.tasks, args.runs_sample)
     final = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
     with get_client(sync_client=True) as client:
