@@ -13,7 +13,9 @@ stack and ``tests/collections`` serve it). Nothing of a developer's stack is tou
    ``batch`` 1 and 25: claims/s and the latency of one ``claim`` call. Next to it the *floor* of
    one round trip per batch: a trivial round trip measured on the same connection path
    (PostgreSQL: ``SELECT 1`` through the store's pool; DynamoDB: ``GetItem`` of a missing key),
-   so ``batch / round trip`` claims/s. A PostgreSQL claim is one transaction (BEGIN, the poison
+   so ``batch / round trip`` claims/s; and a second floor of one *durable* write per batch (a
+   committed one-row ``UPDATE`` — PostgreSQL flushes its WAL at each commit — or one ``UpdateItem``),
+   which a claim cannot do without. A PostgreSQL claim is one transaction (BEGIN, the poison
    sweep, the ``SKIP LOCKED`` update, COMMIT: four round trips); a DynamoDB claim is a query of a
    shard of the ``open`` index, then one conditional ``UpdateItem`` per task plus one counter
    ``ADD`` per task (DynamoDB has no multi-item conditional write short of a transaction).
@@ -190,10 +192,14 @@ def timed(call: Callable[[], Any], runs: int) -> list[float]:
     return samples
 
 
-def measure_claims(store, round_trip: Callable[[], Any], tasks: int, round_trips: int) -> dict:
-    """Claims/s at each batch size (one caller, until the collection is empty) and the floor."""
+def measure_claims(
+    store, round_trip: Callable[[], Any], write: Callable[[], Any], tasks: int, round_trips: int
+) -> dict:
+    """Claims/s at each batch size (one caller, until the collection is empty) and the floors: a
+    trivial round trip, and one durable write of one row/item (what a claim cannot do without)."""
     floor = timed(round_trip, round_trips)
-    results: dict[str, Any] = {"round_trip": summarise(floor), "batches": {}}
+    writes = timed(write, round_trips)
+    results: dict[str, Any] = {"round_trip": summarise(floor), "write": summarise(writes), "batches": {}}
     for batch in BATCHES:
         collection = f"claims-b{batch}-{uuid.uuid4().hex[:6]}"
         for start in range(0, tasks, 1000):
@@ -218,6 +224,7 @@ def measure_claims(store, round_trip: Callable[[], Any], tasks: int, round_trips
             "claims_per_second": claimed / elapsed,
             "call": summarise(calls),
             "floor_claims_per_second": batch / statistics.median(floor),
+            "write_floor_claims_per_second": batch / statistics.median(writes),
         }
         store.delete(collection)
     return results
@@ -421,8 +428,16 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
                 with store._pool.connection() as connection:
                     connection.execute("SELECT 1").fetchone()
 
+            with store._pool.connection() as connection:
+                connection.execute("CREATE TABLE IF NOT EXISTS bench_floor (id int PRIMARY KEY, n bigint)")
+                connection.execute("INSERT INTO bench_floor VALUES (1, 0) ON CONFLICT DO NOTHING")
+
+            def write() -> None:
+                with store._pool.connection() as connection, connection.transaction():
+                    connection.execute("UPDATE bench_floor SET n = n + 1 WHERE id = 1")
+
             print("[postgres] claims …", file=sys.stderr)
-            claims = measure_claims(store, round_trip, args.claims, args.round_trips)
+            claims = measure_claims(store, round_trip, write, args.claims, args.round_trips)
             print(f"[postgres] status at {args.status_tasks} tasks …", file=sys.stderr)
             status = measure_status(store, load_postgres, names, args.status_tasks, args.status_runs, dsn)
             store.close()
@@ -442,8 +457,16 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
             def round_trip() -> None:
                 client.get_item(TableName=store.table, Key={"pk": {"S": "none"}, "sk": {"S": "none"}})
 
+            def write() -> None:
+                client.update_item(
+                    TableName=store.table,
+                    Key={"pk": {"S": "bench-floor"}, "sk": {"S": "n"}},
+                    UpdateExpression="ADD n :one",
+                    ExpressionAttributeValues={":one": {"N": "1"}},
+                )
+
             print("[dynamodb] claims …", file=sys.stderr)
-            claims = measure_claims(store, round_trip, args.dynamodb_claims, args.round_trips)
+            claims = measure_claims(store, round_trip, write, args.dynamodb_claims, args.round_trips)
             print(f"[dynamodb] status at {args.dynamodb_status_tasks} tasks …", file=sys.stderr)
             store = DynamoTaskStore(f"bench-{uuid.uuid4().hex[:8]}", client=client)
             store.ensure()
@@ -479,6 +502,10 @@ def print_report(results: dict[str, dict]) -> None:
         "trivial round trip p50 (ms)",
         [f"{results[n]['claims']['round_trip']['p50'] * 1000:.2f}" for n in names],
     )
+    row(
+        "one durable write of one row/item p50 (ms)",
+        [f"{results[n]['claims']['write']['p50'] * 1000:.2f}" for n in names],
+    )
     for batch in BATCHES:
         row(
             f"batch {batch}: claims/s",
@@ -487,6 +514,10 @@ def print_report(results: dict[str, dict]) -> None:
         row(
             f"batch {batch}: floor, one round trip per batch (claims/s)",
             [f"{results[n]['claims']['batches'][batch]['floor_claims_per_second']:.0f}" for n in names],
+        )
+        row(
+            f"batch {batch}: floor, one durable write per batch (claims/s)",
+            [f"{results[n]['claims']['batches'][batch]['write_floor_claims_per_second']:.0f}" for n in names],
         )
         row(
             f"batch {batch}: claim call p50 / p95 (ms)",
@@ -548,6 +579,7 @@ def print_report(results: dict[str, dict]) -> None:
         for batch in BATCHES:
             rows[f"{n}: claim call, batch {batch}"] = results[n]["claims"]["batches"][batch]["call"]
         rows[f"{n}: trivial round trip"] = results[n]["claims"]["round_trip"]
+        rows[f"{n}: one durable write"] = results[n]["claims"]["write"]
     print_table("Latencies (seconds)", rows)
     load = os.getloadavg()
     print(

@@ -147,13 +147,15 @@ def drain_requests(
     max_tasks: int | None = None,
     nested_concurrency: int | None = None,
     lower_priority: Sequence[str] = (),
+    backend: str | None = None,
 ) -> DrainRequest:
     """What ``interlinked tasks drain`` starts: on ``local`` and ``ecs``, ``workers`` runs of the
     pool's ``drain-collection`` deployment; on ``batch`` with ``workers`` > 1, **one** run whose Batch
     job is an array job of ``workers`` children (the aws-batch worker's ``array_size``), each child
     running ``python -m flows.collections.drain`` (a drain with a flow run of its own).
     ``lower_priority``: collections each drain claims from, in order, only when those before have
-    nothing claimable (PiCaS's ``PrioritizedViewIterator``)."""
+    nothing claimable (PiCaS's ``PrioritizedViewIterator``). ``backend`` (the store the caller added
+    to) is passed on, so every drain reads that store."""
     check_collection(collection)
     for name in lower_priority:
         check_collection(name)
@@ -182,6 +184,9 @@ def drain_requests(
         "scheduler_address": scheduler_address,
         "max_tasks": max_tasks,
         "nested_concurrency": nested_concurrency,
+        # The store the caller added to and checked: the drains must not fall back on their
+        # worker's own default (a stack started on postgres draining a DynamoDB collection).
+        "backend": backend,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
     if lower:

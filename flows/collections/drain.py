@@ -8,13 +8,16 @@ One drain:
 
 - claims up to ``batch`` tasks at a time, only as many as it has room for (``concurrency`` slots,
   plus one batch queued ahead while tasks are short: a long task never sits claimed behind another);
+  once tasks are known to be very short, a claim takes up to a chunk per slot (see below);
   given ``lower_priority`` collections, each claim takes what it can from the first collection and
   only the rest from the next, and so on (PiCaS's ``PrioritizedViewIterator``: a high-priority
   view drained before a low one; a PiCaS view is a collection here);
 - runs each task's command on a **Dask** cluster (``dask.distributed``: a ``LocalCluster`` of
   ``concurrency`` threads by default, or the scheduler at ``scheduler_address``), one Dask task per
-  task (:func:`flows.collections.runner.run_task`), with a per-task timeout and its output streamed
-  to ``s3://{data}/collections/{collection}/logs/{task_id}.log``;
+  task (:func:`flows.collections.runner.run_task`), or, for tasks much shorter than Dask's own cost
+  per Dask task, one per chunk of about :data:`CHUNK_SECONDS` of work (full chunks while every
+  slot is busy, smaller ones spread over the idle slots), with a per-task timeout and each task's
+  output streamed to ``s3://{data}/collections/{collection}/logs/{task_id}.log``;
 - records outcomes conditional on each task's fencing token: successes in one write per batch
   (``complete_many``), failures one by one with the exit code and the end of the output; a refused
   write (the lease was lost) is counted, never retried;
@@ -72,6 +75,18 @@ SHORT_TASK_SECONDS = 2.0
 #: seconds of work each (never more than :data:`MAX_CHUNK` tasks; one while durations are unknown).
 CHUNK_SECONDS = 0.25
 MAX_CHUNK = 16
+#: The most tasks one claim takes when tasks are short (see :meth:`Drain._claim_size`).
+MAX_CLAIM = 250
+
+
+#: Dask settings of the LocalCluster a drain starts itself (a cluster at a given address keeps its own).
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+}
 
 
 @dataclass
@@ -173,14 +188,20 @@ def dask_client(
         finally:
             client.close()
         return
-    cluster = LocalCluster(
-        n_workers=concurrency if processes else 1,
-        threads_per_worker=1 if processes else concurrency,
-        processes=processes,
-        dashboard_address=":0",
-        scheduler_kwargs={"dashboard": False},
-        silence_logs=logging.WARNING,
-    )
+    import dask
+
+    # Dask's own observability (a stack sample of every thread each 10 ms, event-loop ticks every
+    # 20 ms, a system monitor) is for its dashboard, which a drain's cluster does not serve; on a
+    # machine busy running commands it cost a good part of a drain's CPU.
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = LocalCluster(
+            n_workers=concurrency if processes else 1,
+            threads_per_worker=1 if processes else concurrency,
+            processes=processes,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard": False},
+            silence_logs=logging.WARNING,
+        )
     try:
         client = Client(cluster, set_as_default=False)
         try:
@@ -253,6 +274,7 @@ class Drain:
         self._lock = threading.Lock()
         # (collection, task id) -> (task, future)
         self._inflight: dict[tuple[str, str], tuple[Task, Any]] = {}
+        self._futures: set[str] = set()  # keys of the Dask tasks submitted and not yet collected
         self._finished: queue.Queue = queue.Queue()
         # (collection, task id, token, exit code, log key) of successes not written yet
         self._pending_done: list[tuple[str, str, int, int, str | None]] = []
@@ -335,6 +357,7 @@ class Drain:
                     return "max tasks"
             short = self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
             slots = options.concurrency * self._chunk()
+            claim_size = self._claim_size()
             room = slots + (options.batch if short else 0) - inflight
             if self._deadline is not None and self._mean_seconds:
                 # The average-task-time rule (PiCaS's RunActorWithStop): claim only what the
@@ -342,9 +365,9 @@ class Drain:
                 fit = int((self._deadline - options.margin - now) / self._mean_seconds) * options.concurrency
                 room = min(room, fit - inflight)
             # Claim when a slot would idle, or a good part of a batch is free (not one task a claim).
-            worth = inflight < slots or room >= max(1, options.batch // 2)
+            worth = inflight < slots or room >= max(1, claim_size // 2)
             if claiming and room > 0 and worth and now >= next_claim:
-                tasks = self._claim(min(options.batch, room, left if left is not None else room))
+                tasks = self._claim(min(claim_size, room, left if left is not None else room))
                 self._submit(tasks)
                 if not tasks:
                     next_claim = now + options.poll_seconds
@@ -397,6 +420,15 @@ class Drain:
             return 1
         return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(mean, 1e-4))))
 
+    def _claim_size(self) -> int:
+        """Tasks per claim: ``batch``, or, once tasks run several to a Dask task, a chunk per slot
+        (at most :data:`MAX_CLAIM`): claims of 25 split into two Dask tasks each made the claims and
+        Dask's per-task cost, not the commands, the limit of a drain of no-op tasks."""
+        chunk = self._chunk()
+        if chunk == 1:
+            return self.options.batch
+        return max(self.options.batch, min(MAX_CLAIM, self.options.concurrency * chunk))
+
     def _submit(self, tasks: list[Task]) -> None:
         if not tasks:
             return
@@ -417,8 +449,13 @@ class Drain:
             for task in tasks
         ]
         size = self._chunk()
-        # Spread a claim over the slots: never fewer Dask tasks than slots while there is work.
-        size = max(1, min(size, -(-len(runs) // self.options.concurrency)))
+        # Spread a claim over the slots that would otherwise idle (never fewer Dask tasks than idle
+        # slots while there is work); with every slot busy or queued, chunks are full: Dask's own
+        # cost per Dask task, not the command, was most of a no-op task's CPU.
+        with self._lock:
+            queued = len(self._futures)
+        idle = max(1, self.options.concurrency - queued)
+        size = max(1, min(size, -(-len(runs) // idle)))
         chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
         keys = [
             f"tasks-{chunk[0].collection}-{chunk[0].task_id}-{chunk[0].token}-{len(chunk)}"
@@ -428,6 +465,7 @@ class Drain:
         by_key = {(task.collection, task.id): task for task in tasks}
         with self._lock:
             self.stats.claimed += len(tasks)
+            self._futures.update(future.key for future in futures)
             for chunk, future in zip(chunks, futures, strict=True):
                 for run in chunk:
                     key = (run.collection, run.task_id)
@@ -447,6 +485,8 @@ class Drain:
                 futures.append(self._finished.get_nowait())
             except queue.Empty:
                 break
+        with self._lock:
+            self._futures.difference_update(future.key for future in futures)
         ok = [future for future in futures if future.status == "finished"]
         chunks = self.client.gather(ok, errors="skip") if ok else []
         for future in futures:
@@ -594,6 +634,7 @@ class Drain:
         with self._lock:
             held = list(self._inflight.values())
             self._inflight.clear()
+            self._futures.clear()
         with contextlib.suppress(Exception):
             self.client.cancel([future for _, future in held])
         for task, _ in held:

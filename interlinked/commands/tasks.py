@@ -46,6 +46,12 @@ def _store():
     return open_store(settings.tasks_backend, table=settings.tasks_table, schema=settings.tasks_schema)
 
 
+def _backend() -> str:
+    from interlinked.settings import get_settings
+
+    return get_settings().tasks_backend
+
+
 def _run(action: Callable[[Any], Any]) -> tuple[int, Any]:
     """``(0, result)`` of ``action(store)``, or ``(exit code, None)`` with the error printed."""
     use_stack_defaults()
@@ -370,6 +376,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
             scheduler_address=args.scheduler_address,
             max_tasks=args.max_tasks,
             nested_concurrency=args.nested_concurrency,
+            backend=_backend(),
         )
     except TaskInputError as error:
         return report_error(str(error), EXIT_INVALID)
