@@ -23,7 +23,7 @@ from _cellenics import (
 
 from flows.analysis.experiments import prepare_in_memory
 from flows.analysis.protocol import encode, parse_task, work_response
-from flows.analysis.tasks import paginate, run_task
+from flows.analysis.tasks import present, run_task
 
 FIXTURES = fixtures()
 # Tasks answered with a stored file (the processed .h5ad) are answered by the service from S3, not
@@ -53,9 +53,7 @@ def answer(request: dict, experiment) -> dict:
     """What the service publishes for ``request`` (without the transport)."""
     task = parse_task(request)
     value = run_task(task, experiment)
-    body = value if isinstance(value, str) else encode(value)
-    if request.get("pagination"):
-        body = paginate(body, request["pagination"])
+    body = present(task, value if isinstance(value, str) else encode(value))  # as the service cuts it
     return work_response(task.request, body, cacheable=task.cacheable, content_type=task.content_type)
 
 
