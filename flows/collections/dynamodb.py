@@ -85,7 +85,7 @@ from flows.collections.model import (
     check_task_id,
     split_ref,
 )
-from flows.collections.store import TaskStore, first_of_each
+from flows.collections.store import TaskStore, check_rewrite, first_of_each
 
 #: Task shards per collection (fixed for a table: the shard is part of the task's key).
 SHARDS = 16
@@ -963,10 +963,7 @@ class DynamoTaskStore(TaskStore):
         error: str | None = None,
         exit_code: int | None = None,
     ) -> bool:
-        if expect_state not in (TODO, DONE, FAILED) or state not in (TODO, DONE, FAILED):
-            raise TaskInputError(f"cannot rewrite a {expect_state} task as {state}")
-        if not command.strip():
-            raise TaskInputError(f"task {task_id!r}: empty command")
+        check_rewrite(task_id, expect_state=expect_state, state=state, command=command)
         now = time.time()
         current = self.get(collection, task_id)
         priority = current.priority if current is not None else 0

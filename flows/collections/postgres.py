@@ -50,7 +50,7 @@ from flows.collections.model import (
     check_initial_state,
     check_task_id,
 )
-from flows.collections.store import TaskStore, first_of_each
+from flows.collections.store import TaskStore, check_rewrite, first_of_each
 
 DEFAULT_SCHEMA = "interlinked_tasks"
 COUNTER_SHARDS = 8
@@ -609,10 +609,7 @@ class PostgresTaskStore(TaskStore):
         error: str | None = None,
         exit_code: int | None = None,
     ) -> bool:
-        if expect_state not in (TODO, DONE, FAILED) or state not in (TODO, DONE, FAILED):
-            raise TaskInputError(f"cannot rewrite a {expect_state} task as {state}")
-        if not command.strip():
-            raise TaskInputError(f"task {task_id!r}: empty command")
+        check_rewrite(task_id, expect_state=expect_state, state=state, command=command)
         self.ensure()
 
         def change(cursor: Any) -> bool:

@@ -26,6 +26,8 @@ from typing import Any
 
 from flows.collections.model import (
     DEFAULT_LEASE_SECONDS,
+    DONE,
+    FAILED,
     LOCKED,
     TODO,
     AddResult,
@@ -64,6 +66,17 @@ def parse_owner(owner: str | None) -> dict[str, Any]:
         "batch_job": tags.get("batch") or None,
         "flow_run": tags.get("flow") or None,
     }
+
+
+def check_rewrite(task_id: str, *, expect_state: str, state: str, command: str) -> None:
+    """What :meth:`TaskStore.rewrite` accepts on every backend (:class:`TaskInputError` otherwise):
+    a ``todo``, ``done`` or ``failed`` task, to one of those states, with a command."""
+    from flows.collections.model import TaskInputError
+
+    if expect_state not in (TODO, DONE, FAILED) or state not in (TODO, DONE, FAILED):
+        raise TaskInputError(f"cannot rewrite a {expect_state} task as {state}")
+    if not command.strip():
+        raise TaskInputError(f"task {task_id!r}: empty command")
 
 
 class TaskStore(ABC):
@@ -146,25 +159,34 @@ class TaskStore(ABC):
         """One ``done``, ``failed`` or ``todo`` task back to ``todo`` with fresh attempts and
         ``attributes``, if it is still in ``expect_state`` (else False, nothing changed)."""
 
+    def _idle_nested_task(self, collection: str, task_id: str) -> tuple[Task, list[dict[str, Any]]]:
+        """Nested task ``task_id`` and its sub-tasks, as it is now: :class:`UnknownCollection` /
+        :class:`TaskInputError` when it does not exist, is not nested, or runs (its drain would
+        overwrite whatever is changed)."""
+        from flows.collections.model import NESTED_KEY, TaskInputError, UnknownCollection, check_task_id
+
+        task = self.get(collection, check_task_id(task_id))
+        if task is None:
+            self.status(collection, failures=0)  # UnknownCollection for an unknown collection
+            raise UnknownCollection(f"no task {task_id!r} in {collection}")
+        nests = task.attributes.get(NESTED_KEY)
+        if not isinstance(nests, list) or not nests:
+            raise TaskInputError(f"{collection}/{task_id} is not a nested task")
+        if task.state == LOCKED:
+            raise TaskInputError(
+                f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
+                "wait for it or reset --state locked first"
+            )
+        return task, nests
+
     def reset_nests(self, collection: str, task_id: str, nest_ids: Sequence[str] | None = None) -> Task:
         """Nested task ``task_id``: the sub-tasks ``nest_ids`` (all when None) back to ``todo``, and
         the task with them (a drain then runs only the sub-tasks not ``done``). Refused while the
         task is locked (its drain would overwrite the sub-states). The task as it is now."""
-        from flows.collections.model import NESTED_KEY, TaskInputError, UnknownCollection, check_task_id
+        from flows.collections.model import NESTED_KEY, TaskInputError
 
         for _ in range(5):
-            task = self.get(collection, check_task_id(task_id))
-            if task is None:
-                self.status(collection, failures=0)  # UnknownCollection for an unknown collection
-                raise UnknownCollection(f"no task {task_id!r} in {collection}")
-            nests = task.attributes.get(NESTED_KEY)
-            if not isinstance(nests, list) or not nests:
-                raise TaskInputError(f"{collection}/{task_id} is not a nested task")
-            if task.state == LOCKED:
-                raise TaskInputError(
-                    f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
-                    "wait for it or reset --state locked first"
-                )
+            task, nests = self._idle_nested_task(collection, task_id)
             known = [sub.get("id") for sub in nests]
             wanted = set(known if nest_ids is None else nest_ids)
             unknown = sorted(wanted - set(known))
@@ -232,32 +254,12 @@ class TaskStore(ABC):
         (what ``tasks export --format pyanamo`` writes) lose the deleted nests too; the others keep
         their ids, states and logs. Refused while the task is locked, for an unknown nest, and for
         deleting every nest (an item with nothing to run). The task as it is now."""
-        from flows.collections.model import (
-            DONE,
-            FAILED,
-            NESTED_KEY,
-            PYANAMO_KEY,
-            TaskInputError,
-            UnknownCollection,
-            check_task_id,
-            nested_command,
-        )
+        from flows.collections.model import NESTED_KEY, PYANAMO_KEY, TaskInputError, nested_command
 
         if not nest_ids:
             raise TaskInputError("name the nested task(s) to delete (e.g. Task_3)")
         for _ in range(5):
-            task = self.get(collection, check_task_id(task_id))
-            if task is None:
-                self.status(collection, failures=0)  # UnknownCollection for an unknown collection
-                raise UnknownCollection(f"no task {task_id!r} in {collection}")
-            nests = task.attributes.get(NESTED_KEY)
-            if not isinstance(nests, list) or not nests:
-                raise TaskInputError(f"{collection}/{task_id} is not a nested task")
-            if task.state == LOCKED:
-                raise TaskInputError(
-                    f"{collection}/{task_id} is running (locked by {task.lease_owner}); "
-                    "wait for it or reset --state locked first"
-                )
+            task, nests = self._idle_nested_task(collection, task_id)
             known = [sub.get("id") for sub in nests]
             wanted = set(nest_ids)
             unknown = sorted(wanted - set(known))
