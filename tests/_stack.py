@@ -68,6 +68,36 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 600, cwd: Pat
     )
 
 
+def cli_json(*args: str) -> dict:
+    """``interlinked ARGS --json`` on the test stack: its JSON (the command must succeed)."""
+    result = run_cli(*args, "--json")
+    assert result.returncode == 0, f"{args} failed ({result.returncode}): {result.stderr}"
+    return json.loads(result.stdout)
+
+
+JOB_TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def wait_for_job(job_id: str, until=lambda job: job["state"] in JOB_TERMINAL, timeout: float = 180) -> dict:
+    """``jobs show JOB_ID`` once ``until(job)`` holds (by default: the job ended), or at the timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = cli_json("jobs", "show", job_id)
+        if until(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
+
+
+def put_scripts(s3, bucket: str, scripts: dict[str, str]) -> None:
+    """Upload ``{key: source}`` (dedented) to ``s3://bucket/scripts/{key}``."""
+    import textwrap
+
+    for key, source in scripts.items():
+        s3.put_object(Bucket=bucket, Key=f"scripts/{key}", Body=textwrap.dedent(source).lstrip().encode())
+
+
 class StackHandle:
     """The session's local stack; a test that stops it leaves it to be started again on demand."""
 

@@ -5,12 +5,11 @@ SUCCESS/FAILURE → the job in PostgreSQL and its copy at ``s3://{data}/results/
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 
 import pytest
 
-from _stack import run_cli
+from _stack import cli_json, put_scripts, run_cli, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -27,36 +26,17 @@ SCRIPTS = {
             raise RuntimeError("deliberate failure for " + args["who"])
     """,
 }
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
 def data_bucket(stack_handle, aws):
     bucket = stack_handle.ensure_up()["buckets"]["data"]
-    for key, source in SCRIPTS.items():
-        aws["s3"].put_object(
-            Bucket=bucket, Key=f"scripts/{key}", Body=textwrap.dedent(source).lstrip().encode()
-        )
+    put_scripts(aws["s3"], bucket, SCRIPTS)
     return bucket
 
 
-def _cli_json(*args: str) -> dict:
-    result = run_cli(*args, "--json")
-    assert result.returncode == 0, f"{args} failed ({result.returncode}): {result.stderr}"
-    return json.loads(result.stdout)
-
-
-def _wait(job_id: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = _cli_json("jobs", "show", job_id)
-        if job["state"] in TERMINAL or time.monotonic() > deadline:
-            return job
-        time.sleep(1)
-
-
 def _create(description: dict) -> dict:
-    return _cli_json(
+    return cli_json(
         "jobs",
         "create",
         "script",
@@ -73,7 +53,7 @@ def test_a_script_job_runs_as_a_job_with_progress_and_outputs(data_bucket, aws):
         {"name": "jobs add", "script": "jobs-test/add.py", "func": "add", "arguments": {"a": 1, "b": 2}}
     )
     assert created["state"] == "DISPATCHED" and created["flowRunId"]
-    job = _wait(created["id"])
+    job = wait_for_job(created["id"])
     assert job["state"] == "SUCCEEDED", json.dumps(job, indent=2)
     assert len(job["executions"]) == 1
     execution = job["currentExecution"]
@@ -89,10 +69,10 @@ def test_a_script_job_runs_as_a_job_with_progress_and_outputs(data_bucket, aws):
     )
     assert copy == job
 
-    listed = _cli_json("jobs", "list", "--state", "SUCCEEDED")["jobs"]
+    listed = cli_json("jobs", "list", "--state", "SUCCEEDED")["jobs"]
     assert job["id"] in [j["id"] for j in listed]
     # The script job under the same id: `interlinked status` sees the run too.
-    status = _cli_json("status", job["id"])
+    status = cli_json("status", job["id"])
     assert status["state"] == "COMPLETED" and status["result_value"] == 3
 
     # The Prefect UI shows the execution on its flow run: progress at 100 % with the latest metrics,
@@ -133,14 +113,14 @@ def test_a_failing_script_fails_the_execution_with_its_reason_and_retry_makes_an
     created = _create(
         {"name": "jobs fail", "script": "jobs-test/fail.py", "func": "explode", "arguments": {"who": "jobs"}}
     )
-    job = _wait(created["id"])
+    job = wait_for_job(created["id"])
     assert job["state"] == "FAILED", json.dumps(job, indent=2)
     assert job["currentExecution"]["state"] == "FAILURE"
     assert "deliberate failure for jobs" in job["currentExecution"]["failureReason"]
 
-    retried = _cli_json("jobs", "retry", job["id"])
+    retried = cli_json("jobs", "retry", job["id"])
     assert retried["state"] == "DISPATCHED" and retried["flowRunId"] != created["flowRunId"]
-    job = _wait(job["id"])
+    job = wait_for_job(job["id"])
     assert job["state"] == "FAILED" and [e["attempt"] for e in job["executions"]] == [1, 2]
     assert [e["flowRunId"] for e in job["executions"]] == [created["flowRunId"], retried["flowRunId"]]
     # Each attempt's run shows its own execution and why it failed.
@@ -154,7 +134,7 @@ def test_a_failing_script_fails_the_execution_with_its_reason_and_retry_makes_an
 
 
 def test_an_invalid_description_fails_the_execution_not_the_stack(data_bucket):
-    job = _wait(_create({"name": "no script field"})["id"])
+    job = wait_for_job(_create({"name": "no script field"})["id"])
     assert job["state"] == "FAILED"
     assert "script" in job["currentExecution"]["failureReason"]
 

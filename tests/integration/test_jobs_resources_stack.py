@@ -12,12 +12,10 @@ job's S3 copy.
 from __future__ import annotations
 
 import json
-import textwrap
-import time
 
 import pytest
 
-from _stack import run_cli
+from _stack import cli_json, put_scripts, run_cli, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -47,30 +45,12 @@ SCRIPTS = {
 @pytest.fixture(scope="module")
 def data_bucket(stack_handle, aws):
     bucket = stack_handle.ensure_up()["buckets"]["data"]
-    for key, source in SCRIPTS.items():
-        aws["s3"].put_object(
-            Bucket=bucket, Key=f"scripts/{key}", Body=textwrap.dedent(source).lstrip().encode()
-        )
+    put_scripts(aws["s3"], bucket, SCRIPTS)
     return bucket
 
 
-def _cli_json(*args: str) -> dict:
-    result = run_cli(*args, "--json")
-    assert result.returncode == 0, f"{args} failed ({result.returncode}): {result.stderr}"
-    return json.loads(result.stdout)
-
-
-def _wait(job_id: str, until, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = _cli_json("jobs", "show", job_id)
-        if until(job) or time.monotonic() > deadline:
-            return job
-        time.sleep(1)
-
-
 def _create(description: dict, estimations: dict, *extra: str) -> dict:
-    return _cli_json(
+    return cli_json(
         "jobs",
         "create",
         "script",
@@ -87,13 +67,13 @@ def test_a_retried_execution_resumes_from_the_last_checkpoint(data_bucket, aws):
     created = _create(
         {"name": "resume", "script": "jobs-resources/resume.py", "func": "steps"}, {"maxAttempts": 2}
     )
-    job = _wait(created["id"], lambda job: job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"))
+    job = wait_for_job(created["id"], timeout=240)
     assert job["state"] == "FAILED", json.dumps(job, indent=2)
     first = job["currentExecution"]
     assert "crash after step 2" in first["failureReason"] and first["checkpoint"] == {"done": 2}
 
-    _cli_json("jobs", "retry", job["id"])
-    job = _wait(job["id"], lambda job: job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"))
+    cli_json("jobs", "retry", job["id"])
+    job = wait_for_job(job["id"], timeout=240)
     assert job["state"] == "SUCCEEDED", json.dumps(job, indent=2)
     assert job["outputData"] == {"result": {"resumedAt": 2}}  # steps 3 and 4 only
     assert [e["checkpoint"] for e in job["executions"]] == [{"done": 2}, {"done": 4}]
@@ -112,8 +92,10 @@ def test_out_of_memory_is_retried_with_twice_the_memory_and_completes(data_bucke
         "oom-test",
     )
     assert created["placement"]["jobVariables"]["env"] == {"INTERLINKED_MEMORY_LIMIT_MIB": "128"}
-    job = _wait(
-        created["id"], lambda job: job["state"] in ("SUCCEEDED", "CANCELLED") or len(job["executions"]) > 2
+    job = wait_for_job(
+        created["id"],
+        lambda job: job["state"] in ("SUCCEEDED", "CANCELLED") or len(job["executions"]) > 2,
+        timeout=240,
     )
     assert job["state"] == "SUCCEEDED", json.dumps(job, indent=2)
     first, second = job["executions"]
@@ -126,7 +108,7 @@ def test_out_of_memory_is_retried_with_twice_the_memory_and_completes(data_bucke
     # Cost: recorded on both executions when they ended (the local pool priced as Fargate), summed.
     for execution in job["executions"]:
         assert execution["cost"]["amount"] > 0 and execution["cost"]["seconds"] > 0
-    summary = _cli_json("jobs", "cost", "--group", "oom-test")
+    summary = cli_json("jobs", "cost", "--group", "oom-test")
     lines = [line for line in summary["executions"] if line["jobId"] == job["id"]]
     assert [line["memoryMiB"] for line in lines] == [128, 256]
     assert summary["groups"]["oom-test"] == pytest.approx(sum(e["cost"]["amount"] for e in job["executions"]))
@@ -148,6 +130,6 @@ def test_a_group_over_its_budget_is_refused_before_dispatch(data_bucket, monkeyp
     )
     assert result.returncode == 2 and "group 'broke' is over its budget" in result.stderr
     created = [
-        job for job in _cli_json("jobs", "list", "--state", "CREATED")["jobs"] if job["group"] == "broke"
+        job for job in cli_json("jobs", "list", "--state", "CREATED")["jobs"] if job["group"] == "broke"
     ]
     assert created and all(job["flowRunId"] is None and not job["executions"] for job in created)

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from _stack import run_cli
+from _stack import cli_json, put_scripts, run_cli, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -149,34 +149,20 @@ def test_a_drain_run_shows_its_progress_and_the_collection_table(page, drained):
 @pytest.fixture(scope="module")
 def lifecycle_job(stack_handle):
     """A lifecycle job (`jobs create script --dispatch`) whose script reports progress and metrics."""
-    import time
-
     import boto3
 
     stack = stack_handle.ensure_up()
-    boto3.client("s3").put_object(
-        Bucket=stack["buckets"]["data"],
-        Key="scripts/ui-jobs/progress.py",
-        Body=textwrap.dedent(
-            """
-            from interlinked import jobs
+    script = """
+        from interlinked import jobs
 
-            def work(args):
-                jobs.progress(0.5, {"samples_seen": 120, "stage": "aligning"})
-                return 1
-            """
-        ).encode(),
-    )
+        def work(args):
+            jobs.progress(0.5, {"samples_seen": 120, "stage": "aligning"})
+            return 1
+    """
+    put_scripts(boto3.client("s3"), stack["buckets"]["data"], {"ui-jobs/progress.py": script})
     description = {"name": "UI lifecycle", "script": "ui-jobs/progress.py", "func": "work"}
-    created = run_cli("jobs", "create", "script", "--input", json.dumps(description), "--dispatch", "--json")
-    assert created.returncode == 0, created.stderr
-    job = json.loads(created.stdout)
-    deadline = time.monotonic() + 180
-    while True:
-        shown = json.loads(run_cli("jobs", "show", job["id"], "--json").stdout)
-        if shown["state"] in ("SUCCEEDED", "FAILED") or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    job = cli_json("jobs", "create", "script", "--input", json.dumps(description), "--dispatch")
+    shown = wait_for_job(job["id"])
     assert shown["state"] == "SUCCEEDED", shown
     return shown, stack
 
