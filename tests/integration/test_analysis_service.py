@@ -55,7 +55,8 @@ SERVICE_ENV = {
 class ServiceProcess:
     """The analysis service as its own process group (so it can be killed like a crash)."""
 
-    def __init__(self, directory: Path, queue_url: str, topic_arn: str) -> None:
+    def __init__(self, directory: Path, queue_url: str, topic_arn: str, env: dict | None = None) -> None:
+        self.env = env or {}
         self.status_file = directory / "service-status.json"
         self.log = directory / "service.log"
         self.queue_url, self.topic_arn = queue_url, topic_arn
@@ -80,7 +81,7 @@ class ServiceProcess:
                     str(self.status_file),
                 ],
                 cwd=ROOT,
-                env={**os.environ, **TEST_ENV, **SERVICE_ENV},
+                env={**os.environ, **TEST_ENV, **SERVICE_ENV, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -968,6 +969,66 @@ def test_killed_mid_request_answers_exactly_once_after_restart(service, endpoint
 
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(killed_run).state.is_crashed()
+
+
+def test_two_services_on_one_queue_answer_once_even_when_one_dies_after_publishing(
+    service, endpoints, listener, tmp_path_factory
+):
+    """Instance A publishes its answer and is killed before deleting the message; instance B (its
+    own host: another journal file) receives the redelivery and must not answer it again. Then both
+    instances share the queue and every request gets exactly one answer."""
+    doomed = ServiceProcess(
+        tmp_path_factory.mktemp("service-a"),
+        endpoints.queue_url,
+        endpoints.topic_arn,
+        env={"INTERLINKED_ANALYSIS_FAULT_AFTER": "record"},
+    )
+    task = make_task({"name": "ListGenes", "limit": 2})
+    os.killpg(service.process.pid, signal.SIGSTOP)  # only A receives while B is frozen
+    try:
+        doomed.start()
+        send(endpoints, task)
+        assert doomed.process.wait(timeout=60) == -signal.SIGKILL, doomed.log_tail()
+    finally:
+        os.killpg(service.process.pid, signal.SIGCONT)
+    [first] = listener.wait_for([task], timeout=30)
+    assert first is not None
+    # B receives the redelivery once A's visibility (4 s) lapses, finds the shared record and deletes
+    # the message without answering (a "duplicate" event for the request says so).
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        while True:
+            answers = len(responses_to(listener, task))
+            assert answers == 1, f"the request was answered {answers} times"
+            duplicates = prefect_events(
+                client,
+                {
+                    "event": {"name": ["interlinked.analysis.request.duplicate"]},
+                    "resource": {"labels": {"interlinked.uuid": [task["uuid"]]}},
+                    "occurred": {"since": doomed.started_at},
+                },
+            )
+            if duplicates:
+                break
+            assert time.monotonic() < deadline, "the redelivered message was never recognised as answered"
+            time.sleep(0.5)
+    time.sleep(5)  # longer than the visibility timeout: a second answer would have come by now
+    assert len(responses_to(listener, task)) == 1
+
+    # Two live instances on one queue: each request answered exactly once.
+    other = ServiceProcess(tmp_path_factory.mktemp("service-b"), endpoints.queue_url, endpoints.topic_arn)
+    other.start()
+    try:
+        tasks = [make_task({"name": "ListGenes", "limit": 1}) for _ in range(20)]
+        for each in tasks:
+            send(endpoints, each)
+        assert all(response is not None for response in listener.wait_for(tasks, timeout=120))
+        time.sleep(5)
+        assert [len(responses_to(listener, each)) for each in tasks] == [1] * 20
+    finally:
+        assert other.stop() == 0, other.log_tail()
 
 
 def test_sigterm_stops_gracefully_and_completes_the_run(service):

@@ -11,14 +11,18 @@ Request path (no Prefect API round trip, no synchronous S3 call for a warm exper
       ─ publish to SNS ─ journal the message id ─► background: delete the message;
                                                   recorder thread: Prefect events, statistics
 
-- **Exactly one response.** A message is deleted only after its response is published. Right
-  after the publish its id goes into a local journal (one ``write(2)``: it survives the process
-  being killed); a redelivered message (``ApproximateReceiveCount > 1``) found in the journal,
-  or in a response record in S3 (``analysis-responses/{MessageId}.json``: written by the
-  ``prepare-experiment`` flow, and by the service when a delete fails), is deleted without a
-  second response; any other redelivery (the service died mid-request) is answered normally.
-  What remains is a crash between the SNS publish returning and the journal write (microseconds)
-  on a host whose journal is then lost: a standard SNS topic cannot deduplicate that.
+- **Exactly one response, with any number of instances.** A message is deleted only after its
+  response is published and recorded. Right after the publish its id goes into a local journal
+  (one ``write(2)``), then (in the background, before the delete) into a response record in S3
+  (``analysis-responses/{MessageId}.json``, a conditional write, ``If-None-Match: *``): the journal
+  every instance shares, also written by the ``prepare-experiment`` flow. A redelivered message
+  (``ApproximateReceiveCount > 1``) found in either is deleted without a second response, and a
+  redelivery is checked again just before its publish (another instance may have answered while
+  this one computed); any other redelivery (the service died mid-request) is answered normally.
+  What remains is a crash between the SNS publish returning and the record write (milliseconds):
+  a standard SNS topic cannot deduplicate that; a second answer that does happen is found by the
+  conditional write, logged and recorded (``answered-twice``). ``fault_after`` kills the process
+  at those points for the fault tests.
 - **Errors are responses** with stable ``errorCode``s (see ``flows.analysis.protocol.ErrorCode``).
   Transient AWS failures release the message for a retry instead, and get a
   ``SERVICE_UNAVAILABLE`` response on the queue's last allowed receive. A message that is not a

@@ -7,16 +7,17 @@ import os
 import socket
 from typing import Any
 
-from blocks.s3 import ObjectStore
+from blocks.s3 import ObjectStore, WriteConflict
 from flows.analysis.protocol import encode, response_attributes, response_record, response_record_key
 
 
 class Responses:
     """Publishes WorkResponses on ``topic_arn`` and keeps the records of what was published.
 
-    A response record (``analysis-responses/{MessageId}.json``) says that a delivery was answered;
-    the service writes one when it cannot delete an answered message, the ``prepare-experiment``
-    flow for every response it publishes.
+    A response record (``analysis-responses/{MessageId}.json``) says that a delivery was answered.
+    It is the journal every instance shares: the service writes one for every response it publishes,
+    before deleting the message, and the ``prepare-experiment`` flow for every response it publishes;
+    any instance that receives the delivery again finds it and does not answer a second time.
     """
 
     def __init__(self, sns: Any, topic_arn: str, store: ObjectStore) -> None:
@@ -36,10 +37,18 @@ class Responses:
             },
         )["MessageId"]
 
-    def write_record(self, message_id: str, response: dict[str, Any], sns_id: str) -> None:
-        self.store.put_json(
-            response_record_key(message_id), response_record(message_id, response, sns_id, by=self.by)
-        )
+    def write_record(self, message_id: str, response: dict[str, Any], sns_id: str) -> bool:
+        """Record that ``message_id`` was answered, only if no record exists (a conditional write:
+        S3 ``If-None-Match: *``). False when one did: another instance had answered it already."""
+        try:
+            self.store.put_json(
+                response_record_key(message_id),
+                response_record(message_id, response, sns_id, by=self.by),
+                if_none_match=True,
+            )
+        except WriteConflict:
+            return False
+        return True
 
     def record_exists(self, message_id: str) -> bool:
         return self.store.exists(response_record_key(message_id))

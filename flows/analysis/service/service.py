@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -310,6 +312,17 @@ class AnalysisService:
                 + f"; request {request.get('uuid')} is in the analysis service log",
             )
 
+        if message.receive_count > 1 and self.responses.record_exists(message.id):
+            # Redelivered while this instance computed (its visibility lapsed) and answered by another.
+            logger.info("message %s was answered by another instance meanwhile; deleting it", message.id)
+            self.delete(message)
+            self.recorder.record(
+                "duplicate",
+                messageId=message.id,
+                uuid=request.get("uuid"),
+                receiveCount=message.receive_count,
+            )
+            return False
         try:
             sns_id = self.responses.publish(response, message_text)
         except (ClientError, BotoCoreError) as error:
@@ -320,6 +333,7 @@ class AnalysisService:
             return False
         service_ms = (time.perf_counter() - started) * 1000
         self.journal.add(message.id)
+        self._fault("publish")
         self.background.submit(self._acknowledge, message, response, sns_id)
         details = response["response"]
         self.recorder.record(
@@ -526,19 +540,38 @@ class AnalysisService:
 
     # -- messages ---------------------------------------------------------------------------------------
     def _acknowledge(self, message: Message, response: dict[str, Any], sns_id: str) -> None:
-        """After publishing (and journaling): delete the message; if that fails, leave a response
-        record in S3 so that whichever instance gets it again knows it was answered."""
+        """After publishing (and journaling locally): write the response record, the journal every
+        instance shares, then delete the message. A redelivery (this instance died before the
+        delete, or the delete failed) is then recognised by whichever instance receives it.
+
+        The record is a conditional write: if one exists, another instance answered this delivery
+        first, and this answer was a second one; that is logged and recorded, never silent."""
         try:
-            self.delete(message)
-            return
+            if not self.responses.write_record(message.id, response, sns_id):
+                logger.warning("message %s had already been answered by another instance", message.id)
+                self.recorder.record(
+                    "answered-twice",
+                    messageId=message.id,
+                    uuid=response["request"].get("uuid"),
+                    receiveCount=message.receive_count,
+                )
         except Exception as error:
             logger.warning(
-                "could not delete answered message %s (%s); recording its response", message.id, error
+                "could not record the response to message %s (%s); deleting it all the same",
+                message.id,
+                error,
             )
+        self._fault("record")
         try:
-            self.responses.write_record(message.id, response, sns_id)
+            self.delete(message)
         except Exception as error:
-            logger.error("could not record the response to message %s either: %s", message.id, error)
+            logger.warning("could not delete answered message %s (%s)", message.id, error)
+
+    def _fault(self, step: str) -> None:
+        """Fault injection for tests (``fault_after``): die like a crash right after ``step``."""
+        if self.settings.fault_after == step:
+            logger.error("fault injection: killing the service after %s", step)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def delete(self, message: Message) -> None:
         self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.receipt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,14 @@ class ServiceSettings(BaseSettings):
     journal_file: Path | None = Field(
         default=None,
         description="Ids of the messages answered here (default: next to the status file, if any).",
+    )
+    fault_after: Literal["publish", "record"] | None = Field(
+        default=None,
+        description=(
+            "Fault injection for tests: the process kills itself (SIGKILL) right after this step of "
+            "the first message it answers: 'publish' (response published, nothing recorded) or "
+            "'record' (response record written, message not yet deleted). Never set it in production."
+        ),
     )
     event_batch_seconds: float = Field(
         default=1.0, gt=0, description="Longest wait before request events go out."
