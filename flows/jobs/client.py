@@ -229,9 +229,12 @@ class JobService:
         if state == DISPATCH:
             return self._dispatch(job_id, machine.dispatch)
         if state == EXECUTE:
-            flow_run_id, infrastructure_id = _run_context()
-            options.setdefault("flow_run_id", flow_run_id)
-            options.setdefault("infrastructure_id", infrastructure_id)
+            # The caller may say where the work runs (the jobs Lambda does, for its callers'
+            # processes); else it is this process.
+            if "flow_run_id" not in options or "infrastructure_id" not in options:
+                flow_run_id, infrastructure_id = _run_context()
+                options.setdefault("flow_run_id", flow_run_id)
+                options.setdefault("infrastructure_id", infrastructure_id)
             return self._change(job_id, lambda job: _with_resources(machine.execute(job, **options)))
         raise JobError(f"unknown job signal {state!r}; a job takes {' or '.join(JOB_SIGNALS)}")
 

@@ -1,7 +1,7 @@
 # interlinked root stack: storage + messaging, and optionally compute (ECS cluster with the Prefect
 # ECS and aws-batch workers, Batch, the analysis service, the event bridge as an ECS service), the
 # event-bridge Lambda, the seed's HTTP API (API Gateway + Lambda, enable_script_api), a PostgreSQL instance on RDS (enable_database) and the DynamoDB table of task
-# collections (enable_tasks_table). The provider is configured by the caller (examples/aws,
+# collections (enable_tasks_table), and the jobs SDK as a Lambda (enable_jobs_api, on the database). The provider is configured by the caller (examples/aws,
 # examples/local).
 
 data "aws_region" "current" {}
@@ -281,6 +281,7 @@ module "database" {
   subnet_ids  = length(var.database_subnet_ids) > 0 ? var.database_subnet_ids : var.subnet_ids
   allowed_security_group_ids = concat(
     try(module.compute[0].security_group_ids, []),
+    var.enable_jobs_api ? [module.jobs_api[0].security_group_id] : [],
     var.database_allowed_security_group_ids,
   )
 
@@ -424,4 +425,45 @@ resource "aws_iam_role_policy" "tasks_table" {
   name   = "use-tasks-table"
   role   = each.value
   policy = data.aws_iam_policy_document.tasks_table[0].json
+}
+
+################################################################################
+# The jobs SDK as a Lambda (aws lambda invoke from any language), on the job store in the database
+################################################################################
+
+data "aws_vpc" "jobs_api" {
+  count = var.enable_jobs_api ? 1 : 0
+
+  id = var.database_vpc_id != null ? var.database_vpc_id : var.vpc_id
+
+  lifecycle {
+    precondition {
+      condition     = var.enable_database
+      error_message = "enable_jobs_api needs enable_database: the job store is PostgreSQL (modules/database)."
+    }
+  }
+}
+
+module "jobs_api" {
+  source = "./modules/jobs_api"
+  count  = var.enable_jobs_api ? 1 : 0
+
+  name_prefix                 = local.name_prefix
+  package_path                = var.jobs_api_package_path
+  vpc_id                      = data.aws_vpc.jobs_api[0].id
+  subnet_ids                  = length(var.database_subnet_ids) > 0 ? var.database_subnet_ids : var.subnet_ids
+  database_cidr_blocks        = [data.aws_vpc.jobs_api[0].cidr_block]
+  database_url_template       = try(module.database[0].connection_url_template, "")
+  database_secret_arn         = try(module.database[0].master_user_secret_arn, "")
+  data_bucket_name            = module.storage.data_bucket_name
+  data_bucket_arn             = module.storage.data_bucket_arn
+  deployment_set              = var.deployment_set
+  prefect_api_url             = var.prefect_api_url
+  prefect_api_port            = try(tonumber(regex("^https?://[^/:]+:([0-9]+)", var.prefect_api_url)[0]), 443)
+  prefect_api_key_secret_arn  = local.prefect_api_key_secret_arn
+  kms_key_arn                 = var.kms_key_arn
+  log_retention_days          = var.log_retention_days
+  attach_aws_managed_policies = var.attach_aws_managed_policies
+
+  tags = local.tags
 }

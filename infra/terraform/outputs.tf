@@ -363,3 +363,23 @@ output "script_api_role_arn" {
   description = "Execution role of the script API Lambda."
   value       = try(module.script_api[0].role_arn, null)
 }
+
+output "jobs_api_function_name" {
+  description = "Name of the jobs Lambda (aws lambda invoke --function-name ...). null without enable_jobs_api."
+  value       = try(module.jobs_api[0].function_name, null)
+}
+
+output "jobs_api_function_arn" {
+  description = "ARN of the jobs Lambda: lambda:InvokeFunction on it lets a role drive jobs."
+  value       = try(module.jobs_api[0].function_arn, null)
+}
+
+output "jobs_api_role_arn" {
+  description = "Execution role of the jobs Lambda."
+  value       = try(module.jobs_api[0].role_arn, null)
+}
+
+output "jobs_api_log_group_name" {
+  description = "Log group of the jobs Lambda."
+  value       = try(module.jobs_api[0].log_group_name, null)
+}

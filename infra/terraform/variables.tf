@@ -361,6 +361,18 @@ variable "enable_script_api" {
   default     = false
 }
 
+variable "enable_jobs_api" {
+  description = "Create the jobs SDK as a Lambda (aws lambda invoke with {\"action\", \"payload\"}: create, signal, get, updateExecution, update, signalExecution, list, cancel) on the job store in the database. Needs enable_database and jobs_api_package_path."
+  type        = bool
+  default     = false
+}
+
+variable "jobs_api_package_path" {
+  description = "Prebuilt zip of the jobs Lambda (python infra/terraform/scripts/package_lambda.py --installed pydantic-settings --installed psycopg --installed psycopg-binary --output PATH). Required with enable_jobs_api."
+  type        = string
+  default     = null
+}
+
 variable "script_api_package_path" {
   description = "Prebuilt zip of the script API (python infra/terraform/scripts/package_lambda.py --installed pydantic --output PATH). Required with enable_script_api."
   type        = string

@@ -182,8 +182,10 @@ class PrefectApi:
         idempotency_key: str,
         tags: list[str] | None = None,
         name: str | None = None,
+        job_variables: dict[str, Any] | None = None,
     ) -> tuple[str, bool]:
-        """Create (or find, for a repeated key) the flow run; return ``(run id, created now)``."""
+        """Create (or find, for a repeated key) the flow run; return ``(run id, created now)``.
+        ``job_variables`` override the deployment's (e.g. a job's memory, from triage)."""
         deployment_id = self.deployment_id(deployment)
         body: dict[str, Any] = {
             "parameters": parameters,
@@ -192,6 +194,8 @@ class PrefectApi:
         }
         if name:
             body["name"] = name
+        if job_variables:
+            body["job_variables"] = job_variables
         status, reply = self.request("POST", f"/deployments/{deployment_id}/create_flow_run", body)
         if status == 404:
             with self._lock:

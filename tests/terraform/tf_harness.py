@@ -31,6 +31,7 @@ CONFIG_DIRS = (
     "modules/database",
     "modules/tasks_table",
     "modules/script_api",
+    "modules/jobs_api",
     "examples/local",
     "examples/aws",
 )

@@ -10,19 +10,25 @@
     debug = nzchar(Sys.getenv("INTERLINKED_DEBUG", "")),
     # Sign requests with AWS Signature Version 4 (API Gateway with IAM authorization, the
     # Terraform default): "auto" signs for an *.amazonaws.com URL when AWS credentials are set.
-    sign = Sys.getenv("INTERLINKED_SCRIPT_API_SIGN", "auto")
+    sign = Sys.getenv("INTERLINKED_SCRIPT_API_SIGN", "auto"),
+    # The jobs Lambda (Terraform output jobs_api_function_name), invoked through Lambda's Invoke
+    # API (signed); jobs_url replaces that endpoint (a test server, a Lambda function URL).
+    jobs_function = Sys.getenv("INTERLINKED_JOBS_FUNCTION", ""),
+    jobs_url = Sys.getenv("INTERLINKED_JOBS_URL", "")
   )
 }
 
 .hmac <- function(key, text) unclass(openssl::sha256(charToRaw(enc2utf8(text)), key = key))
 .hex_sha256 <- function(text) paste(as.character(openssl::sha256(charToRaw(enc2utf8(text)))), collapse = "")
 
-#' SigV4 headers for a POST of `body` to `url` (service execute-api), from the AWS_* environment.
+#' SigV4 headers for a POST of `body` to `url` (service execute-api, or lambda for the jobs
+#' Lambda's Invoke), from the AWS_* environment.
 .sigv4_headers <- function(url, body, time = Sys.time(),
                            access_key = Sys.getenv("AWS_ACCESS_KEY_ID"),
                            secret_key = Sys.getenv("AWS_SECRET_ACCESS_KEY"),
                            token = Sys.getenv("AWS_SESSION_TOKEN"),
-                           region = Sys.getenv("AWS_REGION", Sys.getenv("AWS_DEFAULT_REGION", "us-east-1"))) {
+                           region = Sys.getenv("AWS_REGION", Sys.getenv("AWS_DEFAULT_REGION", "us-east-1")),
+                           service = "execute-api") {
   if (!nzchar(access_key) || !nzchar(secret_key)) {
     stop("interlinker: signing needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", call. = FALSE)
   }
@@ -37,10 +43,10 @@
   signed <- paste(names(headers), collapse = ";")
   canonical <- paste("POST", path, "", paste0(names(headers), ":", headers, "\n", collapse = ""), signed,
                      .hex_sha256(body), sep = "\n")
-  scope <- paste(day, region, "execute-api", "aws4_request", sep = "/")
+  scope <- paste(day, region, service, "aws4_request", sep = "/")
   to_sign <- paste("AWS4-HMAC-SHA256", amz_date, scope, .hex_sha256(canonical), sep = "\n")
   key <- .hmac(charToRaw(paste0("AWS4", secret_key)), day)
-  for (part in c(region, "execute-api", "aws4_request")) key <- .hmac(key, part)
+  for (part in c(region, service, "aws4_request")) key <- .hmac(key, part)
   signature <- paste(as.character(openssl::sha256(charToRaw(enc2utf8(to_sign)), key = key)), collapse = "")
   out <- c(headers[names(headers) != "host"],
            Authorization = sprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
@@ -144,3 +150,78 @@ runJob <- function(UUID = Sys.getenv("LAMBDA_JOB_ID"), debug = FALSE) {
   if (debug) logS3(paste0("runJob ", id, ": done"), "DEBUG")
   invisible(value)
 }
+
+# -- jobs (seed 004, Archimedes) through the jobs Lambda ----------------------------------------------
+
+#' One action of the jobs SDK through the jobs Lambda, as `aws lambda invoke` sends it:
+#' {"action": ..., "payload": {...}}. The job's JSON (as nested lists), or an error of class
+#' `interlinker_job_error` whose `code` is the Lambda's stable error code.
+interlinker_jobs <- function(action, payload = list()) {
+  payload <- Filter(Negate(is.null), payload)
+  if (!length(payload)) payload <- structure(list(), names = character(0))
+  body <- as.character(jsonlite::toJSON(list(action = action, payload = payload),
+                                        auto_unbox = TRUE, null = "null", digits = NA))
+  url <- interlinker_options("jobs_url")
+  region <- Sys.getenv("AWS_REGION", Sys.getenv("AWS_DEFAULT_REGION", "us-east-1"))
+  if (!nzchar(url)) {
+    fn <- interlinker_options("jobs_function")
+    if (!nzchar(fn)) stop("interlinker: set INTERLINKED_JOBS_FUNCTION (the jobs Lambda's name)", call. = FALSE)
+    url <- sprintf("https://lambda.%s.amazonaws.com/2015-03-31/functions/%s/invocations", region,
+                   utils::URLencode(fn, reserved = TRUE))
+  }
+  sign <- grepl("^https://[^/]+\\.amazonaws\\.com(/|$)", url) && nzchar(Sys.getenv("AWS_ACCESS_KEY_ID"))
+  headers <- if (sign) .sigv4_headers(url, body, region = region, service = "lambda") else character()
+  reply <- httr::POST(url, body = body, httr::content_type_json(), httr::add_headers(.headers = headers))
+  text <- httr::content(reply, as = "text", encoding = "UTF-8")
+  if (httr::status_code(reply) >= 400 || !is.null(httr::headers(reply)[["x-amz-function-error"]])) {
+    stop(sprintf("jobs %s: HTTP %d: %s", action, httr::status_code(reply), text), call. = FALSE)
+  }
+  parsed <- jsonlite::fromJSON(text, simplifyVector = FALSE)
+  if (!isTRUE(parsed$ok)) {
+    stop(structure(class = c("interlinker_job_error", "error", "condition"),
+                   list(message = sprintf("jobs %s: %s: %s", action, parsed$error$code, parsed$error$reason),
+                        code = parsed$error$code, call = NULL)))
+  }
+  for (name in c("job", "jobs", "checkpoint")) if (name %in% names(parsed)) return(parsed[[name]])
+  parsed
+}
+
+#' Archimedes.create: a CREATED job.
+jobCreate <- function(jobType, inputData = NULL, inputFiles = NULL, estimations = NULL, group = NULL) {
+  interlinker_jobs("create", list(jobType = jobType, inputData = inputData, inputFiles = inputFiles,
+                                  estimations = estimations, group = group))
+}
+
+#' Archimedes.signal: state "DISPATCH", or "EXECUTE" inside the work (with where it runs).
+jobSignal <- function(jobId, state, flowRunId = NULL, infrastructureId = NULL) {
+  interlinker_jobs("signal", list(jobId = jobId, state = state, flowRunId = flowRunId,
+                                  infrastructureId = infrastructureId))
+}
+
+#' Archimedes.get
+jobGet <- function(jobId) interlinker_jobs("get", list(jobId = jobId))
+
+#' Archimedes.updateExecution: progress in [0, 1], metrics, an optional checkpoint.
+jobUpdateExecution <- function(jobId, executionId, progress = NULL, metrics = NULL, checkpoint = NULL) {
+  interlinker_jobs("updateExecution", list(jobId = jobId, executionId = executionId, progress = progress,
+                                           metrics = metrics, checkpoint = checkpoint))
+}
+
+#' Archimedes.update: outputData and/or outputFiles.
+jobUpdate <- function(jobId, outputData = NULL, outputFiles = NULL) {
+  interlinker_jobs("update", list(jobId = jobId, outputData = outputData, outputFiles = outputFiles))
+}
+
+#' Archimedes.signalExecution: "SUCCESS" or "FAILURE" (with failureReason).
+jobSignalExecution <- function(jobId, executionId, state, failureReason = NULL) {
+  interlinker_jobs("signalExecution", list(jobId = jobId, executionId = executionId, state = state,
+                                           failureReason = failureReason))
+}
+
+#' Jobs, newest first.
+jobList <- function(jobType = NULL, state = NULL, limit = 100) {
+  interlinker_jobs("list", list(jobType = jobType, state = state, limit = limit))
+}
+
+#' Cancel a live job.
+jobCancel <- function(jobId) interlinker_jobs("cancel", list(jobId = jobId))
