@@ -305,22 +305,33 @@ class JobService:
         failure_reason: str | None = None,
         failure_code: str | None = None,
         failure_evidence: dict[str, Any] | None = None,
+        last_report: dict[str, Any] | None = None,
     ) -> Job:
-        job = self._change(
-            job_id,
-            lambda job: cost.record(
-                machine.signal_execution(
-                    job,
-                    execution_id,
-                    state,
-                    failure_reason=failure_reason,
-                    failure_code=failure_code,
-                    failure_evidence=failure_evidence,
-                ),
+        """End the execution. ``last_report`` (``progress``, ``metrics``, ``output_data``,
+        ``output_files``) is applied first in the same change: one write for the end of a run that
+        buffers its last reports (:class:`flows.jobs.work.TrackedJob`)."""
+        report = last_report or {}
+
+        def transition(job: Job) -> Job:
+            if report.get("progress") is not None or report.get("metrics"):
+                job = machine.update_execution(
+                    job, execution_id, progress=report.get("progress"), metrics=report.get("metrics")
+                )
+            if report.get("output_data") is not None or report.get("output_files") is not None:
+                job = machine.update(
+                    job, output_data=report.get("output_data"), output_files=report.get("output_files")
+                )
+            ended = machine.signal_execution(
+                job,
                 execution_id,
-                self.policy,
-            ),
-        )
+                state,
+                failure_reason=failure_reason,
+                failure_code=failure_code,
+                failure_evidence=failure_evidence,
+            )
+            return cost.record(ended, execution_id, self.policy)
+
+        job = self._change(job_id, transition)
         if state == FAILURE:
             job = self._retry_after_oom(job)
         return job

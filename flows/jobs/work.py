@@ -110,12 +110,20 @@ def _ending(job_id: str, execution: RunningExecution) -> Iterator[None]:
 DEFAULT_PROGRESS_INTERVAL = 2.0
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON (numpy numbers, paths, dates as their text)."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
 class TrackedJob:
     """A job for part of the work this flow run does, recorded best-effort (see the module).
 
     Make one with :meth:`start`; then :meth:`execute` (when the work starts), :meth:`progress`
-    (at most one store write per ``progress_interval`` seconds; the latest values are written
-    before the end), :meth:`outputs`, and :meth:`succeed` or :meth:`fail`. Thread-safe, one
+    (at most one store write per ``progress_interval`` seconds), :meth:`outputs`, and
+    :meth:`succeed` or :meth:`fail`, which write the latest progress, metrics and outputs in the
+    same change as the end. Thread-safe, one
     instance per job, so a run's parallel datasets each hold their own.
     """
 
@@ -215,9 +223,11 @@ class TrackedJob:
                 self._flush()
 
     def _flush(self) -> None:
-        if not self._pending or self.execution_id is None:
+        if "progress" not in self._pending and "metrics" not in self._pending:
             return
-        pending, self._pending = self._pending, {}
+        if self.execution_id is None:
+            return
+        pending = {key: self._pending.pop(key) for key in ("progress", "metrics") if key in self._pending}
         self._last_write = time.monotonic()
         execution_id = self.execution_id
         self._apply(
@@ -228,14 +238,12 @@ class TrackedJob:
         )
 
     def outputs(self, *, data: dict[str, Any] | None = None, files: dict[str, Any] | None = None) -> None:
-        """Store the job's ``outputData`` / ``outputFiles``."""
+        """The job's ``outputData`` / ``outputFiles``, written with the end of the execution."""
         with self._lock:
-            if self.execution_id is None:
-                return
-            self._apply(
-                "store the outputs of",
-                lambda: self.service.update(self.job_id, output_data=data, output_files=files),
-            )
+            if data is not None:
+                self._pending["output_data"] = _plain(data)
+            if files is not None:
+                self._pending["output_files"] = _plain(files)
 
     def succeed(self) -> None:
         """End the execution with SUCCESS (after writing the last progress and metrics)."""
@@ -269,19 +277,22 @@ class TrackedJob:
             if self.execution_id is None:
                 self._close_artifacts()
                 return
-            self._flush()
             execution_id = self.execution_id
-            self._apply(
-                f"record {state} of",
-                lambda: self.service.signal_execution(
+            pending, self._pending = self._pending, {}  # the last reports and outputs: one write with the end
+
+            def end(report: dict[str, Any]) -> Any:
+                return self.service.signal_execution(
                     self.job_id,
                     execution_id,
                     state,
                     failure_reason=failure.get("reason"),
                     failure_code=failure["code"].value if failure.get("code") else None,
                     failure_evidence=failure.get("evidence"),
-                ),
-            )
+                    last_report=report,
+                )
+
+            if not self._apply(f"record {state} of", lambda: end(pending)) and pending:
+                self._apply(f"record {state} (without its last report) of", lambda: end({}))
             self._close_artifacts()
 
     def _close_artifacts(self) -> None:

@@ -191,3 +191,19 @@ def test_a_silent_dataset_fails_stuck_without_stopping_or_ending_the_shared_run(
     assert job.state == "FAILED" and job.current_execution.failure_code == "STUCK"
     assert infra.stopped == [] and runs.ended == {}  # the other datasets of the run go on
     assert "ownsRun false" in report.actions[0]["stop"] and svc.dispatcher.created == []
+
+
+def test_outputs_go_with_the_end_in_one_write_and_a_bad_report_does_not_keep_the_job_open(svc):
+    tracked = TrackedJob.start("prepare-experiment", {}, execute=True, progress_interval=3600)
+    version = svc.get(tracked.job_id).version
+    tracked.outputs(data={"cells": 3}, files={"experiment": "s3://b/e.h5ad"})
+    tracked.succeed()
+    job = svc.get(tracked.job_id)
+    assert job.version == version + 1 and job.state == "SUCCEEDED" and job.output_data == {"cells": 3}
+
+    other = TrackedJob.start("prepare-experiment", {}, execute=True, progress_interval=3600)
+    other.outputs(data={"score": float("nan")})  # not valid JSON: refused by the store ...
+    other.fail("boom")
+    job = svc.get(other.job_id)
+    assert job.state == "FAILED" and job.output_data == {}  # ... and the end recorded without it
+    assert other.problems and "without its last report" not in other.problems[0]
