@@ -37,6 +37,7 @@ is refused in a ``…__refused-xxxx`` folder of its own).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import os
@@ -46,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,8 +433,9 @@ def _start_jobs(context: JobContext, limit: int) -> None:
     }
     group = submission.group if _taggable(submission.group) else None
     logger = get_run_logger()
-    for run in context.runs.values():
-        run.job = TrackedJob.start(
+
+    def start(run: Run) -> TrackedJob:
+        return TrackedJob.start(
             JOB_TYPE,
             {
                 "submission": f"s3://{submission.bucket}/{submission.key}",
@@ -450,6 +453,14 @@ def _start_jobs(context: JobContext, limit: int) -> None:
             group=group,
             warn=logger.warning,
         )
+
+    runs = list(context.runs.values())
+    with ThreadPoolExecutor(max_workers=min(8, len(runs)), thread_name_prefix="submission-jobs") as pool:
+        # A few at a time (no wait per dataset), each in a copy of this run's context (its flow run id).
+        contexts = [contextvars.copy_context() for _ in runs]
+        for run, job in zip(runs, pool.map(lambda c, r: c.run(start, r), contexts, runs), strict=True):
+            run.job = job
+    for run in runs:
         if run.job.job_id:
             run.record["job_id"] = run.job.job_id
             folder.line(
