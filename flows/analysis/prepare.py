@@ -209,7 +209,9 @@ def prepare_experiment(
         the request, response id and topic).
     """
     if (request is None) == (id is None):
-        raise ValueError("give exactly one of request (a PrepareExperiment task) and id (a prepare-experiment job)")
+        raise ValueError(
+            "give exactly one of request (a PrepareExperiment task) and id (a prepare-experiment job)"
+        )
     logger = get_run_logger()
     if id is not None:
         tracked = _executing_job(id)
