@@ -13,6 +13,17 @@ analysis' stable code (``SOURCE_NOT_FOUND``, ``MISSING_INPUT_FILE``, ``INVALID_I
 It is heavy (minutes and GBs for 100k cells), so it runs as a flow run of the
 ``prepare-experiment`` deployment (local pool here, ECS/Batch on AWS), started by the analysis
 service, or by hand: ``prefect deployment run prepare-experiment/local -p request='{...task...}'``.
+
+Every run is a job of type ``prepare-experiment`` (:mod:`flows.jobs`): a run started with a
+``request`` makes its job itself (DISPATCHED to the run, then one execution), a run started with
+``id`` (``interlinked jobs create prepare-experiment --input '{"request": {...}}' --dispatch``, or
+a retry by the sweeper) executes that job, whose ``inputData`` is ``{"request", "responseId",
+"topicArn"}``. The execution reports each analysis step as progress (``metrics.step``), ends with
+the summary as ``outputData`` and the experiment as ``outputFiles.experiment``, or with FAILURE:
+the analysis' code in the reason (``"SOURCE_NOT_FOUND: ..."``), the failure code of
+:mod:`flows.jobs.failures` (``OUT_OF_MEMORY`` for a ``MemoryError``, else ``CODE_ERROR``). The
+job store is bookkeeping here: when it is down the experiment is prepared and answered all the
+same (the run log says the job could not be recorded).
 """
 
 from __future__ import annotations
@@ -49,8 +60,11 @@ from flows.analysis.service.settings import ServiceSettings
 from flows.analysis.sources import check_request_allowed
 from flows.analysis.tasks import prepare_parameters, prepare_summary
 from flows.aws_tasks import aws_task
+from flows.jobs.failures import FailureCode, from_exception
+from flows.jobs.work import TrackedJob
 
 FLOW_NAME = "prepare-experiment"
+JOB_TYPE = "prepare-experiment"
 _MATRIX_NAMES = {
     "matrix.mtx",
     "matrix.mtx.gz",
@@ -104,19 +118,26 @@ def download_source(bucket: str, path: str, destination: Path) -> Path:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def run_preparation(source: Path, parameters: dict[str, Any]) -> Any:
-    """The analysis itself, with progress in the run log and a progress artifact."""
+def run_preparation(source: Path, parameters: dict[str, Any], tracked: TrackedJob | None = None) -> Any:
+    """The analysis itself, with progress in the run log and as the job's progress (its progress
+    artifact on the run; a plain progress artifact when there is no job record)."""
     import anndata
     import scanpy as sc
 
     import analyses
 
     logger = get_run_logger()
-    progress_id = create_progress_artifact(progress=0.0, description="Preparing the experiment")
+    tracking = tracked is not None and tracked.execution_id is not None
+    progress_id = (
+        None if tracking else create_progress_artifact(progress=0.0, description="Preparing the experiment")
+    )
 
     def progress(step: str, fraction: float) -> None:
         logger.info("%s done (%.0f %%)", step, fraction * 100)
-        update_progress_artifact(progress_id, progress=round(fraction * 100, 1))
+        if tracking:
+            tracked.progress(min(1.0, fraction), {"step": step})
+        else:
+            update_progress_artifact(progress_id, progress=round(fraction * 100, 1))
 
     try:
         if source.suffix == ".h5ad":
@@ -165,9 +186,10 @@ def publish_response(response: dict[str, Any], response_id: str, topic_arn: str 
     persist_result=False,
 )
 def prepare_experiment(
-    request: dict[str, Any],
+    request: dict[str, Any] | None = None,
     response_id: str | None = None,
     topic_arn: str | None = None,
+    id: str | None = None,
 ) -> dict[str, Any]:
     """Run a PrepareExperiment task (the seed's JSON) and answer it on the work-results topic.
 
@@ -182,12 +204,52 @@ def prepare_experiment(
         one response is published per id. Default: the request's uuid and a hash of it.
     topic_arn
         Topic to answer on; default: the ``work_results`` block.
+    id
+        Instead of ``request``: the ``prepare-experiment`` job to execute (its ``inputData`` holds
+        the request, response id and topic).
     """
+    if (request is None) == (id is None):
+        raise ValueError(
+            "give exactly one of request (a PrepareExperiment task) and id (a prepare-experiment job)"
+        )
     logger = get_run_logger()
+    if id is not None:
+        tracked = _executing_job(id)
+        data = tracked.job["inputData"]
+        request = data["request"] if isinstance(data.get("request"), dict) else data
+        response_id = response_id or data.get("responseId")
+        topic_arn = topic_arn or data.get("topicArn")
+    else:
+        tracked = TrackedJob.start(
+            JOB_TYPE,
+            {"request": request, "responseId": response_id, "topicArn": topic_arn},
+            execute=True,
+            warn=logger.warning,
+        )
+    if tracked.job_id:
+        logger.info("job %s (interlinked status %s)", tracked.job_id, tracked.job_id)
+    return _prepare(request, response_id, topic_arn, tracked)
+
+
+def _executing_job(job_id: str) -> TrackedJob:
+    """The dispatched job ``job_id`` with a new execution (EXECUTE refused: the run fails, as a
+    script job's does); from then on its record is kept best-effort, as a started one's."""
+    from flows.jobs import client
+
+    service = client.default_service()
+    return TrackedJob(service.signal(job_id, "EXECUTE").to_json(), service=service).execute()
+
+
+def _prepare(
+    request: dict[str, Any], response_id: str | None, topic_arn: str | None, tracked: TrackedJob
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    tracked.execute()  # its progress and metrics artifacts on this run
     started = time.perf_counter()
     response_id = response_id or request_identity(request)
     summary: dict[str, Any] | None = None
     failure: ServiceError | None = None
+    error_seen: BaseException | None = None
     try:
         task_ = parse_task(request, check_expiry=False)
         if task_.name != "PrepareExperiment":
@@ -198,7 +260,7 @@ def prepare_experiment(
             source = download_source(
                 task_.body["sourceBucket"], task_.body["sourceMatrixPath"], Path(workdir)
             )
-            adata = run_preparation(source, parameters)
+            adata = run_preparation(source, parameters, tracked)
             stored = store_experiment(adata, task_.experiment_id, Path(workdir))
             summary = prepare_summary(
                 adata,
@@ -213,17 +275,29 @@ def prepare_experiment(
         failure = error
         response = error_response(request, error.code, error.message)
     except Exception as error:
+        error_seen = error
         failure = ServiceError(ErrorCode.PREPARE_FAILED, f"{type(error).__name__}: {error}")
         response = error_response(
             request,
             ErrorCode.PREPARE_FAILED,
             f"Preparing the experiment failed: {type(error).__name__}: {error}"[:800],
         )
-    publish_response(response, response_id, topic_arn)
-    _report(request, summary, failure)
+    try:
+        publish_response(response, response_id, topic_arn)
+        _report(request, summary, failure)
+    except BaseException as error:
+        tracked.fail(error)
+        raise
     if failure is not None:
         logger.error("PrepareExperiment failed (%s): %s", failure.code, failure.message)
+        code = from_exception(error_seen).code if error_seen is not None else FailureCode.CODE_ERROR
+        tracked.fail(
+            f"{failure.code}: {failure.message}", code=code, evidence={"errorCode": str(failure.code)}
+        )
         raise PrepareFailed(f"{failure.code}: {failure.message}")
+    tracked.progress(1.0, {k: summary[k] for k in ("cells", "genes", "clusters") if k in summary})
+    tracked.outputs(data=summary, files={"experiment": summary["location"]})
+    tracked.succeed()
     logger.info("experiment %s ready at %s", summary["experimentId"], summary["location"])
     return summary
 

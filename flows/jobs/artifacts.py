@@ -9,7 +9,9 @@ itself, or from the script it runs, through the SDK) is mirrored onto the run th
 
 Both are created once at EXECUTE and updated in place (no new artifact version per report), by a
 mirror thread that reads the job every ``interval`` seconds and writes only on a change, and once
-more when the execution ends. The mirror only *reads* the work's own reports: it is no heartbeat,
+more when the execution ends. With ``interval=None`` there is no thread: the caller, which holds
+the job as its last change returned it, calls :meth:`ExecutionArtifacts.refresh` after a change
+(what :class:`flows.jobs.work.TrackedJob` does, so a submission's datasets cost no polling). The mirror only *reads* the work's own reports: it is no heartbeat,
 so a hung script still looks hung to the sweeper. Failures of the mirror are logged and never fail
 the work.
 """
@@ -63,6 +65,19 @@ def _description(job: dict[str, Any]) -> str:
     return f"{head}: {shown}" if shown else head
 
 
+def _flow_run_id() -> Any:
+    """The flow run this code runs in (also from a task run's thread); None outside one."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        return context.flow_run.id
+    task_context = TaskRunContext.get()
+    if task_context is not None and task_context.task_run is not None:
+        return task_context.task_run.flow_run_id
+    return None
+
+
 class ExecutionArtifacts:
     """The progress and metrics artifacts of one execution, kept current from the job store.
 
@@ -70,7 +85,7 @@ class ExecutionArtifacts:
     manager around the work; outside a flow run it does nothing.
     """
 
-    def __init__(self, job_id: str, read, *, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, job_id: str, read, *, interval: float | None = DEFAULT_INTERVAL) -> None:
         self.job_id = job_id
         self.read = read
         self.interval = interval
@@ -81,15 +96,15 @@ class ExecutionArtifacts:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> ExecutionArtifacts:
-        from prefect.context import FlowRunContext
-
-        context = FlowRunContext.get()
-        if context is None or context.flow_run is None:
+        flow_run_id = _flow_run_id()
+        if flow_run_id is None:
             return self
         try:
-            self._create(context.flow_run.id, self.read(self.job_id))
+            self._create(flow_run_id, self.read(self.job_id))
         except Exception as error:
             logger.warning("could not create the UI artifacts of job %s: %s", self.job_id, error)
+            return self
+        if self.interval is None:
             return self
         self._thread = threading.Thread(target=self._mirror, name=f"job-{self.job_id}-ui", daemon=True)
         self._thread.start()
@@ -98,7 +113,7 @@ class ExecutionArtifacts:
     def __exit__(self, *exc_info: Any) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
+            self._thread.join(timeout=(self.interval or 0) + 5)
         self.refresh()
 
     def _create(self, flow_run_id: Any, job: dict[str, Any]) -> None:
@@ -146,6 +161,7 @@ class ExecutionArtifacts:
             return False
 
     def _mirror(self) -> None:
+        assert self.interval is not None
         while not self._stop.wait(self.interval):
             self.refresh()
 

@@ -207,6 +207,7 @@ class JobService:
         job_id: str | None = None,
         group: str | None = None,
     ) -> Job:
+        self.job_types.check_by_hand(job_type, "create")
         job = machine.new_job(
             job_type,
             input_data=input_data,
@@ -217,6 +218,38 @@ class JobService:
         )
         job.group = triage.check_group(group if group is not None else self.policy.jobs_default_group)
         self.place(job)  # estimations no pool can take are refused now, not at dispatch
+        return self._mirror(self.store.insert(job))
+
+    def start(
+        self,
+        job_type: str,
+        input_data: Any = None,
+        input_files: Any = None,
+        estimations: Any = None,
+        *,
+        group: str | None = None,
+        execute: bool = False,
+    ) -> Job:
+        """A job for work the calling flow run already does: stored DISPATCHED to that run (no new
+        run is created) and, with ``execute``, EXECUTING with its first execution — one insert.
+
+        Any job type may be started this way, also one whose jobs are made by a flow
+        (``createdBy``); the sweeper watches and retries it like any other."""
+        job = machine.new_job(
+            job_type,
+            input_data=input_data,
+            input_files=input_files,
+            estimations=estimations,
+            known_types=self.job_types.names(),
+        )
+        job.group = triage.check_group(group if group is not None else self.policy.jobs_default_group)
+        job.placement = self.place(job)
+        flow_run_id, infrastructure_id = _run_context()
+        job = machine.adopt(job, flow_run_id)
+        if execute:
+            job = _with_resources(
+                machine.execute(job, flow_run_id=flow_run_id, infrastructure_id=infrastructure_id)
+            )
         return self._mirror(self.store.insert(job))
 
     def get(self, job_id: str) -> Job:
@@ -275,22 +308,33 @@ class JobService:
         failure_reason: str | None = None,
         failure_code: str | None = None,
         failure_evidence: dict[str, Any] | None = None,
+        last_report: dict[str, Any] | None = None,
     ) -> Job:
-        job = self._change(
-            job_id,
-            lambda job: cost.record(
-                machine.signal_execution(
-                    job,
-                    execution_id,
-                    state,
-                    failure_reason=failure_reason,
-                    failure_code=failure_code,
-                    failure_evidence=failure_evidence,
-                ),
+        """End the execution. ``last_report`` (``progress``, ``metrics``, ``output_data``,
+        ``output_files``) is applied first in the same change: one write for the end of a run that
+        buffers its last reports (:class:`flows.jobs.work.TrackedJob`)."""
+        report = last_report or {}
+
+        def transition(job: Job) -> Job:
+            if report.get("progress") is not None or report.get("metrics"):
+                job = machine.update_execution(
+                    job, execution_id, progress=report.get("progress"), metrics=report.get("metrics")
+                )
+            if report.get("output_data") is not None or report.get("output_files") is not None:
+                job = machine.update(
+                    job, output_data=report.get("output_data"), output_files=report.get("output_files")
+                )
+            ended = machine.signal_execution(
+                job,
                 execution_id,
-                self.policy,
-            ),
-        )
+                state,
+                failure_reason=failure_reason,
+                failure_code=failure_code,
+                failure_evidence=failure_evidence,
+            )
+            return cost.record(ended, execution_id, self.policy)
+
+        job = self._change(job_id, transition)
         if state == FAILURE:
             job = self._retry_after_oom(job)
         return job
@@ -333,6 +377,7 @@ class JobService:
         if self.dispatcher is None:
             raise JobError("this job service has no dispatcher: it cannot create flow runs")
         current = self.store.get(job_id)
+        self.job_types.check_by_hand(current.job_type, "dispatch or retry")
         transition(current)  # refused transitions say so before triage and budget are looked at
         placement = self.place(current, check_budget=True)
         found: dict[str, str] = {}
@@ -442,6 +487,22 @@ def create(
     """Create a job of ``job_type`` (state CREATED) for ``group`` (who pays; default
     ``INTERLINKED_JOBS_DEFAULT_GROUP``); the job's JSON."""
     return default_service().create(job_type, input_data, input_files, estimations, group=group).to_json()
+
+
+def start(
+    job_type: str,
+    input_data: dict[str, Any] | None = None,
+    input_files: dict[str, Any] | None = None,
+    estimations: dict[str, Any] | None = None,
+    group: str | None = None,
+    execute: bool = False,
+) -> dict[str, Any]:
+    """A job for work this flow run already does (DISPATCHED to it; EXECUTING with ``execute``)."""
+    return (
+        default_service()
+        .start(job_type, input_data, input_files, estimations, group=group, execute=execute)
+        .to_json()
+    )
 
 
 def get(job_id: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ raises before anything is built, so nothing changes.
 signal         allowed when                    effect
 =============  ==============================  =================================================
 DISPATCH       CREATED                         DISPATCHED (the flow run id is recorded after)
+adopt          CREATED                         DISPATCHED to the flow run already running it
 EXECUTE        DISPATCHED                      EXECUTING; a new execution (attempt n + 1)
 progress       current execution EXECUTING     progress in [0, 1]; metrics merged
 update         EXECUTING                       outputData / outputFiles replaced
@@ -112,6 +113,18 @@ def dispatch(job: Job) -> Job:
     changed = _copy(job)
     changed.state = DISPATCHED
     changed.flow_run_id = None
+    changed.dispatched_at = changed.updated_at
+    return changed
+
+
+def adopt(job: Job, flow_run_id: str | None) -> Job:
+    """CREATED → DISPATCHED to ``flow_run_id``, the run that already does the work: a job a flow
+    makes for part of its own work (a submission's dataset, a prepare-experiment run)."""
+    if job.state != CREATED:
+        raise JobError(f"cannot adopt job {job.id}: it is {job.state} (only a CREATED job is adopted)")
+    changed = _copy(job)
+    changed.state = DISPATCHED
+    changed.flow_run_id = flow_run_id
     changed.dispatched_at = changed.updated_at
     return changed
 

@@ -32,7 +32,11 @@ marks healthy runs Crashed (#16459, #18653). This one:
   within its window: every change is a conditional write that re-checks the execution it judged
   (an execution that reported progress meanwhile is left alone), so two sweepers never both act;
 - retries at most ``maxAttempts`` executions in all (only for retryable codes: a code error is not
-  retried by the sweeper).
+  retried by the sweeper);
+- for a job type whose run is shared (``ownsRun: false`` in ``job_types.json``: a submission's
+  dataset, whose run analyses the other datasets too) fails the job with its reason but neither
+  stops the infrastructure nor ends the run; a job type a flow makes for itself (``createdBy``) is
+  not dispatched again.
 
 Windows: ``estimations.heartbeatTimeoutSeconds`` (else the job type's ``heartbeatTimeoutSeconds`` in
 ``job_types.json``, else ``INTERLINKED_JOBS_HEARTBEAT_TIMEOUT``); the start window likewise from
@@ -736,9 +740,12 @@ class Sweeper:
         reason = (
             f"interlinked sweeper: {decision.failure.reason}" if decision.failure else "interlinked sweeper"
         )
-        if decision.stop and ref is not None:
+        shared = not self.service.job_types.owns_run(job.job_type)
+        if shared:  # e.g. a submission's dataset: its run analyses the others too; only the job fails
+            action["stop"] = "not stopped: its flow run does other work too (job type ownsRun false)"
+        elif decision.stop and ref is not None:
             action["stop"] = self.infrastructure.stop(ref, reason)
-        if job.flow_run_id and not (run is not None and run.ended):
+        if job.flow_run_id and not shared and not (run is not None and run.ended):
             try:
                 self.runs.end(job.flow_run_id, "CRASHED", reason)
             except Exception as error:  # the job record is the truth; the run's state is a courtesy
@@ -752,6 +759,7 @@ class Sweeper:
         """Create the flow run of a job the sweeper put back to DISPATCHED."""
         service = self.service
         try:
+            service.job_types.check_by_hand(job.job_type, "dispatch or retry")
             deployment = service.job_types.deployment(job.job_type)
             flow_run_id = service.dispatcher.create_run(job, deployment)
         except Exception as error:

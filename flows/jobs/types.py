@@ -5,6 +5,12 @@ JSON file of the same shape whose entries are added (or replace built-in ones), 
 its own job types without a code change. An entry is ``{"flow": NAME}`` (the deployment
 ``NAME/{deployment set}``, the set from ``INTERLINKED_DEPLOYMENT_SET``, default ``local``) or
 ``{"deployment": "flow/deployment"}`` (exactly that one).
+
+Optional keys: ``heartbeatTimeoutSeconds`` / ``startTimeoutSeconds`` (the sweeper's windows);
+``createdBy: FLOW`` — jobs of this type are made by that flow for part of its own work (a
+submission's datasets), never created, dispatched or retried by hand; ``ownsRun: false`` — the
+job's flow run does other work too, so the sweeper fails the job but neither stops the run's
+infrastructure nor ends the run.
 """
 
 from __future__ import annotations
@@ -38,6 +44,23 @@ class JobTypes:
         if entry is None:
             raise JobError(f"unknown job type {job_type!r}; known types: {', '.join(self.names()) or 'none'}")
         return entry.get("deployment") or f"{entry['flow']}/{self.deployment_set}"
+
+    def created_by(self, job_type: str) -> str | None:
+        """The flow that makes the jobs of ``job_type`` for its own work (None: anyone may)."""
+        return (self.entries.get(job_type) or {}).get("createdBy")
+
+    def owns_run(self, job_type: str) -> bool:
+        """Whether a job of ``job_type`` is all its flow run does (False: the run is shared)."""
+        return (self.entries.get(job_type) or {}).get("ownsRun", True) is not False
+
+    def check_by_hand(self, job_type: str, action: str) -> None:
+        """:class:`JobError` when jobs of ``job_type`` are made by a flow and not by hand."""
+        flow_name = self.created_by(job_type)
+        if flow_name:
+            raise JobError(
+                f"cannot {action} a {job_type} job by hand: the {flow_name} flow makes and runs these "
+                f"jobs for its own work ({self.entries[job_type].get('description', '').strip()})"
+            )
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:

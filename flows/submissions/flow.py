@@ -18,6 +18,16 @@ and ``configs/``), read the config, choose the analysis and charge the budget; 3
 reserved config keys and wait for a job slot of the group; 4. start the runs (in parallel, at
 most ``dataset_concurrency``, one failing run does not stop the others) → ``end.txt``.
 
+Each run (one dataset, or one member of an ensemble) is also a job of the job lifecycle
+(:mod:`flows.jobs`, type ``submission-dataset``): made when the submission is accepted, DISPATCHED
+to this flow run, one execution from the run's start to SUCCESS or FAILURE (a code of
+:mod:`flows.jobs.failures`: ``TIME_LIMIT``, ``OUT_OF_MEMORY``, else ``CODE_ERROR``; the status
+file's ``failure`` is the reason), with the run's step, CPU and memory as progress metrics and its
+outputs as ``outputFiles``. Its id is in the status file (``job_id``, next to NeuroCAAS's fields)
+and on a ``[Internal (jobs)]`` line of the certificate, for ``interlinked status JOB_ID``. The job
+record is bookkeeping about the run: a job store that cannot be reached is said in the
+certificate, and the analyses run all the same.
+
 Re-uploading a submit file with the timestamp of an earlier job re-runs it in the same folder,
 as the NeuroCAAS website expects (it always uploads ``submissions/submit.json``): once the earlier
 job has ended its files are moved to ``{group}/results/superseded/…`` and the new job starts;
@@ -27,6 +37,7 @@ is refused in a ``…__refused-xxxx`` folder of its own).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import os
@@ -36,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +59,8 @@ from prefect.context import get_run_context
 from prefect.states import Completed, Failed
 
 from blocks.s3 import ObjectMissing, ObjectStore, data_store, location_allowed
+from flows.jobs.failures import FailureCode, from_exception
+from flows.jobs.work import TrackedJob
 from flows.submissions.folder import (
     END,
     FAILED,
@@ -99,6 +113,7 @@ from flows.submissions.validation import (
 )
 
 FLOW_NAME = "process-submission"
+JOB_TYPE = "submission-dataset"
 MAX_SUBMISSION_BYTES = 256 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_STD_LINES = 200  # stdout/stderr lines kept in a status file
@@ -145,6 +160,7 @@ class Run:
     stderr: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0  # measured run time (what the budget is charged for)
+    job: TrackedJob | None = None  # its job (flows.jobs), kept best-effort
 
 
 @dataclass
@@ -209,7 +225,7 @@ class JobContext:
                 # interlinked's own additions (NeuroCAAS readers ignore them)
                 **{
                     k: run.record[k]
-                    for k in ("analysis", "jobnb", "progress", "outputs", "summary")
+                    for k in ("analysis", "jobnb", "progress", "outputs", "summary", "job_id")
                     if k in run.record
                 },
             }
@@ -224,6 +240,14 @@ class JobContext:
             upload=upload_certificate,
         )
         return snapshot
+
+    def status_uri(self, run: Run) -> str:
+        """Where the run's status file is."""
+        return self.store.uri(self.folder.prefix + f"logs/{status_file_name(run.dataset)}")
+
+    def output_uri(self, listed: str) -> str:
+        """An output as the status file lists it, as a full S3 URI."""
+        return listed if listed.startswith("s3://") else self.store.uri(self.folder.prefix + listed)
 
     def usage_log(self, run: Run, *, start: str | None, end: str | None) -> None:
         """The run's usage log where NeuroCAAS's cost tools read it (``logs/{group}/{instance}.json``
@@ -247,7 +271,11 @@ class JobContext:
 
 
 class DatasetFailed(RuntimeError):
-    pass
+    """A run failed; ``code`` is its failure code (flows.jobs.failures) for its job."""
+
+    def __init__(self, reason: str, *, code: FailureCode = FailureCode.CODE_ERROR):
+        super().__init__(reason)
+        self.code = code
 
 
 def _download_dataset(store: ObjectStore, dataset: Dataset, directory: Path) -> Path:
@@ -290,6 +318,8 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
     start_time = neurocaas_time()
     run.steps.append("download")
     run.stdout.append(f"{now()} downloading {context.store.uri(dataset.key)}")
+    job = run.job or TrackedJob(None)
+    job.execute()  # EXECUTE: this run's execution, linked to the flow run
     context.write_status(run, status=IN_PROGRESS, job_start=start_time, progress=0.0)
     context.usage_log(run, start=start_time, end=None)
     last_progress = [0.0]
@@ -301,7 +331,8 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
         if moment - last_progress[0] >= 1.0 or fraction >= 1.0:
             last_progress[0] = moment
             run.stdout.append(f"{now()} {step}: {100 * min(1.0, fraction):.0f}%")
-            context.write_status(run, progress=round(min(1.0, fraction), 3))
+            snapshot = context.write_status(run, progress=round(min(1.0, fraction), 3))
+            job.progress(min(1.0, fraction), _metrics(step, snapshot))
 
     workdir = Path(tempfile.mkdtemp(prefix="interlinked-submission-"))
     try:
@@ -320,7 +351,8 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
         try:
             summary = analysis.run(path, context.config.run_params(dataset.jobnb), output_dir, progress)
         except Exception as error:
-            raise DatasetFailed(f"{type(error).__name__}: {error}") from None
+            code = TIME_LIMIT if isinstance(error, TimeoutError) else from_exception(error).code
+            raise DatasetFailed(f"{type(error).__name__}: {error}", code=code) from None
         run.steps.append("upload")
         outputs = []
         for item in sorted(output_dir.rglob("*")):
@@ -331,10 +363,19 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
         run.steps.append("done")
         run.stdout.append(f"{now()} {len(outputs)} output(s) in {seconds:.1f} s")
         finish = neurocaas_time()
-        context.write_status(
+        snapshot = context.write_status(
             run, status=SUCCESS, job_finish=finish, progress=1.0, outputs=outputs, summary=summary
         )
         context.usage_log(run, start=start_time, end=finish)
+        job.progress(1.0, {**_metrics("done", snapshot), "outputs": len(outputs), "seconds": seconds})
+        job.outputs(
+            data={"status": SUCCESS, "summary": summary},
+            files={
+                "statusFile": context.status_uri(run),
+                "outputs": [context.output_uri(o) for o in outputs],
+            },
+        )
+        job.succeed()
         folder.line(
             f"[Internal (monitor)] analysis {run.number} ({dataset.label}): SUCCESS in {seconds:.1f} s, "
             f"{len(outputs)} output(s)",
@@ -344,13 +385,19 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
         return {"dataset": dataset.key, "outputs": outputs, "summary": summary}
     except Exception as error:
         if isinstance(error, DatasetFailed):
-            reason = str(error)
+            reason, code = str(error), error.code
         elif isinstance(error, TimeoutError):
             reason = f"exceeded its time limit of {time_limit_text(context.config)}"
+            code = TIME_LIMIT
         else:
-            reason = f"{type(error).__name__}: {error}"
+            reason, code = f"{type(error).__name__}: {error}", from_exception(error).code
         run.stderr.append(reason)
         run.steps.append(f"failed: {reason}")
+        job.fail(
+            reason,
+            code=code,
+            evidence={"statusFile": context.status_uri(run), "dataset": dataset.key, "steps": run.steps[-5:]},
+        )
         finish = neurocaas_time()
         context.write_status(run, status=FAILED, job_finish=finish, failure=reason)
         context.usage_log(run, start=start_time, end=finish)
@@ -361,6 +408,84 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
     finally:
         run.seconds = time.monotonic() - started
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+TIME_LIMIT = FailureCode.TIME_LIMIT
+
+
+def _metrics(step: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A run's progress metrics for its job: the step, and CPU and memory as the status file has them."""
+    return {"step": step, "cpu": snapshot.get("cpu_usage"), "memory": snapshot.get("memory_usage")}
+
+
+def _start_jobs(context: JobContext, limit: int) -> None:
+    """Make each run's job (type ``submission-dataset``, DISPATCHED to this flow run) and name it in
+    the status file and the certificate. Its windows follow the run's time limit, so the sweeper
+    waits for a dataset queued behind others and never takes a long step for a hung one; one
+    attempt (a submission is re-run by uploading it again)."""
+    submission, folder = context.submission, context.folder
+    limit_seconds = time_limit_seconds(context.config)
+    waves = -(-len(context.runs) // max(1, limit))
+    estimations = {
+        "heartbeatTimeoutSeconds": round(limit_seconds + 300),
+        "startTimeoutSeconds": round(waves * limit_seconds + 600),
+        "maxAttempts": 1,
+    }
+    group = submission.group if _taggable(submission.group) else None
+    logger = get_run_logger()
+
+    def start(run: Run) -> TrackedJob:
+        return TrackedJob.start(
+            JOB_TYPE,
+            {
+                "submission": f"s3://{submission.bucket}/{submission.key}",
+                "group": submission.group,
+                "analysis": context.config.analysis.name,
+                "dataset": run.dataset.key,
+                "label": run.dataset.label,
+                "jobnb": run.dataset.jobnb,
+                "number": run.number,
+                "instance": run.instance,
+                "results": context.store.uri(folder.prefix),
+                "statusFile": context.status_uri(run),
+            },
+            estimations=estimations,
+            group=group,
+            warn=logger.warning,
+        )
+
+    runs = list(context.runs.values())
+    with ThreadPoolExecutor(max_workers=min(8, len(runs)), thread_name_prefix="submission-jobs") as pool:
+        # A few at a time (no wait per dataset), each in a copy of this run's context (its flow run id).
+        contexts = [contextvars.copy_context() for _ in runs]
+        for run, job in zip(runs, pool.map(lambda c, r: c.run(start, r), contexts, runs), strict=True):
+            run.job = job
+    for run in runs:
+        if run.job.job_id:
+            run.record["job_id"] = run.job.job_id
+            folder.line(
+                f"[Internal (jobs)] analysis {run.number} ({run.dataset.label}) is job {run.job.job_id} "
+                f"(interlinked status {run.job.job_id})",
+                internal=True,
+                upload=False,
+            )
+        else:
+            folder.line(
+                f"[Internal (jobs)] analysis {run.number} ({run.dataset.label}) has no job record "
+                f"({'; '.join(run.job.problems)[:300]}); it runs all the same",
+                internal=True,
+                upload=False,
+            )
+
+
+def _taggable(group: str) -> bool:
+    from flows.jobs.triage import check_group
+
+    try:
+        check_group(group)
+    except ValueError:
+        return False
+    return True
 
 
 def _run_datasets(context: JobContext, limit: int) -> dict[str, str]:
@@ -887,13 +1012,15 @@ def _accepted(context: JobContext, quota: Quota, instance) -> Any:
                 f"{submission.job_name}inst{run.dataset.jobnb}config.json",
                 (json.dumps(config.run_config(run.dataset.jobnb), indent=4, default=str) + "\n").encode(),
             )
+    runs = len(context.runs)
+    limit = min(quota.dataset_concurrency, runs, instance.vcpus if instance else runs)
+    _start_jobs(context, limit)
     for run in context.runs.values():
         run.steps.append("initialize")
         run.record["analysis"] = config.analysis.name
         if run.dataset.jobnb is not None:
             run.record["jobnb"] = run.dataset.jobnb
         context.write_status(run, status=INITIALIZING, upload_certificate=False)
-    runs = len(context.runs)
     folder.line(f"[Internal (start_instance)] Created {runs} immutable analysis environments.", internal=True)
     for run in context.runs.values():
         folder.line(
@@ -905,7 +1032,6 @@ def _accepted(context: JobContext, quota: Quota, instance) -> Any:
         f"[Internal (monitor)] each analysis run stops at its time limit: {time_limit_text(config)}",
         internal=True,
     )
-    limit = min(quota.dataset_concurrency, runs, instance.vcpus if instance else runs)
     folder.step(4, STEP_NAMES[4])
     folder.line("JOB MONITOR LOG COMPLETE. SEE TOP FOR LIVE PER-DATASET MONITORING")
     statuses = _run_datasets(context, limit)

@@ -47,6 +47,9 @@ def _print_status(status: dict[str, Any], *, as_json: bool) -> None:
         print(f"{label:>8}: {value}")
     if status["state"] == "COMPLETED":
         print(f"{'value':>8}: {json.dumps(status.get('result_value'))}")
+    for execution in status.get("executions") or []:
+        line = f"  #{execution['attempt']} {execution['executionId']} {execution['state']} {execution['progress']:.0%}"
+        print(line + (f" — {execution['failureReason']}" if execution.get("failureReason") else ""))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -106,16 +109,74 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+SCRIPT_JOB_TYPES = ("script", "script-job")
+
+
+def _lifecycle_job(job_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the job of the job lifecycle with this id, or None; why it could not be read, or None)."""
+    from flows.jobs import client
+    from flows.jobs.model import JobNotFound
+
+    try:
+        return client.get(job_id), None
+    except JobNotFound:
+        return None, None
+    except Exception as error:  # the job store is down: the run's own status still shows
+        return None, f"{type(error).__name__}: {error}"
+
+
+def job_view(job: dict[str, Any], ui_url: str | None) -> dict[str, Any]:
+    """``interlinked status`` of a job that is no script job (a submission's dataset, a
+    prepare-experiment run, ...): its state, its latest execution's progress and reason, outputs,
+    and every execution (the seed's JSON, as ``jobs show`` prints them)."""
+    current = job.get("currentExecution") or {}
+    flow_run_id = current.get("flowRunId") or job.get("flowRunId")
+    return {
+        "job_id": job["id"],
+        "job_type": job["jobType"],
+        "state": job["state"],
+        "job_state": job["state"],
+        "progress": current.get("progress"),
+        "error": current.get("failureReason") or None,
+        "failure_code": current.get("failureCode"),
+        "flow_run_id": flow_run_id,
+        "start_time": current.get("createdAt"),
+        "end_time": current.get("finishedAt"),
+        "input_data": job.get("inputData"),
+        "output_data": job.get("outputData"),
+        "output_files": job.get("outputFiles"),
+        "ui_url": f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui_url and flow_run_id else None,
+        "executions": job.get("executions", []),
+    }
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     use_stack_defaults()
     from flows.script_jobs.client import ScriptJobError, job_status
 
+    job, job_problem = _lifecycle_job(args.job_id)
+    if job is not None and job["jobType"] not in SCRIPT_JOB_TYPES:
+        view = job_view(job, _ui_url())
+        if args.json:
+            print(json.dumps(view, indent=2, default=str))
+        else:
+            from interlinked.commands.jobs import _print_job
+
+            _print_job(job, as_json=False)
+        return 0
     try:
         status = job_status(args.job_id, ui_url=_ui_url())
     except ScriptJobError as error:
-        return report_error(str(error), EXIT_INVALID)
+        return report_error(
+            str(error) + (f"; the job store could not be read: {job_problem}" if job_problem else ""),
+            EXIT_INVALID,
+        )
     except Exception as error:
         return report_error(f"could not read the job's status: {type(error).__name__}: {error}", EXIT_STACK)
+    if job is not None:  # a script job of the job lifecycle: its executions too
+        status.update(job_type=job["jobType"], job_state=job["state"], executions=job["executions"])
+    elif job_problem:
+        status["executions_error"] = f"the job store could not be read: {job_problem}"
     _print_status(status, as_json=args.json)
     return 0
 
@@ -129,7 +190,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
     submit.set_defaults(func=cmd_submit)
 
-    status = subparsers.add_parser("status", help="show a job's state, times, result, log and UI link")
+    status = subparsers.add_parser(
+        "status",
+        help="show a job's state, times, result, log, UI link and executions (script jobs, a "
+        "submission's datasets, prepare-experiment runs: any job id)",
+    )
     status.add_argument("job_id", metavar="JOB_ID")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)

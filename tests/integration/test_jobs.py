@@ -144,3 +144,88 @@ def test_bad_input_on_the_stack_exits_2(data_bucket):
     assert result.returncode == 2 and "unknown job type 'no-such-type'" in result.stderr
     result = run_cli("jobs", "show", "00000000-0000-0000-0000-000000000000")
     assert result.returncode == 2 and "no job" in result.stderr
+
+
+# -- prepare-experiment runs are jobs ---------------------------------------------------------------
+def _prepare_task(bucket: str, source: str, experiment: str) -> dict:
+    """A PrepareExperiment task (the seed's JSON) reading ``s3://bucket/source``."""
+    import uuid
+
+    return {
+        "uuid": str(uuid.uuid4()),
+        "socketId": "jobs-test",
+        "experimentId": experiment,
+        "timeout": "2099-12-31 00:00:00",
+        "body": {
+            "name": "PrepareExperiment",
+            "sourceBucket": bucket,
+            "sourceMatrixPath": source,
+            "config": {"minGenes": 20, "nTopGenes": 100, "resolution": 0.5},
+        },
+    }
+
+
+def _jobs_of_run(job_type: str, flow_run_id: str, timeout: float = 60) -> list[dict]:
+    """The jobs of ``job_type`` whose executions ran in ``flow_run_id``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = cli_json("jobs", "list", "--type", job_type)["jobs"]
+        found = [j for j in jobs if any(e["flowRunId"] == flow_run_id for e in j["executions"])]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def test_a_prepare_experiment_run_is_a_job_that_fails_with_the_analysis_reason(data_bucket):
+    from prefect.deployments import run_deployment
+
+    task = _prepare_task(data_bucket, "jobs-test/no-such-source/", f"jobs-missing-{int(time.time())}")
+    run = run_deployment("prepare-experiment/local", parameters={"request": task}, timeout=240)
+    assert run.state is not None and run.state.is_failed(), run.state
+    [job] = _jobs_of_run("prepare-experiment", str(run.id))
+    assert job["state"] == "FAILED" and job["flowRunId"] == str(run.id)
+    assert job["inputData"]["request"] == task
+    [execution] = job["executions"]
+    assert execution["state"] == "FAILURE" and execution["failureCode"] == "CODE_ERROR"
+    assert execution["failureReason"].startswith("SOURCE_NOT_FOUND: ")
+    assert "jobs-test/no-such-source" in execution["failureReason"]
+    assert execution["infrastructureId"].startswith("process:")
+
+    # `interlinked status JOB_ID` shows the job and its executions, as for a script job.
+    status = cli_json("status", job["id"])
+    assert status["job_type"] == "prepare-experiment" and status["state"] == "FAILED"
+    assert [e["executionId"] for e in status["executions"]] == [execution["executionId"]]
+    assert status["flow_run_id"] == str(run.id) and status["error"].startswith("SOURCE_NOT_FOUND")
+    text = run_cli("status", job["id"])
+    assert text.returncode == 0 and "SOURCE_NOT_FOUND" in text.stdout and "prepare-experiment" in text.stdout
+
+
+def test_a_dispatched_prepare_experiment_job_prepares_with_progress_and_outputs(data_bucket, aws, tmp_path):
+    from analyses import write_10x
+
+    write_10x(tmp_path / "matrix", n_cells=400, n_genes=300, n_clusters=3, median_counts=1500, seed=5)
+    for path in (tmp_path / "matrix").iterdir():
+        aws["s3"].upload_file(str(path), data_bucket, f"jobs-test/source/{path.name}")
+    task = _prepare_task(data_bucket, "jobs-test/source/", f"jobs-prepared-{int(time.time())}")
+    created = cli_json(
+        "jobs", "create", "prepare-experiment", "--input", json.dumps({"request": task}), "--dispatch"
+    )
+    assert created["state"] == "DISPATCHED" and created["flowRunId"]
+    job = wait_for_job(created["id"], timeout=300)
+    assert job["state"] == "SUCCEEDED", json.dumps(job, indent=2)
+    [execution] = job["executions"]
+    assert execution["flowRunId"] == created["flowRunId"] and execution["progress"] == 1.0
+    assert execution["metrics"]["cells"] == job["outputData"]["cells"] > 300
+    assert execution["metrics"]["step"]  # the analysis step last reported
+    assert job["outputFiles"]["experiment"].endswith(f"experiments/{task['experimentId']}/processed.h5ad")
+
+    artifacts = _wait_for_artifacts(created["flowRunId"], lambda found: found.get("progress") == 100.0)
+    rows = {row["field"]: row["value"] for row in artifacts["table"]}
+    assert rows["state"] == "SUCCESS" and rows["metric: cells"] == job["outputData"]["cells"]
+    status = cli_json("status", job["id"])
+    assert status["state"] == "SUCCEEDED" and len(status["executions"]) == 1
+
+
+def test_jobs_a_flow_makes_for_itself_are_refused_by_hand(data_bucket):
+    result = run_cli("jobs", "create", "submission-dataset", "--input", "{}")
+    assert result.returncode == 2 and "by hand" in result.stderr and "process-submission" in result.stderr

@@ -252,6 +252,72 @@ def test_fan_out_with_one_failing_dataset_is_partial(env, data):
     assert "group:lab-sub" in run.tags
 
 
+def _execution_tables(flow_run_id: str) -> dict[str, dict]:
+    """The execution tables (metrics) on a flow run: artifact key → {field: value}."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    tables = {}
+    for artifact in artifacts:
+        if artifact.type == "table" and (artifact.key or "").endswith("-execution"):
+            rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+            tables[artifact.key] = {row["field"]: row["value"] for row in rows}
+    return tables
+
+
+def test_each_dataset_is_a_job_with_its_execution_on_the_submission_run(env, data):
+    from _stack import cli_json, run_cli
+
+    end_of(env, "fan-out")
+    run = final_run_for_key(f"{GROUP}/submissions/fan-out.json")
+    text = certificate(env, "fan-out")
+    jobs = {}
+    for name, state in (("good.csv", "SUCCEEDED"), ("records.json", "SUCCEEDED"), ("broken.csv", "FAILED")):
+        status_file = prefix(env, "fan-out") + f"logs/DATASET_NAME:{name}_STATUS.txt"
+        job_id = json.loads(read_text(env.s3, env.analysis, status_file))["job_id"]  # where the user looks
+        assert f"is job {job_id} (interlinked status {job_id})" in text
+        job = cli_json("jobs", "show", job_id)
+        assert job["jobType"] == "submission-dataset" and job["state"] == state, json.dumps(job, indent=2)
+        assert job["flowRunId"] == str(run.id) and job["group"] == GROUP
+        assert job["inputData"]["dataset"] == f"{GROUP}/inputs/{name}"
+        assert job["inputData"]["statusFile"] == f"s3://{env.analysis}/{status_file}"
+        [execution] = job["executions"]
+        assert execution["flowRunId"] == str(run.id) and execution["infrastructureId"].startswith("process:")
+        jobs[name] = job
+    good = jobs["good.csv"]["currentExecution"]
+    assert good["state"] == "SUCCESS" and good["progress"] == 1.0 and good["metrics"]["outputs"] >= 1
+    assert {"step", "cpu", "memory"} <= set(good["metrics"])
+    assert all(uri.startswith(f"s3://{env.analysis}/") for uri in jobs["good.csv"]["outputFiles"]["outputs"])
+    broken = jobs["broken.csv"]["currentExecution"]
+    assert broken["state"] == "FAILURE" and broken["failureCode"] == "CODE_ERROR"
+    assert "cannot read broken.csv" in broken["failureReason"]
+
+    # `interlinked status JOB_ID` shows the dataset's job and its execution.
+    status = cli_json("status", jobs["broken.csv"]["id"])
+    assert status["job_type"] == "submission-dataset" and status["state"] == "FAILED"
+    assert [e["state"] for e in status["executions"]] == ["FAILURE"]
+    assert "cannot read broken.csv" in status["error"] and status["flow_run_id"] == str(run.id)
+    shown = run_cli("status", jobs["good.csv"]["id"])
+    assert shown.returncode == 0 and "SUCCEEDED" in shown.stdout and "submission-dataset" in shown.stdout
+
+    # The Prefect UI: each dataset's execution table on the submission's run, as it ended.
+    tables = wait_until(
+        lambda: (
+            (found := _execution_tables(str(run.id)))
+            and all(f"job-{job['id']}-execution" in found for job in jobs.values())
+            and found
+        ),
+        timeout=30,
+        what="the execution tables of the datasets",
+    )
+    assert tables[f"job-{jobs['broken.csv']['id']}-execution"]["state"] == "FAILURE"
+    assert tables[f"job-{jobs['good.csv']['id']}-execution"]["state"] == "SUCCESS"
+
+
 def test_single_cell_analysis_writes_plot_and_tables(env, data):
     end = end_of(env, "cells", timeout=150)
     assert end.startswith("COMPLETED"), certificate(env, "cells")
