@@ -295,3 +295,31 @@ def test_nasty_keys_are_never_granted_outside_the_job(job_s3, key):
 def test_policy_refuses_wildcards_in_keys():
     with pytest.raises(ScopeError):
         session_policy(DATA, "a*", None)
+
+
+def test_groups_add_prints_keys_that_work_for_its_own_prefix_only(emu):
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "INTERLINKED_", "PREFECT_"))
+    }
+    env.update(
+        INTERLINKED_AWS_PORT=str(emu.port),
+        INTERLINKED_STATE_DIR=str(emu.settings.state_dir),
+        INTERLINKED_ANALYSIS_BUCKET=ANALYSIS,
+    )
+    cli = [sys.executable, "-m", "interlinked.cli", "groups", "add"]
+    shown = subprocess.run([*cli, "grp-cli"], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"s3://{ANALYSIS}/grp-cli/" in shown.stdout and "export AWS_ACCESS_KEY_ID=" in shown.stdout
+    assert "[interlinked-grp-cli]" in shown.stdout
+    done = subprocess.run([*cli, "grp-cli", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    group = json.loads(done.stdout)
+    s3 = emu.client("s3", group["AWS_ACCESS_KEY_ID"], group["AWS_SECRET_ACCESS_KEY"])
+    assert (
+        _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-cli/submissions/submit.json", Body=b"{}"))
+        == "OK"
+    )
+    assert _code(lambda: s3.list_objects_v2(Bucket=ANALYSIS, Prefix="grp-a/")) == "AccessDenied"
+    bad = subprocess.run([*cli, "../etc"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "group name" in bad.stderr

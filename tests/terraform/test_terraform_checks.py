@@ -22,6 +22,7 @@ MODULE_DIRS = (
     "modules/database",
     "modules/tasks_table",
     "modules/script_api",
+    "modules/group",
 )
 SKIP_COMMENT = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 
