@@ -17,7 +17,8 @@ from interlinked.commands.common import EXIT_INVALID, EXIT_STACK, report_error
 
 
 def cmd_groups_add(args: argparse.Namespace) -> int:
-    from interlinked.local import identities, parts
+    from interlinked.local import identities
+    from interlinked.local.parts import stack_env
     from interlinked.settings import get_settings
 
     settings = get_settings()
@@ -34,7 +35,7 @@ def cmd_groups_add(args: argparse.Namespace) -> int:
             EXIT_INVALID,
         )
     # The stack's admin keys (what `interlinked env` prints) unless the shell already has some.
-    for name, value in parts.stack_env(settings).items():
+    for name, value in stack_env(settings).items():
         os.environ.setdefault(name, value)
     try:
         group = identities.ensure_group(settings, args.name, args.bucket)
