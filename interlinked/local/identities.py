@@ -73,6 +73,21 @@ OBJECT_WRITE = [
 ]
 
 
+def _result_paths() -> list[dict]:
+    """Storage bypass (``INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED``): the flow runs may write
+    submissions' results there, and only there outside the stack's buckets."""
+    from flows.submissions.quotas import SubmissionSettings
+
+    statements = []
+    for entry in SubmissionSettings().submission_resultpath_allowed:
+        bucket, _, prefix = entry.strip().removeprefix("s3://").partition("/")
+        if not bucket or "*" in entry:
+            continue  # '*': wherever the role may write anyway — nothing more is granted for it
+        objects = f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"
+        statements += _s3(OBJECT_WRITE, [bucket], objects=objects)
+    return statements
+
+
 def service_policies(settings: Settings, own_buckets: dict[str, str], account: str) -> dict[str, dict]:
     """Each service user's policy document, by part name."""
     region = settings.region
@@ -92,6 +107,7 @@ def service_policies(settings: Settings, own_buckets: dict[str, str], account: s
         # The flow-run role: every flow runs with it (the worker forks them).
         "worker": [
             *_s3(OBJECT_WRITE, buckets),
+            *_result_paths(),
             *sqs,
             sns,
             dynamodb,
