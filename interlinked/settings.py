@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default=5433,
         description="Port of the local PostgreSQL server (loopback only; 5433 leaves a system one on 5432 be).",
     )
+    emulator_enforce_iam: bool = Field(
+        default=True,
+        description="The local AWS emulator checks request signatures and IAM policies (as AWS does): "
+        "the well-known keys `test`/`test` are an admin user, the stack's services, script jobs and "
+        "groups get least-privilege identities of their own. `false`: any keys are accepted.",
+    )
     start_timeout: float = Field(default=180.0, description="Seconds `up` waits for a part to answer.")
     region: str = Field(
         default="us-east-1",

@@ -506,7 +506,17 @@ def start(
 
 
 def get(job_id: str) -> dict[str, Any]:
-    """The job's JSON (``inputData``, ``currentExecution``, ``executions``, ``outputData``, ...)."""
+    """The job's JSON (``inputData``, ``currentExecution``, ``executions``, ``outputData``, ...).
+
+    In a script job's code (no store access, :mod:`flows.jobs.channel`): only its own job, as it
+    was when the script started."""
+    from flows.jobs import channel
+
+    directory = channel.channel_dir()
+    if directory is not None and job_id == os.environ.get(JOB_ID_ENV):
+        job = channel.read_job(directory)
+        job.pop("checkpoint", None)
+        return job
     return default_service().get(job_id).to_json()
 
 
@@ -546,6 +556,11 @@ def update_execution(
 
 def get_checkpoint(job_id: str | None = None) -> Any:
     """The last checkpoint of the job (default: the job this process runs), or None."""
+    from flows.jobs import channel
+
+    directory = channel.channel_dir()
+    if directory is not None and job_id in (None, os.environ.get(JOB_ID_ENV)):
+        return channel.read_job(directory).get("checkpoint")
     return default_service().get_checkpoint(job_id if job_id is not None else current_ids()[0])
 
 
@@ -618,4 +633,9 @@ def progress(
     """Report progress (in [0, 1]), metrics and optionally a checkpoint of the current execution
     (from the environment)."""
     job_id, execution_id = current_ids()
+    from flows.jobs import channel
+
+    directory = channel.channel_dir()
+    if directory is not None:  # a script job's code: its flow relays the report
+        return channel.write_report(directory, fraction, metrics, checkpoint)
     return update_execution(job_id, execution_id, progress=fraction, metrics=metrics, checkpoint=checkpoint)

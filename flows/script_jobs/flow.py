@@ -8,7 +8,9 @@ publishes the final state to the ``job_events`` topic.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -24,9 +26,13 @@ from prefect.context import get_run_context
 import blocks
 from blocks.s3 import ObjectMissing, data_store
 from flows.aws_tasks import aws_task
+from flows.jobs import client as jobs_client
+from flows.jobs.channel import open_channel
+from flows.jobs.client import EXECUTION_ID_ENV, JOB_ID_ENV
 from flows.jobs.memory import limit_from_environment
 from flows.script_jobs.layout import ScriptJobError, job_spec_key, log_key, result_key, s3_uri, script_key
 from flows.script_jobs.runners import ScriptRuntimeMissing, run_script
+from flows.script_jobs.scoped import credentials_env
 from flows.script_jobs.spec import JobSpec, parse_job_spec
 
 FLOW_NAME = "script-job"
@@ -124,18 +130,34 @@ def run_job_script(spec: JobSpec, script_path: Path, live_log: LiveLog, attempt_
     memory_limit = limit_from_environment()  # the dispatch's job variable on the local pool
     if memory_limit:
         live_log.write(f"=== memory limit {memory_limit} MiB")
+    # The script sees an allow-listed environment (runners.inherited_env) plus what is passed here:
+    # AWS credentials scoped to this job's own keys (none without a script-job role) and, for a job
+    # with an execution, the channel its progress() reports through.
+    scoped = credentials_env(data_store().bucket, live_log.job_id, spec.script)
+    job_id, execution_id = os.environ.get(JOB_ID_ENV), os.environ.get(EXECUTION_ID_ENV)
+    channel = (
+        open_channel(job_id, execution_id, client=jobs_client)
+        if job_id and execution_id
+        else contextlib.nullcontext({})
+    )
     try:
-        outcome = run_script(
-            language=spec.language,
-            script=script_path,
-            func=spec.func,
-            arguments=spec.arguments,
-            on_line=forward,
-            timeout_seconds=spec.timeout_seconds,
-            memory_limit_mib=memory_limit,
-            # The seed's scripts find their job here (its Lambda set it on the Batch job).
-            env={"LAMBDA_JOB_ID": live_log.job_id, **({"INTERLINKED_DEBUG": "1"} if spec.debug else {})},
-        )
+        with channel as channel_env:
+            outcome = run_script(
+                language=spec.language,
+                script=script_path,
+                func=spec.func,
+                arguments=spec.arguments,
+                on_line=forward,
+                timeout_seconds=spec.timeout_seconds,
+                memory_limit_mib=memory_limit,
+                # The seed's scripts find their job here (its Lambda set it on the Batch job).
+                env={
+                    "LAMBDA_JOB_ID": live_log.job_id,
+                    **scoped,
+                    **channel_env,
+                    **({"INTERLINKED_DEBUG": "1"} if spec.debug else {}),
+                },
+            )
     except ScriptRuntimeMissing as error:
         live_log.write(f"=== {error}")
         raise ScriptJobError(str(error)) from None

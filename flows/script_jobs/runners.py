@@ -52,6 +52,46 @@ fi
 ENV_ARGUMENTS_LIMIT = 64 * 1024
 
 
+# What a script inherits from the worker's environment: an allow-list (names, and name prefixes
+# ending in "_"). Nothing else reaches user code — not the worker's AWS keys, not PREFECT_API_URL or
+# PREFECT_API_KEY, not database URLs; what a job may use is passed explicitly (``env``: its own
+# scoped AWS credentials, its ids, its progress channel).
+INHERITED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+        "R_LIBS",
+        "R_LIBS_USER",
+        "R_HOME",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "INTERLINKED_SCRIPT_API_URL",
+        "INTERLINKED_ANALYSIS_BUCKETS",
+        "INTERLINKED_CODE_DIR",
+    }
+)
+INHERITED_PREFIXES = ("LC_",)
+
+
+def inherited_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The part of ``environ`` (default: this process's) a script may see."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in INHERITED_ENV or name.startswith(INHERITED_PREFIXES)
+    }
+
+
 class ScriptRuntimeMissing(RuntimeError):
     """The interpreter a script needs is not installed where the job runs."""
 
@@ -148,6 +188,9 @@ def run_script(
     when they fit an environment string (:data:`ENV_ARGUMENTS_LIMIT`). Their size is bounded at
     submit time (:data:`flows.script_jobs.spec.MAX_ARGUMENTS_BYTES`).
 
+    The script's environment is :func:`inherited_env` plus ``env``: nothing of the worker's own
+    (credentials, Prefect API, database) unless ``env`` passes it.
+
     ``memory_limit_mib``: the script's process group is killed once its resident memory passes it
     (:class:`flows.jobs.memory.MemoryWatch`); the outcome then says ``out_of_memory``, exit code 137.
     """
@@ -161,7 +204,7 @@ def run_script(
         arguments_file.write_text(arguments_json)
         command = _command(language, script, func or "", result_file)
         child_env = {
-            **os.environ,
+            **inherited_env(),
             **(env or {}),
             "JOB_ARGUMENTS_FILE": str(arguments_file),
             "INTERLINKED_SCRIPT": str(script),

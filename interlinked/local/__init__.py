@@ -28,6 +28,7 @@ from pathlib import Path
 
 from interlinked.local import emulator, postgres, runs
 from interlinked.local.deployments import deploy, deployed_stamp, ensure_work_pool, local_deployment_names
+from interlinked.local.identities import ensure_identities
 from interlinked.local.parts import (
     LOCAL_AWS_CREDENTIALS,
     SERVERS,
@@ -160,8 +161,21 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     _start_servers(stack, settings, every_part, echo)
     install_r_packages(settings, echo)
     resources = _provision(settings)
+    if settings.emulator_enforce_iam:
+        try:
+            ensure_identities(settings, resources.analysis_buckets)
+        except Exception as error:
+            raise StackError(
+                f"aws identities: could not create them on {settings.aws_endpoint_url}: {error}"
+            ) from error
+        # Services and flow runs must use their own keys (their environment), not keys in a block.
+        every_part = parts(settings)
     with _stack_api(settings):
-        save_blocks(resources, endpoint_url=settings.aws_endpoint_url, credentials=LOCAL_AWS_CREDENTIALS)
+        save_blocks(
+            resources,
+            endpoint_url=settings.aws_endpoint_url,
+            credentials=None if settings.emulator_enforce_iam else LOCAL_AWS_CREDENTIALS,
+        )
         save_database_block(database_url(settings))
         pool_created = ensure_work_pool(
             settings.work_pool, settings.worker_type, "Local stack: runs flows as processes on this machine."

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from blocks.status import service_ready
-from interlinked.local import emulator, postgres
+from interlinked.local import emulator, identities, postgres
 from interlinked.local.processes import LocalStack, Part, python_tool
 from interlinked.settings import PROJECT_ROOT, Settings
 
@@ -34,7 +34,9 @@ STOP_ORDER = ("script-api", "bridge", "analysis-service", "worker", "prefect-ser
 # The emulator writes its final snapshot on SIGTERM: a large state needs more than the default
 # grace (processes.DEFAULT_GRACE) to reach disk before `down` would kill it.
 EMULATOR_STOP_GRACE = 20.0
-# Fake credentials: moto accepts any, and boto3 refuses to sign without some.
+# The emulator's admin keys (its user `interlinked-admin` when it enforces IAM, see
+# interlinked.local.emulator.iam; any keys are accepted when it does not). The services get keys
+# of their own (interlinked.local.identities).
 LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
@@ -166,7 +168,7 @@ def _service_part(
         name=name,
         command=[sys.executable, "-m", module, "--status-file", str(status_file(settings, name))],
         ready=lambda: _service_ready(settings, name),
-        env={**client_env(settings), **(extra_env or {})},
+        env={**client_env(settings), **identities.service_env(settings, name), **(extra_env or {})},
     )
 
 
@@ -212,7 +214,7 @@ def parts(settings: Settings) -> dict[str, Part]:
                 WORKER_NAME,
             ],
             ready=lambda: _worker_online(settings),
-            env=client_env(settings),
+            env={**client_env(settings), **identities.service_env(settings, "worker")},
         ),
         # moto evaluates FIFO group locks only when a long poll starts: short polls keep a
         # follow-up request in a busy group from waiting out a 20 s poll.

@@ -23,6 +23,7 @@ MODULE_DIRS = (
     "modules/tasks_table",
     "modules/script_api",
     "modules/jobs_api",
+    "modules/group",
 )
 SKIP_COMMENT = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 

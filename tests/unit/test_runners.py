@@ -288,3 +288,35 @@ def test_hung_script_with_arguments_over_a_pipe_buffer_is_killed_at_its_timeout(
         timeout_seconds=1,
     )
     assert outcome.timed_out and "timed out after 1 s" in outcome.error
+
+
+def test_the_script_sees_an_allow_list_of_the_environment(tmp_path, monkeypatch):
+    """The worker's keys, Prefect API and database URL never reach user code; what is passed does."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "WORKERKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-secret")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    monkeypatch.setenv("PREFECT_API_KEY", "pnu_secret")
+    monkeypatch.setenv("INTERLINKED_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("SOMETHING_ELSE", "1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5055")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    source = "import os\ndef f(args):\n    return sorted(os.environ)\n"
+    outcome, _ = _run(
+        tmp_path,
+        "env.py",
+        source,
+        language="python",
+        func="f",
+        arguments={},
+        env={"AWS_ACCESS_KEY_ID": "ASIASCOPED", "LAMBDA_JOB_ID": "j1"},
+    )
+    assert outcome.succeeded, outcome.error
+    seen = set(outcome.result)
+    assert not seen & {
+        "AWS_SECRET_ACCESS_KEY",
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "INTERLINKED_DATABASE_URL",
+    }
+    assert "SOMETHING_ELSE" not in seen
+    assert {"AWS_ACCESS_KEY_ID", "LAMBDA_JOB_ID", "AWS_ENDPOINT_URL", "LC_ALL", "PATH"} <= seen

@@ -37,6 +37,7 @@ def command(settings: Settings) -> list[str]:
         str(settings.aws_port),
         "--state-dir",
         str(state_dir(settings)),
+        *(["--enforce-iam"] if settings.emulator_enforce_iam else []),
     ]
 
 

@@ -1,4 +1,4 @@
-"""``python -m interlinked.local.emulator --host H --port P --state-dir DIR [--interval S]``."""
+"""``python -m interlinked.local.emulator --host H --port P --state-dir DIR [--interval S] [--enforce-iam]``."""
 
 from __future__ import annotations
 
@@ -17,9 +17,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--interval", type=float, default=1.0, help="at most one snapshot per this many seconds (default 1)"
     )
+    parser.add_argument(
+        "--enforce-iam",
+        action="store_true",
+        help="check request signatures and IAM policies (the keys test/test are the admin user)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(args.host, args.port, args.state_dir, interval=args.interval)
+    serve(args.host, args.port, args.state_dir, interval=args.interval, enforce_iam=args.enforce_iam)
 
 
 if __name__ == "__main__":

@@ -347,8 +347,11 @@ def restore_state(directory: Path) -> int:
     return report.seq
 
 
-def serve(host: str, port: int, directory: Path, *, interval: float = 1.0) -> None:
-    """Run the emulator until SIGTERM/SIGINT, then write the final snapshot and return."""
+def serve(host: str, port: int, directory: Path, *, interval: float = 1.0, enforce_iam: bool = False) -> None:
+    """Run the emulator until SIGTERM/SIGINT, then write the final snapshot and return.
+
+    ``enforce_iam``: check signatures and IAM policies on every request (:mod:`.iam`).
+    """
     os.environ.setdefault("MOTO_PORT", str(port))
     directory.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_state_dir(directory)
@@ -361,6 +364,9 @@ def serve(host: str, port: int, directory: Path, *, interval: float = 1.0) -> No
 
     snapshot.install_blob_ids()
     seq = restore_state(directory)
+    from interlinked.local.emulator import iam
+
+    iam.enable(enforce_iam)  # after the restore: the admin user goes into the restored IAM state
     persistence = Persistence(directory, interval=interval)
     persistence.completed = persistence.persisted = seq
 
