@@ -32,6 +32,7 @@ CONFIG_DIRS = (
     "modules/tasks_table",
     "modules/script_api",
     "modules/jobs_api",
+    "modules/group",
     "examples/local",
     "examples/aws",
 )
