@@ -698,7 +698,8 @@ def _artifact_key(collection: str) -> str:
 
 class ArtifactReporter:
     """Keeps the run's progress artifact and its collection status table artifact current: both
-    are created once and updated in place (no new artifact version per update)."""
+    are created once and updated in place (no new artifact version per update). The table's
+    counts, ``tasks/s`` and ``eta seconds`` are ``tasks status --json``'s (one computation)."""
 
     def __init__(
         self, store: TaskStore, collection: str, flow_run_id: Any, lower_priority: Sequence[str] = ()
@@ -734,17 +735,21 @@ class ArtifactReporter:
 
         from prefect.client.schemas.actions import ArtifactUpdate
 
+        from flows.collections.client import collection_status
+
         rows: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
         total = finished = 0
         for index, name in enumerate(self.collections):
-            status = self.store.status(name, failures=5)[name]
-            total += status.total
-            finished += status.done + status.failed
+            # The `tasks status --json` document itself: the same counts, throughput and ETA.
+            status = collection_status(self.store, name, failures=5)["collections"][name]
+            total += status["total"]
+            finished += status["done"] + status["failed"]
             row = {
                 "collection": name,
-                **{key: getattr(status, key) for key in ("todo", "locked", "done", "failed", "blocked")},
-                "total": status.total,
+                **{key: status[key] for key in ("todo", "locked", "done", "failed", "blocked", "total")},
+                "tasks/s": status["throughput"],
+                "eta seconds": status["eta_seconds"],
             }
             if index == 0:  # this drain's work (over all its collections) on the first row
                 row.update(
@@ -759,7 +764,7 @@ class ArtifactReporter:
             prefix = f"{name}/" if len(self.collections) > 1 else ""
             failures += [
                 {"collection": f"failed: {prefix}{failure['id']}", "todo": failure.get("error")}
-                for failure in status.failures
+                for failure in status["failures"]
             ]
         fraction = 100.0 if total == 0 else round(100.0 * finished / total, 2)
         rows += failures
