@@ -1,6 +1,7 @@
 """Run one task's shell command: what a drain's Dask slots execute (one call per task).
 
-The command runs under ``bash -c`` in a process group of its own, with ``TASK_ID`` and
+The command runs under ``bash -c`` (or, when bash would only exec it, is exec'd directly with the
+environment bash would give it: :func:`direct_command`) in a process group of its own, with ``TASK_ID`` and
 ``COLLECTION`` (and ``TASK_ATTRIBUTES``, the attributes as JSON) in its environment; stdout and
 stderr go to one local file, never through pipes (no reader thread per task). While the task runs,
 a single uploader thread per process copies files that grew to
