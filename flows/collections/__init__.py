@@ -5,7 +5,8 @@
 - :mod:`.store` — the store interface; :mod:`.backends` — :func:`~.backends.open_store`;
 - :mod:`.dynamodb` — the DynamoDB backend (conditional-write claims, sharded open index, counters);
 - :mod:`.postgres` — the PostgreSQL backend (``SKIP LOCKED`` claims, counters in the same transaction);
-- :mod:`.progress` — throughput (finished per minute over a window) and ETA, for ``tasks status``;
+- :mod:`.progress` — the throughput (finished per minute over a window) and ETA of ``tasks status``
+  and the drain's artifacts;
 - :mod:`.client` — what ``interlinked tasks`` calls.
 - :mod:`.formats` — PyAnamo lines and PiCaS tokens in (``tasks add --format``) and out (``tasks export``).
 """

@@ -14,6 +14,7 @@ from typing import Any
 
 from flows.collections.model import FAILED, LOCKED, AddResult, TaskInputError, check_collection
 from flows.collections.parsing import ParsedTasks, parse_tasks, read_text, tasks_from_ids
+from flows.collections.progress import progress
 from flows.collections.store import TaskStore
 
 __all__ = [
@@ -78,24 +79,26 @@ def collection_status(
 ) -> dict[str, Any]:
     """``{"collections": {name: {"todo", "locked", "done", "failed", "blocked", "total",
     "oldest_lease", "failures", "throughput", "eta_seconds"}}}`` (the ``tasks status --json``
-    document); throughput over the last ``throughput_window`` seconds where the store can tell."""
+    document, also the drain's status artifact): ``throughput`` in finished tasks per second over
+    the last ``throughput_window`` seconds and the ``eta_seconds`` of the open tasks at that rate,
+    from the store's per-minute finish counts (:mod:`flows.collections.progress`); None for both
+    when ``throughput_window`` is None."""
     if collection is not None:
         check_collection(collection)
     statuses = store.status(collection, failures=failures)
     document = {"collections": {name: status.as_dict() for name, status in statuses.items()}}
+    rates = (
+        progress(store, collection, window_minutes=throughput_window / 60, status=statuses)
+        if throughput_window
+        else {}
+    )
     for name, status in document["collections"].items():
-        rate = store.throughput(name, window=throughput_window) if throughput_window else None
-        add_rate(status, rate)
+        rate = rates.get(name)
+        status["throughput"] = None if rate is None else round(rate.per_second, 3)
+        status["eta_seconds"] = None
+        if rate is not None and rate.eta_seconds is not None:
+            status["eta_seconds"] = round(rate.eta_seconds, 1)
     return document
-
-
-def add_rate(status: dict[str, Any], rate: float | None) -> dict[str, Any]:
-    """Put ``throughput`` (finished tasks per second, None when unknown) and ``eta_seconds`` (the
-    open tasks at that rate; None when unknown or nothing finishes) into a status entry."""
-    remaining = status["todo"] + status["locked"]
-    status["throughput"] = None if rate is None else round(rate, 3)
-    status["eta_seconds"] = 0.0 if remaining == 0 else (round(remaining / rate, 1) if rate else None)
-    return status
 
 
 def reset_collection(store: TaskStore, collection: str, state: str) -> int:

@@ -240,8 +240,8 @@ class PostgresTaskStore(TaskStore):
                     WHERE state = 'locked';
                 CREATE INDEX IF NOT EXISTS tasks_failed ON {s}.tasks (collection, finished_at)
                     WHERE state = 'failed';
-                CREATE INDEX IF NOT EXISTS tasks_finished ON {s}.tasks (collection, finished_at)
-                    WHERE state IN ('done', 'failed');
+                -- Only the old throughput query read it; every finish paid for its upkeep.
+                DROP INDEX IF EXISTS {s}.tasks_finished;
                 CREATE TABLE IF NOT EXISTS {s}.task_deps (
                     collection text NOT NULL,
                     id text NOT NULL,
@@ -761,26 +761,6 @@ class PostgresTaskStore(TaskStore):
         def read(cursor: Any) -> list[str]:
             cursor.execute(self._sql("SELECT name FROM {s}.collections ORDER BY name"))
             return [row[0] for row in cursor.fetchall()]
-
-        return self._tx(read)
-
-    def throughput(self, collection: str, window: float = 60.0) -> float | None:
-        """From the finish times of the last ``window`` seconds (index ``tasks_finished``)."""
-        check_collection(collection)
-        self.ensure()
-
-        def read(cursor: Any) -> float:
-            cursor.execute(
-                self._sql(
-                    "SELECT count(*), extract(epoch from now() - min(finished_at))::float8 FROM {s}.tasks "
-                    "WHERE collection = %s AND state IN ('done', 'failed') "
-                    "AND finished_at > now() - make_interval(secs => %s)"
-                ),
-                (collection, float(window)),
-            )
-            count, span = cursor.fetchone()
-            # Over the span actually covered when the drain started within the window.
-            return 0.0 if not count else count / max(min(float(window), span or 0.0), 1.0)
 
         return self._tx(read)
 

@@ -1,11 +1,16 @@
-"""Throughput and ETA of a collection, computed in the store layer for ``tasks status``.
+"""Throughput and ETA of a collection: the one way they are computed, for ``tasks status`` (CLI
+and ``--watch``), ``tasks drain --wait`` and the drain's collection status artifact.
 
 Every store keeps, next to its per-state counters, a count of tasks *finished* (``done`` or finally
 ``failed``) per minute and collection, moved by the same write that finishes a task
-(:meth:`~flows.collections.store.TaskStore.finished_per_minute`). :func:`progress` reads the last
-``window_minutes`` of those buckets (one query, no task is read) and the counters, and gives the
-rate and the time left at that rate. The current, partial minute counts for the part of it that has
-passed, so a drain that started 30 s ago is not reported at half its speed.
+(:meth:`~flows.collections.store.TaskStore.finished_per_minute`; PostgreSQL and DynamoDB alike).
+:func:`progress` reads the buckets of the window (one query, no task is read: the same cost at
+100,000 tasks as at 10) and the counters, and gives the rate and the time left at that rate.
+
+The rate is what finished since the window's start over the time since then, where the start is
+the first minute of the window or, when the collection only began finishing later, the minute of
+its first finish in the window (a drain that started 30 s ago is not averaged over 10 minutes).
+Minutes count whole at the start (their count is whole), the current one up to now.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ class Progress:
     remaining: int
     eta_seconds: float | None
 
+    @property
+    def per_second(self) -> float:
+        """Tasks finished per second (``tasks status``'s ``throughput``)."""
+        return self.per_minute / 60
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "window_minutes": self.window_minutes,
@@ -60,18 +70,21 @@ def rate(
     window_minutes: float = DEFAULT_WINDOW_MINUTES,
 ) -> tuple[int, int, float]:
     """``(finished, done, minutes covered)`` of the per-minute ``buckets`` (minute since the epoch
-    -> ``(done, failed)``) within the last ``window_minutes`` before ``now`` (seconds since the
-    epoch). The window's first minute counts whole, the current one for the seconds passed."""
+    -> ``(done, failed)``) of the window ending at ``now`` (seconds since the epoch): from the
+    minute ``window_minutes`` before ``now`` (whole), or from the first minute with a finish in
+    it if later, up to ``now``. Buckets after ``now``'s minute (a clock ahead) are left out."""
     if window_minutes <= 0:
         raise ValueError("window_minutes must be positive")
     current = math.floor(now / 60)
-    first = current - math.ceil(window_minutes) + 1
+    first = math.floor((now - window_minutes * 60) / 60)
     finished = done = 0
+    start = current
     for minute, (done_n, failed_n) in buckets.items():
-        if first <= minute <= current:
+        if first <= minute <= current and done_n + failed_n:
             finished += done_n + failed_n
             done += done_n
-    covered = (current - first) + (now - current * 60) / 60
+            start = min(start, minute)
+    covered = (now - start * 60) / 60
     return finished, done, max(covered, 1 / 60)
 
 
@@ -123,7 +136,7 @@ def progress(
     for name, counts in status.items():
         if collection is not None and name != collection:
             continue
-        now, buckets = store.finished_per_minute(name, minutes=math.ceil(window_minutes))
+        now, buckets = store.finished_per_minute(name, minutes=math.ceil(window_minutes) + 1)
         result[name] = estimate(name, counts, buckets, now=now, window_minutes=window_minutes)
     return result
 

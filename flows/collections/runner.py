@@ -1,6 +1,7 @@
 """Run one task's shell command: what a drain's Dask slots execute (one call per task).
 
-The command runs under ``bash -c`` in a process group of its own, with ``TASK_ID`` and
+The command runs under ``bash -c`` (or, when bash would only exec it, is exec'd directly with the
+environment bash would give it: :func:`direct_command`) in a process group of its own, with ``TASK_ID`` and
 ``COLLECTION`` (and ``TASK_ATTRIBUTES``, the attributes as JSON) in its environment; stdout and
 stderr go to one local file, never through pipes (no reader thread per task). While the task runs,
 a single uploader thread per process copies files that grew to
@@ -23,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -65,6 +68,92 @@ class TaskRun:
     nested_concurrency: int | None = None
     #: Set on the run of one sub-task: its id (its log is ``logs/{task_id}/{sub_id}.log``).
     sub_id: str | None = None
+
+
+# -- commands that need no shell -----------------------------------------------------------------
+
+#: A command of only these characters and blanks has no quoting, expansion, redirection,
+#: operator, comment or assignment-free-form for bash to interpret: bash splits it on blanks and
+#: runs the first word with the rest as arguments, exactly what a direct exec does.
+_PLAIN = re.compile(r"[A-Za-z0-9_./,:@%+=-]+(?:[ \t]+[A-Za-z0-9_./,:@%+=-]+)*")
+#: Environment variables that make ``bash -c`` do more than run the command (a startup file,
+#: options, exported functions that shadow commands): with any of them, bash runs it.
+_SHELL_ENV = ("BASH_ENV", "SHELLOPTS", "BASHOPTS")
+#: Builtins whose program of the same name does the same with no arguments (exit status only).
+_SAME_AS_PROGRAM = frozenset({"true", "false"})
+_shell_words: frozenset[str] | None = None
+
+
+def _bash_words() -> frozenset[str]:
+    """The installed bash's builtins and reserved words (asked once per process): a command that
+    starts with one is bash's to run."""
+    global _shell_words
+    if _shell_words is None:
+        try:
+            listed = subprocess.run(
+                ["bash", "-c", "compgen -b; compgen -k"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            listed = None
+        # Without the list nothing is run directly (every word could be a builtin).
+        _shell_words = frozenset(listed) if listed else frozenset({"*"})
+    return _shell_words
+
+
+def direct_command(command: str, environment: dict[str, str]) -> tuple[str, list[str], dict[str, str]] | None:
+    """``(program path, argv, environment)`` to exec ``command`` without a shell when that is
+    provably what ``bash -c command`` would do, else None (bash runs it).
+
+    Only a plain command qualifies: words of letters, digits and ``_./,:@%+=-`` separated by
+    blanks (nothing bash expands, quotes, redirects or treats as an operator), whose first word
+    is no builtin or reserved word of the installed bash (``true`` and ``false`` alone excepted:
+    their programs behave the same) and no assignment, found on ``PATH``, with no environment
+    that changes what bash does first. For such a command bash execs the program itself (its
+    one-command optimisation), having set ``PWD``, ``SHLVL`` and ``_``; the environment returned
+    has the same. A program that then cannot be started is left to bash too (its message and
+    exit code: 126, 127).
+    """
+    if not _PLAIN.fullmatch(command):
+        return None
+    words = command.split()
+    name = words[0]
+    if "=" in name:
+        return None
+    words_of_bash = _bash_words()
+    if "*" in words_of_bash or (name in words_of_bash and not (name in _SAME_AS_PROGRAM and len(words) == 1)):
+        return None
+    path = environment.get("PATH")
+    if path is None or any(key in environment for key in _SHELL_ENV):
+        return None
+    if any(key.startswith("BASH_FUNC_") for key in environment):
+        return None
+    level = environment.get("SHLVL")
+    if level is not None and not (level.isascii() and level.isdigit() and int(level) < 998):
+        return None  # bash would reset it (and may warn): not worth copying
+    old = environment.get("OLDPWD")
+    if old is not None and not os.path.isdir(old):
+        return None  # bash drops an OLDPWD that is no directory
+    program = shutil.which(name, path=path)
+    if program is None:
+        return None
+    if "/" not in name:
+        program = os.path.abspath(program)
+    env = dict(environment)
+    env["SHLVL"] = str(int(level)) if level is not None else "0"
+    env["_"] = program if "/" not in name else name
+    pwd = env.get("PWD")
+    try:
+        same = pwd is not None and os.path.isabs(pwd) and os.path.samestat(os.stat(pwd), os.stat("."))
+    except OSError:
+        same = False
+    if not same:
+        env["PWD"] = os.getcwd()
+    return program, words, env
 
 
 # -- what runs in this process, per drain (owner) -----------------------------------------------
@@ -200,10 +289,29 @@ def _tail(path: str) -> str:
     return ""
 
 
-def run_task(run: TaskRun) -> dict[str, Any]:
+def _start(command: str, environment: dict[str, str], output: int) -> subprocess.Popen:
+    """Start ``command`` in a session of its own, output to the file ``output``: exec'd directly
+    when bash would only exec it (:func:`direct_command`: no shell process to start, about half
+    the CPU of a no-op task), else under ``bash -c``."""
+    options: dict[str, Any] = {
+        "stdin": subprocess.DEVNULL,
+        "stdout": output,
+        "stderr": subprocess.STDOUT,
+        "start_new_session": True,
+    }
+    direct = direct_command(command, environment)
+    if direct is not None:
+        program, argv, env = direct
+        with contextlib.suppress(OSError):  # bash reports what went wrong, as it would have
+            return subprocess.Popen(argv, executable=program, env=env, **options)
+    return subprocess.Popen(["bash", "-c", command], env=environment, **options)
+
+
+def run_task(run: TaskRun, base_environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``run.command``; ``{"collection", "task_id", "token", "outcome", "exit_code", "error", "log_key",
     "seconds"}`` where outcome is ``done``, ``failed`` (non-zero exit, timeout, could not start) or
-    ``stopped`` (killed by :func:`stop_owner` / :func:`kill_task`: the drain gives it back)."""
+    ``stopped`` (killed by :func:`stop_owner` / :func:`kill_task`: the drain gives it back).
+    ``base_environment``: this process's environment as already read (a chunk reads it once)."""
     result: dict[str, Any] = {
         "collection": run.collection,
         "task_id": run.task_id,
@@ -222,7 +330,7 @@ def run_task(run: TaskRun) -> dict[str, Any]:
             result.update(outcome="stopped", error="the drain stopped before the task started")
             return result
     environment = {
-        **os.environ,
+        **(os.environ if base_environment is None else base_environment),
         "TASK_ID": run.task_id,
         "COLLECTION": run.collection,
         "TASK_ATTRIBUTES": json.dumps(run.attributes, default=str),
@@ -233,14 +341,7 @@ def run_task(run: TaskRun) -> dict[str, Any]:
     started = time.monotonic()
     try:
         try:
-            process = subprocess.Popen(
-                ["bash", "-c", run.command],
-                stdin=subprocess.DEVNULL,
-                stdout=descriptor,
-                stderr=subprocess.STDOUT,
-                env=environment,
-                start_new_session=True,
-            )
+            process = _start(run.command, environment, descriptor)
         except OSError as error:
             result["error"] = f"could not start the command: {error}"
             return result
@@ -391,5 +492,7 @@ def run_nested(run: TaskRun) -> dict[str, Any]:
 
 def run_tasks(runs: list[TaskRun]) -> list[dict[str, Any]]:
     """:func:`run_task` for each of ``runs``, one after the other (a drain's chunk of short tasks:
-    one Dask task for several, since Dask's own cost per task is milliseconds)."""
-    return [run_task(run) for run in runs]
+    one Dask task for several, since Dask's own cost per task is milliseconds). The environment
+    is read once for the chunk (decoding ``os.environ`` was a tenth of a no-op task's CPU)."""
+    base = dict(os.environ)
+    return [run_task(run, base) for run in runs]

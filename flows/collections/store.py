@@ -347,12 +347,6 @@ class TaskStore(ABC):
         """Counts per state for ``collection`` (or every collection), the oldest lease and up to
         ``failures`` failed tasks each. Raises ``UnknownCollection`` for a named unknown collection."""
 
-    def throughput(self, collection: str, window: float = 60.0) -> float | None:
-        """Tasks of ``collection`` finished (done or failed) per second over the last ``window``
-        seconds, or None where the backend cannot say without scanning (then the CLI measures it
-        from successive counts)."""
-        return None
-
     def samples(
         self, collections: Sequence[str], key: str = "sample"
     ) -> dict[str, dict[str, dict[str, int]]]:
@@ -366,8 +360,9 @@ class TaskStore(ABC):
     ) -> tuple[float, dict[int, tuple[int, int]]]:
         """``(now, {minute: (done, failed)})``: the tasks of ``collection`` that finished in each of
         the last ``minutes`` minutes (minutes since the epoch; ``now`` in seconds, both on the
-        store's clock), from per-minute counts kept by the writes that finish tasks, for throughput
-        and ETA (:mod:`flows.collections.progress`). A store without them has no history."""
+        store's clock), from per-minute counts kept by the writes that finish tasks: the one source
+        of throughput and ETA (:mod:`flows.collections.progress`, for ``tasks status`` and the
+        drain's artifacts). A store without them has no history."""
         import time
 
         return time.time(), {}

@@ -169,27 +169,6 @@ def _status_lines(collections: dict[str, dict]) -> list[str]:
     return lines
 
 
-class _RateMeter:
-    """Throughput from successive counts, for stores that cannot tell it (DynamoDB) and for watching."""
-
-    def __init__(self, window: float = 60.0) -> None:
-        self.window = window
-        self.history: dict[str, list[tuple[float, int]]] = {}
-
-    def update(self, collections: dict[str, dict]) -> None:
-        now = time.monotonic()
-        for name, status in collections.items():
-            history = self.history.setdefault(name, [])
-            history.append((now, status["done"] + status["failed"]))
-            while len(history) > 2 and now - history[0][0] > self.window:
-                history.pop(0)
-            if status.get("throughput") is None and len(history) >= 2:
-                (t0, n0), (t1, n1) = history[0], history[-1]
-                from flows.collections.client import add_rate
-
-                add_rate(status, max(0, n1 - n0) / (t1 - t0) if t1 > t0 else None)
-
-
 def _watch_status(store: Any, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -197,26 +176,22 @@ def _watch_status(store: Any, args: argparse.Namespace) -> int:
 
     from flows.collections.client import collection_status
 
-    meter = _RateMeter()
     console = Console()
     try:
         if not args.json and not console.is_terminal:  # piped: plain tables, one per refresh
             while True:
                 document = collection_status(store, args.collection, failures=args.failures)
-                meter.update(document["collections"])
                 print("\n".join(_status_lines(document["collections"]) or ["no task collections"]))
                 print(flush=True)
                 time.sleep(args.interval)
         if args.json:
             while True:
                 document = collection_status(store, args.collection, failures=args.failures)
-                meter.update(document["collections"])
                 print(json.dumps({"time": time.time(), **document}, default=str), flush=True)
                 time.sleep(args.interval)
         with Live(console=console, auto_refresh=False) as live:
             while True:
                 document = collection_status(store, args.collection, failures=args.failures)
-                meter.update(document["collections"])
                 stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S UTC")
                 body = "\n".join(_status_lines(document["collections"]) or ["no task collections"])
                 live.update(
@@ -440,13 +415,10 @@ def _wait_drained(store: Any, collections: list[str], run_ids: list[Any], args: 
 
     from flows.collections.client import collection_status
 
-    meter = _RateMeter()
-
     def read() -> dict:
         statuses = {}
         for name in collections:
             statuses.update(collection_status(store, name, failures=5)["collections"])
-        meter.update(statuses)
         total: dict[str, Any] = {
             key: sum(status[key] for status in statuses.values())
             for key in ("todo", "locked", "done", "failed", "blocked", "total")

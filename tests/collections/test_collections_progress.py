@@ -46,10 +46,26 @@ def test_samples_show_where_each_sample_is_across_steps(store):
     assert set(samples) == {"S0", "S1", "S2"}
 
 
-def test_postgres_throughput_counts_recent_finishes(postgres_store):
-    store = postgres_store
-    store.add("step", [TaskSpec(f"t{i}", "true") for i in range(5)])
-    assert store.throughput("step") == 0.0
+def test_status_throughput_and_eta_come_from_the_finish_counts(store):
+    """Both backends: `tasks status` (and the drain's artifact, which prints the same document) has
+    the rate of the per-minute finish counts and the ETA of what is left at that rate."""
+    from flows.collections.client import collection_status
+    from flows.collections.progress import progress
+
+    store.add("step", [TaskSpec(f"t{i}", "true") for i in range(8)])
+    idle = collection_status(store, "step")["collections"]["step"]
+    assert idle["throughput"] == 0.0 and idle["eta_seconds"] is None  # nothing finished: no rate
     tasks = store.claim("step", owner="w", batch=5, lease_seconds=60)
     assert store.complete_many("step", [(t.id, t.lease_token, 0, None) for t in tasks]) == []
-    assert store.throughput("step", window=60) == pytest.approx(5.0, rel=0.01)
+    status = collection_status(store, "step")["collections"]["step"]
+    (expected,) = progress(store, "step", window_minutes=1).values()
+    assert expected.finished == 5 and expected.remaining == 3
+    assert status["throughput"] > 0
+    assert status["throughput"] == pytest.approx(expected.per_second, rel=0.2)
+    assert status["eta_seconds"] == pytest.approx(3 / status["throughput"], rel=0.2)
+    assert (
+        collection_status(store, "step", throughput_window=None)["collections"]["step"]["throughput"] is None
+    )
+    for task in store.claim("step", owner="w", batch=3, lease_seconds=60):
+        store.complete("step", task.id, task.lease_token)
+    assert collection_status(store, "step")["collections"]["step"]["eta_seconds"] == 0.0

@@ -85,6 +85,10 @@ def test_two_drains_run_a_collection_with_logs_and_artifacts(stack, aws, tmp_pat
     assert len(progress) == 2 and all(float(a.data) == 100.0 for a in progress)
     table = json.loads(next(a for a in artifacts if a.type == "table").data)
     assert table[0]["done"] == 40 and table[0]["failed"] == 1
+    # Throughput and ETA as `tasks status` computes them (the same per-minute finish counts).
+    status = json.loads(run_cli("tasks", "status", collection, "--json").stdout)["collections"][collection]
+    assert table[0]["tasks/s"] > 0 and status["throughput"] > 0
+    assert table[0]["eta seconds"] == status["eta_seconds"] == 0.0
 
     samples = run_cli("tasks", "status", collection, "--samples", "--json")
     assert json.loads(samples.stdout)["samples"]["S3"] == {collection: "done"}

@@ -1,5 +1,5 @@
-"""flows.collections.progress: done-per-minute over a window and the ETA, from per-minute buckets
-(pure arithmetic; the stores' buckets are tested in tests/collections/test_collections_progress.py)."""
+"""flows.collections.progress, the one throughput and ETA of `tasks status` and the drain's artifacts:
+done-per-minute over a window and the ETA, from per-minute buckets (pure arithmetic; the stores' buckets are tested in tests/collections/test_collections_progress.py)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,30 @@ CURRENT = 29_000_000
 
 def test_rate_counts_the_window_and_the_passed_part_of_this_minute():
     buckets = {
-        CURRENT: (5, 1),  # this minute
-        CURRENT - 4: (10, 0),  # first minute of a 5-minute window
-        CURRENT - 5: (100, 0),  # just before the window: left out
+        CURRENT: (5, 1),  # this minute, half of it passed
+        CURRENT - 4: (10, 0),
+        CURRENT - 5: (100, 0),  # the window (5 minutes back from :30) starts in it: counts whole
+        CURRENT - 6: (1000, 0),  # before the window: left out
         CURRENT + 1: (7, 0),  # a clock ahead of ours: not in the window
     }
     finished, done, minutes = rate(buckets, now=NOW, window_minutes=5)
-    assert (finished, done) == (16, 15)
-    assert minutes == pytest.approx(4.5)
+    assert (finished, done) == (116, 115)
+    assert minutes == pytest.approx(5.5)
+
+
+def test_rate_of_a_collection_that_began_finishing_within_the_window():
+    # Finishing began two minutes ago: averaged over those 2.5 minutes, not over the 10 of the window.
+    buckets = {CURRENT - 2: (30, 0), CURRENT - 1: (60, 0), CURRENT: (30, 0)}
+    finished, _, minutes = rate(buckets, now=NOW, window_minutes=10)
+    assert finished == 120 and minutes == pytest.approx(2.5)
+    # Empty buckets (a store may return zero rows) do not move the start.
+    finished, _, minutes = rate({**buckets, CURRENT - 8: (0, 0)}, now=NOW, window_minutes=10)
+    assert finished == 120 and minutes == pytest.approx(2.5)
+
+
+def test_a_window_shorter_than_a_minute_still_covers_the_minute_it_starts_in():
+    finished, _, minutes = rate({CURRENT - 1: (60, 0), CURRENT: (30, 0)}, now=NOW, window_minutes=1)
+    assert finished == 90 and minutes == pytest.approx(1.5)
 
 
 def test_estimate_extrapolates_what_is_left():
