@@ -171,6 +171,8 @@ module "compute" {
 
   image                      = var.container_image
   prefect_api_url            = var.prefect_api_url
+  create_script_job_role     = true
+  script_job_bucket_arn      = module.storage.data_bucket_arn
   prefect_api_key_secret_arn = local.prefect_api_key_secret_arn
   prefect_api_key_env_name   = var.prefect_api_key_env_name
   worker_pool_name           = var.worker_pool_name

@@ -383,3 +383,8 @@ output "jobs_api_log_group_name" {
   description = "Log group of the jobs Lambda."
   value       = try(module.jobs_api[0].log_group_name, null)
 }
+
+output "script_job_role_arn" {
+  description = "Role script jobs' code runs as, narrowed per job by a session policy (set in the flow runs' environment as INTERLINKED_SCRIPT_JOB_ROLE_ARN); null without compute."
+  value       = try(module.compute[0].script_job_role_arn, null)
+}

@@ -26,9 +26,22 @@ from tf_harness import REPO
 pytestmark = pytest.mark.terraform
 
 SCRIPT = """\
+import os
+
+import boto3
+
+
 def main(arguments):
     print("adding", arguments["a"], "and", arguments["b"])
-    return {"sum": arguments["a"] + arguments["b"], "label": arguments["label"]}
+    # The script's own AWS session: the Terraform script-job role, assumed for this job.
+    identity = boto3.client("sts").get_caller_identity()["Arn"]
+    spec = boto3.client("s3").get_object(Bucket=os.environ["INTERLINKED_DATA_BUCKET"], Key=arguments["spec"])
+    return {
+        "sum": arguments["a"] + arguments["b"],
+        "label": arguments["label"],
+        "identity": identity,
+        "spec_bytes": len(spec["Body"].read()),
+    }
 """
 
 RUNNER = """\
@@ -59,6 +72,8 @@ def flow_env(stack, tmp_path) -> dict[str, str]:
         INTERLINKED_DATA_BUCKET=stack.env["buckets"]["data"],
         INTERLINKED_ANALYSIS_BUCKET=stack.env["buckets"]["analysis"],
         INTERLINKED_WORK_QUEUE=stack.outputs["work_queue_name"],
+        # What the Terraform flow-run environment sets (modules/compute: script_job_role_arn).
+        INTERLINKED_SCRIPT_JOB_ROLE_ARN=stack.outputs["script_job_role_arn"],
     )
     return env
 
@@ -94,7 +109,7 @@ def test_script_job_runs_through_the_terraform_resources(terraform_local_stack, 
         "name": "terraform-e2e",
         "script": script_key,
         "func": "main",
-        "arguments": {"a": 2, "b": 3, "label": "through terraform"},
+        "arguments": {"a": 2, "b": 3, "label": "through terraform", "spec": f"jobs/{job_id}.json"},
     }
     s3.put_object(Bucket=bucket, Key=f"jobs/{job_id}.json", Body=json.dumps(spec).encode())
 
@@ -130,7 +145,10 @@ def test_script_job_runs_through_the_terraform_resources(terraform_local_stack, 
 
     # The result and the log, in the Terraform bucket.
     result = json.loads(s3.get_object(Bucket=bucket, Key=f"results/{job_id}/result.json")["Body"].read())
-    assert result == {"sum": 5, "label": "through terraform"}
+    identity = result.pop("identity")
+    assert result == {"sum": 5, "label": "through terraform", "spec_bytes": len(json.dumps(spec))}
+    # The script ran as the Terraform script-job role, in a session of its own job.
+    assert identity.endswith(f"assumed-role/{out['script_job_role_arn'].rsplit('/', 1)[-1]}/job-{job_id}")
     log = s3.get_object(Bucket=bucket, Key=f"logs/{job_id}.log")["Body"].read().decode()
     assert "adding 2 and 3" in log
 

@@ -88,6 +88,7 @@ locals {
     environment = [
       for name, value in merge(
         { PREFECT_API_URL = var.prefect_api_url, AWS_REGION = local.region },
+        local.script_job_environment,
         var.flow_run_environment,
       ) : { name = name, value = value }
     ]
@@ -371,6 +372,93 @@ resource "aws_iam_role_policy" "flow_run" {
   name   = "flow-run"
   role   = aws_iam_role.flow_run.id
   policy = data.aws_iam_policy_document.flow_run.json
+}
+
+################################################################################
+# IAM: script-job role (what a script job's own code may reach). The flow run assumes it for each
+# job with a session policy naming that job's keys (flows/script_jobs/scoped.py), so a script
+# reaches only its spec, its script, its results/{id}/ and its log; this role bounds every session.
+################################################################################
+
+locals {
+  create_script_job_role = var.create_script_job_role
+  script_job_prefixes    = ["jobs/", "scripts/", "results/", "logs/"]
+  script_job_environment = local.create_script_job_role ? { INTERLINKED_SCRIPT_JOB_ROLE_ARN = aws_iam_role.script_job[0].arn } : {}
+}
+
+data "aws_iam_policy_document" "script_job_assume" {
+  count = local.create_script_job_role ? 1 : 0
+
+  statement {
+    sid     = "FlowRunsAssume"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.flow_run.arn]
+    }
+  }
+}
+
+resource "aws_iam_role" "script_job" {
+  count = local.create_script_job_role ? 1 : 0
+
+  name                 = "${var.name_prefix}-script-job"
+  description          = "What a script job's code may reach: script-job keys of the data bucket, narrowed per job by a session policy"
+  assume_role_policy   = data.aws_iam_policy_document.script_job_assume[0].json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-script-job" })
+}
+
+data "aws_iam_policy_document" "script_job" {
+  count = local.create_script_job_role ? 1 : 0
+
+  statement {
+    sid       = "ScriptJobKeys"
+    effect    = "Allow"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = [for prefix in local.script_job_prefixes : "${var.script_job_bucket_arn}/${prefix}*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "UseKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "script_job" {
+  count = local.create_script_job_role ? 1 : 0
+
+  name   = "script-job"
+  role   = aws_iam_role.script_job[0].id
+  policy = data.aws_iam_policy_document.script_job[0].json
+}
+
+data "aws_iam_policy_document" "flow_run_assume_script_job" {
+  count = local.create_script_job_role ? 1 : 0
+
+  statement {
+    sid       = "AssumeScriptJobRole"
+    effect    = "Allow"
+    actions   = ["sts:AssumeRole"]
+    resources = [aws_iam_role.script_job[0].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "flow_run_assume_script_job" {
+  count = local.create_script_job_role ? 1 : 0
+
+  name   = "assume-script-job"
+  role   = aws_iam_role.flow_run.id
+  policy = data.aws_iam_policy_document.flow_run_assume_script_job[0].json
 }
 
 ################################################################################

@@ -96,6 +96,7 @@ output "ecs_work_pool_job_variables" {
       securityGroups = local.security_group_ids
       assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED"
     }
+    env                       = local.script_job_environment
     configure_cloudwatch_logs = true
     cloudwatch_logs_options = {
       awslogs-group         = aws_cloudwatch_log_group.this["flow_runs"].name
@@ -126,4 +127,9 @@ output "service_names" {
 output "service_task_role_arns" {
   description = "Task role ARNs of the optional long-running services that are enabled, keyed \"batch_worker\", \"bridge_service\", \"analysis_service\"."
   value       = { for key, role in aws_iam_role.service : key => role.arn }
+}
+
+output "script_job_role_arn" {
+  description = "Role a script job's code runs as (INTERLINKED_SCRIPT_JOB_ROLE_ARN in the flow runs' environment), narrowed per job by a session policy; null without create_script_job_role."
+  value       = try(aws_iam_role.script_job[0].arn, null)
 }

@@ -158,6 +158,23 @@ variable "bucket_arns" {
   default     = []
 }
 
+variable "create_script_job_role" {
+  description = "Create the script-job role: what a script job's code runs as (each job's session narrows it to its own keys). Without it, script jobs' code gets no AWS credentials."
+  type        = bool
+  default     = false
+}
+
+variable "script_job_bucket_arn" {
+  description = "ARN of the bucket holding script jobs (the data bucket): the script-job role may get and put its jobs/, scripts/, results/ and logs/ keys. Required with create_script_job_role."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.script_job_bucket_arn == null || can(regex("^arn:aws[a-z-]*:s3:::[^/]+$", var.script_job_bucket_arn))
+    error_message = "script_job_bucket_arn must be a bucket ARN (arn:aws:s3:::NAME), not an object or prefix ARN."
+  }
+}
+
 variable "queue_arns" {
   description = "SQS queues flow runs may send to and consume from."
   type        = list(string)
