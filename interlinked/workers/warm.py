@@ -392,6 +392,16 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         response.raise_for_status()
         return WorkerFlowRunResponse.model_validate_list(response.json())
 
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """Skip Prefect's Submitting state (a named sub-state of Pending, for information only).
+
+        Prefect's worker proposes Pending, then Submitting while it hands the run to its
+        infrastructure. Here that hand-over is a fork of milliseconds, while the extra state costs
+        the server a full orchestrated transition and an event per run, which bursts are bound by.
+        The run goes Pending → Running.
+        """
+        return None
+
     def want_fetch(self) -> None:
         """Ask for a fetch of scheduled runs soon (any number of asks before it runs make one)."""
         if self._fetch_wanted is not None:
