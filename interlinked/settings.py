@@ -68,13 +68,14 @@ class Settings(BaseSettings):
     job_events_topic: str = Field(default="interlinked-job-events", description="Final job states.")
     max_receive_count: int = Field(default=5, description="Receives before a message goes to its DLQ.")
     bridge_concurrency: int = Field(
-        default=4,
+        default=16,
         ge=1,
         le=64,
         validation_alias=AliasChoices("INTERLINKED_BRIDGE_CONCURRENCY", "INTERLINKED_BRIDGE_POLLERS"),
         description="Batches of up to 10 events the bridge consumer has in flight at once (each one "
         "received, routed, created as runs, recorded and deleted by a thread of its own); 1 is one "
-        "serial loop. More only helps while the Prefect server has CPU to spare.",
+        "serial loop. A batch mostly waits on the emulator and the Prefect server, so more in flight "
+        "help until one of them runs out of CPU (600 events: 13 events/s with 4, 24 with 8, 35 with 16).",
     )
 
     # -- task collections ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ and max receives from the queue's own redrive policy, Prefect from ``PREFECT_API
 Per message: route it, create the flow run with its idempotency key, record the Prefect event,
 then delete it. Up to ``concurrency`` batches (of up to 10 messages each) are in flight at once,
 each carried by a thread of its own from receive to delete (``--concurrency``, the setting
-``bridge_concurrency``, default 4; 1 is a single serial loop). That is safe because a message is
+``bridge_concurrency``, default 16; 1 is a single serial loop). That is safe because a message is
 deleted only by the thread that saw its run created, and two batches holding the same event ask
 Prefect for the same idempotency key (the server keeps one run). Each bulk call sends its runs
 in key order, so two concurrent calls on PostgreSQL take their key locks in the same order. A failure leaves the message in the queue, back in view after a short delay
@@ -77,7 +77,7 @@ class ConsumerConfig:
     prefect_api_url: str
     routes_file: str | None = None
     status_file: Path | None = None
-    concurrency: int = 4  # batches in flight at once (threads, each receive → route → delete)
+    concurrency: int = 16  # batches in flight at once (threads, each receive → route → delete)
     wait_seconds: int = 5
     retry_seconds: int = 2
     max_requeues: int = 20
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency",
         "--pollers",
         type=int,
-        help="batches in flight at once (default: INTERLINKED_BRIDGE_CONCURRENCY, 4)",
+        help="batches in flight at once (default: INTERLINKED_BRIDGE_CONCURRENCY, 16)",
     )
     parser.add_argument(
         "--retry-seconds", type=int, help="delay before a failed message is retried (default 2)"

@@ -14,6 +14,7 @@ A new long-running service is one more entry in :func:`parts` and in :data:`STOP
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -64,10 +65,20 @@ def analysis_buckets() -> dict[str, str]:
     return dict(SubmissionSettings().analysis_buckets)
 
 
+# Prefect client settings of every process that talks to the stack, each overridable from the
+# environment `up` runs in.
+CLIENT_DEFAULTS = {
+    # The local server does not enforce CSRF tokens (Prefect's default); with client support on,
+    # every new client (a flow run makes three) first asks /csrf-token, only to be told so.
+    "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false",
+}
+
+
 def client_env(settings: Settings) -> dict[str, str]:
     """Environment of every process that talks to the stack (workers, services, CLI children)."""
     own = analysis_buckets()
     return {
+        **{name: os.environ.get(name, value) for name, value in CLIENT_DEFAULTS.items()},
         **stack_env(settings),
         # The bridge routes these buckets' submissions and flow runs know them (also when they
         # were set in .env, which only Settings reads).
@@ -89,9 +100,20 @@ def prefect_database_url(settings: Settings) -> str:
     return postgres.sqlalchemy_url(settings, postgres.PREFECT_DATABASE)
 
 
+# Prefect server settings of the local stack, each overridable from the environment `up` runs in.
+SERVER_DEFAULTS = {
+    # The late-runs service turns every run that waits more than 15 s into Late: one more state
+    # transition (and event) per run of a burst, on the server that is the burst's bottleneck. The
+    # local pool's worker takes every scheduled run as soon as a start slot frees, so Late tells a
+    # local user nothing a queue of Scheduled runs does not.
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+}
+
+
 def _server_env(settings: Settings) -> dict[str, str]:
     home = settings.state_dir / "prefect"
     return {
+        **{name: os.environ.get(name, value) for name, value in SERVER_DEFAULTS.items()},
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -49,6 +49,47 @@ DEFAULT_START_SLOTS = 4
 START_SLOT_TIMEOUT = 30.0
 
 
+# The worker reads a run's deployment twice and its flow once before starting it (Prefect's
+# BaseWorker: an existence check, then the job configuration). In a burst every run of a deployment
+# asks the same; a read of the same object within this many seconds (or one still in flight) is
+# answered from that read instead. INTERLINKED_WARM_READ_REUSE_SECONDS changes it (0: no reuse).
+DEFAULT_READ_REUSE_SECONDS = 1.0
+
+
+def read_reuse_seconds() -> float:
+    try:
+        return max(
+            0.0, float(os.environ.get("INTERLINKED_WARM_READ_REUSE_SECONDS", DEFAULT_READ_REUSE_SECONDS))
+        )
+    except ValueError:
+        return DEFAULT_READ_REUSE_SECONDS
+
+
+class RecentReads:
+    """Reads of one kind of object by id, shared when they are at most ``seconds`` apart.
+
+    Concurrent reads of one id make one request; a read that fails is not kept (the next asks the
+    server again, so a deleted deployment is still noticed).
+    """
+
+    def __init__(self, read: Any, seconds: float, clock: Any = None):
+        self._read = read
+        self._seconds = seconds
+        self._clock = clock or asyncio.get_running_loop().time
+        self._reads: dict[Any, tuple[float, asyncio.Future]] = {}
+
+    async def __call__(self, object_id: Any) -> Any:
+        now = self._clock()
+        kept = self._reads.get(object_id)
+        if kept is None or now - kept[0] > self._seconds or (kept[1].done() and kept[1].exception()):
+            future = asyncio.ensure_future(self._read(object_id))
+            kept = (now, future)
+            self._reads[object_id] = kept
+            for stale in [key for key, (at, _) in self._reads.items() if now - at > self._seconds]:
+                del self._reads[stale]
+        return await asyncio.shield(kept[1])
+
+
 def start_slots() -> int:
     try:
         return max(1, int(os.environ.get("INTERLINKED_WARM_START_SLOTS", DEFAULT_START_SLOTS)))
@@ -300,6 +341,10 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             f"; could not import {zygote.ready_info['failed']}" if zygote.ready_info.get("failed") else "",
         )
         await super().__aenter__()
+        if read_reuse_seconds() > 0:
+            # Instance attributes shadow the client's methods for this worker's client only.
+            for name in ("read_deployment", "read_flow"):
+                setattr(self.client, name, RecentReads(getattr(self.client, name), read_reuse_seconds()))
         self._start_slots = asyncio.Semaphore(start_slots())
         self._fetch_wanted = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -346,6 +391,16 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             return []
         response.raise_for_status()
         return WorkerFlowRunResponse.model_validate_list(response.json())
+
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """Skip Prefect's Submitting state (a named sub-state of Pending, for information only).
+
+        Prefect's worker proposes Pending, then Submitting while it hands the run to its
+        infrastructure. Here that hand-over is a fork of milliseconds, while the extra state costs
+        the server a full orchestrated transition and an event per run, which bursts are bound by.
+        The run goes Pending → Running.
+        """
+        return None
 
     def want_fetch(self) -> None:
         """Ask for a fetch of scheduled runs soon (any number of asks before it runs make one)."""

@@ -100,4 +100,7 @@ def test_a_warm_run_ships_its_logs_and_ends_completed(stack, tmp_path):
             return "Finished in state Completed" in text and text
 
         text = _wait(messages, timeout=30)
+        # The warm worker skips Prefect's Submitting sub-state (a fork needs no hand-over state).
+        states = [state.name for state in client.read_flow_run_states(flow_run_id)]
     assert "Beginning flow run" in text
+    assert "Submitting" not in states and states[-2:] == ["Running", "Completed"], states
