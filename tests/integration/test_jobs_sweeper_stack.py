@@ -229,3 +229,40 @@ def test_a_run_stuck_in_pending_never_started_and_is_dispatched_again(data_bucke
     with get_client(sync_client=True) as prefect:
         old = prefect.read_flow_run(pending_run)
     assert old.state.is_crashed() and "INFRASTRUCTURE_NEVER_STARTED" in (old.state.message or "")
+
+
+def test_the_stacks_sweeper_runs_on_its_schedule(data_bucket):
+    """`up` deploys `job-sweeper/local` with a 30 s schedule: Prefect's scheduler makes its runs and
+    the warm pool completes them, with no `jobs sweep` call. (With SQLAlchemy 2.1 under the 3.8.8
+    server, inserting scheduled runs failed and the schedule never made a run.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + 240
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("job-sweeper/local")
+        assert deployment.schedules, "job-sweeper/local has no schedule"
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[t for t in StateType if t != StateType.SCHEDULED])
+                    )
+                ),
+                limit=50,
+            )
+            completed = [run for run in runs if run.auto_scheduled and run.state.is_completed()]
+            if completed or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    assert completed, (
+        f"no scheduled sweep completed; its runs past Scheduled: {[(r.name, r.state_name) for r in runs]}"
+    )
