@@ -130,3 +130,28 @@ class StackHandle:
 
 
 STACK = StackHandle()
+
+
+def grant_stack_access(*buckets: str) -> None:
+    """Let the stack's own identities use buckets a test made (as an admin attaches a policy on AWS):
+    the flow runs read and write them, the bridge and the analysis service read them. With IAM
+    enforced (the default), a bucket outside the stack's configuration is otherwise AccessDenied."""
+    import boto3
+
+    from interlinked.local import identities
+
+    iam = boto3.client("iam")
+    access = {
+        "worker": identities.OBJECT_WRITE,
+        "bridge": identities.OBJECT_READ,
+        "analysis-service": identities.OBJECT_READ,
+    }
+    for part, actions in access.items():
+        for bucket in buckets:
+            iam.put_user_policy(
+                UserName=identities.SERVICE_USERS[part],
+                PolicyName=f"test-bucket-{bucket}"[:128],
+                PolicyDocument=json.dumps(
+                    {"Version": identities.VERSION, "Statement": identities._s3(actions, [bucket])}
+                ),
+            )

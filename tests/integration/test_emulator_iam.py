@@ -150,6 +150,25 @@ def test_keys_are_checked_and_test_test_is_admin(emu):
     assert _code(lambda: emu.client("s3", "test", "wrong").list_buckets()) == "SignatureDoesNotMatch"
 
 
+@pytest.mark.parametrize("signature_version", ["s3v4", "s3"])
+def test_presigned_urls_of_both_signature_versions_are_served(emu, signature_version):
+    """The analysis service hands out presigned result URLs (SigV4's X-Amz-Signature, or SigV2's
+    AWSAccessKeyId/Signature/Expires query string, whichever its client makes): both are served."""
+    emu.client("s3").put_object(Bucket=DATA, Key="worker-results/presigned", Body=b"result")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=emu.url,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(signature_version=signature_version),
+    )
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": DATA, "Key": "worker-results/presigned"})
+    assert ("X-Amz-Signature" in url) == (signature_version == "s3v4")
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        assert reply.read() == b"result"
+
+
 def test_a_service_user_has_only_its_own_access(emu):
     bridge = emu.client("s3", *_user(emu, "bridge"))
     assert _code(lambda: bridge.list_objects_v2(Bucket=DATA)) == "OK"  # reads events' objects

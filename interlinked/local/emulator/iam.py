@@ -155,8 +155,10 @@ def _allow_presigned(check: Any) -> Any:
     let through unchecked (the analysis service hands out presigned result URLs)."""
 
     def authenticate(self: Any, iam_request_cls: type, resource: str = "*") -> None:
-        if "Authorization" not in self.headers and "X-Amz-Signature" in self.querystring:
-            return
+        query = self.querystring
+        presigned = "X-Amz-Signature" in query or ("Signature" in query and "AWSAccessKeyId" in query)
+        if "Authorization" not in self.headers and presigned:
+            return  # SigV4 (X-Amz-Signature) or SigV2 (AWSAccessKeyId, Signature, Expires) query strings
         check(self, iam_request_cls, resource)
 
     return authenticate
