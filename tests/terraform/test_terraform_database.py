@@ -12,15 +12,13 @@ environment. Validation and fmt of the module run in test_terraform_checks.py (C
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, _free_port, _wait_http, copy_tree, find_moto_server
+from tf_harness import TF_DIR, copy_tree, private_moto
 
 pytestmark = pytest.mark.terraform
 
@@ -180,33 +178,8 @@ KMS_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/0b6f0bd8-8f4e-4c39-9ad4-5a
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory):
     """A private moto server for the data sources of the plan (nothing is created in it)."""
-    moto_server = find_moto_server()
-    if moto_server is None:
-        pytest.skip(
-            "moto_server not found next to the Python interpreter or on PATH (pip install 'moto[server]')"
-        )
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto-db") / "moto.log", "wb")  # noqa: SIM115 - closed below
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    process = subprocess.Popen(
-        [moto_server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_http(f"{endpoint}/moto-api/", timeout=60)
+    with private_moto(tmp_path_factory.mktemp("moto-db")) as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,12 @@ test_terraform_checks.py (MODULE_DIRS, CONFIG_DIRS).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, _free_port, _wait_http, copy_tree, find_moto_server
+from tf_harness import TF_DIR, copy_tree, private_moto
 
 from interlinked import jobs_lambda
 
@@ -182,24 +180,7 @@ def moto_network(tmp_path_factory):
     """A private moto server with a VPC and two subnets (the plan's data sources read them)."""
     import boto3
 
-    moto_server = find_moto_server()
-    if moto_server is None:
-        pytest.skip(
-            "moto_server not found next to the Python interpreter or on PATH (pip install 'moto[server]')"
-        )
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto-jobs-api") / "moto.log", "wb")  # noqa: SIM115 - closed below
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    process = subprocess.Popen(
-        [moto_server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_http(f"{endpoint}/moto-api/", timeout=60)
+    with private_moto(tmp_path_factory.mktemp("moto-jobs-api")) as endpoint:
         ec2 = boto3.client(
             "ec2",
             endpoint_url=endpoint,
@@ -215,14 +196,6 @@ def moto_network(tmp_path_factory):
             for i, zone in ((1, "a"), (2, "b"))
         ]
         yield endpoint, vpc, subnets
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 def plan(terraform, tmp_path: Path, network, *, enable_database: bool, check: bool = True):

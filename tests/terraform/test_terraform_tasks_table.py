@@ -12,14 +12,12 @@ Validation, fmt and checkov of the module run in test_terraform_checks.py.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, _free_port, _wait_http, copy_tree, find_moto_server
+from tf_harness import TF_DIR, copy_tree, private_moto
 
 from flows.collections import dynamodb as store_module
 
@@ -126,33 +124,8 @@ output "tasks" {{
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory):
     """A private moto server for the data sources of the plan (nothing is created in it)."""
-    moto_server = find_moto_server()
-    if moto_server is None:
-        pytest.skip(
-            "moto_server not found next to the Python interpreter or on PATH (pip install 'moto[server]')"
-        )
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto-tasks") / "moto.log", "wb")  # noqa: SIM115 - closed below
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    process = subprocess.Popen(
-        [moto_server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_http(f"{endpoint}/moto-api/", timeout=60)
+    with private_moto(tmp_path_factory.mktemp("moto-tasks")) as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

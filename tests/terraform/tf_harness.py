@@ -5,6 +5,7 @@ Imported by tests/terraform/conftest.py (fixtures) and the test modules (constan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,3 +318,37 @@ class _LocalStackLauncher:
             except subprocess.TimeoutExpired:
                 self.moto.kill()
                 self.moto.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def private_moto(log_dir: Path) -> Iterator[str]:
+    """A moto server of its own for a plan's data sources (nothing is created in it unless the
+    caller does); yields its endpoint URL and stops it afterwards. Skips without ``moto_server``."""
+    import pytest
+
+    moto_server = find_moto_server()
+    if moto_server is None:
+        pytest.skip(
+            "moto_server not found next to the Python interpreter or on PATH (pip install 'moto[server]')"
+        )
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with (log_dir / "moto.log").open("wb") as log:
+        process = subprocess.Popen(
+            [moto_server, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            _wait_http(f"{endpoint}/moto-api/", timeout=60)
+            yield endpoint
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
