@@ -50,7 +50,9 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "ConditionalCheckFailedException"})
+CONFLICT_CODES = frozenset(
+    {"PreconditionFailed", "ConditionalRequestConflict", "ConditionalCheckFailedException"}
+)
 
 
 def is_conflict(error: BaseException) -> bool:

@@ -15,14 +15,26 @@ from pathlib import Path
 from typing import Any
 
 
+_STARTED: dict[int, float] = {}
+
+
+def process_started() -> float:
+    """When the calling process started (what tells it from a recycled pid), read once per process:
+    it never changes, and reading ``/proc`` on every heartbeat can fail under load."""
+    pid = os.getpid()
+    if pid not in _STARTED:
+        import psutil
+
+        _STARTED[pid] = psutil.Process(pid).create_time()
+    return _STARTED[pid]
+
+
 def heartbeat(*, ready: bool) -> dict[str, Any]:
     """The fields every status file carries, for the calling process."""
-    import psutil
-
     return {
         "ready": ready,
         "pid": os.getpid(),
-        "process_started": psutil.Process().create_time(),
+        "process_started": process_started(),
         "heartbeat": time.time(),
     }
 

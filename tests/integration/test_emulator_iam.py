@@ -307,8 +307,12 @@ def test_nasty_keys_are_never_granted_outside_the_job(job_s3, key):
     if len(key.encode()) > 1024:
         return
     code = _code(lambda: job_s3.put_object(Bucket=DATA, Key=key, Body=b"p"))
-    if code != "AccessDenied":
-        assert _allowed(key), f"{key!r} was granted ({code})"
+    # Granted means written. Keys the emulator's HTTP layer cannot route (e.g. "\n": a bare 404 from
+    # the web server, not S3) are refused before any policy is read, which is no grant either.
+    if code == "OK":
+        assert _allowed(key), f"{key!r} was granted"
+    elif not _allowed(key):
+        assert code in {"AccessDenied", "404"}, f"{key!r}: {code}"
 
 
 def test_policy_refuses_wildcards_in_keys():

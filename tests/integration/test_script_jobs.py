@@ -185,7 +185,11 @@ def test_seed_run_is_completed_in_prefect_with_tag_name_and_artifact(jobs):
         run = client.read_flow_run(jobs["seed"]["flow_run_id"])
         assert run.state.is_completed()
         assert run.name == "Test job" and f"job:{job_id}" in run.tags
-        artifacts = client.read_artifacts(limit=50)
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"script-job-{job_id}"])), limit=50
+        )
     summary = [a for a in artifacts if a.key == f"script-job-{job_id}"]
     assert summary, "the run has no summary artifact"
     assert "COMPLETED" in summary[0].data and "result.json" in summary[0].data

@@ -195,3 +195,37 @@ def test_journal_survives_a_restart_and_stays_bounded(tmp_path):
     assert "m9" in reopened and "m1" not in reopened
     assert len(path.read_text().splitlines()) <= 6
     assert "anything" not in Journal(None)
+
+
+def test_the_recorder_survives_a_failing_status_write(tmp_path):
+    """A status write that raises (a psutil read of /proc once did, under load) must not end the
+    recorder thread: later heartbeats still land and counting goes on."""
+    import time
+
+    from blocks.status import read_status
+    from flows.analysis.service import Recorder, ServiceSettings
+
+    calls = {"n": 0}
+
+    def ready() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise AttributeError("'NoneType' object has no attribute 'rfind'")
+        return True
+
+    status = tmp_path / "status.json"
+    recorder = Recorder(
+        ServiceSettings(status_file=status, heartbeat_seconds=0.05, summary_seconds=3600),
+        gauges=lambda: {},
+        ready=ready,
+    )
+    recorder.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (status.exists() and (read_status(status) or {}).get("ready")):
+            assert recorder._thread.is_alive(), "the recorder thread died"
+            assert time.monotonic() < deadline, "no heartbeat after the failing one"
+            time.sleep(0.05)
+        assert recorder.emit_failures == 1
+    finally:
+        recorder.stop()

@@ -105,14 +105,20 @@ class Recorder:
             if item is not None:
                 self._handle(item)
             now = time.monotonic()
-            if self._batch and now - self._batch_started >= self.settings.event_batch_seconds:
-                self._flush()
-            if now >= next_heartbeat:
-                self.write_status(ready=self.ready())
-                next_heartbeat = now + self.settings.heartbeat_seconds
-            if now >= next_summary:
-                self.write_summary()
-                next_summary = now + self.settings.summary_seconds
+            # Nothing may end this thread: without it no request is recorded and the status file
+            # goes stale (a psutil read of /proc once failed here under load and did just that).
+            try:
+                if self._batch and now - self._batch_started >= self.settings.event_batch_seconds:
+                    self._flush()
+                if now >= next_heartbeat:
+                    next_heartbeat = now + self.settings.heartbeat_seconds
+                    self.write_status(ready=self.ready())
+                if now >= next_summary:
+                    next_summary = now + self.settings.summary_seconds
+                    self.write_summary()
+            except Exception:
+                self.emit_failures += 1
+                logger.exception("recorder: could not flush, write the status or the summary; going on")
 
     def _drain(self) -> None:
         while True:
