@@ -181,3 +181,39 @@ def test_a_lifecycle_job_run_shows_its_progress_and_metrics_table(page, lifecycl
     page.get_by_text("Artifacts", exact=True).first.click()
     page.get_by_text("samples_seen 120").first.click()
     page.get_by_text("Progress: 100%").first.wait_for()
+
+
+@pytest.fixture(scope="module")
+def prepare_job(stack_handle):
+    """A `prepare-experiment` job (dispatched by the CLI) whose source does not exist: it fails."""
+    import uuid
+
+    stack = stack_handle.ensure_up()
+    task = {
+        "uuid": str(uuid.uuid4()),
+        "socketId": "ui-test",
+        "experimentId": f"ui-missing-{uuid.uuid4().hex[:6]}",
+        "timeout": "2099-12-31 00:00:00",
+        "body": {
+            "name": "PrepareExperiment",
+            "sourceBucket": stack["buckets"]["data"],
+            "sourceMatrixPath": "ui-test/no-such-source/",
+            "config": {"minGenes": 20, "nTopGenes": 100, "resolution": 0.5},
+        },
+    }
+    job = cli_json(
+        "jobs", "create", "prepare-experiment", "--input", json.dumps({"request": task}), "--dispatch"
+    )
+    shown = wait_for_job(job["id"], timeout=300)
+    assert shown["state"] == "FAILED", shown
+    return shown, stack
+
+
+def test_a_prepare_experiment_job_run_shows_its_execution_and_failure_reason(page, prepare_job):
+    job, stack = prepare_job
+    run_url = f"{stack['prefect_ui_url']}/runs/flow-run/{job['flowRunId']}"
+    _open_run(page, run_url, "Failed")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text(f"job-{job['id']}-execution").first.click()
+    row = page.get_by_text("failure reason", exact=True).last.locator("xpath=ancestor::tr[1]").inner_text()
+    assert "SOURCE_NOT_FOUND" in row and "ui-test/no-such-source" in row, row
