@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_jobs_machine import FakeDispatcher
 
 from flows.jobs.client import JobService
 from flows.jobs.store import MemoryJobStore
@@ -22,22 +23,6 @@ from flows.jobs.types import JobTypes
 from interlinked import jobs_lambda
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class FakeDispatcher:
-    def __init__(self) -> None:
-        self.runs: list[tuple[str, str]] = []
-        self.cancelled: list[str] = []
-        self.fail: Exception | None = None
-
-    def create_run(self, job, deployment: str) -> str:
-        if self.fail is not None:
-            raise self.fail
-        self.runs.append((job.id, deployment))
-        return f"run-{len(self.runs)}"
-
-    def cancel_run(self, flow_run_id: str) -> None:
-        self.cancelled.append(flow_run_id)
 
 
 @pytest.fixture
