@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 def stack_environment(database: str, root: Path) -> dict[str, str]:
     """Environment of a private stack on ``database`` under ``root`` (free ports)."""
-    prefect, aws, postgres = _free_port(), _free_port(), _free_port()
+    prefect, aws, postgres, script_api = _free_port(), _free_port(), _free_port(), _free_port()
     return {
         **os.environ,
         "INTERLINKED_STATE_DIR": str(root / "state"),
@@ -48,6 +48,7 @@ def stack_environment(database: str, root: Path) -> dict[str, str]:
         "INTERLINKED_PREFECT_PORT": str(prefect),
         "INTERLINKED_AWS_PORT": str(aws),
         "INTERLINKED_POSTGRES_PORT": str(postgres),
+        "INTERLINKED_SCRIPT_API_PORT": str(script_api),
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect}/api",
         "PREFECT_HOME": str(root / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -71,6 +72,18 @@ def _run(command: list[str], env: dict[str, str], log) -> float:
     return seconds
 
 
+def _attempt(results: dict, name: str, command: list[str], env: dict[str, str], log) -> None:
+    """Run one sub-benchmark that writes ``--json-out``; keep its results, or why it failed."""
+    try:
+        _run(command, env, log)
+    except SystemExit as failure:
+        results.setdefault("failed", []).append(f"{name}: {failure}")
+        print(f"  failed: {failure}", file=sys.stderr)
+        return
+    out = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--json-out="))
+    results[name] = json.loads(Path(out).read_text())
+
+
 def measure(database: str, args: argparse.Namespace, workdir: Path) -> dict:
     root = workdir / database
     root.mkdir(parents=True)
@@ -83,8 +96,12 @@ def measure(database: str, args: argparse.Namespace, workdir: Path) -> dict:
         print(f"[{database}] up (warm) …", file=sys.stderr)
         results["up_warm"] = _run([INTERLINKED, "up"], env, log)
         try:
+            # A sub-benchmark that fails (e.g. a server that cannot take the burst) is reported as
+            # such; the others still run, on this database and on the next.
             print(f"[{database}] pool start latency and burst …", file=sys.stderr)
-            _run(
+            _attempt(
+                results,
+                "pool",
                 [
                     sys.executable,
                     str(ROOT / "bench" / "bench_pool_start.py"),
@@ -97,9 +114,10 @@ def measure(database: str, args: argparse.Namespace, workdir: Path) -> dict:
                 env,
                 log,
             )
-            results["pool"] = json.loads((root / "pool.json").read_text())
             print(f"[{database}] bridge throughput …", file=sys.stderr)
-            _run(
+            _attempt(
+                results,
+                "bridge",
                 [
                     sys.executable,
                     str(ROOT / "bench" / "bench_bridge_throughput.py"),
@@ -109,7 +127,6 @@ def measure(database: str, args: argparse.Namespace, workdir: Path) -> dict:
                 env,
                 log,
             )
-            results["bridge"] = json.loads((root / "bridge.json").read_text())
             locked = sum(
                 path.read_text(errors="replace").count("database is locked")
                 for path in (root / "state" / "logs").glob("*.log")
@@ -199,6 +216,9 @@ def print_summary(results: dict[str, dict]) -> None:
         '"database is locked" lines in the stack\'s logs',
         [str(results[n].get("database_is_locked", "-")) for n in names],
     )
+    for name in names:
+        for failure in results[name].get("failed", []):
+            print(f"{name}: failed: {failure}")
     load = os.getloadavg()
     print(
         f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} ({os.cpu_count()} cores)"
@@ -218,6 +238,10 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-databases-"))
+    load = os.getloadavg()
+    print(
+        f"load average at the start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} ({os.cpu_count()} cores)"
+    )
     results = {database: measure(database, args, workdir) for database in args.databases.split(",")}
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print_summary(results)

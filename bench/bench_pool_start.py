@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,21 +45,38 @@ def _time_to_running(client, deployment_name: str) -> float:
         time.sleep(0.05)
 
 
-def _create_at_once(api_url: str, deployment_id: str, count: int) -> list[str]:
-    """Create ``count`` runs in bulk (the server takes up to 100 per call), as one submission."""
+def _create_at_once(api_url: str, deployment_id: str, count: int) -> tuple[list[str], int]:
+    """Create ``count`` runs in bulk (the server takes up to 100 per call), as one submission.
+
+    Every run has an idempotency key, so a chunk whose call timed out or got a 503 (a busy SQLite
+    server) is sent again without creating its runs twice. Returns the run ids and how many calls
+    had to be repeated."""
     import httpx
 
+    token = uuid.uuid4().hex[:8]
     ids: list[str] = []
+    retries = 0
     with httpx.Client(base_url=api_url, timeout=120) as http:
         while len(ids) < count:
             size = min(100, count - len(ids))
-            reply = http.post(f"/deployments/{deployment_id}/create_flow_run/bulk", json=[{}] * size)
-            if reply.status_code == 503:  # a busy SQLite server: try the same chunk again
+            body = [{"idempotency_key": f"burst-{token}-{len(ids) + i}"} for i in range(size)]
+            try:
+                reply = http.post(f"/deployments/{deployment_id}/create_flow_run/bulk", json=body)
+            except httpx.TimeoutException:
+                reply = None
+            if reply is None or reply.status_code == 503:
+                retries += 1
+                if retries > 20:
+                    raise SystemExit(f"the server did not take a bulk call of {size} runs in 20 tries")
+                print(
+                    f"bulk call of {size} runs: {'timed out' if reply is None else 503}; again",
+                    file=sys.stderr,
+                )
                 time.sleep(1)
                 continue
             reply.raise_for_status()
             ids += [r["flow_run_id"] for r in reply.json()["results"] if r.get("status") == "CREATED"]
-    return ids
+    return ids, retries
 
 
 def _burst(client, api_url: str, deployment_name: str, count: int) -> tuple[float, int]:
@@ -68,7 +86,9 @@ def _burst(client, api_url: str, deployment_name: str, count: int) -> tuple[floa
     final_types = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
     deployment = client.read_deployment_by_name(deployment_name)
     started = time.time()
-    ids = _create_at_once(api_url, str(deployment.id), count)
+    ids, retries = _create_at_once(api_url, str(deployment.id), count)
+    if retries:
+        print(f"burst: {retries} bulk call(s) repeated (timeout or 503)", file=sys.stderr)
     deadline = started + 1200
     done = 0
     while time.time() < deadline:
