@@ -15,6 +15,11 @@ One SQS message (or Lambda record) may carry, in its body:
 one :class:`TestEventRecord`), or raises :class:`MalformedEvent` saying what is wrong.
 Keys in S3 notifications are URL-encoded (moto encodes ``/`` too): they are decoded with
 ``unquote_plus``. EventBridge keys are not encoded.
+
+The identity that wrote the object (:attr:`S3Record.writer`) is S3's ``userIdentity.principalId``
+of a notification record (``AWS:<UserId>`` for an IAM user, ``AWS:<RoleId>:<session name>`` for an
+assumed role). S3's EventBridge events name no principal (their ``detail.requester`` is an account
+or a service), so their writer is unknown (None).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class S3Record:
     size: int | None = None
     event_time: str | None = None
     shape: str = SHAPE_S3
+    writer: str | None = None  # userIdentity.principalId of the request that caused the event
 
     @property
     def created(self) -> bool:
@@ -214,6 +220,7 @@ def _parse_s3_notification(document: dict, *, enveloped: bool) -> list[Record]:
                 size=obj.get("size") if isinstance(obj.get("size"), int) else None,
                 event_time=_text(record.get("eventTime")),
                 shape=_shape(SHAPE_S3, enveloped),
+                writer=_text(_get(record, "userIdentity", "principalId")),
             )
         )
     return parsed

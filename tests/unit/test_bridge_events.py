@@ -166,3 +166,37 @@ def test_aws_shaped_event_uses_version_and_sequencer():
 def test_malformed_messages_say_why(payload, words):
     with pytest.raises(MalformedEvent, match=words):
         parse_message(payload)
+
+
+def _notification(principal: dict | None) -> dict:
+    record = json.loads(body("s3-direct.json"))["Records"][0]
+    record.pop("userIdentity", None)
+    if principal is not None:
+        record["userIdentity"] = principal
+    return {"Records": [record]}
+
+
+@pytest.mark.parametrize(
+    ("identity", "writer"),
+    [
+        ({"principalId": "AWS:AIDAJ45Q7YFFAREXAMPLE"}, "AWS:AIDAJ45Q7YFFAREXAMPLE"),  # an IAM user
+        ({"principalId": "AWS:AROAEXAMPLE123:alice"}, "AWS:AROAEXAMPLE123:alice"),  # an assumed role
+        (None, None),  # moto's own notifications name nobody
+        ({}, None),
+        ({"principalId": ""}, None),
+    ],
+)
+def test_the_writer_is_the_notifications_principal_id(identity, writer):
+    document = _notification(identity)
+    [direct] = parse_message(json.dumps(document))
+    envelope = json.loads(body("sns-envelope-s3.json"))
+    envelope["Message"] = json.dumps(document)
+    [through_sns] = parse_message(json.dumps(envelope))
+    assert direct.writer == through_sns.writer == writer
+    assert through_sns.shape == SHAPE_SNS_S3
+
+
+def test_eventbridge_events_name_no_writer():
+    """S3's EventBridge events carry the requester's account, not its identity: writer unknown."""
+    [record] = parse_message(body("eventbridge-object-created.json"))
+    assert record.writer is None
