@@ -302,10 +302,14 @@ def register_group(settings: Settings, group: str, principal_ids: list[str], *, 
 
     key = registry_key(group)
     record = registry_record(group, principal_ids, arn=arn, source="interlinked groups add")
-    aws_client("s3", use_block=False).put_object(
-        Bucket=settings.data_bucket,
-        Key=key,
-        Body=(json.dumps(record, indent=2) + "\n").encode(),
-        ContentType="application/json",
-    )
-    return f"s3://{settings.data_bucket}/{key}"
+    uri = f"s3://{settings.data_bucket}/{key}"
+    try:
+        aws_client("s3", use_block=False).put_object(
+            Bucket=settings.data_bucket,
+            Key=key,
+            Body=(json.dumps(record, indent=2) + "\n").encode(),
+            ContentType="application/json",
+        )
+    except Exception as error:
+        raise RuntimeError(f"the group registry record {uri} could not be written: {error}") from error
+    return uri

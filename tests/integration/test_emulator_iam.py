@@ -331,12 +331,14 @@ def test_groups_add_prints_keys_that_work_for_its_own_prefix_only(emu):
         INTERLINKED_AWS_PORT=str(emu.port),
         INTERLINKED_STATE_DIR=str(emu.settings.state_dir),
         INTERLINKED_ANALYSIS_BUCKET=ANALYSIS,
+        INTERLINKED_DATA_BUCKET=DATA,
     )
     cli = [sys.executable, "-m", "interlinked.cli", "groups", "add"]
     shown = subprocess.run([*cli, "grp-cli"], env=env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert f"s3://{ANALYSIS}/grp-cli/" in shown.stdout and "export AWS_ACCESS_KEY_ID=" in shown.stdout
     assert "[interlinked-grp-cli]" in shown.stdout
+    assert f"s3://{DATA}/groups/grp-cli.json" in shown.stdout  # the writer check's registry
     done = subprocess.run([*cli, "grp-cli", "--json"], env=env, capture_output=True, text=True, timeout=120)
     group = json.loads(done.stdout)
     s3 = emu.client("s3", group["AWS_ACCESS_KEY_ID"], group["AWS_SECRET_ACCESS_KEY"])
