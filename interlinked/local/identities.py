@@ -11,6 +11,9 @@ Mirrors of ``infra/terraform/modules/compute`` (flow-run role, bridge and analys
 roles) and ``modules/group``, as close as moto allows: moto checks SNS, DynamoDB and Batch actions
 against the resource ``*`` only (it names no resource for them), so their statements use ``*``;
 S3, SQS (but GetQueueUrl/ListQueues) and STS are checked per resource, as on AWS.
+
+``groups add`` also records the group's UserId in the group registry (``s3://{data}/groups/``,
+:mod:`flows.submissions.writers`), which the services may read and not write (an explicit deny).
 """
 
 from __future__ import annotations

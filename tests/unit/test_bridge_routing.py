@@ -208,3 +208,16 @@ def test_render_keeps_types_for_whole_placeholders():
         "y": "s3://k",
         "z": [None, "-x"],
     }
+
+
+def test_a_cloudtrail_upload_runs_the_submission_with_its_writer_and_a_read_is_ignored(table):
+    from test_bridge_events import cloudtrail
+
+    from interlinked.bridge.events import parse_message
+
+    [record] = parse_message(json.dumps(cloudtrail()))
+    decision = decide(table, record)
+    assert (decision.action, decision.deployment) == ("dispatch", "process-submission/local")
+    assert decision.parameters["writer"] == "AROAJBNCAL3UTR5C42U4M:alice"
+    [read] = parse_message(json.dumps(cloudtrail("GetObject")))
+    assert (decide(table, read).action, decide(table, read).code) == ("ignore", "not-created")

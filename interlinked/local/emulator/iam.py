@@ -172,7 +172,8 @@ def _allow_presigned(check: Any) -> Any:
         presigned = "X-Amz-Signature" in query or ("Signature" in query and "AWSAccessKeyId" in query)
         if "Authorization" not in self.headers and presigned:
             key_id = query.get("AWSAccessKeyId") or query.get("X-Amz-Credential") or [""]
-            _CALLER.principal = principal_of_key(self.current_account, key_id[0].split("/")[0])
+            owner = principal_of_key(self.current_account, key_id[0].split("/")[0])
+            _CALLER.principal = owner or ""
             return  # SigV4 (X-Amz-Signature) or SigV2 (AWSAccessKeyId, Signature, Expires) query strings
         check(self, iam_request_cls, resource)
 
@@ -206,7 +207,7 @@ def _note_caller(access_key: Any) -> None:
             _CALLER.principal = "AWS:" + access_key.backend.get_user(access_key._owner_user_name).id
     except Exception as error:  # a role or user deleted while its key is in use: unknown
         log.warning("cannot name the caller of this request: %s", error)
-        _CALLER.principal = None
+        _CALLER.principal = ""  # authenticated, but not nameable: the notification names nobody
 
 
 def principal_of_key(account_id: str, key_id: str) -> str | None:
@@ -229,10 +230,11 @@ def principal_of_key(account_id: str, key_id: str) -> str | None:
 
 
 def current_principal(account_id: str | None = None) -> str | None:
-    """The principalId of this thread's request: its authenticated caller, else the admin user's."""
+    """The principalId of this thread's request: its authenticated caller; the admin user's when
+    the request was not authenticated (enforcement off); None when its caller cannot be named."""
     principal = getattr(_CALLER, "principal", None)
-    if principal:
-        return principal
+    if principal is not None:
+        return principal or None
     try:
         return _admin_principal(account_id)
     except Exception:
