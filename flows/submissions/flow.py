@@ -111,6 +111,7 @@ from flows.submissions.validation import (
     safe_label,
     status_file_name,
 )
+from flows.submissions.writers import Registry, WriterCheck, check_writer, load_registry
 
 FLOW_NAME = "process-submission"
 JOB_TYPE = "submission-dataset"
@@ -588,7 +589,16 @@ def _active(flow_run_id: str | None) -> bool:
     description="Validate and run one S3 submission ({group}/submissions/*.json) into {group}/results/job__{bucket}_{timestamp}/.",
     persist_result=False,
 )
-def process_submission(bucket: str, key: str, etag: str | None = None, version_id: str | None = None):
+def process_submission(
+    bucket: str,
+    key: str,
+    etag: str | None = None,
+    version_id: str | None = None,
+    writer: str | None = None,
+):
+    """``writer``: the principalId of the identity that wrote the submit file, as S3's event names
+    it (``AWS:<UserId>``, ``AWS:<RoleId>:<session>``); None or empty when unknown. A registered
+    identity of another group is refused (:mod:`flows.submissions.writers`)."""
     logger = get_run_logger()
     store = ObjectStore(bucket)  # the bucket of the event: the shared analysis bucket or an analysis's own
     settings = SubmissionSettings()
@@ -634,6 +644,16 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             version=f"interlinked {bucket_analysis or 'shared bucket'}",
         )
 
+    # The writer: another group's identity is refused before anything of this group is touched
+    # (a refusal folder of its own: the earlier job of this timestamp, if any, stays as it is).
+    written = _writer_check(writer, group)
+    if written.refusal is not None:
+        prefix = refusal_prefix(group, bucket, safe_label(timestamp or name), identity_text)
+        folder = folder_at(prefix)
+        folder.put_json("logs/submission.json", {**identity, "writer": writer, "refused": written.refusal})
+        folder.line(f"[Internal (init)] submit file s3://{bucket}/{key}: {written.note}", internal=True)
+        return _refuse(folder, 1, written.refusal)
+
     # 2. Claim the folder: one job at a time; a re-upload re-runs once the earlier job has ended.
     claim, busy = _claim(store, prefix, identity, flow_run_id, settings)
     if claim is None:
@@ -655,6 +675,7 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
             f"flow run {_ui_link(flow_run_id)}",
             internal=True,
         )
+        folder.line(f"[Internal (init)] writer check: {written.note}", internal=True)
         if problem is not None:
             return _refuse(folder, 1, problem)
         try:
@@ -742,6 +763,22 @@ def process_submission(bucket: str, key: str, etag: str | None = None, version_i
         finally:
             logger.error("submission failed: %s", reason)
         raise
+
+
+def _writer_check(writer: str | None, group: str) -> WriterCheck:
+    """:func:`flows.submissions.writers.check_writer` against the registry in the data bucket. A
+    registry that cannot be read decides nothing: accepted as before, and said in the certificate."""
+    if not writer:
+        return check_writer(None, group, Registry())
+    try:
+        registry = load_registry(data_store())
+    except Exception as error:
+        reason = f"the group registry could not be read ({type(error).__name__}: {error})"
+        get_run_logger().warning("writer check: %s", reason)
+        return WriterCheck(writer, frozenset(), None, f"written by {writer}; {reason}: accepted")
+    for problem in registry.problems:
+        get_run_logger().warning("group registry: %s", problem)
+    return check_writer(writer, group, registry)
 
 
 def _result_target(value: Any, prefix: str, settings: SubmissionSettings) -> tuple[str, str] | str:

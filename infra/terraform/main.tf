@@ -173,6 +173,7 @@ module "compute" {
   prefect_api_url            = var.prefect_api_url
   create_script_job_role     = true
   script_job_bucket_arn      = module.storage.data_bucket_arn
+  group_registry_bucket_arn  = module.storage.data_bucket_arn
   prefect_api_key_secret_arn = local.prefect_api_key_secret_arn
   prefect_api_key_env_name   = var.prefect_api_key_env_name
   worker_pool_name           = var.worker_pool_name

@@ -159,6 +159,7 @@ def decide(table: RouteTable, record: Record) -> Decision:
             "size": record.size,
             "event_name": record.event_name,
             "event_time": record.event_time,
+            "writer": record.writer,
             **groups,
         }
     else:
@@ -220,6 +221,7 @@ def prefect_event(outcome: Outcome, *, deployment_id: str | None = None) -> dict
             "s3.key": record.key,
             "s3.etag": record.etag or "",
             "s3.version-id": record.version_id or "",
+            "s3.writer": record.writer or "",
             **labels,
         }
     else:

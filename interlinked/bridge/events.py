@@ -7,6 +7,10 @@ One SQS message (or Lambda record) may carry, in its body:
   "<the S3 notification as JSON text>", ...}``; with raw delivery the body is the S3 notification;
 - an EventBridge ``Object Created`` event: ``{"detail-type": "Object Created", "source": "aws.s3",
   "detail": {...}}``;
+- an S3 data event of CloudTrail through EventBridge: ``{"detail-type": "AWS API Call via
+  CloudTrail", "source": "aws.s3", "detail": {"eventName": "PutObject", "requestParameters":
+  {"bucketName", "key"}, "userIdentity": {...}, ...}}`` (PutObject, CopyObject, PostObject,
+  CompleteMultipartUpload are object-created events; other calls keep their name and are ignored);
 - S3's ``s3:TestEvent`` (sent when a notification configuration is saved), direct or through SNS;
 - a job message: a JSON object, plain or inside an SNS envelope, typed by its ``type`` field, a
   ``type`` message attribute, or its shape (a script-job description has a ``script``).
@@ -15,6 +19,12 @@ One SQS message (or Lambda record) may carry, in its body:
 one :class:`TestEventRecord`), or raises :class:`MalformedEvent` saying what is wrong.
 Keys in S3 notifications are URL-encoded (moto encodes ``/`` too): they are decoded with
 ``unquote_plus``. EventBridge keys are not encoded.
+
+The identity that wrote the object (:attr:`S3Record.writer`) is S3's ``userIdentity.principalId``
+of a notification record (``AWS:<UserId>`` for an IAM user, ``AWS:<RoleId>:<session name>`` for an
+assumed role), or CloudTrail's ``detail.userIdentity.principalId`` (the same without ``AWS:``).
+S3's own EventBridge events name no principal (their ``detail.requester`` is an account or a
+service), so their writer is unknown (None).
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ class S3Record:
     size: int | None = None
     event_time: str | None = None
     shape: str = SHAPE_S3
+    writer: str | None = None  # userIdentity.principalId of the request that caused the event
 
     @property
     def created(self) -> bool:
@@ -149,6 +160,8 @@ def parse_document(
         return [TestEventRecord(bucket=document.get("Bucket"), shape=_shape(SHAPE_S3, enveloped))]
     if "Records" in document:
         return _parse_s3_notification(document, enveloped=enveloped)
+    if document.get("source") == "aws.s3" and document.get("detail-type") == CLOUDTRAIL_DETAIL_TYPE:
+        return [_parse_cloudtrail(document, enveloped=enveloped)]
     if document.get("source") == "aws.s3" and "detail-type" in document:
         return [_parse_eventbridge(document, enveloped=enveloped)]
     return [_parse_job_message(document, message_id, attributes, dedup_id, enveloped=enveloped)]
@@ -214,6 +227,7 @@ def _parse_s3_notification(document: dict, *, enveloped: bool) -> list[Record]:
                 size=obj.get("size") if isinstance(obj.get("size"), int) else None,
                 event_time=_text(record.get("eventTime")),
                 shape=_shape(SHAPE_S3, enveloped),
+                writer=_text(_get(record, "userIdentity", "principalId")),
             )
         )
     return parsed
@@ -253,6 +267,43 @@ def _parse_eventbridge(document: dict, *, enveloped: bool) -> S3Record:
         size=obj.get("size") if isinstance(obj.get("size"), int) else None,
         event_time=_text(document.get("time")),
         shape=_shape(SHAPE_EVENTBRIDGE, enveloped),
+    )
+
+
+CLOUDTRAIL_DETAIL_TYPE = "AWS API Call via CloudTrail"
+# CloudTrail's S3 calls that create an object → the notification event names they correspond to.
+_CLOUDTRAIL_CREATED = {
+    "PutObject": "ObjectCreated:Put",
+    "PostObject": "ObjectCreated:Post",
+    "CopyObject": "ObjectCreated:Copy",
+    "CompleteMultipartUpload": "ObjectCreated:CompleteMultipartUpload",
+}
+
+
+def _parse_cloudtrail(document: dict, *, enveloped: bool) -> S3Record:
+    """An S3 data event recorded by CloudTrail, through EventBridge. It has no ETag or sequencer:
+    the event id orders it (each call is its own event; a duplicate delivery keeps the id)."""
+    detail = document.get("detail")
+    call = _get(detail, "eventName")
+    bucket = _get(detail, "requestParameters", "bucketName")
+    key = _get(detail, "requestParameters", "key")
+    if not isinstance(call, str) or not call:
+        raise MalformedEvent("CloudTrail event: detail.eventName is missing")
+    if _get(detail, "eventSource") != "s3.amazonaws.com":
+        raise MalformedEvent(f"CloudTrail event {call}: detail.eventSource is not s3.amazonaws.com")
+    if not isinstance(bucket, str) or not bucket:
+        raise MalformedEvent(f"CloudTrail event {call}: detail.requestParameters.bucketName is missing")
+    if not isinstance(key, str) or not key:
+        raise MalformedEvent(f"CloudTrail event {call}: detail.requestParameters.key is missing")
+    return S3Record(
+        bucket=bucket,
+        key=key,  # not URL-encoded
+        event_name=_CLOUDTRAIL_CREATED.get(call, f"ApiCall:{call}"),
+        version_id=_text(_get(detail, "responseElements", "x-amz-version-id")),
+        sequencer=_text(_get(detail, "eventID")),
+        event_time=_text(_get(detail, "eventTime") or document.get("time")),
+        shape=_shape(SHAPE_EVENTBRIDGE, enveloped),
+        writer=_text(_get(detail, "userIdentity", "principalId")),
     )
 
 

@@ -62,6 +62,7 @@ S3_VARIABLES = (
     "size",
     "event_name",
     "event_time",
+    "writer",  # userIdentity.principalId of the S3 notification (None when the event names none)
 )
 MESSAGE_VARIABLES = (*_COMMON, "type", "body", "payload", "message_id")
 ACTIONS = ("dispatch", "emit")

@@ -2,7 +2,8 @@
 
 The group's IAM user may list its own prefix, read and write its ``inputs/``, ``configs/`` and
 ``submissions/`` and read its ``results/`` — nothing of another group (NeuroCAAS's layout and
-isolation). The command prints how to use the keys (environment variables and AWS profile lines).
+isolation). Its UserId is recorded in the group registry (``s3://{data}/groups/{group}.json``), so
+a submit file that this identity writes under another group's prefix is refused. The command prints how to use the keys (environment variables and AWS profile lines).
 On AWS, the Terraform module ``infra/terraform/modules/group`` makes the same user.
 Exit codes: 0 done, 2 invalid name, 3 the stack or an AWS call failed.
 """
@@ -49,6 +50,10 @@ def cmd_groups_add(args: argparse.Namespace) -> int:
     bucket, prefix = group["bucket"], group["prefix"]
     print(f"group {args.name}: IAM user {group['user']}, s3://{bucket}/{prefix} only")
     print("  read/write: inputs/ configs/ submissions/ — read: results/ — list: its own prefix")
+    print(
+        f"  registered as group {args.name}'s identity (UserId {group['user_id']}) in "
+        f"s3://{settings.data_bucket}/groups/{args.name}.json"
+    )
     print("\n# use it in a shell:")
     print(f"export AWS_ACCESS_KEY_ID={group['AWS_ACCESS_KEY_ID']}")
     print(f"export AWS_SECRET_ACCESS_KEY={group['AWS_SECRET_ACCESS_KEY']}")

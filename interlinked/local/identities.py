@@ -11,6 +11,9 @@ Mirrors of ``infra/terraform/modules/compute`` (flow-run role, bridge and analys
 roles) and ``modules/group``, as close as moto allows: moto checks SNS, DynamoDB and Batch actions
 against the resource ``*`` only (it names no resource for them), so their statements use ``*``;
 S3, SQS (but GetQueueUrl/ListQueues) and STS are checked per resource, as on AWS.
+
+``groups add`` also records the group's UserId in the group registry (``s3://{data}/groups/``,
+:mod:`flows.submissions.writers`), which the services may read and not write (an explicit deny).
 """
 
 from __future__ import annotations
@@ -88,6 +91,18 @@ def _result_paths() -> list[dict]:
     return statements
 
 
+def _registry_read_only(data_bucket: str) -> dict:
+    """The group registry (``s3://{data}/groups/``, :mod:`flows.submissions.writers`) is written by
+    admins only: an explicit deny for the services that may otherwise write the data bucket."""
+    from flows.submissions.writers import REGISTRY_PREFIX
+
+    return {
+        "Effect": "Deny",
+        "Action": ["s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging"],
+        "Resource": f"arn:aws:s3:::{data_bucket}/{REGISTRY_PREFIX}*",
+    }
+
+
 def service_policies(settings: Settings, own_buckets: dict[str, str], account: str) -> dict[str, dict]:
     """Each service user's policy document, by part name."""
     region = settings.region
@@ -103,6 +118,7 @@ def service_policies(settings: Settings, own_buckets: dict[str, str], account: s
     ]
     sns = {"Effect": "Allow", "Action": ["sns:Publish", "sns:GetTopicAttributes"], "Resource": "*"}
     dynamodb = {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}
+    registry = _registry_read_only(settings.data_bucket)
     documents = {
         # The flow-run role: every flow runs with it (the worker forks them).
         "worker": [
@@ -113,6 +129,7 @@ def service_policies(settings: Settings, own_buckets: dict[str, str], account: s
             dynamodb,
             {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": job_role},
             caller,
+            registry,
         ],
         "bridge": [*_s3(OBJECT_READ, buckets), *sqs, caller],
         "analysis-service": [
@@ -122,8 +139,9 @@ def service_policies(settings: Settings, own_buckets: dict[str, str], account: s
             sns,
             dynamodb,
             caller,
+            registry,
         ],
-        "script-api": [*_s3(OBJECT_WRITE, data), *sqs, sns, caller],
+        "script-api": [*_s3(OBJECT_WRITE, data), *sqs, sns, caller, registry],
     }
     return {name: {"Version": VERSION, "Statement": statements} for name, statements in documents.items()}
 
@@ -257,7 +275,9 @@ def service_env(settings: Settings, part: str) -> dict[str, str]:
 
 
 def ensure_group(settings: Settings, group: str, bucket: str | None = None) -> dict[str, Any]:
-    """The group's IAM user with access to its own prefix only; returns its name, keys and bucket."""
+    """The group's IAM user with access to its own prefix only, recorded in the group registry
+    (``s3://{data}/groups/{group}.json``: its UserId, for the submissions' writer check,
+    :mod:`flows.submissions.writers`); returns its name, keys, bucket and UserId."""
     if not GROUP_NAME.match(group):
         raise ValueError(
             f"group name {group!r}: use 1-41 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -265,4 +285,34 @@ def ensure_group(settings: Settings, group: str, bucket: str | None = None) -> d
     bucket = bucket or settings.analysis_bucket
     user = GROUP_USER_PREFIX + group
     keys = ensure_user(settings, user, group_policy(bucket, group), tags={"interlinked:group": group})
-    return {"group": group, "user": user, "bucket": bucket, "prefix": f"{group}/", **keys}
+    described = _iam().get_user(UserName=user)["User"]
+    register_group(settings, group, [described["UserId"]], arn=described["Arn"])
+    return {
+        "group": group,
+        "user": user,
+        "bucket": bucket,
+        "prefix": f"{group}/",
+        "user_id": described["UserId"],
+        **keys,
+    }
+
+
+def register_group(settings: Settings, group: str, principal_ids: list[str], *, arn: str) -> str:
+    """Write the group's record in the group registry (with the caller's keys: an admin's);
+    returns its S3 URI."""
+    from blocks.clients import aws_client
+    from flows.submissions.writers import registry_key, registry_record
+
+    key = registry_key(group)
+    record = registry_record(group, principal_ids, arn=arn, source="interlinked groups add")
+    uri = f"s3://{settings.data_bucket}/{key}"
+    try:
+        aws_client("s3", use_block=False).put_object(
+            Bucket=settings.data_bucket,
+            Key=key,
+            Body=(json.dumps(record, indent=2) + "\n").encode(),
+            ContentType="application/json",
+        )
+    except Exception as error:
+        raise RuntimeError(f"the group registry record {uri} could not be written: {error}") from error
+    return uri

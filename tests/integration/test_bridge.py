@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 from test_bridge_fixtures import (
     bridge_env,
@@ -551,6 +552,8 @@ def test_prefect_yaml_trigger_on_bridge_events_runs_the_submission(env, private)
     [run] = [r for r in flow_runs(flow_name="process-submission") if r.parameters.get("key") == key]
     assert run.created_by is not None and run.created_by.type == "AUTOMATION"  # not the bridge
     assert run.parameters["bucket"] == bucket
+    admin = boto3.client("iam").get_user(UserName="interlinked-admin")["User"]["UserId"]
+    assert run.parameters["writer"] == f"AWS:{admin}"  # the event's s3.writer (the uploader: admin)
     # The count can lag the run: an events call that timed out on a busy server may still have
     # stored the event (the trigger fired); the message is then retried and counted later.
     wait_until(

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import boto3
 import pytest
@@ -330,12 +331,14 @@ def test_groups_add_prints_keys_that_work_for_its_own_prefix_only(emu):
         INTERLINKED_AWS_PORT=str(emu.port),
         INTERLINKED_STATE_DIR=str(emu.settings.state_dir),
         INTERLINKED_ANALYSIS_BUCKET=ANALYSIS,
+        INTERLINKED_DATA_BUCKET=DATA,
     )
     cli = [sys.executable, "-m", "interlinked.cli", "groups", "add"]
     shown = subprocess.run([*cli, "grp-cli"], env=env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert f"s3://{ANALYSIS}/grp-cli/" in shown.stdout and "export AWS_ACCESS_KEY_ID=" in shown.stdout
     assert "[interlinked-grp-cli]" in shown.stdout
+    assert f"s3://{DATA}/groups/grp-cli.json" in shown.stdout  # the writer check's registry
     done = subprocess.run([*cli, "grp-cli", "--json"], env=env, capture_output=True, text=True, timeout=120)
     group = json.loads(done.stdout)
     s3 = emu.client("s3", group["AWS_ACCESS_KEY_ID"], group["AWS_SECRET_ACCESS_KEY"])
@@ -346,3 +349,67 @@ def test_groups_add_prints_keys_that_work_for_its_own_prefix_only(emu):
     assert _code(lambda: s3.list_objects_v2(Bucket=ANALYSIS, Prefix="grp-a/")) == "AccessDenied"
     bad = subprocess.run([*cli, "../etc"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "group name" in bad.stderr
+
+
+# ---- the writer of an object, in S3's notifications (userIdentity.principalId) -----------------------
+
+
+def _notifications(emu, bucket: str, *, create: bool = True):
+    """A queue receiving the bucket's object-created notifications (as the stack wires them)."""
+    sqs = emu.client("sqs")
+    url = sqs.create_queue(QueueName=f"{bucket}-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    if create:
+        emu.client("s3").create_bucket(Bucket=bucket)
+    emu.client("s3").put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+
+    def received(key: str) -> dict:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                body = json.loads(message["Body"])
+                for record in body.get("Records", []):
+                    if unquote_plus(record["s3"]["object"]["key"]) == key:
+                        return record
+        pytest.fail(f"no notification for {key}")
+
+    return received
+
+
+def test_notifications_name_the_identity_that_wrote_the_object(emu):
+    """As on AWS: ``AWS:<UserId>`` for an IAM user (a group's, the admin's), ``AWS:<RoleId>:<session>``
+    for an assumed role; each request its own caller, also on one kept-alive connection."""
+    received = _notifications(emu, "iam-writers")
+    group = identities.ensure_group(emu.settings, "grp-w", "iam-writers")
+    iam = emu.client("iam")
+    group_id = iam.get_user(UserName=group["user"])["User"]["UserId"]
+    admin_id = iam.get_user(UserName="interlinked-admin")["User"]["UserId"]
+    s3 = emu.client("s3", group["AWS_ACCESS_KEY_ID"], group["AWS_SECRET_ACCESS_KEY"])
+    admin = emu.client("s3")
+    s3.put_object(Bucket="iam-writers", Key="grp-w/submissions/a.json", Body=b"{}")
+    assert received("grp-w/submissions/a.json")["userIdentity"] == {"principalId": f"AWS:{group_id}"}
+    admin.put_object(Bucket="iam-writers", Key="grp-w/submissions/b.json", Body=b"{}")
+    assert received("grp-w/submissions/b.json")["userIdentity"] == {"principalId": f"AWS:{admin_id}"}
+    s3.put_object(Bucket="iam-writers", Key="grp-w/submissions/c.json", Body=b"{}")  # same connection
+    assert received("grp-w/submissions/c.json")["userIdentity"] == {"principalId": f"AWS:{group_id}"}
+    # a presigned upload: the owner of the key that signed it
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "iam-writers", "Key": "grp-w/submissions/d.json"}
+    )
+    upload = urllib.request.Request(
+        url, data=b"{}", method="PUT", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(upload, timeout=30):
+        pass
+    assert received("grp-w/submissions/d.json")["userIdentity"] == {"principalId": f"AWS:{group_id}"}
+
+    received_data = _notifications(emu, DATA, create=False)
+    role_id = iam.get_role(RoleName=identities.SCRIPT_JOB_ROLE)["Role"]["RoleId"]
+    _job_session(emu, JOB, f"{JOB}/work.py").put_object(Bucket=DATA, Key=f"logs/{JOB}.log", Body=b"1")
+    assert received_data(f"logs/{JOB}.log")["userIdentity"] == {"principalId": f"AWS:{role_id}:job-{JOB}"}

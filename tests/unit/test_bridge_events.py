@@ -166,3 +166,95 @@ def test_aws_shaped_event_uses_version_and_sequencer():
 def test_malformed_messages_say_why(payload, words):
     with pytest.raises(MalformedEvent, match=words):
         parse_message(payload)
+
+
+def _notification(principal: dict | None) -> dict:
+    record = json.loads(body("s3-direct.json"))["Records"][0]
+    record.pop("userIdentity", None)
+    if principal is not None:
+        record["userIdentity"] = principal
+    return {"Records": [record]}
+
+
+@pytest.mark.parametrize(
+    ("identity", "writer"),
+    [
+        ({"principalId": "AWS:AIDAJ45Q7YFFAREXAMPLE"}, "AWS:AIDAJ45Q7YFFAREXAMPLE"),  # an IAM user
+        ({"principalId": "AWS:AROAEXAMPLE123:alice"}, "AWS:AROAEXAMPLE123:alice"),  # an assumed role
+        (None, None),  # moto's own notifications name nobody
+        ({}, None),
+        ({"principalId": ""}, None),
+    ],
+)
+def test_the_writer_is_the_notifications_principal_id(identity, writer):
+    document = _notification(identity)
+    [direct] = parse_message(json.dumps(document))
+    envelope = json.loads(body("sns-envelope-s3.json"))
+    envelope["Message"] = json.dumps(document)
+    [through_sns] = parse_message(json.dumps(envelope))
+    assert direct.writer == through_sns.writer == writer
+    assert through_sns.shape == SHAPE_SNS_S3
+
+
+def test_eventbridge_events_name_no_writer():
+    """S3's EventBridge events carry the requester's account, not its identity: writer unknown."""
+    [record] = parse_message(body("eventbridge-object-created.json"))
+    assert record.writer is None
+
+
+def cloudtrail(call: str = "PutObject", **request) -> dict:
+    """An S3 data event of CloudTrail as EventBridge delivers it (AWS's documented fields)."""
+    return {
+        "version": "0",
+        "id": "5a1b7c0e-0000-4000-8000-000000000001",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-12-03T04:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.09",
+            "userIdentity": {
+                "type": "AssumedRole",
+                "principalId": "AROAJBNCAL3UTR5C42U4M:alice",
+                "arn": "arn:aws:sts::123456789012:assumed-role/interlinked-group-lab-b/alice",
+                "accountId": "123456789012",
+                "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAJBNCAL3UTR5C42U4M"}},
+            },
+            "eventTime": "2026-12-03T04:00:00Z",
+            "eventSource": "s3.amazonaws.com",
+            "eventName": call,
+            "requestParameters": {
+                "bucketName": "analysis-bkt",
+                "key": "lab-a/submissions/by b.json",
+                **request,
+            },
+            "responseElements": None,
+            "eventID": "3074546e-1bfa-4973-8502-b1bb4d0bda1a",
+            "readOnly": False,
+            "eventType": "AwsApiCall",
+        },
+    }
+
+
+def test_a_cloudtrail_put_object_is_an_object_created_event_naming_its_writer():
+    [record] = parse_message(json.dumps(cloudtrail()))
+    assert isinstance(record, S3Record) and record.created
+    assert (record.bucket, record.key) == ("analysis-bkt", "lab-a/submissions/by b.json")  # not encoded
+    assert record.event_name == "ObjectCreated:Put"
+    assert record.writer == "AROAJBNCAL3UTR5C42U4M:alice"
+    assert record.sequencer == "3074546e-1bfa-4973-8502-b1bb4d0bda1a"  # each call its own identity
+    envelope = json.loads(body("sns-envelope-s3.json"))
+    envelope["Message"] = json.dumps(cloudtrail())
+    [wrapped] = parse_message(json.dumps(envelope))
+    assert wrapped.identity == record.identity and wrapped.writer == record.writer
+
+
+def test_other_cloudtrail_calls_are_not_object_created_and_bad_ones_say_what_is_missing():
+    [read] = parse_message(json.dumps(cloudtrail("GetObject")))
+    assert read.event_name == "ApiCall:GetObject" and not read.created
+    broken = cloudtrail()
+    del broken["detail"]["requestParameters"]["bucketName"]
+    with pytest.raises(MalformedEvent, match=r"requestParameters\.bucketName is missing"):
+        parse_message(json.dumps(broken))

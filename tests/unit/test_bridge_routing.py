@@ -32,10 +32,19 @@ def test_submission_key_runs_process_submission_with_group_tag(table):
         "key": "lab1/submissions/submit.json",
         "etag": "e1",
         "version_id": None,
+        "writer": None,  # the event named no identity
     }
     assert decision.tags == ["submission", "group:lab1"]
     assert decision.flow_run_name == "lab1: submit.json"
     assert decision.idempotency_key == "submission:s3:analysis-bkt/lab1/submissions/submit.json@e1#t1"
+
+
+def test_the_writer_of_a_submission_is_passed_to_the_flow(table):
+    record = s3("lab1/submissions/submit.json", writer="AWS:AROAEXAMPLE123:alice")
+    decision = decide(table, record)
+    assert decision.parameters["writer"] == "AWS:AROAEXAMPLE123:alice"
+    # the same upload is the same run, whoever the event names
+    assert decision.idempotency_key == decide(table, s3("lab1/submissions/submit.json")).idempotency_key
 
 
 @pytest.mark.parametrize(
@@ -199,3 +208,16 @@ def test_render_keeps_types_for_whole_placeholders():
         "y": "s3://k",
         "z": [None, "-x"],
     }
+
+
+def test_a_cloudtrail_upload_runs_the_submission_with_its_writer_and_a_read_is_ignored(table):
+    from test_bridge_events import cloudtrail
+
+    from interlinked.bridge.events import parse_message
+
+    [record] = parse_message(json.dumps(cloudtrail()))
+    decision = decide(table, record)
+    assert (decision.action, decision.deployment) == ("dispatch", "process-submission/local")
+    assert decision.parameters["writer"] == "AROAJBNCAL3UTR5C42U4M:alice"
+    [read] = parse_message(json.dumps(cloudtrail("GetObject")))
+    assert (decide(table, read).action, decide(table, read).code) == ("ignore", "not-created")

@@ -12,6 +12,16 @@ request, so setting it here (in-process) is enough. With enforcement on:
   state, created through the IAM API by ``up`` / ``groups add`` and kept by the snapshots.
 
 Presigned URLs (query-string signatures), which moto cannot check, are let through unchecked.
+
+**Who wrote an object**: S3's event notifications on AWS carry ``userIdentity.principalId``, the
+unique id of the identity whose request caused the event (``AWS:<UserId>`` for an IAM user,
+``AWS:<RoleId>:<session name>`` for an assumed role); moto's have none. :func:`track_writers` adds
+it: the auth step (:func:`_check_action_permitted`, after the signature check) notes the request's
+caller in a thread-local (one request = one thread of the server; reset at the start of each
+request by :func:`forget_caller`), and every S3 notification built while the request runs gets that
+caller. A presigned request is attributed to the owner of the key id in its query string (not
+checked, as its signature is not); a request that was not authenticated (enforcement off) to the
+admin user.
 Wildcards in policies match as on AWS (moto's matcher does not escape ``.`` and the like).
 Two gaps of moto's evaluator that the boundaries need are closed here, with moto's own statement
 evaluator doing the matching:
@@ -31,6 +41,7 @@ import copy
 import json
 import logging
 import re
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +51,7 @@ ADMIN_USER = "interlinked-admin"
 ADMIN_ACCESS_KEY = ("test", "test")  # = interlinked.local.parts.LOCAL_AWS_CREDENTIALS
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 _PREFIX_CONDITIONS = ("StringLike", "StringEquals")
+_CALLER = threading.local()  # .principal: the principalId of this thread's request, once known
 
 
 def ensure_admin(account_id: str | None = None) -> None:
@@ -119,6 +131,7 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     ``s3:prefix`` conditions."""
     from moto.iam.access_control import IAMPolicy, PermissionResult
 
+    _note_caller(self._access_key)
     if self._action == "sts:GetCallerIdentity":
         return
     prefix = _request_prefix(self) if self._action == "s3:ListBucket" else None
@@ -158,10 +171,97 @@ def _allow_presigned(check: Any) -> Any:
         query = self.querystring
         presigned = "X-Amz-Signature" in query or ("Signature" in query and "AWSAccessKeyId" in query)
         if "Authorization" not in self.headers and presigned:
+            key_id = query.get("AWSAccessKeyId") or query.get("X-Amz-Credential") or [""]
+            owner = principal_of_key(self.current_account, key_id[0].split("/")[0])
+            _CALLER.principal = owner or ""
             return  # SigV4 (X-Amz-Signature) or SigV2 (AWSAccessKeyId, Signature, Expires) query strings
         check(self, iam_request_cls, resource)
 
     return authenticate
+
+
+# ---- the writer of an object, in S3's notifications ------------------------------------------------
+
+
+def forget_caller() -> None:
+    """A new request starts on this thread: no caller known yet."""
+    _CALLER.principal = None
+
+
+def _admin_principal(account_id: str | None = None) -> str:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    return "AWS:" + iam_backends[account_id or DEFAULT_ACCOUNT_ID]["aws"].get_user(ADMIN_USER).id
+
+
+def _note_caller(access_key: Any) -> None:
+    """Remember the authenticated caller of this thread's request, in AWS's principalId format."""
+    from moto.iam.access_control import AssumedRoleAccessKey
+
+    try:
+        if isinstance(access_key, AssumedRoleAccessKey):
+            role = access_key.backend.get_role(access_key._owner_role_name)
+            _CALLER.principal = f"AWS:{role.id}:{access_key._session_name}"
+        else:
+            _CALLER.principal = "AWS:" + access_key.backend.get_user(access_key._owner_user_name).id
+    except Exception as error:  # a role or user deleted while its key is in use: unknown
+        log.warning("cannot name the caller of this request: %s", error)
+        _CALLER.principal = ""  # authenticated, but not nameable: the notification names nobody
+
+
+def principal_of_key(account_id: str, key_id: str) -> str | None:
+    """The principalId of the owner of an access key id (an IAM user's key or an assumed-role
+    session's), without checking any signature; None when no identity has that key."""
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    backend = iam_backends[account_id]["aws"]
+    for user in backend.users.values():
+        if any(key.access_key_id == key_id for key in user.access_keys):
+            return f"AWS:{user.id}"
+    for session in sts_backends[account_id]["aws"].assumed_roles:
+        if session.access_key_id == key_id:
+            try:
+                return f"AWS:{backend.get_role_by_arn(session.role_arn).id}:{session.session_name}"
+            except Exception:
+                return None
+    return None
+
+
+def current_principal(account_id: str | None = None) -> str | None:
+    """The principalId of this thread's request: its authenticated caller; the admin user's when
+    the request was not authenticated (enforcement off); None when its caller cannot be named."""
+    principal = getattr(_CALLER, "principal", None)
+    if principal is not None:
+        return principal or None
+    try:
+        return _admin_principal(account_id)
+    except Exception:
+        return None
+
+
+def _with_writer(build: Any) -> Any:
+    """moto's S3 notification builder, plus ``userIdentity.principalId`` as AWS sends it."""
+
+    def build_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> dict:
+        event = build(event_name, bucket, key, notification_id)
+        principal = current_principal(getattr(bucket, "account_id", None))
+        for record in event.get("Records", []):
+            if principal:
+                record["userIdentity"] = {"principalId": principal}
+        return event
+
+    return build_event
+
+
+def track_writers() -> None:
+    """S3 notifications name the identity whose request caused them (module docstring)."""
+    from moto.s3 import notifications
+
+    if not getattr(notifications._get_s3_event, "_interlinked_writer", False):
+        notifications._get_s3_event = _with_writer(notifications._get_s3_event)
+        notifications._get_s3_event._interlinked_writer = True
 
 
 def enable(enforce: bool) -> None:

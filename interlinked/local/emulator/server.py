@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from interlinked.local.emulator import snapshot
+from interlinked.local.emulator import iam, snapshot
 
 log = logging.getLogger("interlinked.emulator")
 LOCK_NAME = "lock"
@@ -208,6 +208,7 @@ class _App:
         self.persistence = persistence
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
+        iam.forget_caller()  # a kept-alive connection serves several requests on one thread
         path = environ.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX):
             return self._control(path[len(CONTROL_PREFIX) :], environ, start_response)
@@ -364,9 +365,9 @@ def serve(host: str, port: int, directory: Path, *, interval: float = 1.0, enfor
 
     snapshot.install_blob_ids()
     seq = restore_state(directory)
-    from interlinked.local.emulator import iam
-
     iam.enable(enforce_iam)  # after the restore: the admin user goes into the restored IAM state
+    iam.ensure_admin()  # also without enforcement: unauthenticated writes are attributed to it
+    iam.track_writers()
     persistence = Persistence(directory, interval=interval)
     persistence.completed = persistence.persisted = seq
 

@@ -319,6 +319,18 @@ data "aws_iam_policy_document" "flow_run" {
     }
   }
 
+  # The group registry (submissions' writer check) is written by admins and modules/group only.
+  dynamic "statement" {
+    for_each = var.group_registry_bucket_arn == null ? [] : [var.group_registry_bucket_arn]
+
+    content {
+      sid       = "GroupRegistryReadOnly"
+      effect    = "Deny"
+      actions   = ["s3:DeleteObject", "s3:PutObject", "s3:PutObjectTagging"]
+      resources = ["${statement.value}/groups/*"]
+    }
+  }
+
   dynamic "statement" {
     for_each = length(var.queue_arns) == 0 ? [] : [1]
 

@@ -175,6 +175,17 @@ variable "script_job_bucket_arn" {
   }
 }
 
+variable "group_registry_bucket_arn" {
+  description = "ARN of the bucket holding the group registry (the data bucket; groups/{group}.json, written by modules/group): the flow-run role may read it and is denied writing it. null = no such deny."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.group_registry_bucket_arn == null || can(regex("^arn:aws[a-z-]*:s3:::[^/]+$", var.group_registry_bucket_arn))
+    error_message = "group_registry_bucket_arn must be a bucket ARN (arn:aws:s3:::NAME)."
+  }
+}
+
 variable "queue_arns" {
   description = "SQS queues flow runs may send to and consume from."
   type        = list(string)

@@ -2,6 +2,11 @@
 # prefix of the submissions bucket, read and write its inputs/, configs/ and submissions/ and read
 # its results/. Locally, `interlinked groups add` makes the same permissions for an IAM user on the
 # emulator (interlinked.local.identities.group_policy); on AWS a role, assumed by the group's people.
+#
+# The role is also recorded in the group registry, s3://{registry_bucket}/groups/{group}.json, as
+# `interlinked groups add` records the local user: the submissions' writer check
+# (flows/submissions/writers.py) refuses a submit file that this role writes under another group's
+# prefix (S3 notifications name the writer as AWS:<RoleId>:<session>).
 
 data "aws_partition" "current" {}
 
@@ -85,4 +90,18 @@ resource "aws_iam_policy" "this" {
 resource "aws_iam_role_policy_attachment" "this" {
   role       = aws_iam_role.this.name
   policy_arn = aws_iam_policy.this.arn
+}
+
+resource "aws_s3_object" "registry" {
+  #checkov:skip=CKV_AWS_186:the record holds no secret (a role's unique id and ARN); it takes the data bucket's default encryption (SSE-KMS with the bucket's key when the storage module has one)
+  bucket       = var.registry_bucket
+  key          = "groups/${var.group}.json"
+  content_type = "application/json"
+  content = jsonencode({
+    group         = var.group
+    principal_ids = [aws_iam_role.this.unique_id]
+    arn           = aws_iam_role.this.arn
+    source        = "terraform modules/group"
+  })
+  tags = local.tags
 }

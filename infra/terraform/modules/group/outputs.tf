@@ -12,3 +12,8 @@ output "prefix" {
   description = "The group's prefix in the bucket (uploads go to s3://{bucket}/{prefix}inputs/, configs/ and submissions/)."
   value       = "s3://${var.bucket_name}/${local.prefix}"
 }
+
+output "registry_record" {
+  description = "The group's record in the group registry (s3://{registry_bucket}/groups/{group}.json): the role's unique id, which S3 notifications name as the writer of the group's uploads."
+  value       = "s3://${var.registry_bucket}/${aws_s3_object.registry.key}"
+}

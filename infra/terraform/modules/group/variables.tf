@@ -13,6 +13,16 @@ variable "bucket_name" {
   type        = string
 }
 
+variable "registry_bucket" {
+  description = "The data bucket (the storage module's data bucket): the group's role is recorded at s3://{registry_bucket}/groups/{group}.json, the group registry the submissions' writer check reads (only admins and Terraform may write it)."
+  type        = string
+
+  validation {
+    condition     = length(var.registry_bucket) > 0
+    error_message = "registry_bucket must name the data bucket."
+  }
+}
+
 variable "trusted_principal_arns" {
   description = "IAM principals (the group's users, an SSO permission set's role, an account root) allowed to assume the group's role."
   type        = list(string)
