@@ -167,7 +167,11 @@ def _create_runs(deployment_id: str, count: int) -> list[str]:
     import httpx
 
     ids: list[str] = []
-    with httpx.Client(base_url=os.environ["PREFECT_API_URL"], timeout=120) as http:
+    from interlinked.bridge.prefect_api import auth_headers_from_env
+
+    with httpx.Client(
+        base_url=os.environ["PREFECT_API_URL"], headers=auth_headers_from_env(), timeout=120
+    ) as http:
         while len(ids) < count:
             body = [
                 {"parameters": {"task_id": f"t{i}", "command": "true"}}

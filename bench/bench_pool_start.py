@@ -53,10 +53,12 @@ def _create_at_once(api_url: str, deployment_id: str, count: int) -> tuple[list[
     had to be repeated."""
     import httpx
 
+    from interlinked.bridge.prefect_api import auth_headers_from_env
+
     token = uuid.uuid4().hex[:8]
     ids: list[str] = []
     retries = 0
-    with httpx.Client(base_url=api_url, timeout=120) as http:
+    with httpx.Client(base_url=api_url, headers=auth_headers_from_env(), timeout=120) as http:
         while len(ids) < count:
             size = min(100, count - len(ids))
             body = [{"idempotency_key": f"burst-{token}-{len(ids) + i}"} for i in range(size)]

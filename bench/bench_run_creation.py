@@ -91,7 +91,10 @@ def _create(api_url: str, deployment_id: str, count: int, pid: int) -> tuple[flo
     """Create ``count`` runs in bulk calls of 10 with idempotency keys: (runs/s, server CPU ms/run)."""
     import httpx
 
-    with httpx.Client(base_url=api_url, timeout=120) as http:
+    from interlinked.bridge.prefect_api import auth_headers_from_env
+
+    # The stack's server asks for its secret (in this environment); the stock one asks for none.
+    with httpx.Client(base_url=api_url, headers=auth_headers_from_env(), timeout=120) as http:
         cpu_before, started = _cpu(pid), time.perf_counter()
         made = 0
         while made < count:

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         "the well-known keys `test`/`test` are an admin user, the stack's services, script jobs and "
         "groups get least-privilege identities of their own. `false`: any keys are accepted.",
     )
+    prefect_auth: bool = Field(
+        default=True,
+        description="The local Prefect server asks every API call for basic auth "
+        "(`PREFECT_SERVER_API_AUTH_STRING`): `up` makes a random secret once per state directory "
+        "(`{state_dir}/prefect-auth`, mode 0600; or takes `PREFECT_API_AUTH_STRING` from the "
+        "environment) and gives it to the stack's own processes, not to script jobs. `off`: no auth.",
+    )
     start_timeout: float = Field(default=180.0, description="Seconds `up` waits for a part to answer.")
     region: str = Field(
         default="us-east-1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -44,6 +45,9 @@ TEST_ENV = {
     "PREFECT_UI_URL": f"http://127.0.0.1:{_PREFECT_PORT}",
     "PREFECT_HOME": str(_STATE_DIR / "prefect-home"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # The stack's Prefect API secret, given (as a user may) rather than made by `up`: this process's
+    # Prefect client reads it once, at import, and must keep reaching the stack after `down --wipe`.
+    "PREFECT_API_AUTH_STRING": f"interlinked-test:{secrets.token_urlsafe(16)}",
     # Storage bypass (a submit file's resultpath) may write here, and only here (test_submissions).
     "INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED": '["interlinked-bypass-test/lab-out"]',
     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_AWS_PORT}",

@@ -53,8 +53,8 @@ ENV_ARGUMENTS_LIMIT = 64 * 1024
 
 
 # What a script inherits from the worker's environment: an allow-list (names, and name prefixes
-# ending in "_"). Nothing else reaches user code — not the worker's AWS keys, not PREFECT_API_URL or
-# PREFECT_API_KEY, not database URLs; what a job may use is passed explicitly (``env``: its own
+# ending in "_"). Nothing else reaches user code — not the worker's AWS keys, not PREFECT_API_URL,
+# PREFECT_API_KEY or PREFECT_API_AUTH_STRING (the local server's secret), not database URLs; what a job may use is passed explicitly (``env``: its own
 # scoped AWS credentials, its ids, its progress channel).
 INHERITED_ENV = frozenset(
     {

@@ -60,6 +60,12 @@ def auth_header_from_env(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def auth_headers_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`auth_header_from_env` as headers for an HTTP client (none without a key or auth string)."""
+    header = auth_header_from_env(environ)
+    return {"Authorization": header} if header else {}
+
+
 def auth_header_from_secret(value: str) -> str:
     value = value.strip()
     if ":" in value and not value.startswith("pnu_"):

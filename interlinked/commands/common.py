@@ -36,11 +36,18 @@ def read_json_argument(path: str) -> Any:
 def use_stack_defaults() -> None:
     """Point Prefect at the local stack unless the user already chose an API (e.g. Prefect Cloud).
 
+    On the stack's API, the stack's secret (``PREFECT_API_AUTH_STRING``) too, unless the shell has
+    one; an API of the user's own keeps whatever auth the user gave it.
     Must run before prefect is imported: Prefect reads its settings at import time.
     """
+    from interlinked.local.parts import prefect_auth_env
     from interlinked.settings import get_settings
 
     settings = get_settings()
     os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     os.environ.setdefault("PREFECT_UI_URL", settings.prefect_ui_url)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if os.environ["PREFECT_API_URL"].rstrip("/") == settings.prefect_api_url and not os.environ.get(
+        "PREFECT_API_AUTH_STRING"
+    ):
+        os.environ.update(prefect_auth_env(settings))

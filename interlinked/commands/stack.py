@@ -26,6 +26,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StackError as error:
         return report_error(str(error), EXIT_STACK)
     print(f"Prefect UI: {settings.prefect_ui_url}")
+    if settings.prefect_auth:
+        from interlinked.local.parts import prefect_auth_file
+
+        print(
+            "Its login asks for PREFECT_API_AUTH_STRING as `interlinked env` prints it "
+            f"(kept in {prefect_auth_file(settings)})"
+        )
     print('Use it from a shell: eval "$(interlinked env)"; stop it with: interlinked down')
     return 0
 

@@ -36,6 +36,8 @@ from interlinked.local.parts import (
     STOP_ORDER,
     client_env,
     parts,
+    prefect_auth_file,
+    prefect_auth_string,
     stack_env,
 )
 from interlinked.local.processes import LocalStack, Part, StackError, stop_processes
@@ -51,9 +53,12 @@ def _stack_api(settings: Settings) -> Iterator[None]:
     Prefect reads its settings from the environment once, when it is first imported; a caller
     that imported it before `up` set PREFECT_API_URL would otherwise talk to a temporary server.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
+    updates = {PREFECT_API_URL: settings.prefect_api_url}
+    if auth := prefect_auth_string(settings):
+        updates[PREFECT_API_AUTH_STRING] = auth
+    with temporary_settings(updates=updates):
         yield
 
 
@@ -153,7 +158,9 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     started_at = time.monotonic()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    # This process talks to the stack too (resources, blocks, deployments).
+    # The Prefect API's secret first (kept in the state directory): the server and every client
+    # of the stack get it. This process talks to the stack too (resources, blocks, deployments).
+    prefect_auth_string(settings, create=True)
     os.environ.update(client_env(settings))
     stack = LocalStack(settings, echo=echo)
     every_part = parts(settings)
@@ -292,8 +299,8 @@ def down(
 
 def wipe_state(settings: Settings) -> list[Path]:
     """Delete the local stack's state (it must be stopped): the PostgreSQL cluster, the SQLite
-    Prefect database, the stack description, the deployments' stamp, the services' status files
-    and journals, and the emulator's state. Logs are kept. Return what was deleted."""
+    Prefect database, the stack description, the deployments' stamp, the Prefect API's secret, the
+    services' status files and journals, and the emulator's state. Logs are kept. Return what was deleted."""
     running = LocalStack(settings, echo=lambda _: None).running()
     if running:
         raise StackError(f"wipe: {', '.join(running)} still run(s) on {settings.state_dir}; stop them first")
@@ -302,7 +309,7 @@ def wipe_state(settings: Settings) -> list[Path]:
         deleted.append(postgres.cluster_dir(settings))
     sqlite = settings.state_dir / "prefect.db"
     files = [sqlite, sqlite.with_name("prefect.db-wal"), sqlite.with_name("prefect.db-shm")]
-    files += [stack_file(settings), deployed_stamp(settings)]
+    files += [stack_file(settings), deployed_stamp(settings), prefect_auth_file(settings)]
     # The services' heartbeat files and the analysis service's journal of answered message ids.
     files += sorted(settings.state_dir.glob("*-status.json")) + sorted(
         settings.state_dir.glob("*-status.json.*")

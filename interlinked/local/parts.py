@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from blocks.status import service_ready
 from interlinked.local import emulator, identities, postgres
-from interlinked.local.processes import LocalStack, Part, python_tool
+from interlinked.local.processes import LocalStack, Part, StackError, python_tool
 from interlinked.settings import PROJECT_ROOT, Settings
 
 WORKER_NAME = "interlinked-local-worker"
@@ -44,10 +45,70 @@ LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "
 # ---- environments ------------------------------------------------------------------------------
 
 
+# The Prefect server's basic-auth secret ("user:password", what the UI's login form asks for),
+# made once per state directory by `up` when the environment has none.
+AUTH_USER = "interlinked"
+AUTH_FILE = "prefect-auth"
+AUTH_VARIABLES = ("PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING")
+
+
+def prefect_auth_file(settings: Settings) -> Path:
+    """Where `up` keeps the generated Prefect API secret (mode 0600; ``down --wipe`` deletes it)."""
+    return settings.state_dir / AUTH_FILE
+
+
+def prefect_auth_string(settings: Settings, *, create: bool = False) -> str | None:
+    """The local Prefect server's basic-auth string (``user:password``), or None without auth.
+
+    None when ``INTERLINKED_PREFECT_AUTH`` is off. Otherwise the user's own
+    ``PREFECT_API_AUTH_STRING`` / ``PREFECT_SERVER_API_AUTH_STRING`` (the two must agree: the
+    server checks the one, the stack's clients send the other), else the secret in
+    :func:`prefect_auth_file`. With ``create`` (only `up`, which starts the server with it) the file
+    is made to hold the value in force, a new random one when there is none yet: every later
+    command, in any shell, then reaches the server that runs.
+    """
+    if not settings.prefect_auth:
+        return None
+    given = {os.environ[name] for name in AUTH_VARIABLES if os.environ.get(name)}
+    if len(given) > 1:
+        raise StackError(
+            "PREFECT_API_AUTH_STRING and PREFECT_SERVER_API_AUTH_STRING differ: the stack's server "
+            "would refuse its own clients; set one of them (or both to the same value)"
+        )
+    path = prefect_auth_file(settings)
+    kept = path.read_text().strip() if path.exists() else ""
+    value = next(iter(given), None) or kept or None
+    if create and value is None:
+        value = f"{AUTH_USER}:{secrets.token_urlsafe(24)}"
+    if create and value != kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{AUTH_FILE}.{os.getpid()}")
+        # Made 0600 from the start, never readable by others even for a moment; then moved in place.
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(value + "\n")
+        os.replace(staged, path)
+    return value
+
+
+def prefect_auth_env(settings: Settings) -> dict[str, str]:
+    """``PREFECT_API_AUTH_STRING`` for a client of the stack (nothing when the stack has no auth)."""
+    value = prefect_auth_string(settings)
+    return {"PREFECT_API_AUTH_STRING": value} if value else {}
+
+
+def prefect_auth_headers(settings: Settings) -> dict[str, str]:
+    """The ``Authorization`` header of a raw HTTP call to the stack's Prefect API (or none)."""
+    from interlinked.bridge.prefect_api import auth_headers_from_env
+
+    return auth_headers_from_env(prefect_auth_env(settings))
+
+
 def stack_env(settings: Settings) -> dict[str, str]:
     """Environment that points Prefect and boto3 at the local stack (what `interlinked env` prints)."""
     return {
         "PREFECT_API_URL": settings.prefect_api_url,
+        **prefect_auth_env(settings),
         "PREFECT_UI_URL": settings.prefect_ui_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
@@ -120,6 +181,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_API_HOST": settings.host,
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
         "PREFECT_UI_API_URL": settings.prefect_api_url,
+        **({"PREFECT_SERVER_API_AUTH_STRING": auth} if (auth := prefect_auth_string(settings)) else {}),
     }
 
 
@@ -164,7 +226,10 @@ def _worker_online(settings: Settings) -> bool:
         return False
     try:
         response = httpx.post(
-            f"{settings.prefect_api_url}/work_pools/{settings.work_pool}/workers/filter", json={}, timeout=5
+            f"{settings.prefect_api_url}/work_pools/{settings.work_pool}/workers/filter",
+            json={},
+            headers=prefect_auth_headers(settings),
+            timeout=5,
         )
     except httpx.HTTPError:
         return False

@@ -39,7 +39,13 @@ class FlowRunRef:
 
 
 def _client(settings: Settings) -> httpx.Client:
-    return httpx.Client(base_url=settings.prefect_api_url.rstrip("/") + "/", timeout=10)
+    from interlinked.local.parts import prefect_auth_headers
+
+    return httpx.Client(
+        base_url=settings.prefect_api_url.rstrip("/") + "/",
+        headers=prefect_auth_headers(settings),
+        timeout=10,
+    )
 
 
 def active_runs(settings: Settings) -> list[FlowRunRef] | None:

@@ -98,3 +98,54 @@ def test_a_script_job_reaches_only_its_own_keys(stack, tmp_path):
     }
     assert s3.get_object(Bucket=data, Key=other)["Body"].read() == b"42"
     assert s3.get_object(Bucket=data, Key=f"results/{job_id}/extra.txt")["Body"].read() == b"mine"
+
+
+PREFECT_PROBE = """
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+
+    def status(url, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+
+    def probe(args):
+        api = args["api"]
+        return {
+            "health": status(f"{api}/health"),
+            "read_runs": status(f"{api}/flow_runs/filter", {"limit": 1}),
+            "create_flow": status(f"{api}/flows/", {"name": "from-a-script-job"}),
+            "prefect_env": sorted(name for name in os.environ if name.startswith("PREFECT_")),
+        }
+"""
+
+
+def test_a_script_job_cannot_drive_the_prefect_api(stack, tmp_path):
+    """User code that guesses the stack's Prefect URL (here: is told it) reaches the server, whose
+    open health check answers, but every API call is 401: it has no secret. The job succeeds."""
+    import boto3
+
+    put_scripts(boto3.client("s3"), stack["buckets"]["data"], {"scope/prefect_probe.py": PREFECT_PROBE})
+    path = tmp_path / "prefect_probe.json"
+    path.write_text(
+        json.dumps(
+            {
+                "func": "probe",
+                "name": "prefect-probe",
+                "script": "scope/prefect_probe.py",
+                "arguments": {"api": stack["prefect_api_url"]},
+            }
+        )
+    )
+    result = run_cli("submit", str(path), "--wait")
+    assert result.returncode == 0, result.stderr
+    _, _, value = result.stdout.strip().partition("\n")
+    assert json.loads(value) == {"health": 200, "read_runs": 401, "create_flow": 401, "prefect_env": []}

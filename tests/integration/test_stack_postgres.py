@@ -150,6 +150,10 @@ def sqlite_stack():
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
     }
 
+    # No secret given: this stack's `up` makes its own (the session stack's is given, tests/_stack.py).
+    for name in ("PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"):
+        env.pop(name, None)
+
     def cli(*args: str):
         return subprocess.run(
             [INTERLINKED, *args], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT
@@ -158,7 +162,12 @@ def sqlite_stack():
     result = cli("up")
     try:
         assert result.returncode == 0, result.stderr
-        yield {"cli": cli, "state_dir": base / "state", "postgres_port": postgres_port}
+        yield {
+            "cli": cli,
+            "state_dir": base / "state",
+            "postgres_port": postgres_port,
+            "prefect_api_url": env["PREFECT_API_URL"],
+        }
     finally:
         cli("down")
         shutil.rmtree(base, ignore_errors=True)
@@ -177,7 +186,31 @@ def test_sqlite_stack_runs_prefect_on_its_file(sqlite_stack):
         assert connection.execute("SELECT to_regclass('public.deployment')").fetchone() == (None,)
     description = json.loads(sqlite_stack["cli"]("env", "--json").stdout)
     assert description["prefect_database"] == "sqlite"
+    secret = _check_the_made_secret(sqlite_stack, pids["prefect-server"])
 
+    # `down` (a CLI process without the secret in its environment) lists the runs in flight
+    # through the API with the secret from the state directory; --wipe then deletes it.
     result = sqlite_stack["cli"]("down", "--wipe")
     assert result.returncode == 0, result.stderr
+    assert "could not list the flow runs" not in result.stderr
     assert not (state_dir / "prefect.db").exists() and not (state_dir / "postgres").exists()
+    assert not (state_dir / "prefect-auth").exists() and secret
+
+
+def _check_the_made_secret(sqlite_stack: dict, server_pid: int) -> str:
+    """`up` without a given secret made one (0600), the server asks for it, `env` prints it."""
+    import stat
+
+    import httpx
+
+    path = sqlite_stack["state_dir"] / "prefect-auth"
+    secret = path.read_text().strip()
+    assert secret.startswith("interlinked:") and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert psutil.Process(server_pid).environ()["PREFECT_SERVER_API_AUTH_STRING"] == secret
+    env_output = sqlite_stack["cli"]("env").stdout
+    assert f"export PREFECT_API_AUTH_STRING={secret}" in env_output.splitlines()
+    api = sqlite_stack["prefect_api_url"]
+    assert httpx.get(f"{api}/health").status_code == 200  # open, for readiness probes
+    assert httpx.post(f"{api}/flows/filter", json={}).status_code == 401
+    assert httpx.post(f"{api}/flows/filter", json={}, auth=tuple(secret.split(":", 1))).status_code == 200
+    return secret

@@ -245,9 +245,10 @@ def test_submitjob_stores_the_spec_and_creates_the_run(
     from _stack import TEST_ENV
 
     deployment_set, deployment_id = unpolled_script_job_deployment
-    # The function's environment, with the session's Prefect server (no authentication) and the
-    # unpolled deployment's set.
+    # The function's environment, with the session's Prefect server (its basic-auth string, as the
+    # function's secret would hold it on AWS) and the unpolled deployment's set.
     monkeypatch.setenv("PREFECT_API_URL", TEST_ENV["PREFECT_API_URL"])
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", TEST_ENV["PREFECT_API_AUTH_STRING"])
     monkeypatch.setenv("INTERLINKED_DEPLOYMENT_SET", deployment_set)
     monkeypatch.setenv("PREFECT_API_KEY_SECRET_ARN", "")
     s3 = terraform_local_stack.client("s3")

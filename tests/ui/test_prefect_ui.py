@@ -8,6 +8,7 @@ badge, its logs and its Artifacts tab.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import textwrap
 
@@ -47,13 +48,60 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def ui_password(stack_handle) -> str | None:
+    """What the UI's login form asks for: PREFECT_API_AUTH_STRING as `interlinked env` prints it
+    (None on a stack started with INTERLINKED_PREFECT_AUTH=off)."""
+    stack_handle.ensure_up()
+    result = run_cli("env")
+    assert result.returncode == 0, result.stderr
+    for line in result.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        if name == "PREFECT_API_AUTH_STRING":
+            return shlex.split(value)[0]
+    from interlinked.settings import Settings
+
+    assert not Settings().prefect_auth, (
+        f"`interlinked env` prints no PREFECT_API_AUTH_STRING:\n{result.stdout}"
+    )
+    return None
+
+
+def _log_in(page, ui_url: str, password: str) -> None:
+    """Open the UI: the server asks for its secret (401), the UI shows its login form; submit it."""
+    page.goto(ui_url)
+    page.wait_for_url("**/login**")
+    page.get_by_placeholder("admin:pass").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
 @pytest.fixture
-def page(browser):
+def new_page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(new_page, stack_handle, ui_password):
+    """A browser page logged in to the stack's Prefect UI through its login form."""
+    if ui_password is not None:
+        _log_in(new_page, stack_handle.ensure_up()["prefect_ui_url"], ui_password)
+    return new_page
+
+
+def test_the_ui_asks_for_the_password_and_refuses_a_wrong_one(new_page, stack, ui_password):
+    if ui_password is None:
+        pytest.skip("the stack runs with INTERLINKED_PREFECT_AUTH=off: its UI asks for no password")
+    new_page.goto(f"{stack['prefect_ui_url']}/runs")
+    new_page.wait_for_url("**/login**")
+    new_page.get_by_placeholder("admin:pass").fill("interlinked:wrong")
+    new_page.get_by_role("button", name="Login").click()
+    new_page.get_by_text("Authentication failed.").first.wait_for()
+    assert "/login" in new_page.url
 
 
 @pytest.fixture(scope="module")

@@ -296,6 +296,7 @@ def test_the_script_sees_an_allow_list_of_the_environment(tmp_path, monkeypatch)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-secret")
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_secret")
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "interlinked:secret")
     monkeypatch.setenv("INTERLINKED_DATABASE_URL", "postgresql://x")
     monkeypatch.setenv("SOMETHING_ELSE", "1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5055")
@@ -316,6 +317,7 @@ def test_the_script_sees_an_allow_list_of_the_environment(tmp_path, monkeypatch)
         "AWS_SECRET_ACCESS_KEY",
         "PREFECT_API_URL",
         "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
         "INTERLINKED_DATABASE_URL",
     }
     assert "SOMETHING_ELSE" not in seen
