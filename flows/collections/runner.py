@@ -2,7 +2,8 @@
 
 The command runs under ``bash -c`` (or, when bash would only exec it, is exec'd directly with the
 environment bash would give it: :func:`direct_command`) in a process group of its own, with ``TASK_ID`` and
-``COLLECTION`` (and ``TASK_ATTRIBUTES``, the attributes as JSON) in its environment; stdout and
+``COLLECTION`` (and ``TASK_ATTRIBUTES``, the attributes as JSON) in its environment, never the
+platform's secrets (:func:`task_environment`: Prefect's API key or auth string, database URLs); stdout and
 stderr go to one local file, never through pipes (no reader thread per task). While the task runs,
 a single uploader thread per process copies files that grew to
 ``s3://{data}/collections/{collection}/logs/{task_id}.log`` every ``log_interval`` seconds, so a
@@ -31,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,6 +309,26 @@ def _start(command: str, environment: dict[str, str], output: int) -> subprocess
     return subprocess.Popen(["bash", "-c", command], env=environment, **options)
 
 
+# What a task's command never gets from the drain's environment: the platform's secrets (Prefect's
+# API key or basic-auth string, database URLs with their passwords). A task is user code: it talks
+# to its data, not to the orchestrator or the task store.
+_PLATFORM_SECRETS = frozenset(
+    {
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "PREFECT_API_DATABASE_CONNECTION_URL",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+        "INTERLINKED_DATABASE_URL",
+    }
+)
+
+
+def task_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a task's command starts from: ``environ`` without the platform's secrets."""
+    return {key: value for key, value in environ.items() if key not in _PLATFORM_SECRETS}
+
+
 def run_task(run: TaskRun, base_environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``run.command``; ``{"collection", "task_id", "token", "outcome", "exit_code", "error", "log_key",
     "seconds"}`` where outcome is ``done``, ``failed`` (non-zero exit, timeout, could not start) or
@@ -330,7 +352,7 @@ def run_task(run: TaskRun, base_environment: dict[str, str] | None = None) -> di
             result.update(outcome="stopped", error="the drain stopped before the task started")
             return result
     environment = {
-        **(os.environ if base_environment is None else base_environment),
+        **(task_environment(os.environ) if base_environment is None else base_environment),
         "TASK_ID": run.task_id,
         "COLLECTION": run.collection,
         "TASK_ATTRIBUTES": json.dumps(run.attributes, default=str),
@@ -494,5 +516,5 @@ def run_tasks(runs: list[TaskRun]) -> list[dict[str, Any]]:
     """:func:`run_task` for each of ``runs``, one after the other (a drain's chunk of short tasks:
     one Dask task for several, since Dask's own cost per task is milliseconds). The environment
     is read once for the chunk (decoding ``os.environ`` was a tenth of a no-op task's CPU)."""
-    base = dict(os.environ)
+    base = task_environment(os.environ)
     return [run_task(run, base) for run in runs]

@@ -125,3 +125,28 @@ def test_a_program_that_cannot_start_is_left_to_bash(tmp_path, monkeypatch):
     result = run_task(TaskRun("c", "t1", str(script), 1, "owner", None))
     assert result["outcome"] == "done", result
     assert out.read_text() == "ran\n"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_task_never_gets_the_platforms_secrets(chunked, tmp_path, monkeypatch):
+    out = tmp_path / "env.json"
+    script = tmp_path / "dump-env"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, os\nopen({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))\n"
+    )
+    script.chmod(0o755)
+    secrets = {
+        "PREFECT_API_KEY": "pnu_secret",
+        "PREFECT_API_AUTH_STRING": "interlinked:secret",
+        "INTERLINKED_DATABASE_URL": "postgresql://u:secret@h/db",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://u:secret@h/prefect",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
+    run = TaskRun("c", "t1", str(script), 1, "owner", None)
+    result = runner.run_tasks([run])[0] if chunked else run_task(run)
+    assert result["outcome"] == "done", result
+    seen = json.loads(out.read_text())
+    assert not set(secrets) & set(seen)
+    assert seen["MY_TOOL_HOME"] == "/opt/tool"  # the rest of the environment is the task's
