@@ -160,7 +160,7 @@ def script_job_role_policy(settings: Settings) -> dict:
     }
 
 
-SUBMISSION_AREAS = {"inputs/": ["s3:GetObject"], "configs/": ["s3:GetObject"]}
+SUBMISSION_AREAS = ("inputs/", "configs/")  # what a submission reads (results/ it writes)
 SUBMISSION_RESULTS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
 
 
@@ -170,25 +170,30 @@ def submission_role_policy(settings: Settings, own_buckets: dict[str, str]) -> d
     locations. Each submission's session narrows it to its group and its job
     (:func:`flows.submissions.scoped.session_policy`)."""
     buckets = sorted({settings.analysis_bucket, *own_buckets.values()})
-    results = [f"arn:aws:s3:::{b}/*/results/*" for b in buckets]
-    results += [f"arn:aws:s3:::{bucket}/{objects}" for bucket, objects in _result_locations()]
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": [f"arn:aws:s3:::{b}" for b in buckets],
-                "Condition": {"StringLike": {"s3:prefix": ["*/inputs/*"]}},
-            },
-            {
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": [f"arn:aws:s3:::{b}/*/{area}*" for b in buckets for area in SUBMISSION_AREAS],
-            },
-            {"Effect": "Allow", "Action": SUBMISSION_RESULTS, "Resource": results},
-        ],
-    }
+    extra = [f"arn:aws:s3:::{bucket}/{objects}" for bucket, objects in _result_locations()]
+    return {"Version": VERSION, "Statement": submission_statements(buckets, extra_results=extra)}
+
+
+def submission_statements(
+    buckets: list[str], *, extra_results: tuple[str, ...] | list[str] = ()
+) -> list[dict]:
+    """What the submission role may do in analysis buckets ``buckets`` (and write at
+    ``extra_results``, object ARN patterns)."""
+    results = [f"arn:aws:s3:::{b}/*/results/*" for b in buckets] + list(extra_results)
+    return [
+        {
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": [f"arn:aws:s3:::{b}" for b in buckets],
+            "Condition": {"StringLike": {"s3:prefix": ["*/inputs/*"]}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"arn:aws:s3:::{b}/*/{area}*" for b in buckets for area in SUBMISSION_AREAS],
+        },
+        {"Effect": "Allow", "Action": SUBMISSION_RESULTS, "Resource": results},
+    ]
 
 
 def group_policy(bucket: str, group: str) -> dict:
