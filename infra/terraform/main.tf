@@ -178,6 +178,7 @@ module "compute" {
     [module.storage.analysis_bucket_arn],
     [for name in sort(keys(var.analysis_buckets)) : module.storage.analysis_buckets[name].arn],
   )
+  submission_result_arns     = var.submission_result_arns
   prefect_api_key_secret_arn = local.prefect_api_key_secret_arn
   prefect_api_key_env_name   = var.prefect_api_key_env_name
   worker_pool_name           = var.worker_pool_name
