@@ -175,3 +175,11 @@ def test_results_are_written_by_the_session_not_by_the_flow(env, stack_handle):
     assert end.startswith("FAILED") and "AccessDenied" in end, certificate
     listed = env.s3.list_objects_v2(Bucket=env.analysis, Prefix=prefix + "process_results/")
     assert [item["Key"] for item in listed.get("Contents", [])] == [prefix + "process_results/end.txt"]
+
+
+def test_a_timestamp_that_would_widen_the_session_is_refused_saying_why(env):
+    """``*`` in the timestamp would make the results grant every job of the group."""
+    prefix = _submit(env, "t*")
+    end = wait_for_object(env.s3, env.analysis, prefix + "process_results/end.txt", consumer=env.consumer)
+    assert end.startswith("REFUSED"), end
+    assert "cannot limit this submission's credentials to its own keys" in end and "'*'" in end

@@ -188,3 +188,42 @@ def test_any_accepted_timestamp_gives_its_own_results_only_or_is_refused(timesta
     assert not _allows(
         policy, "s3:PutObject", _object(results_prefix(GROUP, BUCKET, timestamp + "x") + "process_results/a")
     )
+
+
+# ---- the flow's choice ---------------------------------------------------------------------------
+
+
+class _Folder:
+    def __init__(self):
+        self.lines = []
+
+    def line(self, text, **options):
+        self.lines.append(text)
+
+
+class _Logger:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message, *args):
+        self.warnings.append(message % args)
+
+
+def test_without_a_role_the_submission_runs_unscoped_and_says_so(monkeypatch):
+    from blocks.s3 import ObjectStore
+    from flows.submissions import flow
+
+    logger = _Logger()
+    monkeypatch.setattr(flow, "get_run_logger", lambda: logger)
+    monkeypatch.delenv("INTERLINKED_SUBMISSION_ROLE_ARN", raising=False)
+    store = ObjectStore(BUCKET, client=object())
+    assert flow._scope(store, GROUP, PREFIX, None, _Folder()) is None
+    assert logger.warnings == [
+        "no submission role (INTERLINKED_SUBMISSION_ROLE_ARN): this submission reads its inputs and "
+        "writes its results with the flow run's own credentials (unscoped)"
+    ]
+    # A name that would widen the policy is refused, role or not.
+    refused = flow._scope(store, GROUP, results_prefix(GROUP, BUCKET, "t*"), None, _Folder())
+    assert (
+        refused.startswith("cannot limit this submission's credentials to its own keys:") and "'*'" in refused
+    )
