@@ -5,6 +5,8 @@ tests/integration/test_emulator_iam.py and, on the whole stack, test_submission_
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -227,3 +229,42 @@ def test_without_a_role_the_submission_runs_unscoped_and_says_so(monkeypatch):
     assert (
         refused.startswith("cannot limit this submission's credentials to its own keys:") and "'*'" in refused
     )
+
+
+def test_a_session_client_assumes_the_role_again_before_its_credentials_expire(monkeypatch):
+    """A submission may run longer than one STS session: the client's credentials renew themselves
+    (the role assumed again with the same session policy) instead of expiring mid-upload."""
+    from datetime import UTC, datetime, timedelta
+
+    import blocks.clients
+
+    calls = []
+
+    class FakeSts:
+        def assume_role(self, **parameters):
+            calls.append(parameters)
+            soon = datetime.now(UTC) + timedelta(minutes=5)  # inside botocore's refresh window
+            return {
+                "Credentials": {
+                    "AccessKeyId": f"ASIA{len(calls):016d}",
+                    "SecretAccessKey": "secret",
+                    "SessionToken": "token",
+                    "Expiration": soon,
+                }
+            }
+
+    real = blocks.clients.aws_client
+    monkeypatch.setattr(
+        blocks.clients,
+        "aws_client",
+        lambda service, **options: FakeSts() if service == "sts" else real(service, **options),
+    )
+    monkeypatch.setattr(blocks.clients, "credentials_block", lambda name=None: None)
+    policy = session_policy(BUCKET, GROUP, PREFIX)
+    client = blocks.clients.assumed_role_client(
+        "s3", role_arn="arn:aws:iam::1:role/r", session_name="s", policy=policy
+    )
+    first = client._request_signer._credentials.get_frozen_credentials().access_key
+    second = client._request_signer._credentials.get_frozen_credentials().access_key
+    assert first != second and len(calls) >= 2  # assumed again, not left to expire
+    assert all(json.loads(call["Policy"]) == policy and call["RoleArn"].endswith(":role/r") for call in calls)
