@@ -11,6 +11,9 @@ and the root stack creates it for every analysis bucket.
 
 from __future__ import annotations
 
+import json
+from urllib.parse import unquote
+
 import pytest
 from test_terraform_checks import blocks, parse, resources
 from tf_harness import TF_DIR
@@ -97,3 +100,34 @@ def test_the_root_stack_creates_it_for_every_analysis_bucket():
         and "module.storage.analysis_buckets[name].arn" in buckets
     )
     assert "data_bucket" not in buckets
+
+
+def _normal(statement: dict) -> tuple:
+    """A statement as comparable data: actions and resources as sorted lists, its condition."""
+
+    def listed(value):
+        return sorted([value] if isinstance(value, str) else value)
+
+    condition = {
+        test: {name: listed(values) for name, values in body.items()}
+        for test, body in statement.get("Condition", {}).items()
+    }
+    return (listed(statement["Action"]), listed(statement["Resource"]), json.dumps(condition, sort_keys=True))
+
+
+def test_the_applied_role_has_the_local_roles_statements_and_the_flow_runs_trust(terraform_local_stack):
+    """examples/local applied: the rendered policy (the for-expressions evaluated by Terraform) is
+    the local role's for the stack's analysis bucket(s), and the trust names the flow-run role."""
+    stack = terraform_local_stack
+    arn = stack.outputs["submission_role_arn"]
+    iam = stack.client("iam")
+    name = arn.rsplit("/", 1)[-1]
+    document = iam.get_role_policy(RoleName=name, PolicyName="submission")["PolicyDocument"]
+    document = json.loads(unquote(document)) if isinstance(document, str) else document
+    analysis = [stack.env["buckets"]["analysis"], *(stack.env.get("analysis_buckets") or {}).values()]
+    rendered = sorted(_normal(s) for s in document["Statement"] if not s["Action"][0].startswith("kms:"))
+    assert rendered == sorted(_normal(s) for s in submission_statements(sorted(set(analysis))))
+    trust = iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(unquote(trust)) if isinstance(trust, str) else trust
+    (principal,) = [s["Principal"]["AWS"] for s in trust["Statement"]]
+    assert principal.endswith("-flow-run"), principal
