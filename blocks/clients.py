@@ -145,3 +145,58 @@ def _fingerprint(credentials: Any) -> str:
     if parameters is not None:
         parts.append(parameters.model_dump_json())
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def assumed_role_client(
+    service: str,
+    *,
+    role_arn: str,
+    session_name: str,
+    policy: dict[str, Any] | None = None,
+    duration_seconds: int = 3600,
+    config: Config | None = None,
+) -> Any:
+    """A boto3 client acting as ``role_arn`` (STS AssumeRole by this process's own identity, with
+    the session policy ``policy``), at the same endpoint and region as :func:`aws_client`.
+
+    The session's credentials renew themselves before they expire (botocore's refreshable
+    credentials assume the role again with the same policy), so a client may outlive one session.
+    Not cached: each call assumes the role once, and the client belongs to its caller.
+    """
+    import json
+
+    import boto3
+    from botocore.credentials import RefreshableCredentials
+    from botocore.session import get_session
+
+    sts = aws_client("sts")
+    parameters: dict[str, Any] = {
+        "RoleArn": role_arn,
+        "RoleSessionName": session_name,
+        "DurationSeconds": duration_seconds,
+    }
+    if policy is not None:
+        parameters["Policy"] = json.dumps(policy)
+
+    def assume() -> dict[str, str]:
+        session = sts.assume_role(**parameters)["Credentials"]
+        return {
+            "access_key": session["AccessKeyId"],
+            "secret_key": session["SecretAccessKey"],
+            "token": session["SessionToken"],
+            "expiry_time": session["Expiration"].isoformat(),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata=assume(), refresh_using=assume, method="sts-assume-role"
+    )
+    base, options = aws_session(credentials_block())
+    botocore_session = get_session()
+    botocore_session._credentials = credentials  # botocore's way to give a session refreshable credentials
+    session = boto3.session.Session(botocore_session=botocore_session, region_name=base.region_name)
+    merged = DEFAULT_CONFIG if config is None else DEFAULT_CONFIG.merge(config)
+    if options.get("config") is not None:
+        merged = options.pop("config").merge(merged)
+    for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token", "region_name"):
+        options.pop(name, None)  # the session's, never the block's
+    return session.client(service, config=merged, **options)

@@ -138,8 +138,9 @@ STACK = StackHandle()
 
 def grant_stack_access(*buckets: str) -> None:
     """Let the stack's own identities use buckets a test made (as an admin attaches a policy on AWS):
-    the flow runs read and write them, the bridge and the analysis service read them. With IAM
-    enforced (the default), a bucket outside the stack's configuration is otherwise AccessDenied."""
+    the flow runs read and write them (and the submission role its areas), the bridge and the
+    analysis service read them. With IAM enforced (the default), a bucket outside the stack's
+    configuration is otherwise AccessDenied."""
     import boto3
 
     from interlinked.local import identities
@@ -159,3 +160,11 @@ def grant_stack_access(*buckets: str) -> None:
                     {"Version": identities.VERSION, "Statement": identities._s3(actions, [bucket])}
                 ),
             )
+    for bucket in buckets:  # and the submissions' own sessions read and write their keys there
+        iam.put_role_policy(
+            RoleName=identities.SUBMISSION_ROLE,
+            PolicyName=f"test-bucket-{bucket}"[:128],
+            PolicyDocument=json.dumps(
+                {"Version": identities.VERSION, "Statement": identities.submission_statements([bucket])}
+            ),
+        )

@@ -34,19 +34,21 @@ class ScopeError(ValueError):
     """A key that cannot be written into a policy literally."""
 
 
-def _literal(key: str) -> str:
+def literal(key: str) -> str:
+    """``key`` as a policy may name it: refused (:class:`ScopeError`) when it holds a character IAM
+    reads as a wildcard (``*``, ``?``) or a policy variable (``$``), which would widen the grant."""
     if _WILDCARDS.search(key):
-        raise ScopeError(f"{key!r}: '*', '?' and '$' cannot appear in a scoped job's keys")
+        raise ScopeError(f"{key!r}: '*', '?' and '$' cannot appear in the keys of a scoped session's policy")
     return key
 
 
 def session_policy(bucket: str, job_id: str, script: str | None) -> dict[str, Any]:
     """The session policy of job ``job_id`` (its script at ``scripts/{script}``)."""
     arn = f"arn:aws:s3:::{bucket}/"
-    read = [arn + _literal(job_spec_key(job_id))]
+    read = [arn + literal(job_spec_key(job_id))]
     if script:
-        read.append(arn + _literal(script_key(script)))
-    own = [arn + _literal(f"results/{job_id}/") + "*", arn + _literal(log_key(job_id))]
+        read.append(arn + literal(script_key(script)))
+    own = [arn + literal(f"results/{job_id}/") + "*", arn + literal(log_key(job_id))]
     return {
         "Version": "2012-10-17",
         "Statement": [

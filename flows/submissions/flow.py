@@ -28,6 +28,12 @@ and on a ``[Internal (jobs)]`` line of the certificate, for ``interlinked status
 record is bookkeeping about the run: a job store that cannot be reached is said in the
 certificate, and the analyses run all the same.
 
+Credentials: the datasets and the config are read, and the outputs written, with a session of the
+submission role limited to the group's ``inputs/`` and ``configs/`` (read) and this job's
+``process_results/`` (or its resultpath target) (:mod:`flows.submissions.scoped`); the flow's own
+identity writes the platform's records (claim, certificate, status files, ``end.txt``, budget
+ledger, job store, usage logs). Without a submission role configured it all runs as the flow.
+
 Re-uploading a submit file with the timestamp of an earlier job re-runs it in the same folder,
 as the NeuroCAAS website expects (it always uploads ``submissions/submit.json``): once the earlier
 job has ended its files are moved to ``{group}/results/superseded/…`` and the new job starts;
@@ -96,6 +102,7 @@ from flows.submissions.registry import (
     parse_config,
     parse_config_text,
 )
+from flows.submissions.scoped import ScopeError, role_arn, scoped_store, session_policy
 from flows.submissions.validation import (
     KNOWN_FIELDS,
     MAX_DATASETS,
@@ -166,7 +173,7 @@ class Run:
 
 @dataclass
 class JobContext:
-    store: ObjectStore  # the bucket the submission came from
+    store: ObjectStore  # the bucket the submission came from, as the flow (the platform's records)
     folder: JobFolder
     submission: Submission
     config: AnalysisConfig
@@ -178,13 +185,21 @@ class JobContext:
     # Storage bypass (the submit file's resultpath): where process_results/ goes instead.
     result_store: ObjectStore | None = None
     result_prefix: str | None = None
+    # The same bucket as the submission's own session (flows.submissions.scoped): its datasets and
+    # config are read, its results written with it. None: no submission role, the flow's store.
+    scoped: ObjectStore | None = None
+
+    @property
+    def data(self) -> ObjectStore:
+        """The store the submission's inputs are read and its results written with."""
+        return self.scoped or self.store
 
     def put_result(self, name: str, body: bytes | None = None, *, path: Path | None = None) -> str:
         """Write one result file (from ``path`` or ``body``) where this job's results go; what the
         status file lists for it (``process_results/<name>``, or the full URI under a resultpath)."""
         if self.result_store is None:
             key = self.folder.prefix + RESULTS + name
-            store, listed = self.store, RESULTS + name
+            store, listed = self.data, RESULTS + name
         else:
             key = self.result_prefix + name
             store, listed = self.result_store, self.result_store.uri(self.result_prefix + name)
@@ -338,12 +353,17 @@ def analyse_dataset(context: JobContext, run: Run) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="interlinked-submission-"))
     try:
         try:
-            path = _download_dataset(context.store, dataset, workdir / "input")
+            path = _download_dataset(context.data, dataset, workdir / "input")
         except ObjectMissing:
             raise DatasetFailed(
                 f"cannot read {context.store.uri(dataset.key)}: it no longer exists"
             ) from None
         except ClientError as error:
+            # Without ListBucket on a key, AWS answers a missing object with AccessDenied.
+            if not context.store.exists(dataset.key):
+                raise DatasetFailed(
+                    f"cannot read {context.store.uri(dataset.key)}: it no longer exists"
+                ) from None
             raise DatasetFailed(f"cannot read {context.store.uri(dataset.key)}: {error}") from None
         output_dir = workdir / "output"
         output_dir.mkdir()
@@ -706,11 +726,14 @@ def process_submission(
             f"{datanames[0] if len(datanames) == 1 else datanames}, config file {submission.configname}",
             internal=True,
         )
+        scoped = _scope(store, submission.group, prefix, result_target, folder)
+        if isinstance(scoped, str):
+            return _refuse(folder, 1, scoped)
         folder.step(1, STEP_NAMES[1])
 
         # 2. Validation: only the group's own inputs and configs are read.
         try:
-            submission, config = _validate(store, submission, bucket_analysis, folder)
+            submission, config = _validate(store, submission, bucket_analysis, folder, reader=scoped)
         except Refusal as refused:
             return _refuse(folder, refused.step, refused.reason)
         quota = quota_for(group)
@@ -722,9 +745,10 @@ def process_submission(
             config=config,
             instance_type=instance.name if instance else (submission.instance_type or "default"),
             price_per_hour=price,
+            scoped=scoped,
         )
         if result_target is not None:
-            context.result_store = ObjectStore(result_target[0], store.client)
+            context.result_store = ObjectStore(result_target[0], context.data.client)
             context.result_prefix = result_target[1]
         refusal = _charge(context, quota, identity)
         if refusal:
@@ -781,6 +805,37 @@ def _writer_check(writer: str | None, group: str) -> WriterCheck:
     return check_writer(writer, group, registry)
 
 
+def _scope(
+    store: ObjectStore,
+    group: str,
+    prefix: str,
+    result_target: tuple[str, str] | None,
+    folder: JobFolder,
+) -> ObjectStore | str | None:
+    """The submission's own store (:mod:`flows.submissions.scoped`): a session of the submission
+    role that reads only the group's ``inputs/`` and ``configs/`` and writes only this job's
+    results; None (logged) when no role is configured; or the reason the submission is refused
+    (a name that cannot be put in a policy literally)."""
+    try:
+        policy = session_policy(store.bucket, group, prefix, result_target=result_target)
+    except ScopeError as refused:
+        return f"cannot limit this submission's credentials to its own keys: {refused}"
+    role = role_arn()
+    if role is None:
+        get_run_logger().warning(
+            "no submission role (INTERLINKED_SUBMISSION_ROLE_ARN): this submission reads its inputs "
+            "and writes its results with the flow run's own credentials (unscoped)"
+        )
+        return None
+    scoped = scoped_store(store.bucket, policy, group=group, role=role)
+    folder.line(
+        "[Internal (init)] credentials: a session of the submission role, limited to "
+        f"{group}/inputs/, {group}/configs/ (read) and this job's results (write)",
+        internal=True,
+    )
+    return scoped
+
+
 def _result_target(value: Any, prefix: str, settings: SubmissionSettings) -> tuple[str, str] | str:
     """Where a ``resultpath`` (``s3://bucket/prefix`` or ``bucket/prefix``) sends the results:
     ``(bucket, key prefix)`` under it, named after the job folder so two jobs never share one — or
@@ -831,9 +886,15 @@ def _folder_kinds(store: ObjectStore, prefix: str) -> tuple[list[str], list[str]
 
 
 def _validate(
-    store: ObjectStore, submission: Submission, bucket_analysis: str | None, folder: JobFolder
+    store: ObjectStore,
+    submission: Submission,
+    bucket_analysis: str | None,
+    folder: JobFolder,
+    *,
+    reader: ObjectStore | None = None,
 ) -> tuple[Submission, AnalysisConfig]:
-    """Existence, folders, the config and the analysis: the submission as it will run."""
+    """Existence, folders, the config and the analysis: the submission as it will run. The
+    config is read with ``reader`` (the submission's own session), existence checked with ``store``."""
     keys: list[str] = []
     folders: dict[str, list[str]] = {}
     kinds: list[str] = []
@@ -868,7 +929,7 @@ def _validate(
     if store.head(submission.configname) is None:
         raise Refusal(2, f"configname {submission.configname!r} does not exist")
     try:
-        reply = store.get(submission.configname)
+        reply = (reader or store).get(submission.configname)
         if reply.get("ContentLength", 0) > MAX_CONFIG_BYTES:
             raise Refusal(2, f"configname {submission.configname!r} is larger than {MAX_CONFIG_BYTES} bytes")
         document = parse_config_text(reply["Body"].read(), submission.configname)
@@ -1041,7 +1102,7 @@ def _accepted(context: JobContext, quota: Quota, instance) -> Any:
     # The config goes with the results (NeuroCAAS's runner copies it to process_results/); an
     # ensemble's per-run configs too, named as NeuroCAAS names them.
     context.put_result(
-        submission.configname.rsplit("/", 1)[-1], context.store.read_bytes(submission.configname)
+        submission.configname.rsplit("/", 1)[-1], context.data.read_bytes(submission.configname)
     )
     for run in context.runs.values():
         if run.dataset.jobnb is not None:

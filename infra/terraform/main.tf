@@ -169,10 +169,16 @@ module "compute" {
   security_group_egress_ports = local.security_group_egress_ports
   assign_public_ip            = var.assign_public_ip
 
-  image                      = var.container_image
-  prefect_api_url            = var.prefect_api_url
-  create_script_job_role     = true
-  script_job_bucket_arn      = module.storage.data_bucket_arn
+  image                  = var.container_image
+  prefect_api_url        = var.prefect_api_url
+  create_script_job_role = true
+  script_job_bucket_arn  = module.storage.data_bucket_arn
+  create_submission_role = true
+  submission_bucket_arns = concat(
+    [module.storage.analysis_bucket_arn],
+    [for name in sort(keys(var.analysis_buckets)) : module.storage.analysis_buckets[name].arn],
+  )
+  submission_result_arns     = var.submission_result_arns
   group_registry_bucket_arn  = module.storage.data_bucket_arn
   prefect_api_key_secret_arn = local.prefect_api_key_secret_arn
   prefect_api_key_env_name   = var.prefect_api_key_env_name

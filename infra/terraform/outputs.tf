@@ -384,6 +384,11 @@ output "jobs_api_log_group_name" {
   value       = try(module.jobs_api[0].log_group_name, null)
 }
 
+output "submission_role_arn" {
+  description = "Role submissions' analyses read their inputs and write their results with, narrowed per submission by a session policy (set in the flow runs' environment as INTERLINKED_SUBMISSION_ROLE_ARN); null without compute."
+  value       = try(module.compute[0].submission_role_arn, null)
+}
+
 output "script_job_role_arn" {
   description = "Role script jobs' code runs as, narrowed per job by a session policy (set in the flow runs' environment as INTERLINKED_SCRIPT_JOB_ROLE_ARN); null without compute."
   value       = try(module.compute[0].script_job_role_arn, null)

@@ -94,6 +94,12 @@ variable "analysis_buckets" {
   default     = {}
 }
 
+variable "submission_result_arns" {
+  description = "Storage bypass: object ARN patterns (e.g. arn:aws:s3:::out/lab-out/*) submissions may write their results to, the locations of INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED. The submission role may write there; the flow-run role needs the bucket in its own access too."
+  type        = list(string)
+  default     = []
+}
+
 variable "force_destroy_buckets" {
   description = "Let terraform destroy delete non-empty buckets (throw-away stacks only)."
   type        = bool

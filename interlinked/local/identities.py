@@ -1,5 +1,5 @@
-"""The local stack's IAM identities: one least-privilege user per service, the script-job role and
-one user per group (``interlinked groups add``), created through the IAM API like Terraform does on AWS.
+"""The local stack's IAM identities: one least-privilege user per service, the script-job and
+submission roles and one user per group (``interlinked groups add``), created through the IAM API like Terraform does on AWS.
 
 With ``INTERLINKED_EMULATOR_ENFORCE_IAM`` on (the default) the emulator checks every request
 (:mod:`interlinked.local.emulator.iam`); the keys ``test``/``test`` (``interlinked env``) are its
@@ -33,6 +33,12 @@ SERVICE_USERS = {
     "script-api": "interlinked-script-api",
 }
 SCRIPT_JOB_ROLE = "interlinked-script-job"
+SUBMISSION_ROLE = "interlinked-submission"
+# The roles the flow runs assume, and the variable that tells a flow run each one's ARN.
+ROLE_ENV = {
+    SCRIPT_JOB_ROLE: "INTERLINKED_SCRIPT_JOB_ROLE_ARN",
+    SUBMISSION_ROLE: "INTERLINKED_SUBMISSION_ROLE_ARN",
+}
 GROUP_USER_PREFIX = "interlinked-group-"
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
 VERSION = "2012-10-17"
@@ -76,17 +82,25 @@ OBJECT_WRITE = [
 ]
 
 
-def _result_paths() -> list[dict]:
-    """Storage bypass (``INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED``): the flow runs may write
-    submissions' results there, and only there outside the stack's buckets."""
+def _result_locations() -> list[tuple[str, str]]:
+    """Storage bypass (``INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED``): ``(bucket, objects pattern)``
+    of each location submissions' results may go to."""
     from flows.submissions.quotas import SubmissionSettings
 
-    statements = []
+    locations = []
     for entry in SubmissionSettings().submission_resultpath_allowed:
         bucket, _, prefix = entry.strip().removeprefix("s3://").partition("/")
         if not bucket or "*" in entry:
             continue  # '*': wherever the role may write anyway — nothing more is granted for it
-        objects = f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"
+        locations.append((bucket, f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"))
+    return locations
+
+
+def _result_paths() -> list[dict]:
+    """The flow runs may write submissions' results at the storage-bypass locations, and only there
+    outside the stack's buckets."""
+    statements = []
+    for bucket, objects in _result_locations():
         statements += _s3(OBJECT_WRITE, [bucket], objects=objects)
     return statements
 
@@ -109,7 +123,7 @@ def service_policies(settings: Settings, own_buckets: dict[str, str], account: s
     queues = f"arn:aws:sqs:{region}:{account}:*"  # the stack's queues (and the tests' private ones)
     buckets = _buckets(settings, own_buckets)
     data = [settings.data_bucket]
-    job_role = f"arn:aws:iam::{account}:role/{SCRIPT_JOB_ROLE}"
+    roles = [f"arn:aws:iam::{account}:role/{role}" for role in ROLE_ENV]
     caller = {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}
     sqs = [
         {"Effect": "Allow", "Action": "sqs:*", "Resource": queues},
@@ -127,7 +141,7 @@ def service_policies(settings: Settings, own_buckets: dict[str, str], account: s
             *sqs,
             sns,
             dynamodb,
-            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": job_role},
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": roles},
             caller,
             registry,
         ],
@@ -162,6 +176,42 @@ def script_job_role_policy(settings: Settings) -> dict:
             }
         ],
     }
+
+
+SUBMISSION_AREAS = ("inputs/", "configs/")  # what a submission reads (results/ it writes)
+SUBMISSION_RESULTS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+
+
+def submission_role_policy(settings: Settings, own_buckets: dict[str, str]) -> dict:
+    """The submission role's own policy: every group's ``inputs/`` and ``configs/`` (read, list
+    under ``inputs/``) and ``results/`` (write) of the analysis buckets, and the storage-bypass
+    locations. Each submission's session narrows it to its group and its job
+    (:func:`flows.submissions.scoped.session_policy`)."""
+    buckets = sorted({settings.analysis_bucket, *own_buckets.values()})
+    extra = [f"arn:aws:s3:::{bucket}/{objects}" for bucket, objects in _result_locations()]
+    return {"Version": VERSION, "Statement": submission_statements(buckets, extra_results=extra)}
+
+
+def submission_statements(
+    buckets: list[str], *, extra_results: tuple[str, ...] | list[str] = ()
+) -> list[dict]:
+    """What the submission role may do in analysis buckets ``buckets`` (and write at
+    ``extra_results``, object ARN patterns)."""
+    results = [f"arn:aws:s3:::{b}/*/results/*" for b in buckets] + list(extra_results)
+    return [
+        {
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": [f"arn:aws:s3:::{b}" for b in buckets],
+            "Condition": {"StringLike": {"s3:prefix": ["*/inputs/*"]}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"arn:aws:s3:::{b}/*/{area}*" for b in buckets for area in SUBMISSION_AREAS],
+        },
+        {"Effect": "Allow", "Action": SUBMISSION_RESULTS, "Resource": results},
+    ]
 
 
 def group_policy(bucket: str, group: str) -> dict:
@@ -224,6 +274,12 @@ def ensure_user(
 
 def ensure_script_job_role(settings: Settings, account: str) -> str:
     """The role script jobs' code runs as (assumed by the flow-run user); returns its ARN."""
+    return ensure_role(SCRIPT_JOB_ROLE, script_job_role_policy(settings), account)
+
+
+def ensure_role(name: str, policy: dict, account: str) -> str:
+    """Role ``name`` exists with exactly ``policy`` (inline, ``main``), assumable by the flow-run
+    user only; returns its ARN."""
     iam = _iam()
     trust = {
         "Version": VERSION,
@@ -236,31 +292,28 @@ def ensure_script_job_role(settings: Settings, account: str) -> str:
         ],
     }
     try:
-        arn = iam.get_role(RoleName=SCRIPT_JOB_ROLE)["Role"]["Arn"]
-        iam.update_assume_role_policy(RoleName=SCRIPT_JOB_ROLE, PolicyDocument=json.dumps(trust))
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
     except iam.exceptions.NoSuchEntityException:
-        arn = iam.create_role(RoleName=SCRIPT_JOB_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
-            "Arn"
-        ]
-    iam.put_role_policy(
-        RoleName=SCRIPT_JOB_ROLE,
-        PolicyName="main",
-        PolicyDocument=json.dumps(script_job_role_policy(settings)),
-    )
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="main", PolicyDocument=json.dumps(policy))
     return arn
 
 
 def ensure_identities(settings: Settings, own_buckets: dict[str, str]) -> None:
-    """Create (or bring up to date) every service user and the script-job role (idempotent)."""
+    """Create (or bring up to date) every service user, the script-job and the submission role
+    (idempotent)."""
     account = account_id()
     for part, document in service_policies(settings, own_buckets, account).items():
         ensure_user(settings, SERVICE_USERS[part], document)
     arn = ensure_script_job_role(settings, account)
     credentials_file(settings, SCRIPT_JOB_ROLE).write_text(json.dumps({"arn": arn}))
+    arn = ensure_role(SUBMISSION_ROLE, submission_role_policy(settings, own_buckets), account)
+    credentials_file(settings, SUBMISSION_ROLE).write_text(json.dumps({"arn": arn}))
 
 
 def service_env(settings: Settings, part: str) -> dict[str, str]:
-    """The service's own keys (and, for the worker, the script-job role) for its environment;
+    """The service's own keys (and, for the worker, the roles its flow runs assume) for its environment;
     empty when enforcement is off or ``up`` has not created them yet."""
     if not settings.emulator_enforce_iam or part not in SERVICE_USERS:
         return {}
@@ -268,9 +321,10 @@ def service_env(settings: Settings, part: str) -> dict[str, str]:
     if not path.exists():
         return {}
     env = json.loads(path.read_text())
-    role = credentials_file(settings, SCRIPT_JOB_ROLE)
-    if part == "worker" and role.exists():
-        env["INTERLINKED_SCRIPT_JOB_ROLE_ARN"] = json.loads(role.read_text())["arn"]
+    for role, variable in ROLE_ENV.items():
+        path = credentials_file(settings, role)
+        if part == "worker" and path.exists():
+            env[variable] = json.loads(path.read_text())["arn"]
     return env
 
 

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.script_jobs.scoped import ScopeError, session_policy
+from flows.submissions import scoped as submission_scope
 from interlinked.local import identities
 from interlinked.settings import Settings
 
@@ -319,6 +320,76 @@ def test_nasty_keys_are_never_granted_outside_the_job(job_s3, key):
 def test_policy_refuses_wildcards_in_keys():
     with pytest.raises(ScopeError):
         session_policy(DATA, "a*", None)
+
+
+# ---- a submission's session (flows.submissions.scoped) ----------------------------------------------
+
+SUBMISSION_PREFIX = f"grp-a/results/job__{ANALYSIS}_t1/"
+
+
+def _submission_session(emu):
+    """What the submission flow does: the flow-run user assumes the submission role with the
+    submission's session policy."""
+    sts = emu.client("sts", *_user(emu, "worker"))
+    arn = json.loads(identities.credentials_file(emu.settings, identities.SUBMISSION_ROLE).read_text())["arn"]
+    policy = submission_scope.session_policy(ANALYSIS, "grp-a", SUBMISSION_PREFIX)
+    credentials = sts.assume_role(RoleArn=arn, RoleSessionName="submission-grp-a", Policy=json.dumps(policy))[
+        "Credentials"
+    ]
+    return emu.client(
+        "s3", credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
+    )
+
+
+@pytest.fixture(scope="module")
+def submission_s3(emu):
+    return _submission_session(emu)
+
+
+def test_the_submission_role_trusts_only_the_flow_run_user(emu):
+    arn = json.loads(identities.credentials_file(emu.settings, identities.SUBMISSION_ROLE).read_text())["arn"]
+    sts = emu.client("sts", *_user(emu, "bridge"))
+    assert _code(lambda: sts.assume_role(RoleArn=arn, RoleSessionName="x-submission")) == "AccessDenied"
+
+
+_SUBMISSION_PIECES = st.sampled_from(
+    [
+        "grp-a/",
+        "grp-ab/",
+        "grp-b/",
+        "inputs/",
+        "configs/",
+        "results/",
+        f"job__{ANALYSIS}_t1/",
+        "process_results/",
+        "logs/",
+    ]
+)
+_SUBMISSION_KEYS = st.lists(
+    st.one_of(_NASTY, _SUBMISSION_PIECES, st.text(min_size=1, max_size=6)), min_size=1, max_size=7
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=_SUBMISSION_KEYS)
+def test_nasty_keys_are_never_granted_outside_the_submission(submission_s3, key):
+    key = key.lstrip("/") or "x"
+    if len(key.encode()) > 1024:
+        return
+    own = key.startswith(SUBMISSION_PREFIX + "process_results/")
+    code = _code(lambda: submission_s3.put_object(Bucket=ANALYSIS, Key=key, Body=b"p"))
+    if code == "OK":  # granted means written
+        assert own, f"{key!r} was granted"
+    elif not own:
+        assert code in {"AccessDenied", "404"}, f"{key!r}: {code}"
+    # Reading: its group's inputs/ and configs/ and its own results (a missing key is NoSuchKey
+    # only where reading is granted).
+    readable = own or key.startswith(("grp-a/inputs/", "grp-a/configs/"))
+    code = _code(lambda: submission_s3.get_object(Bucket=ANALYSIS, Key=key))
+    if code == "AccessDenied":
+        assert not readable, f"{key!r} was refused"
+    elif code != "404":
+        assert readable, f"{key!r}: {code}"
 
 
 def test_groups_add_prints_keys_that_work_for_its_own_prefix_only(emu):

@@ -75,4 +75,4 @@ def test_only_the_flow_run_role_assumes_it_and_flow_runs_are_told_its_arn():
     main = (MODULE / "main.tf").read_text()
     outputs = (MODULE / "outputs.tf").read_text()
     assert "local.script_job_environment," in main  # Batch jobs' environment
-    assert "env                       = local.script_job_environment" in outputs  # ECS work pool
+    assert "env                       = merge(local.script_job_environment," in outputs  # ECS work pool

@@ -89,6 +89,7 @@ locals {
       for name, value in merge(
         { PREFECT_API_URL = var.prefect_api_url, AWS_REGION = local.region },
         local.script_job_environment,
+        local.submission_environment,
         var.flow_run_environment,
       ) : { name = name, value = value }
     ]
@@ -471,6 +472,113 @@ resource "aws_iam_role_policy" "flow_run_assume_script_job" {
   name   = "assume-script-job"
   role   = aws_iam_role.flow_run.id
   policy = data.aws_iam_policy_document.flow_run_assume_script_job[0].json
+}
+
+################################################################################
+# IAM: submission role (what a submission's analysis reads and writes with). The flow run assumes it
+# for each submission with a session policy naming the group's inputs/ and configs/ and the job's
+# process_results/ (flows/submissions/scoped.py); this role bounds every session to the analysis
+# buckets' inputs/, configs/ and results/ areas (and the storage-bypass locations given).
+################################################################################
+
+locals {
+  create_submission_role = var.create_submission_role
+  submission_environment = local.create_submission_role ? { INTERLINKED_SUBMISSION_ROLE_ARN = aws_iam_role.submission[0].arn } : {}
+}
+
+data "aws_iam_policy_document" "submission_assume" {
+  count = local.create_submission_role ? 1 : 0
+
+  statement {
+    sid     = "FlowRunsAssume"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.flow_run.arn]
+    }
+  }
+}
+
+resource "aws_iam_role" "submission" {
+  count = local.create_submission_role ? 1 : 0
+
+  name                 = "${var.name_prefix}-submission"
+  description          = "What a submission's analysis reads and writes: groups' inputs/, configs/ and results/ of the analysis buckets, narrowed per submission by a session policy"
+  assume_role_policy   = data.aws_iam_policy_document.submission_assume[0].json
+  max_session_duration = 3600
+
+  tags = merge(var.tags, { Name = "${var.name_prefix}-submission" })
+}
+
+data "aws_iam_policy_document" "submission" {
+  count = local.create_submission_role ? 1 : 0
+
+  statement {
+    sid       = "ListGroupInputs"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = var.submission_bucket_arns
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["*/inputs/*"]
+    }
+  }
+
+  statement {
+    sid       = "ReadGroupInputs"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = flatten([for arn in var.submission_bucket_arns : ["${arn}/*/inputs/*", "${arn}/*/configs/*"]])
+  }
+
+  statement {
+    sid       = "WriteResults"
+    effect    = "Allow"
+    actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+    resources = concat([for arn in var.submission_bucket_arns : "${arn}/*/results/*"], var.submission_result_arns)
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "UseKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "submission" {
+  count = local.create_submission_role ? 1 : 0
+
+  name   = "submission"
+  role   = aws_iam_role.submission[0].id
+  policy = data.aws_iam_policy_document.submission[0].json
+}
+
+data "aws_iam_policy_document" "flow_run_assume_submission" {
+  count = local.create_submission_role ? 1 : 0
+
+  statement {
+    sid       = "AssumeSubmissionRole"
+    effect    = "Allow"
+    actions   = ["sts:AssumeRole"]
+    resources = [aws_iam_role.submission[0].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "flow_run_assume_submission" {
+  count = local.create_submission_role ? 1 : 0
+
+  name   = "assume-submission"
+  role   = aws_iam_role.flow_run.id
+  policy = data.aws_iam_policy_document.flow_run_assume_submission[0].json
 }
 
 ################################################################################

@@ -96,7 +96,7 @@ output "ecs_work_pool_job_variables" {
       securityGroups = local.security_group_ids
       assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED"
     }
-    env                       = local.script_job_environment
+    env                       = merge(local.script_job_environment, local.submission_environment)
     configure_cloudwatch_logs = true
     cloudwatch_logs_options = {
       awslogs-group         = aws_cloudwatch_log_group.this["flow_runs"].name
@@ -127,6 +127,11 @@ output "service_names" {
 output "service_task_role_arns" {
   description = "Task role ARNs of the optional long-running services that are enabled, keyed \"batch_worker\", \"bridge_service\", \"analysis_service\"."
   value       = { for key, role in aws_iam_role.service : key => role.arn }
+}
+
+output "submission_role_arn" {
+  description = "Role a submission's analysis reads and writes with (INTERLINKED_SUBMISSION_ROLE_ARN in the flow runs' environment), narrowed per submission by a session policy; null without create_submission_role."
+  value       = try(aws_iam_role.submission[0].arn, null)
 }
 
 output "script_job_role_arn" {

@@ -186,6 +186,29 @@ variable "group_registry_bucket_arn" {
   }
 }
 
+variable "create_submission_role" {
+  description = "Create the submission role: what a submission's analysis reads its inputs and writes its results with (each submission's session narrows it to its group and job). Without it, submissions run with the flow-run role."
+  type        = bool
+  default     = false
+}
+
+variable "submission_bucket_arns" {
+  description = "Analysis buckets (bucket ARNs) the submission role may read {group}/inputs/ and {group}/configs/ of (and list under inputs/) and write {group}/results/ of. Required with create_submission_role."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.submission_bucket_arns : can(regex("^arn:aws[a-z-]*:s3:::[^/*?]+$", arn))])
+    error_message = "submission_bucket_arns must be bucket ARNs (arn:aws:s3:::NAME), not object or prefix ARNs."
+  }
+}
+
+variable "submission_result_arns" {
+  description = "Object ARN patterns the submission role may also write (storage bypass: the locations of INTERLINKED_SUBMISSION_RESULTPATH_ALLOWED, e.g. arn:aws:s3:::out/lab-out/*)."
+  type        = list(string)
+  default     = []
+}
+
 variable "queue_arns" {
   description = "SQS queues flow runs may send to and consume from."
   type        = list(string)
