@@ -174,7 +174,8 @@ def print_summary(results: dict[str, dict]) -> None:
         values = []
         for name in names:
             burst = results[name].get("pool", {}).get("burst", {}).get(variant)
-            values.append(f"{burst['per_minute']:.0f}" if burst else "-")
+            failed = results[name].get("pool", {}).get("burst_failed", {}).get(variant)
+            values.append(f"{burst['per_minute']:.0f}" if burst else ("failed" if failed else "-"))
         runs = next(
             (
                 results[n]["pool"]["burst"][variant]["runs"]
@@ -219,6 +220,8 @@ def print_summary(results: dict[str, dict]) -> None:
     for name in names:
         for failure in results[name].get("failed", []):
             print(f"{name}: failed: {failure}")
+        for variant, failure in results[name].get("pool", {}).get("burst_failed", {}).items():
+            print(f"{name}: burst on {labels[variant]} failed: {failure}")
     load = os.getloadavg()
     print(
         f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} ({os.cpu_count()} cores)"

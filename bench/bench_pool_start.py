@@ -48,8 +48,8 @@ def _time_to_running(client, deployment_name: str) -> float:
 def _create_at_once(api_url: str, deployment_id: str, count: int) -> tuple[list[str], int]:
     """Create ``count`` runs in bulk (the server takes up to 100 per call), as one submission.
 
-    Every run has an idempotency key, so a chunk whose call timed out or got a 503 (a busy SQLite
-    server) is sent again without creating its runs twice. Returns the run ids and how many calls
+    Every run has an idempotency key, so a chunk whose call timed out or got a 503 or 500 (a busy
+    SQLite server: "database is locked") is sent again without creating its runs twice. Returns the run ids and how many calls
     had to be repeated."""
     import httpx
 
@@ -66,12 +66,12 @@ def _create_at_once(api_url: str, deployment_id: str, count: int) -> tuple[list[
                 reply = http.post(f"/deployments/{deployment_id}/create_flow_run/bulk", json=body)
             except httpx.TimeoutException:
                 reply = None
-            if reply is None or reply.status_code == 503:
+            if reply is None or reply.status_code in (500, 503):
                 retries += 1
                 if retries > 20:
                     raise SystemExit(f"the server did not take a bulk call of {size} runs in 20 tries")
                 print(
-                    f"bulk call of {size} runs: {'timed out' if reply is None else 503}; again",
+                    f"bulk call of {size} runs: {'timed out' if reply is None else reply.status_code}; again",
                     file=sys.stderr,
                 )
                 time.sleep(1)
@@ -90,7 +90,7 @@ def _burst(client, api_url: str, deployment_name: str, count: int) -> tuple[floa
     started = time.time()
     ids, retries = _create_at_once(api_url, str(deployment.id), count)
     if retries:
-        print(f"burst: {retries} bulk call(s) repeated (timeout or 503)", file=sys.stderr)
+        print(f"burst: {retries} bulk call(s) repeated (timeout, 500 or 503)", file=sys.stderr)
     deadline = started + 1200
     done = 0
     while time.time() < deadline:
@@ -139,6 +139,7 @@ def main() -> None:
     deployments = {"warm": deploy("bench/stock_flow.py:noop", name="bench-warm", pool=settings.work_pool)}
     latencies: dict[str, list[float]] = {"warm": [], "stock-1s": [], "stock": []}
     throughput: dict[str, tuple[float, int, int]] = {}
+    failures: dict[str, str] = {}
     with (
         stock_worker(settings, pool="bench-stock-1s", query_seconds=1) as pool_1s,
         stock_worker(settings, pool="bench-stock") as pool_default,
@@ -159,7 +160,12 @@ def main() -> None:
             )
         for name, count in (("warm", args.burst), ("stock-1s", args.stock_burst)):
             if count:
-                seconds, done = _burst(client, settings.prefect_api_url, deployments[name], count)
+                try:
+                    seconds, done = _burst(client, settings.prefect_api_url, deployments[name], count)
+                except (Exception, SystemExit) as error:  # the server could not take the burst
+                    failures[name] = f"{type(error).__name__}: {error}"[:300]
+                    print(f"burst {name} failed: {failures[name]}", file=sys.stderr)
+                    continue
                 throughput[name] = (seconds, done, count)
                 print(f"burst {name}: {done}/{count} in {seconds:.1f} s", file=sys.stderr)
 
@@ -170,6 +176,8 @@ def main() -> None:
         print(f"{'':<48}{'runs':>8}{'completed':>10}{'seconds':>10}{'runs/min':>10}")
         for name, (seconds, done, count) in throughput.items():
             print(f"{VARIANTS[name][0]:<48}{count:>8}{done:>10}{seconds:>10.1f}{done / seconds * 60:>10.1f}")
+    for name, failure in failures.items():
+        print(f"burst on the {VARIANTS[name][0]} failed: {failure}")
     if args.json_out:
         args.json_out.write_text(
             json.dumps(
@@ -184,6 +192,7 @@ def main() -> None:
                         }
                         for name, (seconds, done, count) in throughput.items()
                     },
+                    "burst_failed": failures,
                 },
                 indent=2,
             )
