@@ -93,7 +93,6 @@ resource "aws_iam_role_policy_attachment" "this" {
 }
 
 resource "aws_s3_object" "registry" {
-  #checkov:skip=CKV_AWS_186:the record holds no secret (a role's unique id and ARN); it takes the data bucket's default encryption (SSE-KMS with the bucket's key when the storage module has one)
   bucket       = var.registry_bucket
   key          = "groups/${var.group}.json"
   content_type = "application/json"
