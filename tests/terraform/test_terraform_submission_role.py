@@ -4,7 +4,7 @@ against the local one.
 Static: the module's HCL read with python-hcl2. The role's S3 statements, with one bucket
 substituted, are the ones the local stack's emulator enforces
 (``interlinked.local.identities.submission_statements``, tested on the stack in
-``tests/integration/test_submission_scope.py``); only the flow-run role may assume it; the flow
+``tests/integration/test_submission_scope_stack.py``); only the flow-run role may assume it; the flow
 runs' environment names it under the variable the flow reads (``flows.submissions.scoped.ROLE_ENV``);
 and the root stack creates it for every analysis bucket.
 """

@@ -1,7 +1,7 @@
 """The session policy a submission's analysis runs with (flows.submissions.scoped), read with IAM's own
 matching rules: literal keys, one trailing wildcard per grant, nothing outside the submission's
 own keys whatever the names (Hypothesis). That the emulator enforces it is tested in
-tests/integration/test_emulator_iam.py and, on the whole stack, test_submission_scope.py."""
+tests/integration/test_emulator_iam.py and, on the whole stack, tests/integration/test_submission_scope_stack.py."""
 
 from __future__ import annotations
 
