@@ -50,6 +50,10 @@ def test_the_role_reaches_the_script_job_keys_the_local_role_does_and_nothing_mo
 
 def test_only_the_flow_run_role_assumes_it_and_flow_runs_are_told_its_arn():
     document = check_session_role(
-        "script_job", name="script-job", env=ROLE_ENV, create="create_script_job_role"
+        "script_job",
+        name="script-job",
+        env=ROLE_ENV,
+        create="create_script_job_role",
+        assume_sid="AssumeScriptJobRole",
     )
     assert {statement["sid"] for statement in document["statement"]} == {"ScriptJobKeys"}

@@ -66,7 +66,11 @@ def test_the_role_reaches_the_areas_the_local_role_does_and_nothing_more():
 
 def test_only_the_flow_run_role_assumes_it_and_flow_runs_are_told_its_arn():
     document = check_session_role(
-        "submission", name="submission", env=ROLE_ENV, create="create_submission_role"
+        "submission",
+        name="submission",
+        env=ROLE_ENV,
+        create="create_submission_role",
+        assume_sid="AssumeSubmissionRole",
     )
     assert {statement["sid"] for statement in document["statement"]} == {
         "ListGroupInputs",

@@ -115,16 +115,18 @@ def assert_uses_key_statement(document: dict) -> None:
     assert statement["resources"] == ["${var.kms_key_arn}"]
 
 
-def check_session_role(key: str, *, name: str, env: str, create: str) -> dict:
+def check_session_role(key: str, *, name: str, env: str, create: str, assume_sid: str) -> dict:
     """Check one of modules/compute's session roles (``local.session_role_specs[key]``) and return
     its policy document's body.
 
     A session role is created when ``create`` (the module variable) is true, as
     ``aws_iam_role.session[key]`` named ``{name_prefix}-{name}``; only the flow-run role may assume
-    it (the shared trust document) and the flow-run role may assume every session role; its inline
+    it (the shared trust document); the flow-run role has one inline policy for it, named
+    ``assume-{name}`` (statement ``assume_sid``), that may assume this role's ARN only; its inline
     policy (named ``name``) is ``data.aws_iam_policy_document.{key}``; the flow runs' environment
-    (the Batch job definition and the ECS pool's ``env``) names its ARN under ``env``; and a
-    ``moved`` block carries the state of the former ``count`` addresses to the ``for_each`` key.
+    (the Batch job definition and the ECS pool's ``env``) names its ARN under ``env``; and ``moved``
+    blocks carry the state of the former ``count`` addresses (the role, its policy and the flow-run
+    role's ``flow_run_assume_{key}``) to the ``for_each`` key, so an upgrade replaces none of them.
     """
     main = COMPUTE_DIR / "main.tf"
     documents = policy_documents(main)
@@ -135,6 +137,7 @@ def check_session_role(key: str, *, name: str, env: str, create: str) -> dict:
     assert spec["create"] == f"${{var.{create}}}"
     assert spec["name"] == name
     assert spec["env"] == env
+    assert spec["assume_sid"] == assume_sid
     assert spec["policy"] == f"${{one(data.aws_iam_policy_document.{key}[*].json)}}"
     assert documents[key]["count"] == f"${{var.{create} ? 1 : 0}}"
     assert (
@@ -156,11 +159,16 @@ def check_session_role(key: str, *, name: str, env: str, create: str) -> dict:
     assert policy["role"] == "${aws_iam_role.session[each.key].id}"
 
     may_assume = found[("aws_iam_role_policy", "flow_run_assume_session")]
+    assert may_assume["for_each"] == "${local.session_roles}"
+    assert may_assume["name"] == "assume-${each.value.name}"  # the former policies' names
     assert may_assume["role"] == "${aws_iam_role.flow_run.id}"
-    assert may_assume["policy"] == "${data.aws_iam_policy_document.flow_run_assume_session[0].json}"
-    (statement,) = documents["flow_run_assume_session"]["statement"]
-    assert statement["actions"] == ["sts:AssumeRole"]
-    assert statement["resources"] == "${[for role in aws_iam_role.session : role.arn]}"
+    assert may_assume["policy"] == "${data.aws_iam_policy_document.flow_run_assume_session[each.key].json}"
+    assume_document = documents["flow_run_assume_session"]
+    assert assume_document["for_each"] == "${local.session_roles}"
+    (statement,) = assume_document["statement"]
+    assert statement["sid"] == "${each.value.assume_sid}"
+    assert statement["effect"] == "Allow" and statement["actions"] == ["sts:AssumeRole"]
+    assert statement["resources"] == ["${aws_iam_role.session[each.key].arn}"]  # this role only
 
     assert local["session_role_environment"] == (
         "${{for key, role in local.session_roles : role.env => aws_iam_role.session[key].arn}}"
@@ -172,6 +180,10 @@ def check_session_role(key: str, *, name: str, env: str, create: str) -> dict:
     moved = {(entry["from"], entry["to"]) for entry in parse(main).get("moved", [])}
     for rtype in ("aws_iam_role", "aws_iam_role_policy"):
         assert (f"${{{rtype}.{key}[0]}}", f'${{{rtype}.session["{key}"]}}') in moved
+    assert (
+        f"${{aws_iam_role_policy.flow_run_assume_{key}[0]}}",
+        f'${{aws_iam_role_policy.flow_run_assume_session["{key}"]}}',
+    ) in moved
     return documents[key]
 
 

@@ -394,8 +394,8 @@ resource "aws_iam_role_policy" "flow_run" {
 ################################################################################
 # IAM: session roles. A flow run assumes one of these for each script job or submission with a
 # session policy naming that job's keys, so the job's own code reaches only what the session names
-# and the role bounds every session. Each role is trusted by the flow-run role only, which may
-# assume every one of them; the flow runs are told each role's ARN in the variable their flow reads.
+# and the role bounds every session. Each role is trusted by the flow-run role only, which has an
+# assume policy per role; the flow runs are told each role's ARN in the variable their flow reads.
 #   script_job  what a script job's code may reach (flows/script_jobs/scoped.py): its spec, its
 #               script, its results/{id}/ and its log
 #   submission  what a submission's analysis reads and writes with (flows/submissions/scoped.py):
@@ -414,6 +414,7 @@ locals {
       name        = "script-job"
       description = "What a script job's code may reach: script-job keys of the data bucket, narrowed per job by a session policy"
       env         = "INTERLINKED_SCRIPT_JOB_ROLE_ARN"
+      assume_sid  = "AssumeScriptJobRole"
       policy      = one(data.aws_iam_policy_document.script_job[*].json)
     }
     submission = {
@@ -421,6 +422,7 @@ locals {
       name        = "submission"
       description = "What a submission's analysis reads and writes: groups' inputs/, configs/ and results/ of the analysis buckets, narrowed per submission by a session policy"
       env         = "INTERLINKED_SUBMISSION_ROLE_ARN"
+      assume_sid  = "AssumeSubmissionRole"
       policy      = one(data.aws_iam_policy_document.submission[*].json)
     }
   }
@@ -461,26 +463,28 @@ resource "aws_iam_role_policy" "session" {
   policy = each.value.policy
 }
 
+# One assume policy on the flow-run role per session role ("assume-<name>"), naming only that role.
 data "aws_iam_policy_document" "flow_run_assume_session" {
-  count = length(local.session_roles) > 0 ? 1 : 0
+  for_each = local.session_roles
 
   statement {
-    sid       = "AssumeSessionRoles"
+    sid       = each.value.assume_sid
     effect    = "Allow"
     actions   = ["sts:AssumeRole"]
-    resources = [for role in aws_iam_role.session : role.arn]
+    resources = [aws_iam_role.session[each.key].arn]
   }
 }
 
 resource "aws_iam_role_policy" "flow_run_assume_session" {
-  count = length(local.session_roles) > 0 ? 1 : 0
+  for_each = local.session_roles
 
-  name   = "assume-session-roles"
+  name   = "assume-${each.value.name}"
   role   = aws_iam_role.flow_run.id
-  policy = data.aws_iam_policy_document.flow_run_assume_session[0].json
+  policy = data.aws_iam_policy_document.flow_run_assume_session[each.key].json
 }
 
-# The roles and their policies were count-indexed per role before; their state moves to the map.
+# The roles, their policies and the flow-run role's assume policies were count-indexed per role
+# before; their state moves to the map (same names and documents, so an upgrade changes nothing).
 moved {
   from = aws_iam_role.script_job[0]
   to   = aws_iam_role.session["script_job"]
@@ -499,6 +503,16 @@ moved {
 moved {
   from = aws_iam_role_policy.submission[0]
   to   = aws_iam_role_policy.session["submission"]
+}
+
+moved {
+  from = aws_iam_role_policy.flow_run_assume_script_job[0]
+  to   = aws_iam_role_policy.flow_run_assume_session["script_job"]
+}
+
+moved {
+  from = aws_iam_role_policy.flow_run_assume_submission[0]
+  to   = aws_iam_role_policy.flow_run_assume_session["submission"]
 }
 
 # Permissions of the script-job role: the data bucket's script-job keys (and the key).
