@@ -8,9 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
-import hcl2
 import pytest
-from tf_harness import CONFIG_DIRS, REPO, TF_DIR, find_checkov
+from tf_harness import CONFIG_DIRS, REPO, TF_DIR, blocks, find_checkov, parse, resources
 
 pytestmark = pytest.mark.terraform
 
@@ -35,40 +34,6 @@ def tf_files(*rel_dirs: str) -> list[Path]:
 
 def all_tf_files() -> list[Path]:
     return sorted(p for p in TF_DIR.rglob("*.tf") if ".terraform" not in p.parts)
-
-
-def clean(value):
-    """python-hcl2 >= 7 keeps the quotes of strings and keys and marks blocks; drop both."""
-    if isinstance(value, dict):
-        return {clean(k): clean(v) for k, v in value.items() if k != "__is_block__"}
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
-def parse(path: Path) -> dict:
-    with path.open() as fh:
-        return clean(hcl2.load(fh))
-
-
-def blocks(path: Path, kind: str) -> list[tuple[str, dict]]:
-    """(name, body) of every `kind` block (variable/output) in a file."""
-    found = []
-    for entry in parse(path).get(kind, []):
-        for name, body in entry.items():
-            found.append((name, body))
-    return found
-
-
-def resources(path: Path) -> list[tuple[str, str, dict]]:
-    found = []
-    for entry in parse(path).get("resource", []):
-        for rtype, named in entry.items():
-            for name, body in named.items():
-                found.append((rtype, name, body))
-    return found
 
 
 ################################################################################

@@ -19,7 +19,7 @@ import textwrap
 import boto3
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, copy_tree, private_moto
+from tf_harness import TF_DIR, copy_tree, policy_documents, private_moto
 
 from flows.submissions.writers import REGISTRY_PREFIX, check_writer, load_registry, registry_key
 from interlinked.local.identities import group_policy
@@ -31,12 +31,7 @@ BUCKET, GROUP = "lab-bucket", "lab-a"
 
 
 def _documents() -> dict[str, dict]:
-    return {
-        name: body
-        for kind, found in blocks(MODULE / "main.tf", "data")
-        if kind == "aws_iam_policy_document"
-        for name, body in found.items()
-    }
+    return policy_documents(MODULE / "main.tf")
 
 
 def _substitute(value: str) -> str:

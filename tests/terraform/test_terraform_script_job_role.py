@@ -4,7 +4,8 @@ Static: the module's HCL read with python-hcl2. The role's S3 statement, with th
 substituted, is the one the local stack's emulator enforces (``interlinked.local.identities
 .script_job_role_policy``, tested against the emulator in ``tests/integration/test_emulator_iam.py``);
 only the flow-run role may assume it; and the flow runs' environment names it under the variable
-the flow reads (``flows.script_jobs.scoped.ROLE_ENV``). That a script really runs as this role is
+the flow reads (``flows.script_jobs.scoped.ROLE_ENV``). The role is the ``script_job`` entry of the
+module's session roles (``tf_harness.check_session_role``). That a script really runs as this role is
 tested on the applied stack in ``test_script_job_on_terraform_stack.py``.
 """
 
@@ -13,38 +14,27 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR
+from tf_harness import (
+    COMPUTE_DIR,
+    assert_uses_key_statement,
+    check_session_role,
+    hcl_locals,
+    policy_documents,
+)
 
 from flows.script_jobs.scoped import ROLE_ENV
 from interlinked.local.identities import script_job_role_policy
 
 pytestmark = pytest.mark.terraform
 
-MODULE = TF_DIR / "modules" / "compute"
 BUCKET = "lab-data"
 
 
-def _documents() -> dict[str, dict]:
-    return {
-        name: body
-        for kind, found in blocks(MODULE / "main.tf", "data")
-        if kind == "aws_iam_policy_document"
-        for name, body in found.items()
-    }
-
-
-def _locals() -> dict:
-    merged: dict = {}
-    for body in parse(MODULE / "main.tf").get("locals", []):
-        merged.update(body)
-    return merged
-
-
 def test_the_role_reaches_the_script_job_keys_the_local_role_does_and_nothing_more():
-    statements = _documents()["script_job"]["statement"]
+    document = policy_documents(COMPUTE_DIR / "main.tf")["script_job"]
+    statements = document["statement"]
     (s3,) = [statement for statement in statements if statement["sid"] == "ScriptJobKeys"]
-    prefixes = _locals()["script_job_prefixes"]
+    prefixes = hcl_locals(COMPUTE_DIR / "main.tf")["script_job_prefixes"]
     planned = sorted(f"arn:aws:s3:::{BUCKET}/{prefix}*" for prefix in prefixes)
     assert (
         s3["resources"]
@@ -55,24 +45,15 @@ def test_the_role_reaches_the_script_job_keys_the_local_role_does_and_nothing_mo
     assert sorted(s3["actions"]) == sorted(local["Action"])
     # Anything else is the bucket's KMS key, only when one is given.
     assert len(statements) == 1
-    ((dynamic,),) = [entry.values() for entry in _documents()["script_job"]["dynamic"]]
-    assert dynamic["content"][0]["actions"] == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert dynamic["for_each"] == "${var.kms_key_arn == null ? [] : [var.kms_key_arn]}"
+    assert_uses_key_statement(document)
 
 
 def test_only_the_flow_run_role_assumes_it_and_flow_runs_are_told_its_arn():
-    (assume,) = _documents()["script_job_assume"]["statement"]
-    assert assume["actions"] == ["sts:AssumeRole"]
-    assert assume["principals"] == [{"type": "AWS", "identifiers": ["${aws_iam_role.flow_run.arn}"]}]
-    (may_assume,) = _documents()["flow_run_assume_script_job"]["statement"]
-    assert may_assume["resources"] == ["${aws_iam_role.script_job[0].arn}"]
-    found = {(rtype, name): body for rtype, name, body in resources(MODULE / "main.tf")}
-    assert (
-        found[("aws_iam_role_policy", "flow_run_assume_script_job")]["role"] == "${aws_iam_role.flow_run.id}"
+    document = check_session_role(
+        "script_job",
+        name="script-job",
+        env=ROLE_ENV,
+        create="create_script_job_role",
+        assume_sid="AssumeScriptJobRole",
     )
-    environment = _locals()["script_job_environment"]
-    assert f"{ROLE_ENV} = aws_iam_role.script_job[0].arn" in environment.replace('"', "")
-    main = (MODULE / "main.tf").read_text()
-    outputs = (MODULE / "outputs.tf").read_text()
-    assert "local.script_job_environment," in main  # Batch jobs' environment
-    assert "env                       = merge(local.script_job_environment," in outputs  # ECS work pool
+    assert {statement["sid"] for statement in document["statement"]} == {"ScriptJobKeys"}

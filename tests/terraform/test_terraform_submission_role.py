@@ -6,7 +6,8 @@ substituted, are the ones the local stack's emulator enforces
 (``interlinked.local.identities.submission_statements``, tested on the stack in
 ``tests/integration/test_submission_scope_stack.py``); only the flow-run role may assume it; the flow
 runs' environment names it under the variable the flow reads (``flows.submissions.scoped.ROLE_ENV``);
-and the root stack creates it for every analysis bucket.
+and the root stack creates it for every analysis bucket. The role is the ``submission`` entry of the
+module's session roles (``tf_harness.check_session_role``).
 """
 
 from __future__ import annotations
@@ -15,37 +16,27 @@ import json
 from urllib.parse import unquote
 
 import pytest
-from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR
+from tf_harness import (
+    COMPUTE_DIR,
+    TF_DIR,
+    assert_uses_key_statement,
+    blocks,
+    check_session_role,
+    policy_documents,
+)
 
 from flows.submissions.scoped import ROLE_ENV
 from interlinked.local.identities import submission_statements
 
 pytestmark = pytest.mark.terraform
 
-MODULE = TF_DIR / "modules" / "compute"
 BUCKET = "lab-analysis"
 ARN = f"arn:aws:s3:::{BUCKET}"
 
 
-def _documents() -> dict[str, dict]:
-    return {
-        name: body
-        for kind, found in blocks(MODULE / "main.tf", "data")
-        if kind == "aws_iam_policy_document"
-        for name, body in found.items()
-    }
-
-
-def _locals() -> dict:
-    merged: dict = {}
-    for body in parse(MODULE / "main.tf").get("locals", []):
-        merged.update(body)
-    return merged
-
-
 def test_the_role_reaches_the_areas_the_local_role_does_and_nothing_more():
-    statements = {statement["sid"]: statement for statement in _documents()["submission"]["statement"]}
+    document = policy_documents(COMPUTE_DIR / "main.tf")["submission"]
+    statements = {statement["sid"]: statement for statement in document["statement"]}
     assert set(statements) == {"ListGroupInputs", "ReadGroupInputs", "WriteResults"}
     # The HCL expressions, evaluated for one bucket by hand ...
     assert statements["ListGroupInputs"]["resources"] == "${var.submission_bucket_arns}"
@@ -69,26 +60,23 @@ def test_the_role_reaches_the_areas_the_local_role_does_and_nothing_more():
     ((condition,),) = [statements["ListGroupInputs"]["condition"]]
     assert condition == {"test": "StringLike", "variable": "s3:prefix", "values": ["*/inputs/*"]}
     assert local[0]["Condition"] == {"StringLike": {"s3:prefix": ["*/inputs/*"]}}
-    ((dynamic,),) = [entry.values() for entry in _documents()["submission"]["dynamic"]]
-    assert dynamic["content"][0]["actions"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    # Anything else is the bucket's KMS key, only when one is given.
+    assert_uses_key_statement(document)
 
 
 def test_only_the_flow_run_role_assumes_it_and_flow_runs_are_told_its_arn():
-    (assume,) = _documents()["submission_assume"]["statement"]
-    assert assume["actions"] == ["sts:AssumeRole"]
-    assert assume["principals"] == [{"type": "AWS", "identifiers": ["${aws_iam_role.flow_run.arn}"]}]
-    (may_assume,) = _documents()["flow_run_assume_submission"]["statement"]
-    assert may_assume["resources"] == ["${aws_iam_role.submission[0].arn}"]
-    found = {(rtype, name): body for rtype, name, body in resources(MODULE / "main.tf")}
-    assert (
-        found[("aws_iam_role_policy", "flow_run_assume_submission")]["role"] == "${aws_iam_role.flow_run.id}"
+    document = check_session_role(
+        "submission",
+        name="submission",
+        env=ROLE_ENV,
+        create="create_submission_role",
+        assume_sid="AssumeSubmissionRole",
     )
-    environment = _locals()["submission_environment"]
-    assert f"{ROLE_ENV} = aws_iam_role.submission[0].arn" in environment.replace('"', "")
-    main = (MODULE / "main.tf").read_text()
-    outputs = (MODULE / "outputs.tf").read_text()
-    assert "local.submission_environment," in main  # Batch jobs' environment
-    assert "merge(local.script_job_environment, local.submission_environment)" in outputs  # ECS work pool
+    assert {statement["sid"] for statement in document["statement"]} == {
+        "ListGroupInputs",
+        "ReadGroupInputs",
+        "WriteResults",
+    }
 
 
 def test_the_root_stack_creates_it_for_every_analysis_bucket():

@@ -1,4 +1,5 @@
-"""Helpers of the Terraform tests: tool discovery, terraform runner, the local-stack launcher.
+"""Helpers of the Terraform tests: tool discovery, terraform runner, the local-stack launcher, HCL
+reading (python-hcl2) and the shared checks of modules/compute's session roles.
 
 Imported by tests/terraform/conftest.py (fixtures) and the test modules (constants).
 """
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hcl2
+
 REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "infra" / "terraform"
 PACKAGE_SCRIPT = TF_DIR / "scripts" / "package_lambda.py"
@@ -38,8 +41,150 @@ CONFIG_DIRS = (
     "examples/local",
     "examples/aws",
 )
+COMPUTE_DIR = TF_DIR / "modules" / "compute"
 LOCAL_REGION = "us-east-1"
 LOCAL_STACK_TIMEOUT = 420  # seconds for moto start + init + apply
+
+
+################################################################################
+# HCL, as python-hcl2 reads it (expressions stay strings: "${...}")
+################################################################################
+
+
+def clean(value):
+    """python-hcl2 >= 7 keeps the quotes of strings and keys and marks blocks; drop both."""
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items() if k != "__is_block__"}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def parse(path: Path) -> dict:
+    with path.open() as fh:
+        return clean(hcl2.load(fh))
+
+
+def blocks(path: Path, kind: str) -> list[tuple[str, dict]]:
+    """(name, body) of every `kind` block (variable/output) in a file."""
+    found = []
+    for entry in parse(path).get(kind, []):
+        for name, body in entry.items():
+            found.append((name, body))
+    return found
+
+
+def resources(path: Path) -> list[tuple[str, str, dict]]:
+    found = []
+    for entry in parse(path).get("resource", []):
+        for rtype, named in entry.items():
+            for name, body in named.items():
+                found.append((rtype, name, body))
+    return found
+
+
+def policy_documents(path: Path) -> dict[str, dict]:
+    """Body of every ``aws_iam_policy_document`` data source of a file, by name."""
+    return {
+        name: body
+        for kind, found in blocks(path, "data")
+        if kind == "aws_iam_policy_document"
+        for name, body in found.items()
+    }
+
+
+def hcl_locals(path: Path) -> dict:
+    """Every local of a file, its ``locals`` blocks merged."""
+    merged: dict = {}
+    for body in parse(path).get("locals", []):
+        merged.update(body)
+    return merged
+
+
+def assert_uses_key_statement(document: dict) -> None:
+    """A modules/compute policy document gets the KMS key only through the shared ``use_key``
+    document: kms:Decrypt and kms:GenerateDataKey on ``kms_key_arn``, only when one is given."""
+    assert "dynamic" not in document
+    assert document["source_policy_documents"] == "${data.aws_iam_policy_document.use_key[*].json}"
+    use_key = policy_documents(COMPUTE_DIR / "main.tf")["use_key"]
+    assert use_key["count"] == "${var.kms_key_arn == null ? 0 : 1}"
+    (statement,) = use_key["statement"]
+    assert statement["actions"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["resources"] == ["${var.kms_key_arn}"]
+
+
+def check_session_role(key: str, *, name: str, env: str, create: str, assume_sid: str) -> dict:
+    """Check one of modules/compute's session roles (``local.session_role_specs[key]``) and return
+    its policy document's body.
+
+    A session role is created when ``create`` (the module variable) is true, as
+    ``aws_iam_role.session[key]`` named ``{name_prefix}-{name}``; only the flow-run role may assume
+    it (the shared trust document); the flow-run role has one inline policy for it, named
+    ``assume-{name}`` (statement ``assume_sid``), that may assume this role's ARN only; its inline
+    policy (named ``name``) is ``data.aws_iam_policy_document.{key}``; the flow runs' environment
+    (the Batch job definition and the ECS pool's ``env``) names its ARN under ``env``; and ``moved``
+    blocks carry the state of the former ``count`` addresses (the role, its policy and the flow-run
+    role's ``flow_run_assume_{key}``) to the ``for_each`` key, so an upgrade replaces none of them.
+    """
+    main = COMPUTE_DIR / "main.tf"
+    documents = policy_documents(main)
+    local = hcl_locals(main)
+    found = {(rtype, rname): body for rtype, rname, body in resources(main)}
+
+    spec = local["session_role_specs"][key]
+    assert spec["create"] == f"${{var.{create}}}"
+    assert spec["name"] == name
+    assert spec["env"] == env
+    assert spec["assume_sid"] == assume_sid
+    assert spec["policy"] == f"${{one(data.aws_iam_policy_document.{key}[*].json)}}"
+    assert documents[key]["count"] == f"${{var.{create} ? 1 : 0}}"
+    assert (
+        local["session_roles"]
+        == "${{for key, role in local.session_role_specs : key => role if role.create}}"
+    )
+
+    role = found[("aws_iam_role", "session")]
+    assert role["for_each"] == "${local.session_roles}"
+    assert role["name"] == "${var.name_prefix}-${each.value.name}"
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.session_assume.json}"
+    (assume,) = documents["session_assume"]["statement"]
+    assert assume["effect"] == "Allow" and assume["actions"] == ["sts:AssumeRole"]
+    assert assume["principals"] == [{"type": "AWS", "identifiers": ["${aws_iam_role.flow_run.arn}"]}]
+
+    policy = found[("aws_iam_role_policy", "session")]
+    assert policy["for_each"] == "${local.session_roles}"
+    assert (policy["name"], policy["policy"]) == ("${each.value.name}", "${each.value.policy}")
+    assert policy["role"] == "${aws_iam_role.session[each.key].id}"
+
+    may_assume = found[("aws_iam_role_policy", "flow_run_assume_session")]
+    assert may_assume["for_each"] == "${local.session_roles}"
+    assert may_assume["name"] == "assume-${each.value.name}"  # the former policies' names
+    assert may_assume["role"] == "${aws_iam_role.flow_run.id}"
+    assert may_assume["policy"] == "${data.aws_iam_policy_document.flow_run_assume_session[each.key].json}"
+    assume_document = documents["flow_run_assume_session"]
+    assert assume_document["for_each"] == "${local.session_roles}"
+    (statement,) = assume_document["statement"]
+    assert statement["sid"] == "${each.value.assume_sid}"
+    assert statement["effect"] == "Allow" and statement["actions"] == ["sts:AssumeRole"]
+    assert statement["resources"] == ["${aws_iam_role.session[each.key].arn}"]  # this role only
+
+    assert local["session_role_environment"] == (
+        "${{for key, role in local.session_roles : role.env => aws_iam_role.session[key].arn}}"
+    )
+    assert "local.session_role_environment," in main.read_text()  # Batch jobs' environment
+    outputs = (COMPUTE_DIR / "outputs.tf").read_text()
+    assert "env                       = local.session_role_environment" in outputs  # ECS work pool
+
+    moved = {(entry["from"], entry["to"]) for entry in parse(main).get("moved", [])}
+    for rtype in ("aws_iam_role", "aws_iam_role_policy"):
+        assert (f"${{{rtype}.{key}[0]}}", f'${{{rtype}.session["{key}"]}}') in moved
+    assert (
+        f"${{aws_iam_role_policy.flow_run_assume_{key}[0]}}",
+        f'${{aws_iam_role_policy.flow_run_assume_session["{key}"]}}',
+    ) in moved
+    return documents[key]
 
 
 ################################################################################

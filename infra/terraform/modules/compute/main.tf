@@ -88,8 +88,7 @@ locals {
     environment = [
       for name, value in merge(
         { PREFECT_API_URL = var.prefect_api_url, AWS_REGION = local.region },
-        local.script_job_environment,
-        local.submission_environment,
+        local.session_role_environment,
         var.flow_run_environment,
       ) : { name = name, value = value }
     ]
@@ -208,6 +207,19 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
   }
 }
 
+# The customer managed key of the buckets and topics (kms_key_arn), when there is one: the roles'
+# policies that read and write their objects take this statement as a source document.
+data "aws_iam_policy_document" "use_key" {
+  count = var.kms_key_arn == null ? 0 : 1
+
+  statement {
+    sid       = "UseKey"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+}
+
 ################################################################################
 # IAM: execution role
 ################################################################################
@@ -290,6 +302,9 @@ resource "aws_iam_role" "flow_run" {
 }
 
 data "aws_iam_policy_document" "flow_run" {
+  # Use of the bucket key (kms_key_arn), when there is one.
+  source_policy_documents = data.aws_iam_policy_document.use_key[*].json
+
   dynamic "statement" {
     for_each = length(var.bucket_arns) == 0 ? [] : [1]
 
@@ -361,17 +376,6 @@ data "aws_iam_policy_document" "flow_run" {
     }
   }
 
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    content {
-      sid       = "UseKey"
-      effect    = "Allow"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
-  }
-
   # Keeps the document valid when no resource was handed in.
   statement {
     sid       = "ReadOwnIdentity"
@@ -388,20 +392,46 @@ resource "aws_iam_role_policy" "flow_run" {
 }
 
 ################################################################################
-# IAM: script-job role (what a script job's own code may reach). The flow run assumes it for each
-# job with a session policy naming that job's keys (flows/script_jobs/scoped.py), so a script
-# reaches only its spec, its script, its results/{id}/ and its log; this role bounds every session.
+# IAM: session roles. A flow run assumes one of these for each script job or submission with a
+# session policy naming that job's keys, so the job's own code reaches only what the session names
+# and the role bounds every session. Each role is trusted by the flow-run role only, which has an
+# assume policy per role; the flow runs are told each role's ARN in the variable their flow reads.
+#   script_job  what a script job's code may reach (flows/script_jobs/scoped.py): its spec, its
+#               script, its results/{id}/ and its log
+#   submission  what a submission's analysis reads and writes with (flows/submissions/scoped.py):
+#               the group's inputs/ and configs/ and the job's process_results/, bounded to the
+#               analysis buckets' inputs/, configs/ and results/ areas (and the storage-bypass
+#               locations given)
 ################################################################################
 
 locals {
-  create_script_job_role = var.create_script_job_role
-  script_job_prefixes    = ["jobs/", "scripts/", "results/", "logs/"]
-  script_job_environment = local.create_script_job_role ? { INTERLINKED_SCRIPT_JOB_ROLE_ARN = aws_iam_role.script_job[0].arn } : {}
+  script_job_prefixes = ["jobs/", "scripts/", "results/", "logs/"]
+
+  # Every session role the module knows; the created ones (create) are local.session_roles.
+  session_role_specs = {
+    script_job = {
+      create      = var.create_script_job_role
+      name        = "script-job"
+      description = "What a script job's code may reach: script-job keys of the data bucket, narrowed per job by a session policy"
+      env         = "INTERLINKED_SCRIPT_JOB_ROLE_ARN"
+      assume_sid  = "AssumeScriptJobRole"
+      policy      = one(data.aws_iam_policy_document.script_job[*].json)
+    }
+    submission = {
+      create      = var.create_submission_role
+      name        = "submission"
+      description = "What a submission's analysis reads and writes: groups' inputs/, configs/ and results/ of the analysis buckets, narrowed per submission by a session policy"
+      env         = "INTERLINKED_SUBMISSION_ROLE_ARN"
+      assume_sid  = "AssumeSubmissionRole"
+      policy      = one(data.aws_iam_policy_document.submission[*].json)
+    }
+  }
+  session_roles = { for key, role in local.session_role_specs : key => role if role.create }
+  # INTERLINKED_*_ROLE_ARN of every session role, in the flow runs' environment (Batch and ECS).
+  session_role_environment = { for key, role in local.session_roles : role.env => aws_iam_role.session[key].arn }
 }
 
-data "aws_iam_policy_document" "script_job_assume" {
-  count = local.create_script_job_role ? 1 : 0
-
+data "aws_iam_policy_document" "session_assume" {
   statement {
     sid     = "FlowRunsAssume"
     effect  = "Allow"
@@ -414,19 +444,83 @@ data "aws_iam_policy_document" "script_job_assume" {
   }
 }
 
-resource "aws_iam_role" "script_job" {
-  count = local.create_script_job_role ? 1 : 0
+resource "aws_iam_role" "session" {
+  for_each = local.session_roles
 
-  name                 = "${var.name_prefix}-script-job"
-  description          = "What a script job's code may reach: script-job keys of the data bucket, narrowed per job by a session policy"
-  assume_role_policy   = data.aws_iam_policy_document.script_job_assume[0].json
+  name                 = "${var.name_prefix}-${each.value.name}"
+  description          = each.value.description
+  assume_role_policy   = data.aws_iam_policy_document.session_assume.json
   max_session_duration = 3600
 
-  tags = merge(var.tags, { Name = "${var.name_prefix}-script-job" })
+  tags = merge(var.tags, { Name = "${var.name_prefix}-${each.value.name}" })
 }
 
+resource "aws_iam_role_policy" "session" {
+  for_each = local.session_roles
+
+  name   = each.value.name
+  role   = aws_iam_role.session[each.key].id
+  policy = each.value.policy
+}
+
+# One assume policy on the flow-run role per session role ("assume-<name>"), naming only that role.
+data "aws_iam_policy_document" "flow_run_assume_session" {
+  for_each = local.session_roles
+
+  statement {
+    sid       = each.value.assume_sid
+    effect    = "Allow"
+    actions   = ["sts:AssumeRole"]
+    resources = [aws_iam_role.session[each.key].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "flow_run_assume_session" {
+  for_each = local.session_roles
+
+  name   = "assume-${each.value.name}"
+  role   = aws_iam_role.flow_run.id
+  policy = data.aws_iam_policy_document.flow_run_assume_session[each.key].json
+}
+
+# The roles, their policies and the flow-run role's assume policies were count-indexed per role
+# before; their state moves to the map (same names and documents, so an upgrade changes nothing).
+moved {
+  from = aws_iam_role.script_job[0]
+  to   = aws_iam_role.session["script_job"]
+}
+
+moved {
+  from = aws_iam_role_policy.script_job[0]
+  to   = aws_iam_role_policy.session["script_job"]
+}
+
+moved {
+  from = aws_iam_role.submission[0]
+  to   = aws_iam_role.session["submission"]
+}
+
+moved {
+  from = aws_iam_role_policy.submission[0]
+  to   = aws_iam_role_policy.session["submission"]
+}
+
+moved {
+  from = aws_iam_role_policy.flow_run_assume_script_job[0]
+  to   = aws_iam_role_policy.flow_run_assume_session["script_job"]
+}
+
+moved {
+  from = aws_iam_role_policy.flow_run_assume_submission[0]
+  to   = aws_iam_role_policy.flow_run_assume_session["submission"]
+}
+
+# Permissions of the script-job role: the data bucket's script-job keys (and the key).
 data "aws_iam_policy_document" "script_job" {
-  count = local.create_script_job_role ? 1 : 0
+  count = var.create_script_job_role ? 1 : 0
+
+  # Use of the bucket key (kms_key_arn), when there is one.
+  source_policy_documents = data.aws_iam_policy_document.use_key[*].json
 
   statement {
     sid       = "ScriptJobKeys"
@@ -434,86 +528,14 @@ data "aws_iam_policy_document" "script_job" {
     actions   = ["s3:GetObject", "s3:PutObject"]
     resources = [for prefix in local.script_job_prefixes : "${var.script_job_bucket_arn}/${prefix}*"]
   }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    content {
-      sid       = "UseKey"
-      effect    = "Allow"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
-  }
 }
 
-resource "aws_iam_role_policy" "script_job" {
-  count = local.create_script_job_role ? 1 : 0
-
-  name   = "script-job"
-  role   = aws_iam_role.script_job[0].id
-  policy = data.aws_iam_policy_document.script_job[0].json
-}
-
-data "aws_iam_policy_document" "flow_run_assume_script_job" {
-  count = local.create_script_job_role ? 1 : 0
-
-  statement {
-    sid       = "AssumeScriptJobRole"
-    effect    = "Allow"
-    actions   = ["sts:AssumeRole"]
-    resources = [aws_iam_role.script_job[0].arn]
-  }
-}
-
-resource "aws_iam_role_policy" "flow_run_assume_script_job" {
-  count = local.create_script_job_role ? 1 : 0
-
-  name   = "assume-script-job"
-  role   = aws_iam_role.flow_run.id
-  policy = data.aws_iam_policy_document.flow_run_assume_script_job[0].json
-}
-
-################################################################################
-# IAM: submission role (what a submission's analysis reads and writes with). The flow run assumes it
-# for each submission with a session policy naming the group's inputs/ and configs/ and the job's
-# process_results/ (flows/submissions/scoped.py); this role bounds every session to the analysis
-# buckets' inputs/, configs/ and results/ areas (and the storage-bypass locations given).
-################################################################################
-
-locals {
-  create_submission_role = var.create_submission_role
-  submission_environment = local.create_submission_role ? { INTERLINKED_SUBMISSION_ROLE_ARN = aws_iam_role.submission[0].arn } : {}
-}
-
-data "aws_iam_policy_document" "submission_assume" {
-  count = local.create_submission_role ? 1 : 0
-
-  statement {
-    sid     = "FlowRunsAssume"
-    effect  = "Allow"
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "AWS"
-      identifiers = [aws_iam_role.flow_run.arn]
-    }
-  }
-}
-
-resource "aws_iam_role" "submission" {
-  count = local.create_submission_role ? 1 : 0
-
-  name                 = "${var.name_prefix}-submission"
-  description          = "What a submission's analysis reads and writes: groups' inputs/, configs/ and results/ of the analysis buckets, narrowed per submission by a session policy"
-  assume_role_policy   = data.aws_iam_policy_document.submission_assume[0].json
-  max_session_duration = 3600
-
-  tags = merge(var.tags, { Name = "${var.name_prefix}-submission" })
-}
-
+# Permissions of the submission role: the analysis buckets' group areas (and the key).
 data "aws_iam_policy_document" "submission" {
-  count = local.create_submission_role ? 1 : 0
+  count = var.create_submission_role ? 1 : 0
+
+  # Use of the bucket key (kms_key_arn), when there is one.
+  source_policy_documents = data.aws_iam_policy_document.use_key[*].json
 
   statement {
     sid       = "ListGroupInputs"
@@ -541,44 +563,6 @@ data "aws_iam_policy_document" "submission" {
     actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
     resources = concat([for arn in var.submission_bucket_arns : "${arn}/*/results/*"], var.submission_result_arns)
   }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    content {
-      sid       = "UseKey"
-      effect    = "Allow"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "submission" {
-  count = local.create_submission_role ? 1 : 0
-
-  name   = "submission"
-  role   = aws_iam_role.submission[0].id
-  policy = data.aws_iam_policy_document.submission[0].json
-}
-
-data "aws_iam_policy_document" "flow_run_assume_submission" {
-  count = local.create_submission_role ? 1 : 0
-
-  statement {
-    sid       = "AssumeSubmissionRole"
-    effect    = "Allow"
-    actions   = ["sts:AssumeRole"]
-    resources = [aws_iam_role.submission[0].arn]
-  }
-}
-
-resource "aws_iam_role_policy" "flow_run_assume_submission" {
-  count = local.create_submission_role ? 1 : 0
-
-  name   = "assume-submission"
-  role   = aws_iam_role.flow_run.id
-  policy = data.aws_iam_policy_document.flow_run_assume_submission[0].json
 }
 
 ################################################################################

@@ -96,7 +96,7 @@ output "ecs_work_pool_job_variables" {
       securityGroups = local.security_group_ids
       assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED"
     }
-    env                       = merge(local.script_job_environment, local.submission_environment)
+    env                       = local.session_role_environment
     configure_cloudwatch_logs = true
     cloudwatch_logs_options = {
       awslogs-group         = aws_cloudwatch_log_group.this["flow_runs"].name
@@ -131,10 +131,10 @@ output "service_task_role_arns" {
 
 output "submission_role_arn" {
   description = "Role a submission's analysis reads and writes with (INTERLINKED_SUBMISSION_ROLE_ARN in the flow runs' environment), narrowed per submission by a session policy; null without create_submission_role."
-  value       = try(aws_iam_role.submission[0].arn, null)
+  value       = try(aws_iam_role.session["submission"].arn, null)
 }
 
 output "script_job_role_arn" {
   description = "Role a script job's code runs as (INTERLINKED_SCRIPT_JOB_ROLE_ARN in the flow runs' environment), narrowed per job by a session policy; null without create_script_job_role."
-  value       = try(aws_iam_role.script_job[0].arn, null)
+  value       = try(aws_iam_role.session["script_job"].arn, null)
 }

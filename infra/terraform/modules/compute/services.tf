@@ -150,6 +150,9 @@ data "aws_iam_policy_document" "bridge_service" {
 data "aws_iam_policy_document" "analysis_service" {
   count = var.analysis_service == null ? 0 : 1
 
+  # Use of the bucket key (kms_key_arn), when there is one.
+  source_policy_documents = data.aws_iam_policy_document.use_key[*].json
+
   statement {
     sid    = "ConsumeWorkQueue"
     effect = "Allow"
@@ -203,17 +206,6 @@ data "aws_iam_policy_document" "analysis_service" {
       for prefix in ["analysis-cache/", "analysis-responses/"] :
       "${var.analysis_service.data_bucket_arn}/${prefix}*"
     ]
-  }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    content {
-      sid       = "UseKey"
-      effect    = "Allow"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
   }
 }
 
