@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 
 import boto3
 import pytest
+from _nasty_keys import nasty_keys
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
@@ -261,31 +262,9 @@ def test_iam_state_survives_a_restart(emu):
 
 # ---- property: the generated session policy never grants outside the job's own keys ---------------
 
-_NASTY = st.sampled_from(
-    [
-        "..",
-        "%2e%2e",
-        "%2E%2E/",
-        "//",
-        "/",
-        "./",
-        "\u2215",
-        "\uff0f",
-        "\u2024\u2024",
-        "\u0131",
-        "%2f",
-        " ",
-        "\\",
-        "~",
-    ]
-)
-_PIECES = st.sampled_from(
-    [f"results/{JOB}/", f"results/{JOB}", f"logs/{JOB}", f"jobs/{JOB}", "results/", OTHER_JOB, JOB]
-)
+_PIECES = [f"results/{JOB}/", f"results/{JOB}", f"logs/{JOB}", f"jobs/{JOB}", "results/", OTHER_JOB, JOB]
 _KEYS = st.one_of(
-    st.lists(st.one_of(_NASTY, _PIECES, st.text(min_size=1, max_size=6)), min_size=1, max_size=6).map(
-        "".join
-    ),
+    nasty_keys(_PIECES, max_pieces=6),
     st.builds(lambda n: f"results/{JOB}/" + "a" * n, st.integers(900, 1010)),
 )
 
@@ -352,22 +331,18 @@ def test_the_submission_role_trusts_only_the_flow_run_user(emu):
     assert _code(lambda: sts.assume_role(RoleArn=arn, RoleSessionName="x-submission")) == "AccessDenied"
 
 
-_SUBMISSION_PIECES = st.sampled_from(
-    [
-        "grp-a/",
-        "grp-ab/",
-        "grp-b/",
-        "inputs/",
-        "configs/",
-        "results/",
-        f"job__{ANALYSIS}_t1/",
-        "process_results/",
-        "logs/",
-    ]
-)
-_SUBMISSION_KEYS = st.lists(
-    st.one_of(_NASTY, _SUBMISSION_PIECES, st.text(min_size=1, max_size=6)), min_size=1, max_size=7
-).map("".join)
+_SUBMISSION_PIECES = [
+    "grp-a/",
+    "grp-ab/",
+    "grp-b/",
+    "inputs/",
+    "configs/",
+    "results/",
+    f"job__{ANALYSIS}_t1/",
+    "process_results/",
+    "logs/",
+]
+_SUBMISSION_KEYS = nasty_keys(_SUBMISSION_PIECES, max_pieces=7)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
