@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, copy_tree, private_moto
+from tf_harness import TF_DIR, copy_tree, moto_provider, private_moto
 
 pytestmark = pytest.mark.terraform
 
@@ -121,26 +121,9 @@ def test_root_grants_get_secret_value_on_the_database_secret_only():
 # Plan of the root stack with enable_database = true
 ################################################################################
 
-WRAPPER = """
-provider "aws" {{
-  region     = "us-east-1"
-  access_key = "test"
-  secret_key = "test"
-
-  s3_use_path_style           = true
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-
-  endpoints {{
-    ec2 = "{endpoint}"
-    iam = "{endpoint}"
-    rds = "{endpoint}"
-    sts = "{endpoint}"
-  }}
-}}
-
+WRAPPER = (
+    moto_provider(["ec2", "iam", "rds", "sts"])
+    + """
 module "interlinked" {{
   source = "{root}"
 
@@ -172,6 +155,7 @@ output "database" {{
   }}
 }}
 """
+)
 KMS_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/0b6f0bd8-8f4e-4c39-9ad4-5a1f3e5d9a10"
 
 

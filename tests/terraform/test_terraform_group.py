@@ -19,7 +19,7 @@ import textwrap
 import boto3
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, copy_tree, policy_documents, private_moto
+from tf_harness import TF_DIR, copy_tree, moto_provider, policy_documents, private_moto
 
 from flows.submissions.writers import REGISTRY_PREFIX, check_writer, load_registry, registry_key
 from interlinked.local.identities import group_policy
@@ -122,25 +122,9 @@ def test_the_flow_run_role_may_not_write_the_registry():
     assert compute["group_registry_bucket_arn"] == "${module.storage.data_bucket_arn}"
 
 
-WRAPPER = """
-provider "aws" {{
-  region     = "us-east-1"
-  access_key = "test"
-  secret_key = "test"
-
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-  s3_use_path_style           = true
-
-  endpoints {{
-    iam = "{endpoint}"
-    s3  = "{endpoint}"
-    sts = "{endpoint}"
-  }}
-}}
-
+WRAPPER = (
+    moto_provider(["iam", "s3", "sts"])
+    + """
 module "group" {{
   source = "{module}"
 
@@ -150,6 +134,7 @@ module "group" {{
   trusted_principal_arns = ["arn:aws:iam::123456789012:root"]
 }}
 """
+)
 
 
 def test_applied_the_record_names_the_roles_unique_id(terraform, tmp_path_factory):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, copy_tree, private_moto
+from tf_harness import TF_DIR, copy_tree, moto_provider, private_moto
 
 from interlinked import jobs_lambda
 
@@ -130,24 +130,9 @@ def test_role_may_do_only_what_the_job_service_calls():
 # Plan of the root stack with enable_database + enable_jobs_api
 ################################################################################
 
-WRAPPER = """
-provider "aws" {{
-  region     = "us-east-1"
-  access_key = "test"
-  secret_key = "test"
-
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-
-  endpoints {{
-    ec2 = "{endpoint}"
-    iam = "{endpoint}"
-    sts = "{endpoint}"
-  }}
-}}
-
+WRAPPER = (
+    moto_provider(["ec2", "iam", "sts"])
+    + """
 module "interlinked" {{
   source = "{root}"
 
@@ -173,6 +158,7 @@ output "jobs_api" {{
   }}
 }}
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from test_terraform_checks import blocks, parse, resources
-from tf_harness import TF_DIR, copy_tree, private_moto
+from tf_harness import TF_DIR, copy_tree, moto_provider, private_moto
 
 from flows.collections import dynamodb as store_module
 
@@ -75,25 +75,9 @@ def test_indexes_are_the_ones_the_store_queries():
 # Plan of the root stack with enable_tasks_table = true
 ################################################################################
 
-WRAPPER = """
-provider "aws" {{
-  region     = "us-east-1"
-  access_key = "test"
-  secret_key = "test"
-
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-
-  endpoints {{
-    dynamodb = "{endpoint}"
-    ec2      = "{endpoint}"
-    iam      = "{endpoint}"
-    sts      = "{endpoint}"
-  }}
-}}
-
+WRAPPER = (
+    moto_provider(["dynamodb", "ec2", "iam", "sts"])
+    + """
 module "interlinked" {{
   source = "{root}"
 
@@ -119,6 +103,7 @@ output "tasks" {{
   }}
 }}
 """
+)
 
 
 @pytest.fixture(scope="module")

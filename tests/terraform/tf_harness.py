@@ -192,6 +192,25 @@ def check_session_role(key: str, *, name: str, env: str, create: str, assume_sid
 ################################################################################
 
 
+def moto_provider(services: list[str]) -> str:
+    """The ``aws`` provider block of a plan/apply against a private moto server, as a
+    ``str.format`` template: its ``{endpoint}`` serves every one of ``services``."""
+    width = max(len(service) for service in services)
+    endpoints = "\n".join(f'    {service:<{width}} = "{{endpoint}}"' for service in sorted(services))
+    return (
+        'provider "aws" {{\n'
+        '  region     = "us-east-1"\n'
+        '  access_key = "test"\n'
+        '  secret_key = "test"\n\n'
+        "  s3_use_path_style           = true\n"
+        "  skip_credentials_validation = true\n"
+        "  skip_requesting_account_id  = true\n"
+        "  skip_metadata_api_check     = true\n"
+        "  skip_region_validation      = true\n\n"
+        "  endpoints {{\n" + endpoints + "\n  }}\n}}\n"
+    )
+
+
 def find_terraform() -> str | None:
     return shutil.which("terraform")
 
