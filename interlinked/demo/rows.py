@@ -54,5 +54,9 @@ def print_summary(rows: list[Row], settings: Settings, total_seconds: float) -> 
     good = sum(row.as_expected for row in rows)
     print(f"{good}/{len(rows)} ended as expected in {total_seconds:.1f} s.")
     print(f"Open the Prefect UI at {settings.prefect_ui_url} (flow runs, logs, artifacts).")
+    if settings.prefect_auth:
+        from interlinked.local.parts import prefect_auth_file
+
+        print(f"  Its login asks for the password in {prefect_auth_file(settings)} (the whole line).")
     print('Use the stack from a shell with: eval "$(.venv/bin/interlinked env)"')
     print("Stop it with: .venv/bin/interlinked down   (or: make down)")
