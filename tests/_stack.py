@@ -136,6 +136,17 @@ class StackHandle:
 STACK = StackHandle()
 
 
+def aws_error_code(call) -> str:
+    """The AWS error code ``call()`` raised (``AccessDenied``, ...), or ``"OK"`` when it succeeded."""
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    return "OK"
+
+
 def grant_stack_access(*buckets: str) -> None:
     """Let the stack's own identities use buckets a test made (as an admin attaches a policy on AWS):
     the flow runs read and write them (and the submission role its areas), the bridge and the

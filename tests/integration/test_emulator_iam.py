@@ -24,10 +24,10 @@ import boto3
 import pytest
 from _nasty_keys import nasty_keys
 from botocore.config import Config
-from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _stack import aws_error_code
 from flows.script_jobs.scoped import ScopeError, session_policy
 from flows.submissions import scoped as submission_scope
 from interlinked.local import identities
@@ -94,14 +94,6 @@ class Emulator:
         )
 
 
-def _code(call) -> str:
-    try:
-        call()
-    except ClientError as error:
-        return error.response["Error"]["Code"]
-    return "OK"
-
-
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
     base = tmp_path_factory.mktemp("iam")
@@ -148,9 +140,12 @@ def _job_session(emu, job_id: str, script: str):
 
 
 def test_keys_are_checked_and_test_test_is_admin(emu):
-    assert _code(lambda: emu.client("s3").list_buckets()) == "OK"
-    assert _code(lambda: emu.client("s3", "AKIAUNKNOWN000000000", "x").list_buckets()) == "InvalidAccessKeyId"
-    assert _code(lambda: emu.client("s3", "test", "wrong").list_buckets()) == "SignatureDoesNotMatch"
+    assert aws_error_code(lambda: emu.client("s3").list_buckets()) == "OK"
+    assert (
+        aws_error_code(lambda: emu.client("s3", "AKIAUNKNOWN000000000", "x").list_buckets())
+        == "InvalidAccessKeyId"
+    )
+    assert aws_error_code(lambda: emu.client("s3", "test", "wrong").list_buckets()) == "SignatureDoesNotMatch"
 
 
 @pytest.mark.parametrize("signature_version", ["s3v4", "s3"])
@@ -174,12 +169,12 @@ def test_presigned_urls_of_both_signature_versions_are_served(emu, signature_ver
 
 def test_a_service_user_has_only_its_own_access(emu):
     bridge = emu.client("s3", *_user(emu, "bridge"))
-    assert _code(lambda: bridge.list_objects_v2(Bucket=DATA)) == "OK"  # reads events' objects
+    assert aws_error_code(lambda: bridge.list_objects_v2(Bucket=DATA)) == "OK"  # reads events' objects
     assert (
-        _code(lambda: bridge.put_object(Bucket=DATA, Key="results/x/result.json", Body=b"1"))
+        aws_error_code(lambda: bridge.put_object(Bucket=DATA, Key="results/x/result.json", Body=b"1"))
         == "AccessDenied"
     )
-    assert _code(lambda: emu.client("iam", *_user(emu, "worker")).list_users()) == "AccessDenied"
+    assert aws_error_code(lambda: emu.client("iam", *_user(emu, "worker")).list_users()) == "AccessDenied"
 
 
 def test_a_script_job_session_reaches_its_own_keys_only(emu):
@@ -192,10 +187,12 @@ def test_a_script_job_session_reaches_its_own_keys_only(emu):
     admin.put_object(Bucket=ANALYSIS, Key="grp-b/inputs/data.csv", Body=b"1")
     job = _job_session(emu, JOB, f"{JOB}/work.py")
     # its own work
-    assert _code(lambda: job.get_object(Bucket=DATA, Key=f"jobs/{JOB}.json")) == "OK"
-    assert _code(lambda: job.get_object(Bucket=DATA, Key=f"scripts/{JOB}/work.py")) == "OK"
-    assert _code(lambda: job.put_object(Bucket=DATA, Key=f"results/{JOB}/extra.csv", Body=b"1")) == "OK"
-    assert _code(lambda: job.put_object(Bucket=DATA, Key=f"logs/{JOB}.log", Body=b"1")) == "OK"
+    assert aws_error_code(lambda: job.get_object(Bucket=DATA, Key=f"jobs/{JOB}.json")) == "OK"
+    assert aws_error_code(lambda: job.get_object(Bucket=DATA, Key=f"scripts/{JOB}/work.py")) == "OK"
+    assert (
+        aws_error_code(lambda: job.put_object(Bucket=DATA, Key=f"results/{JOB}/extra.csv", Body=b"1")) == "OK"
+    )
+    assert aws_error_code(lambda: job.put_object(Bucket=DATA, Key=f"logs/{JOB}.log", Body=b"1")) == "OK"
     # everything else
     denied = {
         "another job's result": lambda: job.get_object(Bucket=DATA, Key=f"results/{OTHER_JOB}/result.json"),
@@ -209,14 +206,14 @@ def test_a_script_job_session_reaches_its_own_keys_only(emu):
         "listing the bucket": lambda: job.list_objects_v2(Bucket=DATA),
         "deleting its own result": lambda: job.delete_object(Bucket=DATA, Key=f"results/{JOB}/extra.csv"),
     }
-    outcome = {what: _code(call) for what, call in denied.items()}
+    outcome = {what: aws_error_code(call) for what, call in denied.items()}
     assert outcome == dict.fromkeys(denied, "AccessDenied")
 
 
 def test_the_script_job_role_trusts_only_the_flow_run_user(emu):
     arn = json.loads(identities.credentials_file(emu.settings, identities.SCRIPT_JOB_ROLE).read_text())["arn"]
     sts = emu.client("sts", *_user(emu, "bridge"))
-    assert _code(lambda: sts.assume_role(RoleArn=arn, RoleSessionName="x-job")) == "AccessDenied"
+    assert aws_error_code(lambda: sts.assume_role(RoleArn=arn, RoleSessionName="x-job")) == "AccessDenied"
 
 
 def test_a_group_reaches_its_own_prefix_only(emu):
@@ -224,14 +221,16 @@ def test_a_group_reaches_its_own_prefix_only(emu):
     identities.ensure_group(emu.settings, "grp-b")
     s3 = emu.client("s3", own["AWS_ACCESS_KEY_ID"], own["AWS_SECRET_ACCESS_KEY"])
     submission = json.dumps({"dataname": "inputs/a.csv", "configname": "configs/c.json", "timestamp": "t1"})
-    assert _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/inputs/a.csv", Body=b"1")) == "OK"
+    assert aws_error_code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/inputs/a.csv", Body=b"1")) == "OK"
     assert (
-        _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/submissions/submit.json", Body=submission))
+        aws_error_code(
+            lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/submissions/submit.json", Body=submission)
+        )
         == "OK"
     )
-    assert _code(lambda: s3.list_objects_v2(Bucket=ANALYSIS, Prefix="grp-a/")) == "OK"
+    assert aws_error_code(lambda: s3.list_objects_v2(Bucket=ANALYSIS, Prefix="grp-a/")) == "OK"
     assert (
-        _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/results/job__x/end.txt", Body=b"1"))
+        aws_error_code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/results/job__x/end.txt", Body=b"1"))
         == "AccessDenied"
     )
     for call in (
@@ -242,7 +241,7 @@ def test_a_group_reaches_its_own_prefix_only(emu):
         lambda: s3.get_object(Bucket=ANALYSIS, Key="grp-b/inputs/data.csv"),
         lambda: s3.put_object(Bucket=DATA, Key="grp-a/inputs/a.csv", Body=b"1"),
     ):
-        assert _code(call) == "AccessDenied"
+        assert aws_error_code(call) == "AccessDenied"
 
 
 def test_iam_state_survives_a_restart(emu):
@@ -250,9 +249,14 @@ def test_iam_state_survives_a_restart(emu):
     emu.stop()
     emu.start()
     s3 = emu.client("s3", group["AWS_ACCESS_KEY_ID"], group["AWS_SECRET_ACCESS_KEY"])
-    assert _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-restart/inputs/x", Body=b"1")) == "OK"
-    assert _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/inputs/x", Body=b"1")) == "AccessDenied"
-    assert _code(lambda: emu.client("s3").list_buckets()) == "OK"
+    assert (
+        aws_error_code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-restart/inputs/x", Body=b"1")) == "OK"
+    )
+    assert (
+        aws_error_code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-a/inputs/x", Body=b"1"))
+        == "AccessDenied"
+    )
+    assert aws_error_code(lambda: emu.client("s3").list_buckets()) == "OK"
     # ... and `up` finds the saved keys still valid instead of making new ones
     assert (
         identities.ensure_group(emu.settings, "grp-restart")["AWS_ACCESS_KEY_ID"]
@@ -287,7 +291,7 @@ def test_nasty_keys_are_never_granted_outside_the_job(job_s3, key):
     key = key.lstrip("/") or "x"  # S3 keys: botocore sends a leading "/" as part of the path
     if len(key.encode()) > 1024:
         return
-    code = _code(lambda: job_s3.put_object(Bucket=DATA, Key=key, Body=b"p"))
+    code = aws_error_code(lambda: job_s3.put_object(Bucket=DATA, Key=key, Body=b"p"))
     # Granted means written. Keys the emulator's HTTP layer cannot route (e.g. "\n": a bare 404 from
     # the web server, not S3) are refused before any policy is read, which is no grant either.
     if code == "OK":
@@ -328,7 +332,9 @@ def submission_s3(emu):
 def test_the_submission_role_trusts_only_the_flow_run_user(emu):
     arn = json.loads(identities.credentials_file(emu.settings, identities.SUBMISSION_ROLE).read_text())["arn"]
     sts = emu.client("sts", *_user(emu, "bridge"))
-    assert _code(lambda: sts.assume_role(RoleArn=arn, RoleSessionName="x-submission")) == "AccessDenied"
+    assert (
+        aws_error_code(lambda: sts.assume_role(RoleArn=arn, RoleSessionName="x-submission")) == "AccessDenied"
+    )
 
 
 _SUBMISSION_PIECES = [
@@ -352,7 +358,7 @@ def test_nasty_keys_are_never_granted_outside_the_submission(submission_s3, key)
     if len(key.encode()) > 1024:
         return
     own = key.startswith(SUBMISSION_PREFIX + "process_results/")
-    code = _code(lambda: submission_s3.put_object(Bucket=ANALYSIS, Key=key, Body=b"p"))
+    code = aws_error_code(lambda: submission_s3.put_object(Bucket=ANALYSIS, Key=key, Body=b"p"))
     if code == "OK":  # granted means written
         assert own, f"{key!r} was granted"
     elif not own:
@@ -360,7 +366,7 @@ def test_nasty_keys_are_never_granted_outside_the_submission(submission_s3, key)
     # Reading: its group's inputs/ and configs/ and its own results (a missing key is NoSuchKey
     # only where reading is granted).
     readable = own or key.startswith(("grp-a/inputs/", "grp-a/configs/"))
-    code = _code(lambda: submission_s3.get_object(Bucket=ANALYSIS, Key=key))
+    code = aws_error_code(lambda: submission_s3.get_object(Bucket=ANALYSIS, Key=key))
     if code == "AccessDenied":
         assert not readable, f"{key!r} was refused"
     elif code != "404":
@@ -389,10 +395,12 @@ def test_groups_add_prints_keys_that_work_for_its_own_prefix_only(emu):
     group = json.loads(done.stdout)
     s3 = emu.client("s3", group["AWS_ACCESS_KEY_ID"], group["AWS_SECRET_ACCESS_KEY"])
     assert (
-        _code(lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-cli/submissions/submit.json", Body=b"{}"))
+        aws_error_code(
+            lambda: s3.put_object(Bucket=ANALYSIS, Key="grp-cli/submissions/submit.json", Body=b"{}")
+        )
         == "OK"
     )
-    assert _code(lambda: s3.list_objects_v2(Bucket=ANALYSIS, Prefix="grp-a/")) == "AccessDenied"
+    assert aws_error_code(lambda: s3.list_objects_v2(Bucket=ANALYSIS, Prefix="grp-a/")) == "AccessDenied"
     bad = subprocess.run([*cli, "../etc"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "group name" in bad.stderr
 

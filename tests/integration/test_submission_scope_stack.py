@@ -13,9 +13,9 @@ import uuid
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from test_bridge_fixtures import bridge_env, put_json, read_text, wait_for_object
 
+from _stack import aws_error_code
 from blocks.s3 import ObjectStore
 from flows.submissions.quotas import ledger_key
 from flows.submissions.scoped import scoped_store, session_policy
@@ -73,14 +73,6 @@ def as_flow_run(monkeypatch, flow_run_keys):
     )
 
 
-def _code(call) -> str:
-    try:
-        call()
-    except ClientError as error:
-        return error.response["Error"]["Code"]
-    return "OK"
-
-
 def _role(stack_handle) -> str:
     return _keys(stack_handle, identities.SUBMISSION_ROLE)["arn"]
 
@@ -100,7 +92,7 @@ def test_a_submissions_session_reaches_only_its_groups_inputs_and_its_own_result
         "its result": lambda: s3.put_object(Bucket=bucket, Key=mine, Body=b"{}"),
         "its result, read back": lambda: s3.get_object(Bucket=bucket, Key=mine),
     }
-    assert {what: _code(call) for what, call in allowed.items()} == dict.fromkeys(allowed, "OK")
+    assert {what: aws_error_code(call) for what, call in allowed.items()} == dict.fromkeys(allowed, "OK")
     other_job = results_prefix(GROUP, bucket, "scope-other") + "process_results/x.json"
     denied = {
         "another group's input": lambda: s3.get_object(Bucket=bucket, Key=f"{OTHER}/inputs/data.csv"),
@@ -122,7 +114,9 @@ def test_a_submissions_session_reaches_only_its_groups_inputs_and_its_own_result
         ),
         "deleting its own result": lambda: s3.delete_object(Bucket=bucket, Key=mine),
     }
-    assert {what: _code(call) for what, call in denied.items()} == dict.fromkeys(denied, "AccessDenied")
+    assert {what: aws_error_code(call) for what, call in denied.items()} == dict.fromkeys(
+        denied, "AccessDenied"
+    )
     # The flow run's own keys, which the submission used before, read all of it.
     unscoped = ObjectStore(bucket, boto3.client("s3", **flow_run_keys))
     assert unscoped.read_bytes(f"{OTHER}/inputs/data.csv") == b"x,y\n1,2\n3,4\n"
