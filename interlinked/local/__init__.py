@@ -40,7 +40,7 @@ from interlinked.local.parts import (
     prefect_auth_string,
     stack_env,
 )
-from interlinked.local.processes import LocalStack, Part, StackError, stop_processes
+from interlinked.local.processes import LocalStack, Part, StackError, stop_processes, thaw
 from interlinked.local.provision import Resources, ensure_resources, save_blocks, save_database_block
 from interlinked.local.wiring import ensure_event_sources
 from interlinked.settings import PROJECT_ROOT, Settings
@@ -273,12 +273,21 @@ def down(
         # Without a worker nobody acts on Cancelling: stop the processes at once, mark them after.
         wait = runs.CANCEL_WAIT if stack.recorded_process("worker") is not None else 0.0
         unfinished = runs.cancel_active_runs(settings, echo, wait=wait)
-    # Everything the services started, taken before they stop: an orphan leaves the tree.
-    leftovers = {name: stack.descendants(name) for name in SERVICES if not (keep_runs and name == "worker")}
+    # Everything the services started, taken before they stop: an orphan leaves the tree. The
+    # worker's tree is frozen first, so no run it forks meanwhile (a scheduled sweep) escapes.
+    leftovers = {
+        name: stack.freeze(name) if name == "worker" else stack.descendants(name)
+        for name in SERVICES
+        if not (keep_runs and name == "worker")
+    }
     stopped = []
-    for name in STOP_ORDER[: STOP_ORDER.index("prefect-server")]:
-        if stack.stop(name):
-            stopped.append(name)
+    try:
+        for name in STOP_ORDER[: STOP_ORDER.index("prefect-server")]:
+            if stack.stop(name):
+                stopped.append(name)
+    except BaseException:
+        thaw(leftovers.get("worker", []))  # never leave a run suspended
+        raise
     strays = stop_processes(process for processes in leftovers.values() for process in processes)
     if strays:
         echo(f"stopped {len(strays)} process(es) the services had started in sessions of their own")

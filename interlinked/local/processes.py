@@ -181,8 +181,10 @@ class LocalStack:
             group = os.getpgid(process.pid)
             if record.get("stop_group", True):
                 os.killpg(group, stop_signal)
+                os.killpg(group, signal.SIGCONT)  # a group `freeze` stopped acts on the signal now
             else:
                 os.kill(process.pid, stop_signal)
+                os.kill(process.pid, signal.SIGCONT)
         except (ProcessLookupError, PermissionError):
             group = None
         try:
@@ -199,6 +201,39 @@ class LocalStack:
                     orphan.kill()
         self._pid_file(name).unlink(missing_ok=True)
         return True
+
+    def freeze(self, name: str) -> list[psutil.Process]:
+        """Suspend (SIGSTOP) the process group `up` started for ``name`` and every descendant,
+        then return the descendants: nothing in that tree forks any more, so the list is complete.
+
+        `down` takes stock this way before it stops the worker: a run the warm pool forks between
+        a plain :meth:`descendants` and the worker's stop calls ``setsid`` and so is neither in the
+        list nor in the worker's group (a scheduled sweep can start at any moment). :meth:`stop`
+        and :func:`stop_processes` resume what they signal; :func:`thaw` resumes the rest.
+        """
+        process = self.recorded_process(name)
+        if process is None:
+            return []
+        record = json.loads(self._pid_file(name).read_text())
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if record.get("stop_group", True):
+                os.killpg(os.getpgid(process.pid), signal.SIGSTOP)
+            else:
+                os.kill(process.pid, signal.SIGSTOP)
+        frozen: dict[int, psutil.Process] = {}
+        # A child forked just before the stop, and its own children: freeze until nothing is new.
+        for _ in range(20):
+            try:
+                found = [child for child in process.children(recursive=True) if child.pid not in frozen]
+            except psutil.Error:
+                break
+            if not found:
+                break
+            for child in found:
+                with contextlib.suppress(psutil.Error):
+                    child.suspend()
+                    frozen[child.pid] = child
+        return list(frozen.values())
 
     def descendants(self, name: str) -> list[psutil.Process]:
         """Every live descendant of the process `up` started for ``name``, whatever its process
@@ -241,6 +276,7 @@ def stop_processes(processes: Iterable[psutil.Process], grace: float = DEFAULT_G
         try:
             if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
                 process.terminate()
+                process.resume()  # a process `freeze` suspended acts on the signal now
                 alive.append(process)
         except psutil.Error:
             continue
@@ -250,6 +286,13 @@ def stop_processes(processes: Iterable[psutil.Process], grace: float = DEFAULT_G
             process.kill()
     psutil.wait_procs(left, timeout=5)
     return alive
+
+
+def thaw(processes: Iterable[psutil.Process]) -> None:
+    """Resume processes :meth:`LocalStack.freeze` suspended (those that still exist)."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.resume()
 
 
 def _processes_in_group(group: int) -> list[psutil.Process]:

@@ -153,6 +153,11 @@ class Zygote:
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    @property
+    def stopped_on_purpose(self) -> bool:
+        """It ended by SIGTERM or SIGINT (sent to the worker's group), not by a crash."""
+        return self.process is not None and self.process.returncode in (-signal.SIGTERM, -signal.SIGINT)
+
     async def _read(self) -> None:
         assert self.process is not None
         while True:
@@ -188,6 +193,13 @@ class Zygote:
         """Send a spawn request; the future resolves to the child's pid."""
         async with self._lock:
             if not self.alive:
+                if self.stopped_on_purpose:
+                    # The worker's process group is being stopped (`interlinked down`, Ctrl-C): a new
+                    # fork server now would fork a run in a session of its own after the stop.
+                    raise RuntimeError(
+                        f"the warm pool's fork server was stopped (exit {self.process.returncode}): "
+                        "the worker is stopping and starts no new run"
+                    )
                 await self.start()
             future = asyncio.get_running_loop().create_future()
             self._spawned[key] = future

@@ -164,3 +164,40 @@ def test_down_stops_what_the_services_started_in_sessions_of_their_own(settings,
         for process in tree:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+def test_down_stops_runs_the_worker_forks_while_other_services_stop(settings, tmp_path):
+    """CI found a run left after `down`: the worker forked it (a scheduled sweep) after `down` had
+    listed the worker's tree and before it stopped the worker, in a session of its own. Here the
+    bridge takes a second to stop while the worker forks a run every 20 ms."""
+    from interlinked.local import down
+
+    runs_file = tmp_path / "runs"
+    worker_code = (
+        "import subprocess, time\n"
+        "while True:\n"
+        "    run = subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+        f"    with open({str(runs_file)!r}, 'a') as out: out.write(f'{{run.pid}}\\n')\n"
+        "    time.sleep(0.02)\n"
+    )
+    bridge_code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(0)))\n"
+        "time.sleep(600)\n"
+    )
+    stack = LocalStack(settings, echo=lambda _: None)
+    assert stack.start(Part(name="worker", command=[sys.executable, "-c", worker_code], ready=lambda: False))
+    assert stack.start(Part(name="bridge", command=[sys.executable, "-c", bridge_code], ready=lambda: False))
+    _wait_for(lambda: runs_file.exists() and len(runs_file.read_text().split()) >= 3)
+    forked: list[psutil.Process] = []
+    try:
+        assert down(settings, echo=lambda _: None) == ["bridge", "worker"]
+        for pid in runs_file.read_text().split():
+            with contextlib.suppress(psutil.Error):
+                forked.append(psutil.Process(int(pid)))
+        alive = [p for p in forked if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"{len(alive)} run(s) left running"
+    finally:
+        for process in forked:
+            with contextlib.suppress(psutil.Error):
+                process.kill()

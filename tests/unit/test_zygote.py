@@ -192,3 +192,43 @@ def test_warm_pool_restarts_its_fork_server_when_the_code_changes(tmp_path, monk
             await pool.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_fork_server_stopped_on_purpose_is_not_restarted(tmp_path, monkeypatch):
+    """CI found a run process left after `interlinked down`: the stop signal reached the worker's
+    group, the fork server died of it, and the stopping worker started a new one for a scheduled run,
+    which forked the run in a session of its own. A crashed fork server is still replaced."""
+    import asyncio
+    import signal
+
+    from interlinked.workers.warm import Zygote
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens: runs fail fast
+    env = {**os.environ, "PREFECT__FLOW_RUN_ID": "x"}
+    run_id = "00000000-0000-0000-0000-000000000000"
+
+    async def scenario():
+        zygote = Zygote(["json"])
+        await zygote.start()
+        try:
+            crashed = zygote.process.pid
+            zygote.process.send_signal(signal.SIGKILL)
+            await zygote.process.wait()
+            pid = await asyncio.wait_for(zygote.spawn("k1", run_id, env, str(tmp_path)), 120)
+            assert zygote.process.pid != crashed, "a crashed fork server is replaced"
+            await asyncio.wait_for(zygote.wait(pid), 180)
+
+            stopped = zygote.process.pid
+            zygote.process.send_signal(signal.SIGTERM)
+            await zygote.process.wait()
+            try:
+                await zygote.spawn("k2", run_id, env, str(tmp_path))
+            except RuntimeError as error:
+                assert "the worker is stopping" in str(error)
+            else:
+                raise AssertionError("a run was forked after the worker's group was told to stop")
+            assert zygote.process.pid == stopped and not zygote.alive
+        finally:
+            await zygote.stop()
+
+    asyncio.run(scenario())
