@@ -45,6 +45,9 @@ WORKER_TYPE = "warm-process"
 # of them slow and the server with them. A run holds its start slot only until it reports
 # Running (or exits), so long runs never block new ones. INTERLINKED_WARM_START_SLOTS changes it.
 DEFAULT_START_SLOTS = 4
+# Seconds between the worker's reads of its live runs that are Cancelling (one read for all of them):
+# the fallback when the server's Cancelling event did not reach the worker.
+CANCELLATION_POLL_SECONDS = 5.0
 # A run that never reports Running (a crash in the engine's start) gives its slot back after this.
 START_SLOT_TIMEOUT = 30.0
 
@@ -88,6 +91,22 @@ class RecentReads:
             for stale in [key for key, (at, _) in self._reads.items() if now - at > self._seconds]:
                 del self._reads[stale]
         return await asyncio.shield(kept[1])
+
+
+# What every run's engine reads from the server before its flow starts (the deployment, flow, work
+# queue and pool, the default result storage) is read by the worker and sent with the spawn request;
+# the work queue and the storage setting are read again after this many seconds.
+# INTERLINKED_WARM_ENGINE_READS_SECONDS changes it (0: each run reads them itself, as with Prefect's worker).
+DEFAULT_ENGINE_READS_SECONDS = 10.0
+
+
+def engine_reads_seconds() -> float:
+    try:
+        return max(
+            0.0, float(os.environ.get("INTERLINKED_WARM_ENGINE_READS_SECONDS", DEFAULT_ENGINE_READS_SECONDS))
+        )
+    except ValueError:
+        return DEFAULT_ENGINE_READS_SECONDS
 
 
 def start_slots() -> int:
@@ -188,7 +207,12 @@ class Zygote:
         self._exits.clear()
 
     async def request_spawn(
-        self, key: str, flow_run_id: str, env: dict[str, str], cwd: str
+        self,
+        key: str,
+        flow_run_id: str,
+        env: dict[str, str],
+        cwd: str,
+        prefetched: dict[str, Any] | None = None,
     ) -> asyncio.Future:
         """Send a spawn request; the future resolves to the child's pid."""
         async with self._lock:
@@ -204,12 +228,21 @@ class Zygote:
             future = asyncio.get_running_loop().create_future()
             self._spawned[key] = future
             request = {"op": "spawn", "key": key, "flow_run_id": flow_run_id, "env": env, "cwd": cwd}
+            if prefetched:
+                request["prefetched"] = prefetched
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             await self.process.stdin.drain()
         return future
 
-    async def spawn(self, key: str, flow_run_id: str, env: dict[str, str], cwd: str) -> int:
-        return await (await self.request_spawn(key, flow_run_id, env, cwd))
+    async def spawn(
+        self,
+        key: str,
+        flow_run_id: str,
+        env: dict[str, str],
+        cwd: str,
+        prefetched: dict[str, Any] | None = None,
+    ) -> int:
+        return await (await self.request_spawn(key, flow_run_id, env, cwd, prefetched))
 
     async def retire(self) -> None:
         """No more spawns here; the fork server exits once its runs in flight have ended (their
@@ -281,13 +314,21 @@ class ZygotePool:
         self.retired = [zygote for zygote in self.retired if zygote.alive]
         return self.current
 
-    async def spawn(self, key: str, flow_run_id: str, env: dict[str, str], cwd: str) -> tuple[Zygote, int]:
+    async def spawn(
+        self,
+        key: str,
+        flow_run_id: str,
+        env: dict[str, str],
+        cwd: str,
+        prefetched: dict[str, Any] | None = None,
+    ) -> tuple[Zygote, int]:
         """Fork a run from an up-to-date fork server; return that server (for :meth:`Zygote.wait`)
-        and the child's pid."""
+        and the child's pid. ``prefetched``: objects the child's engine would read (see
+        :meth:`WarmProcessWorker._engine_reads_for`)."""
         async with self._lock:
             zygote = await self._current()
             # Sent before any retire of this zygote can be (same lock), so it is never refused.
-            future = await zygote.request_spawn(key, flow_run_id, env, cwd)
+            future = await zygote.request_spawn(key, flow_run_id, env, cwd, prefetched)
         return zygote, await future
 
     async def stop(self) -> None:
@@ -331,6 +372,7 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         super().__init__(*args, **kwargs)
         self._zygotes = ZygotePool(default_preload(), logger=self._logger)
         self._listener: asyncio.Task | None = None
+        self._cancel_poller: asyncio.Task | None = None
         # Prefect's attempt-control channel: tells a run's engine "this SIGTERM is a cancel", so the
         # run goes Cancelling → Cancelled itself (on_cancellation hooks) instead of Crashed first.
         self._control: Any = None
@@ -342,6 +384,8 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         # Fetches are coalesced: a burst of N "Scheduled" events costs one or two fetches, not N.
         self._fetch_wanted: asyncio.Event | None = None
         self._fetcher: asyncio.Task | None = None
+        # Reads of what every run's engine asks the server for again (see _engine_reads_for).
+        self._engine_reads: dict[str, RecentReads] = {}
 
     async def __aenter__(self) -> WarmProcessWorker:
         zygote = await self._zygotes.start()
@@ -357,15 +401,24 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             # Instance attributes shadow the client's methods for this worker's client only.
             for name in ("read_deployment", "read_flow"):
                 setattr(self.client, name, RecentReads(getattr(self.client, name), read_reuse_seconds()))
+        if engine_reads_seconds() > 0:
+            client = self.client
+            self._engine_reads = {
+                "work-queue": RecentReads(client.read_work_queue, engine_reads_seconds()),
+                "result-storage": RecentReads(
+                    lambda _: client.read_server_default_result_storage(), engine_reads_seconds()
+                ),
+            }
         self._start_slots = asyncio.Semaphore(start_slots())
         self._fetch_wanted = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._fetcher = loop.create_task(self._fetch_when_wanted())
         self._listener = loop.create_task(self._listen_for_scheduled_runs())
+        self._cancel_poller = loop.create_task(self._poll_for_cancellation())
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        for task in (self._listener, self._fetcher):
+        for task in (self._listener, self._fetcher, self._cancel_poller):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -491,18 +544,33 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             # A slot is free: runs that were scheduled meanwhile can start now, not at the next poll.
             self.want_fetch()
 
-    async def _watch_for_cancellation(self, flow_run_id: str, request: asyncio.Event) -> None:
-        """Set ``request`` when the run is Cancelling; a slow poll backs up the event stream."""
-        while not request.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(request.wait(), timeout=5)
-                return
-            try:
-                run = await self.client.read_flow_run(flow_run_id)
-            except Exception:
+    async def _poll_for_cancellation(self) -> None:
+        """Every few seconds, one read of this worker's live runs that are Cancelling: the fallback
+        for a missed or delayed event (a slow poll backs up the event stream). One request for all
+        runs in flight, not one per run: in a burst, runs live longer and per-run polls added up."""
+        from prefect.client.schemas.filters import FlowRunFilter
+
+        while True:
+            await asyncio.sleep(CANCELLATION_POLL_SECONDS)
+            waiting = [run_id for run_id, request in self._cancel_requests.items() if not request.is_set()]
+            if not waiting:
                 continue
-            if run.state is not None and run.state.name == "Cancelling":
-                request.set()
+            try:
+                runs = await self.client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        id={"any_": waiting}, state={"name": {"any_": ["Cancelling"]}}
+                    ),
+                    limit=len(waiting),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the event stream still works; try again next time
+                self._logger.debug("cancellation poll failed (%s)", error)
+                continue
+            for run in runs:
+                request = self._cancel_requests.get(str(run.id))
+                if request is not None:
+                    request.set()
 
     async def _stop_group(self, pid: int, exit_code: asyncio.Future, grace_seconds: float) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -512,6 +580,39 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+    async def _engine_reads_for(self, flow_run: FlowRun) -> dict[str, Any] | None:
+        """What the run's engine would read from the server before its flow starts, read here.
+
+        Each run's engine reads its deployment twice (to load the flow, then for its events'
+        related resources), its flow, work queue and work pool once, and the server's default
+        result storage twice: 7 of its ~15 requests, the same answer for every run of a deployment.
+        The worker has read the deployment and flow already (:class:`RecentReads`) and the pool is
+        its own; the child gets them with the spawn request (:func:`interlinked.workers.zygote.use_prefetched`).
+        Anything that cannot be read here is left to the child (None: nothing is sent).
+        """
+        if not self._engine_reads:
+            return None
+        prefetched: dict[str, Any] = {}
+        reads = {
+            "deployment": (self.client.read_deployment, flow_run.deployment_id),
+            "flow": (self.client.read_flow, flow_run.flow_id),
+            "work-queue": (self._engine_reads["work-queue"], flow_run.work_queue_id),
+            "result-storage": (self._engine_reads["result-storage"], "default"),
+        }
+        for kind, (read, object_id) in reads.items():
+            if object_id is None:
+                continue
+            try:
+                found = await read(object_id)
+            except Exception as error:  # the child reads it itself
+                self._logger.debug("prefetch of the run's %s failed (%s)", kind, error)
+                continue
+            prefetched[kind] = found.model_dump(mode="json")
+        pool = self._work_pool
+        if pool is not None and pool.name == flow_run.work_pool_name:
+            prefetched["work-pool"] = pool.model_dump(mode="json")
+        return prefetched or None
 
     def _environment(self, flow_run: FlowRun, configuration: ProcessJobConfiguration) -> dict[str, str]:
         # The same environment `python -m prefect.engine` gets from the stock process worker.
@@ -539,25 +640,25 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         )
         cwd = str(configuration.working_dir or Path(working_dir.name))
         request = self._cancel_requests.setdefault(run_id, asyncio.Event())
-        watcher = asyncio.get_running_loop().create_task(self._watch_for_cancellation(run_id, request))
         cancelled = False
         env = self._environment(flow_run, configuration)
         if self._control is not None:
             port, token = self._control.register(flow_run.id)
             env.update({"PREFECT__CONTROL_PORT": str(port), "PREFECT__CONTROL_TOKEN": token})
         slot_holder: asyncio.Task | None = None
+        prefetched = await self._engine_reads_for(flow_run)
         try:
             if self._start_slots is not None:
                 self._running_seen.setdefault(run_id, asyncio.Event())
                 await self._start_slots.acquire()
                 try:
-                    zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd)
+                    zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd, prefetched)
                 except BaseException:
                     self._running_seen.pop(run_id, None)
                     self._start_slots.release()
                     raise
             else:
-                zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd)
+                zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd, prefetched)
             if task_status is not None:
                 task_status.started(pid)
             exit_code = asyncio.ensure_future(zygote.wait(pid))
@@ -577,7 +678,6 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             cancel.cancel()
             code = await exit_code
         finally:
-            watcher.cancel()
             if slot_holder is not None and not slot_holder.done():
                 await asyncio.wait({slot_holder}, timeout=1)
             self._cancel_requests.pop(run_id, None)

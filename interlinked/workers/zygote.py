@@ -6,7 +6,8 @@ loop (so forking it is safe), and forks one child per flow run. The child become
 ``python -m prefect.engine`` would have been: it runs the engine's ``__main__`` with the flow run's
 environment, in its own session so that cancellation can stop its whole process group.
 
-Protocol (JSON lines): requests on stdin ``{"op": "spawn", "key", "flow_run_id", "env", "cwd"}`` and
+Protocol (JSON lines): requests on stdin ``{"op": "spawn", "key", "flow_run_id", "env", "cwd"}``
+(optionally ``"prefetched"``: objects the worker read for the run's engine, :func:`use_prefetched`) and
 ``{"op": "retire"}`` (accept no more spawns; exit once every forked run has exited);
 replies on stdout ``{"op": "ready", "fingerprint", ...}``, ``{"op": "spawned", "key", "pid"}``,
 ``{"op": "exited", "pid", "code"}``, ``{"op": "error", "key", "message"}``. Children write their
@@ -271,6 +272,68 @@ def serve() -> dict[str, Any] | None:
         _reply({"op": "spawned", "key": request.get("key"), "pid": pid})
 
 
+def use_prefetched(prefetched: dict[str, Any] | None) -> list[str]:
+    """In a forked child: answer the engine's first reads from what the worker sent.
+
+    ``prefetched`` maps a kind to the object as the API returned it: ``deployment``, ``flow``,
+    ``work-queue``, ``work-pool`` (Prefect's related-resource cache for the run's events, and the
+    deployment for loading the flow, once: later reads by the flow's own code ask the server) and
+    ``result-storage`` (the server's default result storage, read twice per run otherwise).
+    Anything missing, or a Prefect without these internals, is read from the server as before.
+    Returns the kinds used.
+    """
+    if not prefetched:
+        return []
+    try:
+        from prefect import results
+        from prefect.client.orchestration import PrefectClient
+        from prefect.client.schemas.objects import Flow, WorkPool, WorkQueue
+        from prefect.client.schemas.responses import DeploymentResponse
+        from prefect.events import related
+        from prefect.types._datetime import now
+    except ImportError:
+        return []
+    used = []
+    models = {"deployment": DeploymentResponse, "flow": Flow, "work-queue": WorkQueue, "work-pool": WorkPool}
+    objects = {}
+    for kind, model in models.items():
+        if kind not in prefetched:
+            continue
+        try:
+            found = model.model_validate(prefetched[kind])
+        except ValueError:
+            continue
+        object_id = found.name if kind == "work-pool" else found.id
+        related.RESOURCE_CACHE[f"{kind}.{object_id}"] = ({"kind": kind, "object": found}, now("UTC"))
+        objects[kind] = found
+        used.append(kind)
+    deployment = objects.get("deployment")
+    if deployment is not None:
+        original_read = PrefectClient.read_deployment
+        unused = [deployment]
+
+        async def read_deployment(self, deployment_id, *args, **kwargs):
+            if unused and str(deployment_id) == str(unused[0].id) and not args and not kwargs:
+                return unused.pop()
+            return await original_read(self, deployment_id, *args, **kwargs)
+
+        PrefectClient.read_deployment = read_deployment
+    storage = prefetched.get("result-storage")
+    if isinstance(storage, dict) and "default_result_storage_block_id" in storage:
+        from uuid import UUID
+
+        block_id = storage["default_result_storage_block_id"]
+        block_id = UUID(block_id) if block_id else None
+
+        async def aread_block_id():
+            return block_id
+
+        results._read_server_default_result_storage_block_id = lambda: block_id
+        results._aread_server_default_result_storage_block_id = aread_block_id
+        used.append("result-storage")
+    return used
+
+
 def run_child(request: dict[str, Any]) -> int:
     """In the forked child: become `python -m prefect.engine FLOW_RUN_ID`."""
     import random
@@ -289,6 +352,7 @@ def run_child(request: dict[str, Any]) -> int:
     from prefect.context import refresh_global_settings_context
 
     refresh_global_settings_context()
+    use_prefetched(request.get("prefetched"))
     sys.argv = ["prefect.engine", request["flow_run_id"]]
     try:
         runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)

@@ -104,3 +104,24 @@ def test_a_warm_run_ships_its_logs_and_ends_completed(stack, tmp_path):
         states = [state.name for state in client.read_flow_run_states(flow_run_id)]
     assert "Beginning flow run" in text
     assert "Submitting" not in states and states[-2:] == ["Running", "Completed"], states
+    # The worker sent the run's deployment, flow, work queue and pool with the fork (the engine
+    # did not read them): the events the run emitted still name each of them, as read on the server.
+    with get_client(sync_client=True) as client:
+        response = client._client.post(
+            "/events/filter",
+            json={"filter": {"related": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 50},
+        )
+        response.raise_for_status()
+        deployment = client.read_deployment(final.deployment_id)
+        queue = client.read_work_queue(final.work_queue_id)
+        flow = client.read_flow(final.flow_id)
+    emitted = [event for event in response.json()["events"] if event["event"].startswith("prefect.task-run.")]
+    assert emitted, "the run's tasks emitted no events"
+    named = {
+        resource["prefect.resource.id"]: resource.get("prefect.resource.name")
+        for resource in emitted[0]["related"]
+    }
+    assert named[f"prefect.deployment.{deployment.id}"] == deployment.name
+    assert named[f"prefect.flow.{flow.id}"] == flow.name
+    assert named[f"prefect.work-queue.{queue.id}"] == queue.name
+    assert named[f"prefect.work-pool.{queue.work_pool_id}"] == final.work_pool_name

@@ -47,3 +47,107 @@ def test_a_failed_read_is_not_kept():
         assert reader.calls == ["gone", "gone"]
 
     asyncio.run(scenario())
+
+
+_CHILD_PROBE = """
+import asyncio, json, sys, uuid
+from interlinked.workers.zygote import use_prefetched
+from prefect import results
+from prefect.client.orchestration import get_client
+from prefect.events import related
+
+flow_id, deployment_id, queue_id, pool_id, block_id = (str(uuid.uuid4()) for _ in range(5))
+stamp = "2026-01-01T00:00:00Z"
+prefetched = {
+    "flow": {"id": flow_id, "name": "f", "created": stamp, "updated": stamp},
+    "deployment": {"id": deployment_id, "name": "d", "flow_id": flow_id, "created": stamp, "updated": stamp},
+    "work-queue": {"id": queue_id, "name": "q", "work_pool_id": pool_id, "created": stamp, "updated": stamp},
+    "work-pool": {"id": pool_id, "name": "p", "type": "warm-process", "created": stamp, "updated": stamp},
+    "result-storage": {"default_result_storage_block_id": block_id},
+}
+used = use_prefetched(prefetched)
+
+async def never(object_id):
+    raise AssertionError(f"read {object_id} from the server")
+
+async def main():
+    cached = {}
+    for kind, object_id in (("flow", flow_id), ("deployment", deployment_id), ("work-queue", queue_id), ("work-pool", "p")):
+        entry = await related._get_and_cache_related_object(
+            kind=kind, role=kind, client_method=never, obj_id=uuid.UUID(object_id) if kind != "work-pool" else object_id,
+            cache=related.RESOURCE_CACHE,
+        )
+        cached[kind] = entry["object"].name
+    async with get_client() as client:
+        first = (await client.read_deployment(uuid.UUID(deployment_id))).name
+        try:
+            await client.read_deployment(uuid.UUID(deployment_id))
+            second = "answered without the server"
+        except Exception as error:
+            second = type(error).__name__
+    print(json.dumps({
+        "used": used, "cached": cached, "first": first, "second": second,
+        "storage": [str(results._read_server_default_result_storage_block_id()) == block_id,
+                    str(await results._aread_server_default_result_storage_block_id()) == block_id],
+    }))
+
+asyncio.run(main())
+"""
+
+
+def test_a_forked_child_answers_its_engines_first_reads_from_what_the_worker_sent():
+    """The warm pool sends each run the deployment, flow, work queue and pool and the server's
+    default result storage; the child's engine must get them without a request, and the flow's own
+    later read of its deployment must still reach the server."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["used"] == ["deployment", "flow", "work-queue", "work-pool", "result-storage"]
+    assert report["cached"] == {"flow": "f", "deployment": "d", "work-queue": "q", "work-pool": "p"}
+    assert report["first"] == "d"
+    assert report["second"] == "ConnectError", "a second read of the deployment goes to the server"
+    assert report["storage"] == [True, True]
+
+
+def test_one_cancellation_poll_covers_every_live_run(monkeypatch):
+    """The fallback for a missed Cancelling event: one read for all the worker's live runs every
+    few seconds (it was one read per run, which a burst's long-lived runs multiplied)."""
+    import types
+
+    from interlinked.workers import warm
+
+    monkeypatch.setattr(warm, "CANCELLATION_POLL_SECONDS", 0.01)
+    runs = [f"00000000-0000-0000-0000-00000000000{index}" for index in range(4)]
+
+    class Client:
+        def __init__(self):
+            self.calls = []
+
+        async def read_flow_runs(self, *, flow_run_filter, limit):
+            asked = sorted(str(run_id) for run_id in flow_run_filter.id.any_)
+            self.calls.append((asked, flow_run_filter.state.name.any_, limit))
+            return [types.SimpleNamespace(id=runs[1])]  # the server: only this one is Cancelling
+
+    async def scenario():
+        worker = warm.WarmProcessWorker(work_pool_name="p")
+        worker._client = Client()
+        worker._cancel_requests = {run_id: asyncio.Event() for run_id in runs}
+        worker._cancel_requests[runs[3]].set()  # already asked for: not polled again
+        poller = asyncio.ensure_future(worker._poll_for_cancellation())
+        while not worker._client.calls:
+            await asyncio.sleep(0.01)
+        poller.cancel()
+        return worker
+
+    worker = asyncio.run(scenario())
+    asked, names, limit = worker._client.calls[0]
+    assert asked == runs[:3] and names == ["Cancelling"] and limit == 3
+    assert [worker._cancel_requests[run_id].is_set() for run_id in runs] == [False, True, False, True]
