@@ -11,7 +11,9 @@ and max receives from the queue's own redrive policy, Prefect from ``PREFECT_API
 Per message: route it, create the flow run with its idempotency key, record the Prefect event,
 then delete it. Up to ``concurrency`` batches (of up to 10 messages each) are in flight at once,
 each carried by a thread of its own from receive to delete (``--concurrency``, the setting
-``bridge_concurrency``, default 16; 1 is a single serial loop). That is safe because a message is
+``bridge_concurrency``, default 16; 1 is a single serial loop), of which at most ``prefect_calls``
+(the setting ``bridge_prefect_calls``, default 4) are at the Prefect server at once: the server
+makes runs on one core, and calls queued there beyond the client's timeout would be sent again. That is safe because a message is
 deleted only by the thread that saw its run created, and two batches holding the same event ask
 Prefect for the same idempotency key (the server keeps one run). Each bulk call sends its runs
 in key order, so two concurrent calls on PostgreSQL take their key locks in the same order. The
@@ -91,6 +93,7 @@ class ConsumerConfig:
     routes_file: str | None = None
     status_file: Path | None = None
     concurrency: int = 16  # batches in flight at once (threads, each receive → route → delete)
+    prefect_calls: int = 4  # of those, batches at the Prefect server at once
     wait_seconds: int = 5
     retry_seconds: int = 2
     max_requeues: int = 20
@@ -187,6 +190,7 @@ class Consumer:
         self.stats = Stats()
         self.bridge = Bridge(self.table, self.api, stats=self.stats, remember=REMEMBERED_KEYS)
         self.keeper = VisibilityKeeper(self.sqs, config.queue_url, config.visibility_timeout)
+        self._prefect_slots = threading.BoundedSemaphore(max(1, config.prefect_calls))
         self.stop_event = threading.Event()
         self.api_down = threading.Event()
         self._probing = threading.Lock()  # held by the one thread that probes a down API
@@ -317,7 +321,8 @@ class Consumer:
             for message in messages
         ]
         try:
-            results = self.bridge.handle_batch(incoming)
+            with self._prefect_slots:  # the others wait here, their messages kept invisible
+                results = self.bridge.handle_batch(incoming)
         except Exception as error:  # a bug must not stop the bridge; the messages are retried
             logger.exception("unexpected error on a batch of %d messages", len(messages))
             results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(
@@ -483,6 +488,7 @@ class Consumer:
             "prefect_api_available": not self.api_down.is_set(),
             "stopping": stopping,
             "concurrency": self.config.concurrency,
+            "prefect_calls": self.config.prefect_calls,
             "batches_in_flight": in_flight,
             "peak_batches_in_flight": peak,
             "visibility_timeout": self.keeper.timeout,
@@ -541,6 +547,7 @@ def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerCon
         routes_file=getattr(args, "routes", None),
         status_file=Path(status_file) if status_file else settings.state_dir / "bridge-status.json",
         concurrency=concurrency,
+        prefect_calls=settings.bridge_prefect_calls,
         visibility_timeout=visibility_timeout,
         wait_seconds=int(os.environ.get("INTERLINKED_BRIDGE_WAIT_SECONDS", 5)),
         retry_seconds=int(
