@@ -329,12 +329,15 @@ class Consumer:
                 messages
             )
         done = []
+        letters: list[dict[str, Any]] = []  # the batch's dead-letter events, recorded in one call
         for index, (message, result) in enumerate(zip(messages, results, strict=True)):
             if isinstance(result, BridgeFailure):
                 receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                if not self._failed(message, result, receive_count):
+                if not self._failed(message, result, receive_count, events=letters):
                     continue
             done.append({"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]})
+        if letters:
+            self._emit_dead_letter_events(letters)
         # Let go of them before deleting: an extension must not race the delete of its message.
         self.keeper.release([entry["ReceiptHandle"] for entry in done])
         if done:
@@ -366,7 +369,14 @@ class Consumer:
             return self._failed(message, result, receive_count)
         return True
 
-    def _failed(self, message: dict[str, Any], failure: BridgeFailure, receive_count: int) -> bool:
+    def _failed(
+        self,
+        message: dict[str, Any],
+        failure: BridgeFailure,
+        receive_count: int,
+        *,
+        events: list[dict[str, Any]] | None = None,
+    ) -> bool:
         message_id = message.get("MessageId")
         if failure.category == UNAVAILABLE:
             if "unreachable" in failure.reason:
@@ -376,14 +386,14 @@ class Consumer:
                     self.busy_until = max(self.busy_until, time.monotonic() + BUSY_PAUSE_SECONDS)
         if failure.category == MALFORMED and self.config.dead_letter_url:
             # Its body can never be read, however often it is received: no point in waiting.
-            return self._dead_letter(message, failure, receive_count)
+            return self._dead_letter(message, failure, receive_count, events=events)
         if receive_count >= self.config.max_receives:
             # Prefect being busy or down is no reason to give up on an event: start it over as a
             # new message (same body, same identity), a bounded number of times.
             if failure.category == UNAVAILABLE and self._requeue(message, failure):
                 return True
             if self.config.dead_letter_url:
-                return self._dead_letter(message, failure, receive_count)
+                return self._dead_letter(message, failure, receive_count, events=events)
         if failure.category in PERMANENT:
             delay = self.config.retry_seconds
         else:
@@ -442,7 +452,16 @@ class Consumer:
         )
         return True
 
-    def _dead_letter(self, message: dict[str, Any], failure: BridgeFailure, receive_count: int) -> bool:
+    def _dead_letter(
+        self,
+        message: dict[str, Any],
+        failure: BridgeFailure,
+        receive_count: int,
+        *,
+        events: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Send it to the dead-letter queue with the reason; its Prefect event is recorded now, or
+        appended to ``events`` for the caller to record with others."""
         message_id = message.get("MessageId")
         params = dead_letter.dead_letter_message(
             queue_url=self.config.dead_letter_url,
@@ -464,13 +483,18 @@ class Consumer:
         logger.error(
             "dead-lettered message %s after %d receives: %s", message_id, receive_count, failure.reason
         )
-        try:
-            self.api.emit_events(
-                [dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)]
-            )
-        except Exception as error:  # the dead letter itself holds the reason
-            logger.debug("could not emit the dead-letter event: %s", error)
+        event = dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)
+        if events is not None:
+            events.append(event)
+        else:
+            self._emit_dead_letter_events([event])
         return True
+
+    def _emit_dead_letter_events(self, events: list[dict[str, Any]]) -> None:
+        try:
+            self.api.emit_events(events)
+        except Exception as error:  # the dead letters themselves hold the reason
+            logger.debug("could not emit %d dead-letter event(s): %s", len(events), error)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
