@@ -84,6 +84,16 @@ class Settings(BaseSettings):
         "serial loop. A batch mostly waits on the emulator and the Prefect server, so more in flight "
         "help until one of them runs out of CPU (600 events: 13 events/s with 4, 24 with 8, 35 with 16).",
     )
+    bridge_prefect_calls: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("INTERLINKED_BRIDGE_PREFECT_CALLS"),
+        description="Of the bridge consumer's batches in flight, how many may be at the Prefect server "
+        "at once (the others wait their turn, their messages kept invisible). The server makes runs on "
+        "one core: more calls at once only queue there, and a call queued longer than the client's "
+        "timeout (15 s) is sent again (16 at once under load: timeouts and retries).",
+    )
 
     # -- task collections ---------------------------------------------------------------------
     tasks_backend: str = Field(

@@ -11,13 +11,22 @@ and max receives from the queue's own redrive policy, Prefect from ``PREFECT_API
 Per message: route it, create the flow run with its idempotency key, record the Prefect event,
 then delete it. Up to ``concurrency`` batches (of up to 10 messages each) are in flight at once,
 each carried by a thread of its own from receive to delete (``--concurrency``, the setting
-``bridge_concurrency``, default 16; 1 is a single serial loop). That is safe because a message is
+``bridge_concurrency``, default 16; 1 is a single serial loop), of which at most ``prefect_calls``
+(the setting ``bridge_prefect_calls``, default 4) are at the Prefect server at once: the server
+makes runs on one core, and calls queued there beyond the client's timeout would be sent again. That is safe because a message is
 deleted only by the thread that saw its run created, and two batches holding the same event ask
 Prefect for the same idempotency key (the server keeps one run). Each bulk call sends its runs
-in key order, so two concurrent calls on PostgreSQL take their key locks in the same order. A failure leaves the message in the queue, back in view after a short delay
-(``--retry-seconds`` for messages that cannot succeed, exponential for transient trouble); on the
-queue's last allowed receive a message that cannot succeed (malformed, unroutable, refused by
-Prefect) is moved to the dead-letter queue with the reason attached. One that failed only because
+in key order, so two concurrent calls on PostgreSQL take their key locks in the same order. The
+keys of events done lately are remembered (``REMEMBERED_KEYS``): a duplicate of one is deleted
+without a Prefect call. While a batch works on its messages they stay invisible: a thread extends
+them by the queue's visibility timeout (``ChangeMessageVisibilityBatch``) until the batch deletes
+them or sets their retry delay, so a batch held up at a busy server is never delivered again
+meanwhile (nor moved to the DLQ by the queue's redrive, without a reason). A malformed message
+(its body cannot be read, however often it is received) goes to the dead-letter queue with the
+reason on its first receive. Any other failure leaves the message in the queue, back in view after
+a short delay (``--retry-seconds`` for messages that cannot succeed, exponential for transient
+trouble); on the queue's last allowed receive a message that cannot succeed (unroutable, refused
+by Prefect) is moved to the dead-letter queue with the reason attached. One that failed only because
 Prefect was busy or down is sent again as a new message instead (same body and identity; at most
 ``max_requeues`` times, then it too is dead-lettered with its reason). While the Prefect API is
 unreachable no message is received at all (one thread probes ``/health``, the others wait for it),
@@ -26,7 +35,8 @@ receiving; batches already received are finished (runs created, messages deleted
 
 A status file (``{state_dir}/bridge-status.json``) is rewritten every couple of seconds through
 :mod:`blocks.status` (``ready``, ``pid``, ``process_started``, ``heartbeat``, plus ``stopping``,
-``concurrency``, ``batches_in_flight``, ``peak_batches_in_flight`` and the counters); ``blocks.status.service_ready`` reads it (the local stack's readiness check).
+``concurrency``, ``batches_in_flight``, ``peak_batches_in_flight``, ``visibility_timeout``,
+``messages_held``, ``visibility_extensions`` and the counters); ``blocks.status.service_ready`` reads it (the local stack's readiness check).
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ from blocks.queues import queue_redrive
 from blocks.status import heartbeat, write_status
 from interlinked.bridge import dead_letter
 from interlinked.bridge.core import (
+    MALFORMED,
     PERMANENT,
     UNAVAILABLE,
     Bridge,
@@ -64,6 +75,10 @@ from interlinked.bridge.routes import load_routes
 
 logger = logging.getLogger("interlinked.bridge")
 MAX_VISIBILITY_DELAY = 120
+# A batch's messages are kept invisible for at most this long (then SQS may deliver them again; their
+# idempotency keys make that harmless). Batches end long before: every Prefect call has a timeout.
+MAX_HOLD_SECONDS = 900
+REMEMBERED_KEYS = 20_000  # events done lately, whose duplicates need no Prefect call
 BUSY_PAUSE_SECONDS = 2.0
 REQUEUES = "interlinked.requeues"
 ORIGINAL_ID = "interlinked.message-id"  # keeps a requeued message's identity (its original id)
@@ -78,9 +93,92 @@ class ConsumerConfig:
     routes_file: str | None = None
     status_file: Path | None = None
     concurrency: int = 16  # batches in flight at once (threads, each receive → route → delete)
+    prefect_calls: int = 4  # of those, batches at the Prefect server at once
     wait_seconds: int = 5
     retry_seconds: int = 2
     max_requeues: int = 20
+    visibility_timeout: int = 30  # the queue's; a received message is kept invisible in steps of it
+
+
+class VisibilityKeeper:
+    """Keeps the messages a batch works on invisible until the batch lets them go.
+
+    A batch can take longer than the queue's visibility timeout (a busy Prefect server, many batches
+    queued at it); SQS would then deliver its messages again, each delivery counting towards the
+    redrive's ``maxReceiveCount``, and move them to the dead-letter queue without the bridge's reason.
+    So one thread extends every held message by the visibility timeout once a third of it has passed
+    (``ChangeMessageVisibilityBatch``, 10 a call), until the batch deletes it or sets its retry delay,
+    or it has been held :data:`MAX_HOLD_SECONDS`.
+    """
+
+    def __init__(self, sqs: Any, queue_url: str, timeout: int, *, max_hold: float = MAX_HOLD_SECONDS):
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.timeout = max(1, int(timeout))
+        self.max_hold = max_hold
+        self.extended = 0  # extensions made (messages)
+        self._lock = threading.Lock()
+        self._held: dict[str, list[float]] = {}  # receipt handle → [held since, last extended]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bridge-visibility", daemon=True)
+
+    def hold(self, receipts: list[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for receipt in receipts:
+                self._held[receipt] = [now, now]
+
+    def release(self, receipts: list[str]) -> None:
+        with self._lock:
+            for receipt in receipts:
+                self._held.pop(receipt, None)
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.timeout / 6):
+            try:
+                self.extend_due()
+            except Exception:  # never die: the worst outcome is a redelivery
+                logger.exception("extending the visibility of held messages failed")
+
+    def extend_due(self) -> int:
+        """Extend every message held for a third of the timeout since its last extension."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                receipt
+                for receipt, (since, last) in self._held.items()
+                if now - last >= self.timeout / 3 and now - since < self.max_hold
+            ]
+        for start in range(0, len(due), 10):
+            chunk = due[start : start + 10]
+            entries = [
+                {"Id": str(index), "ReceiptHandle": receipt, "VisibilityTimeout": self.timeout}
+                for index, receipt in enumerate(chunk)
+            ]
+            try:
+                reply = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as error:
+                logger.warning("could not extend the visibility of %d held messages: %s", len(chunk), error)
+                continue
+            failed = {item["Id"] for item in reply.get("Failed", [])}
+            with self._lock:
+                for index, receipt in enumerate(chunk):
+                    if str(index) not in failed and receipt in self._held:
+                        self._held[receipt][1] = now
+                        self.extended += 1
+            # A failure here is a message the batch deleted meanwhile (its handle is gone): harmless.
+        return len(due)
 
 
 class Consumer:
@@ -90,7 +188,9 @@ class Consumer:
         self.api = api or PrefectApi(config.prefect_api_url, authorization=auth_header_from_env())
         self.table = load_routes(config.routes_file)
         self.stats = Stats()
-        self.bridge = Bridge(self.table, self.api, stats=self.stats)
+        self.bridge = Bridge(self.table, self.api, stats=self.stats, remember=REMEMBERED_KEYS)
+        self.keeper = VisibilityKeeper(self.sqs, config.queue_url, config.visibility_timeout)
+        self._prefect_slots = threading.BoundedSemaphore(max(1, config.prefect_calls))
         self.stop_event = threading.Event()
         self.api_down = threading.Event()
         self._probing = threading.Lock()  # held by the one thread that probes a down API
@@ -116,6 +216,7 @@ class Consumer:
         )
         heartbeat = threading.Thread(target=self._heartbeat, name="bridge-heartbeat", daemon=True)
         heartbeat.start()
+        self.keeper.start()
         workers = [
             threading.Thread(target=self._poll, name=f"bridge-batch-{index}", daemon=True)
             for index in range(max(1, self.config.concurrency))
@@ -135,6 +236,7 @@ class Consumer:
             for worker in workers:
                 worker.join(timeout=max(0.1, deadline - time.monotonic()))
             unfinished = sum(worker.is_alive() for worker in workers)
+            self.keeper.stop()
             if unfinished:  # their messages stay in the queue and come back after the visibility timeout
                 logger.warning(
                     "%d batch(es) still in flight at exit; SQS will deliver them again", unfinished
@@ -161,6 +263,7 @@ class Consumer:
                     QueueUrl=self.config.queue_url,
                     MaxNumberOfMessages=10,
                     WaitTimeSeconds=self.config.wait_seconds,
+                    VisibilityTimeout=self.keeper.timeout,
                     MessageAttributeNames=["All"],
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageDeduplicationId"],
                 ).get("Messages", [])
@@ -172,12 +275,15 @@ class Consumer:
                 continue
             # Received messages are always carried out, even once stopping: they would otherwise be
             # invisible until their visibility timeout ends.
+            receipts = [message["ReceiptHandle"] for message in messages]
+            self.keeper.hold(receipts)
             with self._flight_lock:
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
                 self.process_batch(messages)
             finally:
+                self.keeper.release(receipts)  # (process_batch released those it let go already)
                 with self._flight_lock:
                     self.in_flight -= 1
 
@@ -215,19 +321,25 @@ class Consumer:
             for message in messages
         ]
         try:
-            results = self.bridge.handle_batch(incoming)
+            with self._prefect_slots:  # the others wait here, their messages kept invisible
+                results = self.bridge.handle_batch(incoming)
         except Exception as error:  # a bug must not stop the bridge; the messages are retried
             logger.exception("unexpected error on a batch of %d messages", len(messages))
             results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(
                 messages
             )
         done = []
+        letters: list[dict[str, Any]] = []  # the batch's dead-letter events, recorded in one call
         for index, (message, result) in enumerate(zip(messages, results, strict=True)):
             if isinstance(result, BridgeFailure):
                 receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                if not self._failed(message, result, receive_count):
+                if not self._failed(message, result, receive_count, events=letters):
                     continue
             done.append({"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]})
+        if letters:
+            self._emit_dead_letter_events(letters)
+        # Let go of them before deleting: an extension must not race the delete of its message.
+        self.keeper.release([entry["ReceiptHandle"] for entry in done])
         if done:
             try:
                 reply = self.sqs.delete_message_batch(QueueUrl=self.config.queue_url, Entries=done)
@@ -257,7 +369,14 @@ class Consumer:
             return self._failed(message, result, receive_count)
         return True
 
-    def _failed(self, message: dict[str, Any], failure: BridgeFailure, receive_count: int) -> bool:
+    def _failed(
+        self,
+        message: dict[str, Any],
+        failure: BridgeFailure,
+        receive_count: int,
+        *,
+        events: list[dict[str, Any]] | None = None,
+    ) -> bool:
         message_id = message.get("MessageId")
         if failure.category == UNAVAILABLE:
             if "unreachable" in failure.reason:
@@ -265,13 +384,16 @@ class Consumer:
             else:  # busy (503/429) or erroring: ease off for a moment
                 with self._busy_lock:
                     self.busy_until = max(self.busy_until, time.monotonic() + BUSY_PAUSE_SECONDS)
+        if failure.category == MALFORMED and self.config.dead_letter_url:
+            # Its body can never be read, however often it is received: no point in waiting.
+            return self._dead_letter(message, failure, receive_count, events=events)
         if receive_count >= self.config.max_receives:
             # Prefect being busy or down is no reason to give up on an event: start it over as a
             # new message (same body, same identity), a bounded number of times.
             if failure.category == UNAVAILABLE and self._requeue(message, failure):
                 return True
             if self.config.dead_letter_url:
-                return self._dead_letter(message, failure, receive_count)
+                return self._dead_letter(message, failure, receive_count, events=events)
         if failure.category in PERMANENT:
             delay = self.config.retry_seconds
         else:
@@ -286,6 +408,7 @@ class Consumer:
             failure.reason,
             delay,
         )
+        self.keeper.release([message["ReceiptHandle"]])  # back in view after `delay`, not extended
         try:
             self.sqs.change_message_visibility(
                 QueueUrl=self.config.queue_url,
@@ -329,7 +452,16 @@ class Consumer:
         )
         return True
 
-    def _dead_letter(self, message: dict[str, Any], failure: BridgeFailure, receive_count: int) -> bool:
+    def _dead_letter(
+        self,
+        message: dict[str, Any],
+        failure: BridgeFailure,
+        receive_count: int,
+        *,
+        events: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Send it to the dead-letter queue with the reason; its Prefect event is recorded now, or
+        appended to ``events`` for the caller to record with others."""
         message_id = message.get("MessageId")
         params = dead_letter.dead_letter_message(
             queue_url=self.config.dead_letter_url,
@@ -351,13 +483,18 @@ class Consumer:
         logger.error(
             "dead-lettered message %s after %d receives: %s", message_id, receive_count, failure.reason
         )
-        try:
-            self.api.emit_events(
-                [dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)]
-            )
-        except Exception as error:  # the dead letter itself holds the reason
-            logger.debug("could not emit the dead-letter event: %s", error)
+        event = dead_letter_event(message_id, failure.reason, failure.category, self.config.queue_url)
+        if events is not None:
+            events.append(event)
+        else:
+            self._emit_dead_letter_events([event])
         return True
+
+    def _emit_dead_letter_events(self, events: list[dict[str, Any]]) -> None:
+        try:
+            self.api.emit_events(events)
+        except Exception as error:  # the dead letters themselves hold the reason
+            logger.debug("could not emit %d dead-letter event(s): %s", len(events), error)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -375,8 +512,12 @@ class Consumer:
             "prefect_api_available": not self.api_down.is_set(),
             "stopping": stopping,
             "concurrency": self.config.concurrency,
+            "prefect_calls": self.config.prefect_calls,
             "batches_in_flight": in_flight,
             "peak_batches_in_flight": peak,
+            "visibility_timeout": self.keeper.timeout,
+            "messages_held": self.keeper.held(),
+            "visibility_extensions": self.keeper.extended,
             "counts": self.stats.snapshot(),
         }
 
@@ -418,6 +559,8 @@ def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerCon
         or sqs.get_queue_url(QueueName=settings.events_queue)["QueueUrl"]
     )
     redrive = queue_redrive(sqs, queue_url)
+    visibility = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])
+    visibility_timeout = int(visibility.get("Attributes", {}).get("VisibilityTimeout", 30))
     dead_letter_url = os.environ.get("BRIDGE_DLQ_URL") or redrive.dead_letter_queue_url
     status_file = getattr(args, "status_file", None) or os.environ.get("INTERLINKED_BRIDGE_STATUS_FILE")
     config = ConsumerConfig(
@@ -428,6 +571,8 @@ def config_from_env(args: argparse.Namespace | None = None) -> tuple[ConsumerCon
         routes_file=getattr(args, "routes", None),
         status_file=Path(status_file) if status_file else settings.state_dir / "bridge-status.json",
         concurrency=concurrency,
+        prefect_calls=settings.bridge_prefect_calls,
+        visibility_timeout=visibility_timeout,
         wait_seconds=int(os.environ.get("INTERLINKED_BRIDGE_WAIT_SECONDS", 5)),
         retry_seconds=int(
             getattr(args, "retry_seconds", None) or os.environ.get("INTERLINKED_BRIDGE_RETRY_SECONDS", 2)

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -303,12 +303,43 @@ class Stats:
 
 
 class Bridge:
-    """Carry out routing decisions against a Prefect API."""
+    """Carry out routing decisions against a Prefect API.
 
-    def __init__(self, table: RouteTable, api: PrefectApi, *, stats: Stats | None = None):
+    ``remember``: how many idempotency keys of events done lately (run created or found, Prefect
+    event recorded) to keep in memory with their run ids, least recently used dropped first. A
+    duplicate of one of them is done at once, without asking Prefect again (it would return the same
+    run and deduplicate the same event). 0 keeps none; the server's idempotency keys stay the
+    guarantee either way.
+    """
+
+    def __init__(self, table: RouteTable, api: PrefectApi, *, stats: Stats | None = None, remember: int = 0):
         self.table = table
         self.api = api
         self.stats = stats or Stats()
+        self.remember = remember
+        self._done: OrderedDict[str, str] = OrderedDict()  # key → run id, most recent last
+        self._done_lock = threading.Lock()
+
+    def _known_run(self, key: str | None) -> str | None:
+        if not self.remember or key is None:
+            return None
+        with self._done_lock:
+            run = self._done.get(key)
+            if run is not None:
+                self._done.move_to_end(key)
+            return run
+
+    def _remember(self, outcomes: list[Outcome]) -> None:
+        if not self.remember:
+            return
+        with self._done_lock:
+            for outcome in outcomes:
+                key = outcome.decision.idempotency_key
+                if outcome.decision.action == "dispatch" and key and outcome.flow_run_id:
+                    self._done[key] = outcome.flow_run_id
+                    self._done.move_to_end(key)
+            while len(self._done) > self.remember:
+                self._done.popitem(last=False)
 
     def handle(
         self,
@@ -359,12 +390,18 @@ class Bridge:
             except BridgeFailure as failure:
                 results.append(failure)
 
-        # One request per idempotency key, grouped by deployment.
+        # One request per idempotency key, grouped by deployment; none for a key done lately.
+        known: dict[str, str] = {}
         wanted: dict[str, dict[str, Decision]] = {}
         for items in decisions.values():
             for decision in items:
-                if decision.action == "dispatch":
-                    wanted.setdefault(decision.deployment, {}).setdefault(decision.idempotency_key, decision)
+                if decision.action != "dispatch":
+                    continue
+                run_id = self._known_run(decision.idempotency_key)
+                if run_id is not None:
+                    known[decision.idempotency_key] = run_id
+                    continue
+                wanted.setdefault(decision.deployment, {}).setdefault(decision.idempotency_key, decision)
         runs: dict[str, str | BridgeFailure] = {}  # key → run id, or why not
         for deployment, by_key in wanted.items():
             runs.update(self._create_many(deployment, list(by_key.values())))
@@ -373,7 +410,14 @@ class Bridge:
         pending: dict[int, list[Outcome]] = {}
         for index, items in decisions.items():
             outcomes = []
+            fresh = []  # outcomes whose Prefect event is still to be recorded
             for decision in items:
+                if decision.action == "dispatch" and decision.idempotency_key in known:
+                    # Done lately (its run exists, its event is recorded): a duplicate delivery.
+                    outcomes.append(
+                        Outcome(decision, flow_run_id=known[decision.idempotency_key], created=False)
+                    )
+                    continue
                 if decision.action == "dispatch":
                     run = runs[decision.idempotency_key]
                     if isinstance(run, BridgeFailure):
@@ -382,11 +426,10 @@ class Bridge:
                     outcomes.append(Outcome(decision, flow_run_id=run, created=None))
                 else:
                     outcomes.append(Outcome(decision))
+                fresh.append(outcomes[-1])
             else:
                 pending[index] = outcomes
-                events.extend(
-                    event for outcome in outcomes if (event := self._event_for(outcome)) is not None
-                )
+                events.extend(event for outcome in fresh if (event := self._event_for(outcome)) is not None)
         try:
             self.api.emit_events(events)
         except (PrefectUnavailable, PrefectRejected) as error:
@@ -394,6 +437,7 @@ class Bridge:
             return [failure if index in pending else result for index, result in enumerate(results)]
         for index, outcomes in pending.items():
             results[index] = outcomes
+            self._remember(outcomes)
             for outcome in outcomes:
                 self._count(outcome, messages[index].message_id)
         return results

@@ -99,6 +99,12 @@ def private(env, tmp_path_factory):
     consumer.stop()
 
 
+def handled(consumer) -> int:
+    """Valid deliveries a consumer carried out: runs created or found by key, or known duplicates."""
+    counts = consumer.counts()
+    return counts.get("dispatched", 0) + counts.get("duplicate", 0)
+
+
 def wait_until(predicate, timeout: float = 30, message: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -343,8 +349,9 @@ def test_duplicate_deliveries_create_one_run(env, private):
     message_key = f"script-job-message:msg:{dedup}"
     assert len(flow_runs(idempotency_keys=[message_key])) == 1
     assert len(flow_runs(idempotency_keys=[drop_key])) == 1
-    # 8 deliveries handled (counters lag up to 2 s), 2 runs: the others found the run by its key.
-    wait_until(lambda: private["consumer"].counts().get("dispatched", 0) >= 8, message="8 deliveries counted")
+    # 8 deliveries handled (counters lag up to 2 s), 2 runs: the others found the run by its key
+    # (or, done lately, by the consumer's memory of the key: counted as duplicates).
+    wait_until(lambda: handled(private["consumer"]) >= 8, message="8 deliveries counted")
     assert wait_for_dead_letters(sqs, private["dlq"], 1, timeout=1) == []
 
 
@@ -419,10 +426,13 @@ def test_poison_messages_reach_the_dlq_with_their_reason_and_the_bridge_lives_on
         assert reasons[name]["body"] == body  # the original, untouched
     wrapped = next(m for m in letters if ids[dead_letter.reason_of(m)["message_id"]] == "wrapped")
     assert json.loads(wrapped["Body"])["attributes"]["attr3"] == "3"
-    not_json = next(m for m in letters if ids[dead_letter.reason_of(m)["message_id"]] == "not-json")
-    assert (
-        not_json["MessageAttributes"]["interlinked.dlq.receive-count"]["StringValue"] == "3"
-    )  # after max receives
+
+    def receive_count(name: str) -> str:
+        letter = next(m for m in letters if ids[dead_letter.reason_of(m)["message_id"]] == name)
+        return letter["MessageAttributes"]["interlinked.dlq.receive-count"]["StringValue"]
+
+    assert receive_count("not-json") == "1"  # malformed: it can never be read, no retries
+    assert receive_count("unroutable") == "3"  # after max receives
     consumer = private["consumer"]
     assert consumer.alive()
     wait_until(
@@ -508,7 +518,7 @@ def test_a_burst_through_concurrent_batches_lands_exactly_once(env, tmp_path_fac
     try:
         letters = wait_for_dead_letters(env.sqs, dlq, 3, timeout=240)
         wait_until(lambda: queue_empty(env.sqs, queue), timeout=240, message="burst drained")
-        wait_until(lambda: consumer.counts().get("dispatched", 0) >= 120, message="120 deliveries counted")
+        wait_until(lambda: handled(consumer) >= 120, message="120 deliveries counted")
     finally:
         consumer.stop()
     keys = [f"{route}:msg:{dedup}" for dedup in events]
@@ -520,10 +530,10 @@ def test_a_burst_through_concurrent_batches_lands_exactly_once(env, tmp_path_fac
     status = consumer.status()
     assert status["stopping"] is True and status["concurrency"] == 4
     counts = status["counts"]
-    # Each delivery is counted once; under heavy load a batch can outlive its visibility timeout
-    # and be received again: the run exists already (its key), and the count shows the redelivery.
-    assert counts["dispatched"] >= 120 and counts["dead_lettered_malformed"] == 3
-    assert counts["received"] == 120 + 3 * 3  # poison: 3 receives each
+    # Each delivery is received and counted once (a batch that outlives the visibility timeout keeps
+    # its messages invisible); a duplicate of an event done lately is counted as one.
+    assert counts["dispatched"] + counts.get("duplicate", 0) == 120 and counts["dead_lettered_malformed"] == 3
+    assert counts["received"] == 120 + 3  # malformed poison: dead-lettered on its first receive
     assert consumer.process.returncode == 0
 
 

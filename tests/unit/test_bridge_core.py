@@ -15,6 +15,7 @@ from interlinked.bridge.core import (
     REJECTED,
     S3_CREATED_EVENT,
     UNAVAILABLE,
+    UNROUTABLE,
     Bridge,
     BridgeFailure,
     derived_id,
@@ -203,6 +204,28 @@ def test_a_run_refused_in_bulk_fails_only_its_message(table):
     failing = Bridge(table, FakeApi(fail_events=PrefectUnavailable("down")))
     [result] = failing.handle_batch([good])
     assert isinstance(result, BridgeFailure) and result.category == UNAVAILABLE
+
+
+def test_a_duplicate_of_an_event_done_lately_asks_prefect_nothing(table):
+    from interlinked.bridge.core import Message
+
+    api = FakeApi()
+    bridge = Bridge(table, api, remember=2)
+    job = json.dumps({"type": "script-job", "payload": {"script": "a.py"}})
+    [first] = bridge.handle_batch([Message(job, message_id="a", attributes={"dedup-id": "j1"})])
+    calls, events = api.bulk_calls, len(api.events)
+    [again] = bridge.handle_batch([Message(job, message_id="b", attributes={"dedup-id": "j1"})])
+    assert again[0].status == "duplicate" and again[0].flow_run_id == first[0].flow_run_id
+    assert (api.bulk_calls, len(api.events)) == (calls, events)  # no bulk call, no second event
+    # Only what is done (run and event recorded) is remembered; the oldest key is dropped first.
+    failing = Bridge(table, FakeApi(fail_events=PrefectUnavailable("down")), remember=2)
+    failing.handle_batch([Message(job, message_id="a", attributes={"dedup-id": "j1"})])
+    assert failing._known_run(first[0].decision.idempotency_key) is None
+    for dedup in ("j2", "j3"):
+        bridge.handle_batch([Message(job, message_id=dedup, attributes={"dedup-id": dedup})])
+    assert bridge._known_run(first[0].decision.idempotency_key) is None
+    [later] = bridge.handle_batch([Message(job, message_id="c", attributes={"dedup-id": "j1"})])
+    assert later[0].status == "dispatched" and later[0].flow_run_id == first[0].flow_run_id  # found by key
 
 
 def test_runs_the_server_was_too_busy_to_create_are_sent_again(table, monkeypatch):
@@ -395,9 +418,12 @@ def message(body: str, receive_count: int, attributes: dict | None = None) -> di
     }
 
 
+UNROUTABLE_BODY = json.dumps({"type": "no-such-type"})
+
+
 def test_failures_before_the_last_receive_come_back_soon():
     bridge, sqs = consumer()
-    assert bridge.process_message(message("{bad", 1)) is False  # permanent: back in retry_seconds
+    assert bridge.process_message(message(UNROUTABLE_BODY, 1)) is False  # permanent: in retry_seconds
     assert (
         bridge.process_message(message((FIXTURES / "s3-direct.json").read_text(), 2)) is False
     )  # transient: backoff
@@ -406,10 +432,19 @@ def test_failures_before_the_last_receive_come_back_soon():
 
 def test_poison_is_dead_lettered_on_the_last_receive():
     bridge, sqs = consumer()
-    assert bridge.process_message(message("{bad", 3)) is True
+    assert bridge.process_message(message(UNROUTABLE_BODY, 3)) is True
+    [letter] = sqs.sent
+    assert letter["QueueUrl"] == "http://sqs/events-dlq" and letter["MessageBody"] == UNROUTABLE_BODY
+    assert letter["MessageAttributes"]["interlinked.dlq.category"]["StringValue"] == UNROUTABLE
+
+
+def test_a_malformed_message_is_dead_lettered_on_its_first_receive():
+    bridge, sqs = consumer()
+    assert bridge.process_message(message("{bad", 1)) is True  # can never be read: no retries
     [letter] = sqs.sent
     assert letter["QueueUrl"] == "http://sqs/events-dlq" and letter["MessageBody"] == "{bad"
     assert letter["MessageAttributes"]["interlinked.dlq.category"]["StringValue"] == MALFORMED
+    assert sqs.visibility == []
 
 
 def test_an_event_prefect_could_not_take_is_requeued_with_its_identity_then_dead_lettered():

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from interlinked.local.emulator import iam, snapshot
+from interlinked.local.emulator import iam, snapshot, sqs_speed
 
 log = logging.getLogger("interlinked.emulator")
 LOCK_NAME = "lock"
@@ -368,6 +368,7 @@ def serve(host: str, port: int, directory: Path, *, interval: float = 1.0, enfor
     iam.enable(enforce_iam)  # after the restore: the admin user goes into the restored IAM state
     iam.ensure_admin()  # also without enforcement: unauthenticated writes are attributed to it
     iam.track_writers()
+    sqs_speed.install()  # moto's SQS without its walks of the whole queue per message
     persistence = Persistence(directory, interval=interval)
     persistence.completed = persistence.persisted = seq
 
