@@ -173,14 +173,21 @@ def dead_letters_with_reason(sqs, url: str) -> int:
     return sum(seen.values())
 
 
+_CLIENT = None
+
+
 def count_runs(deployment_id) -> int:
+    """Runs of the bench deployment, through one client kept open (a new one per poll cost the
+    server as much as a few runs)."""
+    global _CLIENT
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    with get_client(sync_client=True) as client:
-        return client.count_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-        )
+    if _CLIENT is None:
+        _CLIENT = get_client(sync_client=True).__enter__()
+    return _CLIENT.count_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
 
 
 def main() -> None:
@@ -295,7 +302,7 @@ def main() -> None:
             dead = sum(queue_counts(sqs, dlq))
             if all_runs is not None and visible == 0 and in_flight == 0 and dead >= expected["poison"]:
                 break
-            time.sleep(0.25)
+            time.sleep(0.5)
         drained = time.monotonic()
         time.sleep(2.5)  # one more status write
         status = read_status(status_file) or {}

@@ -81,8 +81,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("INTERLINKED_BRIDGE_CONCURRENCY", "INTERLINKED_BRIDGE_POLLERS"),
         description="Batches of up to 10 events the bridge consumer has in flight at once (each one "
         "received, routed, created as runs, recorded and deleted by a thread of its own); 1 is one "
-        "serial loop. A batch mostly waits on the emulator and the Prefect server, so more in flight "
-        "help until one of them runs out of CPU (600 events: 13 events/s with 4, 24 with 8, 35 with 16).",
+        "serial loop. A batch mostly waits on SQS and the Prefect server; how many of them are at "
+        "the server at once is bridge_prefect_calls.",
     )
     bridge_prefect_calls: int = Field(
         default=4,
