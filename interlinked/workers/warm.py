@@ -59,13 +59,17 @@ START_SLOT_TIMEOUT = 30.0
 DEFAULT_READ_REUSE_SECONDS = 1.0
 
 
-def read_reuse_seconds() -> float:
+def _setting(name: str, default: float, *, minimum: float = 0.0, kind: type = float) -> Any:
+    """A number from the environment (``name``), at least ``minimum``; ``default`` when unset or
+    not a number."""
     try:
-        return max(
-            0.0, float(os.environ.get("INTERLINKED_WARM_READ_REUSE_SECONDS", DEFAULT_READ_REUSE_SECONDS))
-        )
+        return max(kind(minimum), kind(os.environ.get(name, default)))
     except ValueError:
-        return DEFAULT_READ_REUSE_SECONDS
+        return default
+
+
+def read_reuse_seconds() -> float:
+    return _setting("INTERLINKED_WARM_READ_REUSE_SECONDS", DEFAULT_READ_REUSE_SECONDS)
 
 
 class RecentReads:
@@ -101,19 +105,11 @@ DEFAULT_ENGINE_READS_SECONDS = 10.0
 
 
 def engine_reads_seconds() -> float:
-    try:
-        return max(
-            0.0, float(os.environ.get("INTERLINKED_WARM_ENGINE_READS_SECONDS", DEFAULT_ENGINE_READS_SECONDS))
-        )
-    except ValueError:
-        return DEFAULT_ENGINE_READS_SECONDS
+    return _setting("INTERLINKED_WARM_ENGINE_READS_SECONDS", DEFAULT_ENGINE_READS_SECONDS)
 
 
 def start_slots() -> int:
-    try:
-        return max(1, int(os.environ.get("INTERLINKED_WARM_START_SLOTS", DEFAULT_START_SLOTS)))
-    except ValueError:
-        return DEFAULT_START_SLOTS
+    return _setting("INTERLINKED_WARM_START_SLOTS", DEFAULT_START_SLOTS, minimum=1, kind=int)
 
 
 def default_preload() -> list[str]:
