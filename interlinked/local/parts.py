@@ -169,12 +169,24 @@ SERVER_DEFAULTS = {
     # local user nothing a queue of Scheduled runs does not.
     "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
 }
+# ... and with PostgreSQL. Prefect keeps 5 connections (plus 10 it opens and closes as needed); a
+# burst keeps more requests than that at the database, and each connection opened anew starts a
+# PostgreSQL backend and prepares its statements again: with 20 kept, PostgreSQL's CPU per run of a
+# burst fell from 76 to 28 ms.
+POSTGRES_SERVER_DEFAULTS = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+}
 
 
 def _server_env(settings: Settings) -> dict[str, str]:
     home = settings.state_dir / "prefect"
     return {
         **{name: os.environ.get(name, value) for name, value in SERVER_DEFAULTS.items()},
+        **(
+            {name: os.environ.get(name, value) for name, value in POSTGRES_SERVER_DEFAULTS.items()}
+            if settings.prefect_database != "sqlite"
+            else {}
+        ),
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -32,6 +32,8 @@ import os
 import select
 import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 DEFAULT_PRELOAD = (
@@ -182,6 +184,43 @@ def _check_server_version_once() -> None:
                 str(api_url), logging.getLogger("interlinked.zygote"), raise_on_error=False
             )
         )
+    # The engine's own client checks too, keyed by its base URL (with a trailing slash): warm that.
+    from prefect.client.orchestration import get_client
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        client.raise_for_api_version_mismatch_once()
+
+
+def _rebuild(model: Any) -> None:
+    model.model_rebuild(raise_errors=False)
+
+
+def complete_models() -> int:
+    """Complete, here, the pydantic models Prefect left to complete on first use; how many.
+
+    Prefect's models refer to each other by name, so pydantic finishes building most of them (their
+    validators and serialisers) only when one is first used: ~280 after importing Prefect. A forked
+    run inherits none of that first use and redid it for every model it touched (its flow run, the
+    suspension observer's event filters, log and state payloads): a tenth of a trivial run's CPU.
+    A model that cannot be completed yet stays as it was and completes on use, as before.
+    """
+    from pydantic import BaseModel
+
+    pending: list[type] = [BaseModel]
+    seen: set[type] = set()
+    completed = 0
+    while pending:
+        for model in pending.pop().__subclasses__():
+            if model in seen:
+                continue
+            seen.add(model)
+            pending.append(model)
+            if getattr(model, "__pydantic_complete__", True):
+                continue
+            with contextlib.suppress(Exception):
+                _rebuild(model)
+            completed += bool(getattr(model, "__pydantic_complete__", False))
+    return completed
 
 
 def warm_prefect(preloaded: list[str]) -> None:
@@ -196,6 +235,70 @@ def warm_prefect(preloaded: list[str]) -> None:
     contexts.create_default_context(cafile=certifi.where())  # the context every client asks for
     _check_server_version_once()
     _reuse_preloaded_flow_modules(preloaded)
+    complete_models()
+
+
+# What this fork server's Prefect settings were built from (see settings_inputs; set by main()).
+_SETTINGS_INPUTS: tuple | None = None
+
+
+def settings_inputs(environ: Mapping[str, str], cwd: str) -> tuple | None:
+    """What Prefect builds its settings from, besides its defaults; None when that cannot be told.
+
+    Prefect reads ``PREFECT_*`` variables (case-insensitive; ``PREFECT__*`` names are per-run
+    identifiers, never settings: a setting's name cannot start with ``_``), the working directory's
+    ``.env``, ``prefect.toml`` and ``[tool.prefect]`` of ``pyproject.toml``, and the profiles file.
+    A child whose inputs equal the fork server's has the fork server's settings already; any other
+    builds its own (a job variable ``env`` with a ``PREFECT_`` setting, a working directory with a
+    ``prefect.toml``, a profile edited since the worker started).
+    """
+    import tomllib
+
+    from prefect.settings import get_current_settings
+
+    variables = sorted(
+        (name.upper(), value)
+        for name, value in environ.items()
+        if name.upper().startswith("PREFECT_") and not name.startswith("PREFECT__")
+    )
+    files: list[Any] = []
+    try:
+        profiles = get_current_settings().profiles_path
+        for path in (Path(cwd, ".env"), Path(cwd, "prefect.toml"), Path(profiles) if profiles else None):
+            files.append(path.read_bytes() if path is not None and path.is_file() else None)
+        pyproject = Path(cwd, "pyproject.toml")
+        table = (
+            tomllib.loads(pyproject.read_text()).get("tool", {}).get("prefect")
+            if pyproject.is_file()
+            else None
+        )
+    except (OSError, ValueError):
+        return None
+    return (tuple(variables), tuple(files), json.dumps(table, sort_keys=True, default=str))
+
+
+def remember_settings_inputs() -> None:
+    """In the fork server: build Prefect's settings from its inputs now, and remember those inputs."""
+    global _SETTINGS_INPUTS
+    from prefect.context import refresh_global_settings_context
+
+    _SETTINGS_INPUTS = settings_inputs(os.environ, os.getcwd())
+    refresh_global_settings_context()
+
+
+def adopt_settings(cwd: str) -> bool:
+    """In a forked child: Prefect's settings for this run's environment and working directory.
+
+    Prefect read its settings when the fork server imported it. They are built again (about a fifth
+    of a trivial run's CPU) only when this run's inputs differ from the fork server's. True when
+    they were built again.
+    """
+    if _SETTINGS_INPUTS is not None and settings_inputs(os.environ, cwd) == _SETTINGS_INPUTS:
+        return False
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+    return True
 
 
 # The flow-run processes this zygote forked (only their exits are reported to the worker).
@@ -348,10 +451,7 @@ def run_child(request: dict[str, Any]) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update({key: value for key, value in request["env"].items() if value is not None})
-    # Prefect read its settings when the zygote imported it; re-read them from this run's environment.
-    from prefect.context import refresh_global_settings_context
-
-    refresh_global_settings_context()
+    adopt_settings(os.getcwd())
     use_prefetched(request.get("prefetched"))
     sys.argv = ["prefect.engine", request["flow_run_id"]]
     try:
@@ -369,6 +469,7 @@ def main(argv: list[str]) -> int:
     fingerprint = code_fingerprint()
     failed = preload([*DEFAULT_PRELOAD, *argv])
     warm_prefect([name for name in argv if name not in failed])
+    remember_settings_inputs()
     _reply(
         {
             "op": "ready",

@@ -201,3 +201,20 @@ def test_down_stops_runs_the_worker_forks_while_other_services_stop(settings, tm
         for process in forked:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+def test_the_prefect_server_keeps_twenty_database_connections_on_postgres_only(tmp_path, monkeypatch):
+    """A burst keeps more requests at the database than Prefect's 5 pooled connections; each one
+    opened anew costs PostgreSQL a backend and its statements' preparation. SQLite (one writer) keeps
+    Prefect's default; a value the user sets wins."""
+    import importlib
+
+    parts = importlib.import_module("interlinked.local.parts")
+    name = "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"
+    monkeypatch.delenv(name, raising=False)
+    postgres = Settings(_env_file=None, state_dir=tmp_path / "pg", prefect_database="postgres")
+    sqlite = Settings(_env_file=None, state_dir=tmp_path / "lite", prefect_database="sqlite")
+    assert parts._server_env(postgres)[name] == "20"
+    assert name not in parts._server_env(sqlite)
+    monkeypatch.setenv(name, "7")
+    assert parts._server_env(postgres)[name] == "7"

@@ -151,3 +151,63 @@ def test_one_cancellation_poll_covers_every_live_run(monkeypatch):
     asked, names, limit = worker._client.calls[0]
     assert asked == runs[:3] and names == ["Cancelling"] and limit == 3
     assert [worker._cancel_requests[run_id].is_set() for run_id in runs] == [False, True, False, True]
+
+
+def test_the_worker_sends_its_pool_with_runs_the_server_hands_it_without_a_pool_name():
+    """The server leaves ``work_pool_name`` empty in the runs it hands a worker; those runs are the
+    worker's pool's, so their engines get the pool with the fork instead of reading it."""
+    import types
+    import uuid
+
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+
+    from interlinked.workers import warm
+
+    pool = WorkPool(id=uuid.uuid4(), name="p", type=warm.WORKER_TYPE)
+
+    async def storage(_):
+        return types.SimpleNamespace(model_dump=lambda mode: {"default_result_storage_block_id": None})
+
+    async def unreadable(_):
+        raise LookupError("not read here")
+
+    async def prefetched_for(work_pool_name):
+        worker = warm.WarmProcessWorker(work_pool_name="p")
+        worker._client = types.SimpleNamespace(read_deployment=unreadable, read_flow=unreadable)
+        worker._work_pool = pool
+        worker._engine_reads = {"work-queue": storage, "result-storage": storage}
+        return await worker._engine_reads_for(FlowRun(flow_id=uuid.uuid4(), work_pool_name=work_pool_name))
+
+    as_handed = asyncio.run(prefetched_for(None))
+    assert as_handed["work-pool"]["name"] == "p" and as_handed["work-pool"]["id"] == str(pool.id)
+    assert asyncio.run(prefetched_for("p"))["work-pool"]["name"] == "p"
+    assert "work-pool" not in asyncio.run(prefetched_for("another-pool"))
+
+
+def test_prefect_settings_become_environment_variables_once_per_settings_object(monkeypatch):
+    """Every run's environment holds Prefect's settings; serialising them took ~40 ms of the worker's
+    CPU per run. They are serialised once per settings object and handed out as copies."""
+    from prefect.settings import PREFECT_LOGGING_LEVEL, get_current_settings, temporary_settings
+
+    from interlinked.workers import warm
+
+    settings_class = type(get_current_settings())
+    original = settings_class.to_environment_variables
+    calls = []
+
+    def counted(self, **kwargs):
+        calls.append(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(settings_class, "to_environment_variables", counted)
+    monkeypatch.setattr(warm, "_SETTINGS_ENVIRONMENT", None)
+    first = warm.settings_environment()
+    # The job configuration's base environment (Prefect calls it for every run) is the same copy.
+    assert warm.WarmProcessWorker.job_configuration._base_environment() == first
+    assert calls == [{"exclude_unset": True}]
+    first["CHANGED_BY_A_CALLER"] = "1"
+    assert "CHANGED_BY_A_CALLER" not in warm.settings_environment()
+    with temporary_settings({PREFECT_LOGGING_LEVEL: "ERROR"}):
+        assert warm.settings_environment()["PREFECT_LOGGING_LEVEL"] == "ERROR"
+    assert len(calls) == 2
+    assert warm.settings_environment() == original(get_current_settings(), exclude_unset=True)

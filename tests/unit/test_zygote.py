@@ -60,13 +60,33 @@ def test_fork_server_spawns_reports_exit_and_survives_bad_input(tmp_path):
 
 _WARM_PROBE = """
 import json, threading
+import pydantic
 from interlinked.workers import zygote
 from prefect._internal import version_checking
 import prefect
+from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
+
+def incomplete():
+    found, pending = set(), [pydantic.BaseModel]
+    while pending:
+        for model in pending.pop().__subclasses__():
+            if model not in found:
+                found.add(model)
+                pending.append(model)
+    return sum(not getattr(model, "__pydantic_complete__", True) for model in found)
+
+before = incomplete()
 zygote.warm_prefect([])
-key = version_checking._api_version_check_key(str(get_current_settings().api.url), prefect.__version__)
-print(json.dumps({"threads": threading.active_count(), "cached": version_checking._is_api_version_check_cached(key)}))
+def cached(url):
+    return version_checking._is_api_version_check_cached(version_checking._api_version_check_key(url, prefect.__version__))
+print(json.dumps({
+    "threads": threading.active_count(),
+    # the events client's key, and the engine's own client's (its base URL ends with a slash)
+    "cached": cached(str(get_current_settings().api.url)),
+    "client_cached": cached(str(get_client(sync_client=True).api_url)),
+    "models": [before > 0, incomplete()],
+}))
 """
 
 
@@ -105,9 +125,82 @@ def test_the_fork_server_checks_the_server_version_once_and_stays_single_threade
         reachable = _warm_in_subprocess(f"http://127.0.0.1:{server.server_address[1]}/api")
     finally:
         server.shutdown()
-    assert reachable == {"threads": 1, "cached": True}
+    # Checked for both keys; every pydantic model Prefect left to complete on first use is complete.
+    assert reachable == {"threads": 1, "cached": True, "client_cached": True, "models": [True, 0]}
     # Nothing answers: nothing is cached (each run then checks for itself), and no thread is left.
-    assert _warm_in_subprocess("http://127.0.0.1:9/api") == {"threads": 1, "cached": False}
+    unreachable = _warm_in_subprocess("http://127.0.0.1:9/api")
+    assert unreachable == {"threads": 1, "cached": False, "client_cached": False, "models": [True, 0]}
+
+
+_SETTINGS_PROBE = """
+import json, os, sys
+from pathlib import Path
+from interlinked.workers import zygote
+from prefect.settings import get_current_settings
+
+here, there = sys.argv[1], sys.argv[2]
+os.chdir(here)
+zygote.remember_settings_inputs()
+seen = {}
+
+def adopt(name, cwd=here, **variables):  # as a forked run does
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.environ.update(variables)
+        os.write(write, json.dumps([zygote.adopt_settings(cwd), get_current_settings().logging.level]).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    seen[name] = json.loads(os.read(read, 4096))
+
+adopt("same")
+adopt("per-run", PREFECT__FLOW_RUN_ID="per-run identifiers are not settings")
+adopt("variable", prefect_logging_level="DEBUG")
+Path(there, "prefect.toml").write_text('[logging]\\nlevel = "ERROR"\\n')
+adopt("prefect.toml", there)
+Path(there, "prefect.toml").unlink()
+Path(there, "pyproject.toml").write_text('[project]\\nname = "x"\\n')
+adopt("pyproject without tool.prefect", there)
+Path(there, "pyproject.toml").write_text('[tool.prefect.logging]\\nlevel = "CRITICAL"\\n')
+adopt("pyproject with tool.prefect", there)
+Path(there, "pyproject.toml").unlink()
+Path(there, ".env").write_text("PREFECT_LOGGING_LEVEL=WARNING\\n")
+adopt(".env", there)
+print(json.dumps(seen))
+"""
+
+
+def test_a_child_builds_its_settings_again_only_when_their_inputs_differ(tmp_path):
+    """Forked runs keep the fork server's Prefect settings when built from the same inputs, and get
+    their own from a changed variable or a settings file in their working directory."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key.upper() not in ("PREFECT_LOGGING_LEVEL", "PREFECT_PROFILE")
+    }
+    env.update({"PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path / "home")})
+    out = subprocess.run(
+        [sys.executable, "-c", _SETTINGS_PROBE, str(here), str(there)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "same": [False, "INFO"],
+        "per-run": [False, "INFO"],
+        "variable": [True, "DEBUG"],
+        "prefect.toml": [True, "ERROR"],
+        "pyproject without tool.prefect": [False, "INFO"],
+        "pyproject with tool.prefect": [True, "CRITICAL"],
+        ".env": [True, "WARNING"],
+    }
 
 
 _ORPHAN_PROBE = """
