@@ -13,7 +13,9 @@ then delete it. Up to ``concurrency`` batches (of up to 10 messages each) are in
 each carried by a thread of its own from receive to delete (``--concurrency``, the setting
 ``bridge_concurrency``, default 16; 1 is a single serial loop), of which at most ``prefect_calls``
 (the setting ``bridge_prefect_calls``, default 4) are at the Prefect server at once: the server
-makes runs on one core, and calls queued there beyond the client's timeout would be sent again. That is safe because a message is
+makes runs on one core, and calls queued there beyond the client's timeout would be sent again.
+Batches waiting for a call go together in the next one (:class:`SharedCalls`, up to
+``COMBINED_MESSAGES``): one bulk creation and one events call for all of them. That is safe because a message is
 deleted only by the thread that saw its run created, and two batches holding the same event ask
 Prefect for the same idempotency key (the server keeps one run). Each bulk call sends its runs
 in key order, so two concurrent calls on PostgreSQL take their key locks in the same order. The
@@ -35,7 +37,7 @@ receiving; batches already received are finished (runs created, messages deleted
 
 A status file (``{state_dir}/bridge-status.json``) is rewritten every couple of seconds through
 :mod:`blocks.status` (``ready``, ``pid``, ``process_started``, ``heartbeat``, plus ``stopping``,
-``concurrency``, ``batches_in_flight``, ``peak_batches_in_flight``, ``visibility_timeout``,
+``concurrency``, ``batches_in_flight``, ``peak_batches_in_flight``, ``batches_carried_along``, ``visibility_timeout``,
 ``messages_held``, ``visibility_extensions`` and the counters); ``blocks.status.service_ready`` reads it (the local stack's readiness check).
 """
 
@@ -79,6 +81,7 @@ MAX_VISIBILITY_DELAY = 120
 # idempotency keys make that harmless). Batches end long before: every Prefect call has a timeout.
 MAX_HOLD_SECONDS = 900
 REMEMBERED_KEYS = 20_000  # events done lately, whose duplicates need no Prefect call
+COMBINED_MESSAGES = 50  # messages of waiting batches that one Prefect call carries at most
 BUSY_PAUSE_SECONDS = 2.0
 REQUEUES = "interlinked.requeues"
 ORIGINAL_ID = "interlinked.message-id"  # keeps a requeued message's identity (its original id)
@@ -181,6 +184,79 @@ class VisibilityKeeper:
         return len(due)
 
 
+class _Waiting:
+    """A batch's messages waiting for a Prefect call, and what that call gave them."""
+
+    def __init__(self, messages: list[Message]):
+        self.messages = messages
+        self.taken = False  # a call carries them
+        self.done = False
+        self.results: list[Any] = []
+        self.error: BaseException | None = None
+
+    def outcome(self) -> list[Any]:
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+
+class SharedCalls:
+    """At most ``slots`` calls at the Prefect server at once; batches waiting for one go together.
+
+    A batch that finds every slot taken waits here. The next batch to get a slot carries every
+    waiting batch along (up to ``limit`` messages in all) in one call to the routing core, which
+    makes one bulk run creation per deployment and one events call for all of them, and hands each
+    batch its own results (or the call's error). The Prefect server creates runs on one core and
+    spends about as much on a call as on half a dozen runs: fewer, bigger calls leave it more for
+    runs. A batch that gets a slot at once goes alone, as before.
+    """
+
+    def __init__(self, slots: int, limit: int):
+        self._cond = threading.Condition()
+        self._free = max(1, slots)
+        self._waiting: list[_Waiting] = []
+        self.limit = max(1, limit)
+        self.carried = 0  # batches that went in another batch's call
+
+    def call(self, messages: list[Message], handle: Any) -> list[Any]:
+        """``handle(messages)`` for this batch, maybe in one call with other waiting batches."""
+        mine = _Waiting(messages)
+        with self._cond:
+            self._waiting.append(mine)
+            while not mine.taken and self._free == 0:
+                self._cond.wait()
+            if mine.taken:  # another batch's call carries this one
+                while not mine.done:
+                    self._cond.wait()
+                return mine.outcome()
+            self._free -= 1
+            self._waiting.remove(mine)
+            group, size = [mine], len(messages)
+            while self._waiting and size + len(self._waiting[0].messages) <= self.limit:
+                other = self._waiting.pop(0)
+                group.append(other)
+                size += len(other.messages)
+                self.carried += 1
+            for waiting in group:
+                waiting.taken = True
+        results: list[Any] = []
+        error: BaseException | None = None
+        try:
+            results = handle([message for waiting in group for message in waiting.messages])
+        except BaseException as raised:  # each batch gets it, as its own call would have
+            error = raised
+        with self._cond:
+            start = 0
+            for waiting in group:
+                waiting.results = results[start : start + len(waiting.messages)] if error is None else []
+                waiting.error = error
+                waiting.done = True
+                start += len(waiting.messages)
+            self._free += 1
+            self._cond.notify_all()
+        return mine.outcome()
+
+
 class Consumer:
     def __init__(self, config: ConsumerConfig, *, sqs=None, api: PrefectApi | None = None):
         self.config = config
@@ -190,7 +266,7 @@ class Consumer:
         self.stats = Stats()
         self.bridge = Bridge(self.table, self.api, stats=self.stats, remember=REMEMBERED_KEYS)
         self.keeper = VisibilityKeeper(self.sqs, config.queue_url, config.visibility_timeout)
-        self._prefect_slots = threading.BoundedSemaphore(max(1, config.prefect_calls))
+        self.calls = SharedCalls(config.prefect_calls, COMBINED_MESSAGES)
         self.stop_event = threading.Event()
         self.api_down = threading.Event()
         self._probing = threading.Lock()  # held by the one thread that probes a down API
@@ -321,8 +397,8 @@ class Consumer:
             for message in messages
         ]
         try:
-            with self._prefect_slots:  # the others wait here, their messages kept invisible
-                results = self.bridge.handle_batch(incoming)
+            # Waiting batches (their messages kept invisible) go together in the next free call.
+            results = self.calls.call(incoming, self.bridge.handle_batch)
         except Exception as error:  # a bug must not stop the bridge; the messages are retried
             logger.exception("unexpected error on a batch of %d messages", len(messages))
             results = [BridgeFailure(UNAVAILABLE, f"internal error: {type(error).__name__}: {error}")] * len(
@@ -515,6 +591,7 @@ class Consumer:
             "prefect_calls": self.config.prefect_calls,
             "batches_in_flight": in_flight,
             "peak_batches_in_flight": peak,
+            "batches_carried_along": self.calls.carried,
             "visibility_timeout": self.keeper.timeout,
             "messages_held": self.keeper.held(),
             "visibility_extensions": self.keeper.extended,

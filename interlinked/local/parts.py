@@ -286,8 +286,11 @@ def parts(settings: Settings) -> dict[str, Part]:
         ),
         "prefect-server": Part(
             name="prefect-server",
+            # `prefect server start`, with one hot spot of the server's less costly (see the module).
             command=[
-                python_tool("prefect"),
+                sys.executable,
+                "-m",
+                "interlinked.local.prefect_server",
                 "server",
                 "start",
                 "--host",

@@ -416,3 +416,67 @@ def test_held_messages_are_kept_invisible_until_released():
     assert keeper.extend_due() == 1 and sqs.calls[-1][0]["ReceiptHandle"] == "h11"
     age(1.1, since=61)  # held longer than max_hold: left to SQS
     assert keeper.extend_due() == 0 and keeper.extended == 13
+
+
+def _shared_calls_scenario(limit, first, waiting):
+    """One slot; ``first`` holds it inside its call while the ``waiting`` batches queue up."""
+    from interlinked.bridge.consumer import SharedCalls
+
+    calls = SharedCalls(slots=1, limit=limit)
+    release = threading.Event()
+    seen: list[list[str]] = []
+    results: dict[str, object] = {}
+
+    def handle(messages):
+        seen.append(list(messages))
+        if len(seen) == 1:
+            release.wait(10)
+        if "boom" in messages:
+            raise RuntimeError("the call failed")
+        return [f"done {message}" for message in messages]
+
+    def batch(name, messages):
+        try:
+            results[name] = calls.call(messages, handle)
+        except RuntimeError as error:
+            results[name] = str(error)
+
+    threads = [threading.Thread(target=batch, args=first)]
+    threads[0].start()
+    while not seen:
+        time.sleep(0.01)
+    for count, item in enumerate(waiting, start=1):
+        threads.append(threading.Thread(target=batch, args=item))
+        threads[-1].start()
+        while len(calls._waiting) < count:  # queued behind the held slot, in this order
+            time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    return calls, seen, results
+
+
+def test_batches_waiting_for_a_prefect_call_go_together_and_each_gets_its_own_results():
+    """With every slot taken, waiting batches ride along in the next call (up to the limit of
+    messages), and each batch gets its own results."""
+    waiting = [("w1", ["b", "c"]), ("w2", ["d"]), ("w3", ["e", "f"]), ("w4", ["g"])]
+    calls, seen, results = _shared_calls_scenario(5, ("first", ["a"]), waiting)
+    assert seen[0] == ["a"]
+    # Six waiting messages, at most five per call: two calls (which batch got the slot first
+    # decides the split), where four calls went before.
+    assert len(seen) == 3 and sorted(len(call) for call in seen[1:]) in ([1, 5], [2, 4])
+    assert sorted(message for call in seen[1:] for message in call) == list("bcdefg")
+    assert results == {
+        "first": ["done a"],
+        "w1": ["done b", "done c"],
+        "w2": ["done d"],
+        "w3": ["done e", "done f"],
+        "w4": ["done g"],
+    }
+    assert calls.carried == 2
+
+
+def test_a_failed_shared_call_fails_every_batch_it_carried():
+    _, seen, results = _shared_calls_scenario(10, ("x", ["x"]), [("y", ["boom"]), ("z", ["z"])])
+    assert len(seen) == 2 and sorted(seen[1]) == ["boom", "z"]
+    assert results == {"x": ["done x"], "y": "the call failed", "z": "the call failed"}
