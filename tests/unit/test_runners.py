@@ -164,7 +164,22 @@ def test_arguments_file_is_json(tmp_path):
     )
 
 
-def test_interrupting_the_runner_stops_the_script_group(tmp_path):
+@pytest.fixture
+def python_ctrl_c():
+    """SIGINT as Python handles it by default (KeyboardInterrupt in the main thread), for one test.
+
+    Code run in-process by another test of the same pytest worker may leave a SIGINT handler of its
+    own: once in a full suite run the interrupt below was swallowed and the script ran its 60 s.
+    """
+    import signal
+
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
+def test_interrupting_the_runner_stops_the_script_group(tmp_path, python_ctrl_c):
     import signal
     import threading
 
