@@ -290,7 +290,7 @@ def parts(settings: Settings) -> dict[str, Part]:
             command=[
                 sys.executable,
                 "-m",
-                "interlinked.local.prefect_server",
+                "interlinked.prefect_server",
                 "server",
                 "start",
                 "--host",

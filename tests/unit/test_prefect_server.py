@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from interlinked.local import prefect_server
+from interlinked import prefect_server
 
 
 class Checks:
@@ -47,7 +47,7 @@ def test_a_schema_found_valid_is_checked_once_and_an_invalid_one_every_time(monk
 
 _PROBE = """
 import json
-from interlinked.local import prefect_server
+from interlinked import prefect_server
 from prefect.utilities.schema_tools import ValidationError, is_valid_schema, validate
 assert prefect_server.install() and not prefect_server.install()
 schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}

@@ -1,6 +1,6 @@
 """The local stack's Prefect server: Prefect's own CLI, with less work per request.
 
-    python -m interlinked.local.prefect_server server start --host HOST --port PORT
+    python -m interlinked.prefect_server server start --host HOST --port PORT
 
 ``interlinked up`` starts the server this way; any ``prefect`` arguments work. Before handing over to
 Prefect's CLI, :func:`install` changes one spot, found by profiling the server with py-spy while
@@ -15,7 +15,9 @@ the event bridge created runs in bulk (``bench/bench_bridge_throughput.py``):
   JSON); a schema that fails is checked, and refused, every time, as before. The validation of the
   job variables themselves is unchanged.
 
-Nothing else differs from ``prefect server start``.
+Nothing else differs from ``prefect server start``. The module sits outside :mod:`interlinked.local`
+on purpose: that package imports boto3's core, and every object imported lives in the server's heap,
+which its garbage collections walk.
 """
 
 from __future__ import annotations
