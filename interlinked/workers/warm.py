@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import InfrastructureNotFound
+from prefect.logging import get_logger
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 from prefect.workers.base import BaseWorker, BaseWorkerResult
@@ -40,6 +41,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
 from interlinked.workers.zygote import code_fingerprint, code_roots
 
 WORKER_TYPE = "warm-process"
+logger = get_logger("workers.warm-process")
 # Flow runs that may be between "forked" and "Running" at once. Starting a run is the CPU-heavy
 # part (the engine's client, states, logs); a burst of hundreds starting together makes every one
 # of them slow and the server with them. A run holds its start slot only until it reports
@@ -47,8 +49,8 @@ WORKER_TYPE = "warm-process"
 # Measured on 2 cores, bursts of 500 trivial runs: 4 slots drained 234 runs/min with a quarter of
 # the CPU idle (each start waits on several requests in turn); 8 drained 292-322, 16 295-312.
 DEFAULT_START_SLOTS = 8
-# Seconds between the worker's reads of its live runs that are Cancelling (one read for all of them):
-# the fallback when the server's Cancelling event did not reach the worker.
+# Seconds between the worker's reads of its live runs that are Cancelling or Suspended (one read for
+# all of them): the fallback when the server's event did not reach the worker.
 CANCELLATION_POLL_SECONDS = 5.0
 # A run that never reports Running (a crash in the engine's start) gives its slot back after this.
 START_SLOT_TIMEOUT = 30.0
@@ -221,6 +223,9 @@ class Zygote:
                 if future and not future.done():
                     future.set_result(message["pid"])
             elif op == "error":
+                if str(message.get("key")).startswith("notify:"):
+                    logger.warning("the fork server could not notify a run: %s", message.get("message"))
+                    continue
                 future = self._spawned.pop(message.get("key"), None)
                 if future and not future.done():
                     future.set_exception(RuntimeError(message["message"]))
@@ -258,7 +263,15 @@ class Zygote:
                 await self.start()
             future = asyncio.get_running_loop().create_future()
             self._spawned[key] = future
-            request = {"op": "spawn", "key": key, "flow_run_id": flow_run_id, "env": env, "cwd": cwd}
+            request = {
+                "op": "spawn",
+                "key": key,
+                "flow_run_id": flow_run_id,
+                "env": env,
+                "cwd": cwd,
+                # The worker tells the run when it is suspended (see _relay_suspension).
+                "relay_suspension": True,
+            }
             if prefetched:
                 request["prefetched"] = prefetched
             self.process.stdin.write((json.dumps(request) + "\n").encode())
@@ -274,6 +287,19 @@ class Zygote:
         prefetched: dict[str, Any] | None = None,
     ) -> int:
         return await (await self.request_spawn(key, flow_run_id, env, cwd, prefetched))
+
+    async def notify(self, pid: int, message: dict[str, Any]) -> bool:
+        """Send ``message`` down the notification pipe of run ``pid``; False when this fork server is gone."""
+        async with self._lock:
+            if not self.alive:
+                return False
+            request = {"op": "notify", "pid": pid, "message": message}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            try:
+                await self.process.stdin.drain()
+            except ConnectionError:
+                return False
+        return True
 
     async def retire(self) -> None:
         """No more spawns here; the fork server exits once its runs in flight have ended (their
@@ -409,9 +435,14 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
         self._control: Any = None
         # Runs this worker started and that are still alive: flow run id → "cancel requested" flag.
         self._cancel_requests: dict[str, asyncio.Event] = {}
+        # Forked runs still alive: flow run id → (their fork server, pid); and those told they are
+        # suspended (each is told once).
+        self._live: dict[str, tuple[Zygote, int]] = {}
+        self._suspension_relayed: set[str] = set()
         # Runs between fork and Running hold a start slot; flow run id → "it reported Running".
         self._start_slots: asyncio.Semaphore | None = None
         self._running_seen: dict[str, asyncio.Event] = {}
+        self._background_tasks: set[asyncio.Task] = set()
         # Fetches are coalesced: a burst of N "Scheduled" events costs one or two fetches, not N.
         self._fetch_wanted: asyncio.Event | None = None
         self._fetcher: asyncio.Task | None = None
@@ -518,8 +549,9 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
 
     async def _listen_for_scheduled_runs(self) -> None:
         """React to the server's events: fetch runs the moment one of our pool is scheduled, note
-        when a run of ours is Running (its start slot is free again), and stop a running run of
-        ours the moment it is cancelled (the stock worker only cancels runs that have not started)."""
+        when a run of ours is Running (its start slot is free again), stop a running run of ours
+        the moment it is cancelled (the stock worker only cancels runs that have not started), and
+        tell a running run of ours that it was suspended (:meth:`_relay_suspension`)."""
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventFilter, EventNameFilter
 
@@ -529,6 +561,7 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                     "prefect.flow-run.Scheduled",
                     "prefect.flow-run.Cancelling",
                     "prefect.flow-run.Running",
+                    "prefect.flow-run.Suspended",
                 ]
             )
         )
@@ -548,6 +581,10 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                             seen = self._running_seen.get(run_id)
                             if seen is not None:
                                 seen.set()
+                            continue
+                        if event.event.endswith(".Suspended"):
+                            if run_id in self._live and run_id not in self._suspension_relayed:
+                                self._background(self._relay_suspension(run_id))
                             continue
                         pool = self._work_pool
                         related = {resource.id for resource in event.related}
@@ -575,21 +612,53 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             # A slot is free: runs that were scheduled meanwhile can start now, not at the next poll.
             self.want_fetch()
 
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
+    async def _relay_suspension(self, run_id: str, state: Any = None) -> bool:
+        """Tell a live run of ours that it is suspended; True when it was told.
+
+        Each run's engine would otherwise watch for this itself, with a websocket and a read of its
+        own (see :class:`interlinked.workers.zygote.SuspensionRelay`). As Prefect's observer does, an
+        event is confirmed by reading the run's current state: only a run that *is* Suspended is
+        told, with that state, and it stops at its next orchestration step."""
+        from prefect._flow_run_suspension import is_suspended_flow_run_state
+
+        if state is None:
+            try:
+                state = (await self.client.read_flow_run(run_id)).state
+            except Exception as error:  # the periodic read tries again
+                self._logger.debug("could not read run %s to confirm its suspension (%s)", run_id, error)
+                return False
+        live = self._live.get(run_id)
+        if live is None or run_id in self._suspension_relayed or not is_suspended_flow_run_state(state):
+            return False
+        zygote, pid = live
+        self._suspension_relayed.add(run_id)
+        if not await zygote.notify(pid, {"op": "suspended", "state": state.model_dump(mode="json")}):
+            self._suspension_relayed.discard(run_id)
+            return False
+        return True
+
     async def _poll_for_cancellation(self) -> None:
-        """Every few seconds, one read of this worker's live runs that are Cancelling: the fallback
-        for a missed or delayed event (a slow poll backs up the event stream). One request for all
-        runs in flight, not one per run: in a burst, runs live longer and per-run polls added up."""
+        """Every few seconds, one read of this worker's live runs that are Cancelling or Suspended:
+        the fallback for a missed or delayed event (a slow poll backs up the event stream). One
+        request for all runs in flight, not one per run: in a burst, runs live longer and per-run
+        polls added up."""
         from prefect.client.schemas.filters import FlowRunFilter
 
         while True:
             await asyncio.sleep(CANCELLATION_POLL_SECONDS)
-            waiting = [run_id for run_id, request in self._cancel_requests.items() if not request.is_set()]
+            waiting = {run_id for run_id, request in self._cancel_requests.items() if not request.is_set()}
+            waiting.update(run_id for run_id in self._live if run_id not in self._suspension_relayed)
             if not waiting:
                 continue
             try:
                 runs = await self.client.read_flow_runs(
                     flow_run_filter=FlowRunFilter(
-                        id={"any_": waiting}, state={"name": {"any_": ["Cancelling"]}}
+                        id={"any_": sorted(waiting)}, state={"name": {"any_": ["Cancelling", "Suspended"]}}
                     ),
                     limit=len(waiting),
                 )
@@ -599,6 +668,9 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                 self._logger.debug("cancellation poll failed (%s)", error)
                 continue
             for run in runs:
+                if run.state is not None and run.state.name == "Suspended":
+                    await self._relay_suspension(str(run.id), run.state)
+                    continue
                 request = self._cancel_requests.get(str(run.id))
                 if request is not None:
                     request.set()
@@ -691,6 +763,7 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
                     raise
             else:
                 zygote, pid = await self._zygotes.spawn(run_id, run_id, env, cwd, prefetched)
+            self._live[run_id] = (zygote, pid)
             if task_status is not None:
                 task_status.started(pid)
             exit_code = asyncio.ensure_future(zygote.wait(pid))
@@ -713,6 +786,8 @@ class WarmProcessWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Wa
             if slot_holder is not None and not slot_holder.done():
                 await asyncio.wait({slot_holder}, timeout=1)
             self._cancel_requests.pop(run_id, None)
+            self._live.pop(run_id, None)
+            self._suspension_relayed.discard(run_id)
             if self._control is not None:
                 self._control.unregister(flow_run.id)
             if working_dir is not None:

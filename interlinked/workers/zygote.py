@@ -7,7 +7,9 @@ loop (so forking it is safe), and forks one child per flow run. The child become
 environment, in its own session so that cancellation can stop its whole process group.
 
 Protocol (JSON lines): requests on stdin ``{"op": "spawn", "key", "flow_run_id", "env", "cwd"}``
-(optionally ``"prefetched"``: objects the worker read for the run's engine, :func:`use_prefetched`) and
+(optionally ``"prefetched"``: objects the worker read for the run's engine, :func:`use_prefetched`;
+``"relay_suspension": true``: the run learns of its suspension from the worker, :class:`SuspensionRelay`),
+``{"op": "notify", "pid", "message"}`` (a line for that run's notification pipe) and
 ``{"op": "retire"}`` (accept no more spawns; exit once every forked run has exited);
 replies on stdout ``{"op": "ready", "fingerprint", ...}``, ``{"op": "spawned", "key", "pid"}``,
 ``{"op": "exited", "pid", "code"}``, ``{"op": "error", "key", "message"}``. Children write their
@@ -223,6 +225,45 @@ def complete_models() -> int:
     return completed
 
 
+class _EventsWorkerClient:
+    """An events client for one emit that hands the event to the process's events worker.
+
+    Prefect's deployment steps (the ``pull`` steps every deployed run executes first) report each
+    step with a client of their own: a websocket opened, used once and closed, before the engine
+    opens the websocket its events worker keeps for the run. Both connect and authenticate on the
+    server. Here the step's event goes through the events worker's connection instead; the worker
+    sends it like every other event of the run, and the run's exit hooks flush it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    async def __aenter__(self) -> _EventsWorkerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        return None
+
+    async def emit(self, event: Any) -> None:
+        from prefect.events.utilities import should_emit_events
+        from prefect.events.worker import EventsWorker
+
+        if should_emit_events():
+            EventsWorker.instance().send(event)
+
+
+def _share_the_events_connection() -> bool:
+    """Deployment steps emit through the events worker (see :class:`_EventsWorkerClient`)."""
+    try:
+        from prefect.deployments.steps import core
+    except ImportError:
+        return False
+    if not hasattr(core, "get_events_client"):
+        return False
+    core.get_events_client = _EventsWorkerClient
+    return True
+
+
 def warm_prefect(preloaded: list[str]) -> None:
     """Work every flow run would repeat, done once in the fork server (see the helpers)."""
     import certifi
@@ -235,6 +276,7 @@ def warm_prefect(preloaded: list[str]) -> None:
     contexts.create_default_context(cafile=certifi.where())  # the context every client asks for
     _check_server_version_once()
     _reuse_preloaded_flow_modules(preloaded)
+    _share_the_events_connection()
     complete_models()
 
 
@@ -303,6 +345,8 @@ def adopt_settings(cwd: str) -> bool:
 
 # The flow-run processes this zygote forked (only their exits are reported to the worker).
 _children: set[int] = set()
+# The write end of each forked run's notification pipe (pid → fd); closed when the run exits.
+_notify_fds: dict[int, int] = {}
 # prctl(2) option: orphaned descendants are re-parented to this process instead of init.
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -331,9 +375,28 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+        fd = _notify_fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
         if pid in _children:  # an adopted orphan is reaped silently: the worker never knew it
             _children.discard(pid)
             _reply({"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _notify(request: dict[str, Any]) -> None:
+    """Write ``request["message"]`` as one line to the notification pipe of run ``request["pid"]``.
+
+    The pipe is non-blocking: a run that stopped reading (its buffer of 64 KiB full) loses the line,
+    and the worker hears why, instead of the fork server hanging on it."""
+    key = f"notify:{request.get('pid')}"
+    fd = _notify_fds.get(request.get("pid"))  # type: ignore[arg-type]
+    if fd is None:
+        _reply({"op": "error", "key": key, "message": f"no live run with pid {request.get('pid')!r}"})
+        return
+    try:
+        os.write(fd, (json.dumps(request.get("message")) + "\n").encode())
+    except OSError as error:  # BlockingIOError (buffer full), BrokenPipeError (the run is ending)
+        _reply({"op": "error", "key": key, "message": f"notification not delivered: {error}"})
 
 
 def serve() -> dict[str, Any] | None:
@@ -358,19 +421,33 @@ def serve() -> dict[str, Any] | None:
         if request.get("op") == "retire":
             retired = True
             continue
+        if request.get("op") == "notify":  # a retired fork server still serves its runs in flight
+            _notify(request)
+            continue
         if retired:
             _reply({"op": "error", "key": request.get("key"), "message": "this fork server is retired"})
             continue
         if request.get("op") != "spawn":
             _reply({"op": "error", "key": request.get("key"), "message": f"unknown op {request.get('op')!r}"})
             continue
+        read_fd, write_fd = os.pipe()  # the run's notification pipe (not inherited by its exec()s)
         try:
             pid = os.fork()
         except OSError as error:
+            os.close(read_fd)
+            os.close(write_fd)
             _reply({"op": "error", "key": request.get("key"), "message": f"fork failed: {error}"})
             continue
         if pid == 0:
+            os.close(write_fd)
+            for fd in _notify_fds.values():  # the other runs' pipes are the fork server's business
+                os.close(fd)
+            _notify_fds.clear()
+            request["notify_fd"] = read_fd
             return request
+        os.close(read_fd)
+        os.set_blocking(write_fd, False)
+        _notify_fds[pid] = write_fd
         _children.add(pid)
         _reply({"op": "spawned", "key": request.get("key"), "pid": pid})
 
@@ -437,6 +514,90 @@ def use_prefetched(prefetched: dict[str, Any] | None) -> list[str]:
     return used
 
 
+class SuspensionRelay:
+    """A run's watch for its own suspension, fed by the worker instead of a websocket of its own.
+
+    Prefect's engine watches whether its flow run gets suspended from outside
+    (``suspend_flow_run(flow_run_id=...)``, the UI) with an observer per run: a thread with an event
+    loop, a websocket subscription to the server's event stream (which makes the server query its
+    events table for a backfill) and a read of the flow run, all before the flow may start. In a
+    burst that was the largest single cost per run on the server. Here the worker, which follows
+    the event stream for all its runs anyway, confirms a ``Suspended`` state (the event, or its
+    periodic read of its live runs) and sends it down the run's notification pipe; a thread that
+    blocks on that pipe hands it to the engine, which stops at its next orchestration step, as
+    with Prefect's observer. Only the run's own flow run is relayed; any other flow run the process
+    observes gets Prefect's observer.
+    """
+
+    def __init__(self, flow_run_id: str, fd: int):
+        from uuid import UUID
+
+        self.flow_run_id = UUID(flow_run_id)
+        self._file = os.fdopen(fd, "rb", buffering=0)
+        self._thread: Any = None
+        self._request: Any = None
+
+    def install(self) -> bool:
+        """Stand in for Prefect's observer in its flow engine; False where this Prefect has none."""
+        try:
+            import prefect.flow_engine as flow_engine
+        except ImportError:
+            return False
+        original = getattr(flow_engine, "observe_flow_run_suspension", None)
+        if original is None:
+            return False
+        relay = self
+
+        @contextlib.contextmanager
+        def observe_flow_run_suspension(flow_run_id: Any, suspension_request: Any, *args: Any, **kwargs: Any):
+            if flow_run_id != relay.flow_run_id:
+                with original(flow_run_id, suspension_request, *args, **kwargs):
+                    yield
+                return
+            relay.attach(suspension_request)
+            try:
+                yield
+            finally:
+                relay._request = None
+
+        flow_engine.observe_flow_run_suspension = observe_flow_run_suspension
+        return True
+
+    def attach(self, suspension_request: Any) -> None:
+        import threading
+
+        self._request = suspension_request
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._read, name="suspension-relay", daemon=True)
+            self._thread.start()
+
+    def deliver(self, message: dict[str, Any]) -> bool:
+        """Hand a ``{"op": "suspended", "state": ...}`` message to the engine; True when it took it."""
+        if message.get("op") != "suspended":
+            return False
+        from prefect._flow_run_suspension import (
+            is_suspended_flow_run_state,
+            mark_flow_run_suspension_requested,
+        )
+        from prefect.client.schemas.objects import State
+
+        state = State.model_validate(message.get("state"))
+        if not is_suspended_flow_run_state(state):
+            return False
+        if mark_flow_run_suspension_requested(self.flow_run_id, state):
+            return True
+        request = self._request
+        if request is None:
+            return False
+        request.mark_requested(state)
+        return True
+
+    def _read(self) -> None:
+        for line in self._file:
+            with contextlib.suppress(Exception):  # a garbled line is dropped, the next one counts
+                self.deliver(json.loads(line))
+
+
 def run_child(request: dict[str, Any]) -> int:
     """In the forked child: become `python -m prefect.engine FLOW_RUN_ID`."""
     import random
@@ -453,6 +614,11 @@ def run_child(request: dict[str, Any]) -> int:
     os.environ.update({key: value for key, value in request["env"].items() if value is not None})
     adopt_settings(os.getcwd())
     use_prefetched(request.get("prefetched"))
+    notify_fd = request.get("notify_fd")
+    if request.get("relay_suspension") and notify_fd is not None:
+        SuspensionRelay(request["flow_run_id"], notify_fd).install()
+    elif notify_fd is not None:
+        os.close(notify_fd)
     sys.argv = ["prefect.engine", request["flow_run_id"]]
     try:
         runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)

@@ -125,3 +125,71 @@ def test_a_warm_run_ships_its_logs_and_ends_completed(stack, tmp_path):
     assert named[f"prefect.flow.{flow.id}"] == flow.name
     assert named[f"prefect.work-queue.{queue.id}"] == queue.name
     assert named[f"prefect.work-pool.{queue.work_pool_id}"] == final.work_pool_name
+
+
+SUSPENDABLE_FLOW = """
+import os
+import time
+
+from prefect import flow, task
+
+
+@task
+def step(index: int) -> int:
+    time.sleep(0.2)
+    return index
+
+
+@flow(persist_result=True)
+def steps(release: str, limit: int = 1500) -> int:
+    done = 0
+    while done < limit and not os.path.exists(release):
+        step(done)
+        done += 1
+    return done
+"""
+
+
+def test_a_warm_run_suspended_from_outside_stops_and_runs_again_when_resumed(stack, tmp_path):
+    """Prefect's `suspend_flow_run(flow_run_id=...)`, called by another process while the run works:
+    the run's engine stops at its next task and its process exits, the run stays Suspended; resumed,
+    the worker starts it again and it completes. Warm runs learn of their suspension from the worker
+    (one event stream for all runs) instead of a websocket each."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run, suspend_flow_run
+
+    (tmp_path / "steps.py").write_text(SUSPENDABLE_FLOW)
+    flow.from_source(source=str(tmp_path), entrypoint="steps.py:steps").deploy(
+        name="suspendable", work_pool_name=stack["work_pool"], print_next_steps=False
+    )
+    release = tmp_path / "release"
+    run = run_deployment("steps/suspendable", parameters={"release": str(release)}, timeout=0)
+
+    with get_client(sync_client=True) as client:
+
+        def steps_started():
+            return len(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))))
+
+        running = _wait(
+            lambda: (r := client.read_flow_run(run.id)).state.is_running() and r.infrastructure_pid and r
+        )
+        process = psutil.Process(int(running.infrastructure_pid))
+        _wait(lambda: steps_started() >= 3)
+        suspend_flow_run(flow_run_id=run.id)
+        _wait(
+            lambda: not psutil.pid_exists(process.pid) or process.status() == psutil.STATUS_ZOMBIE,
+            timeout=90,
+        )
+        suspended = client.read_flow_run(run.id)
+        assert suspended.state.name == "Suspended", suspended.state
+        # It stopped on its own, far from the end of its steps (1500 steps of 0.2 s).
+        assert steps_started() < 200
+        release.write_text("go")
+        resume_flow_run(run.id)
+        final = _wait(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, timeout=120)
+        names = [state.name for state in client.read_flow_run_states(run.id)]
+    assert final.state.is_completed(), final.state
+    assert names.count("Running") == 2 and "Suspended" in names, names

@@ -134,7 +134,8 @@ def test_one_cancellation_poll_covers_every_live_run(monkeypatch):
         async def read_flow_runs(self, *, flow_run_filter, limit):
             asked = sorted(str(run_id) for run_id in flow_run_filter.id.any_)
             self.calls.append((asked, flow_run_filter.state.name.any_, limit))
-            return [types.SimpleNamespace(id=runs[1])]  # the server: only this one is Cancelling
+            # the server: only this one is Cancelling
+            return [types.SimpleNamespace(id=runs[1], state=types.SimpleNamespace(name="Cancelling"))]
 
     async def scenario():
         worker = warm.WarmProcessWorker(work_pool_name="p")
@@ -149,8 +150,70 @@ def test_one_cancellation_poll_covers_every_live_run(monkeypatch):
 
     worker = asyncio.run(scenario())
     asked, names, limit = worker._client.calls[0]
-    assert asked == runs[:3] and names == ["Cancelling"] and limit == 3
+    assert asked == runs[:3] and names == ["Cancelling", "Suspended"] and limit == 3
     assert [worker._cancel_requests[run_id].is_set() for run_id in runs] == [False, True, False, True]
+
+
+class _FakeZygote:
+    def __init__(self):
+        self.sent = []
+
+    async def notify(self, pid, message):
+        self.sent.append((pid, message))
+        return True
+
+
+def test_a_suspended_live_run_is_told_once_and_only_when_its_state_confirms_it(monkeypatch):
+    """Runs learn of their suspension from the worker (their engines no longer watch the event
+    stream themselves): from the periodic read, or from an event that a read of the run confirms."""
+    import types
+    import uuid
+
+    from prefect.states import Running, Suspended
+
+    from interlinked.workers import warm
+
+    monkeypatch.setattr(warm, "CANCELLATION_POLL_SECONDS", 0.01)
+    polled, evented, other, stale = (str(uuid.uuid4()) for _ in range(4))
+    zygote = _FakeZygote()
+
+    class Client:
+        def __init__(self):
+            self.polls = []
+
+        async def read_flow_runs(self, *, flow_run_filter, limit):
+            self.polls.append(sorted(str(run_id) for run_id in flow_run_filter.id.any_))
+            return [types.SimpleNamespace(id=uuid.UUID(polled), state=Suspended(pause_key="p"))]
+
+        async def read_flow_run(self, run_id):
+            # the event for ``stale`` is an old one: the run is running again
+            state = Running() if run_id == stale else Suspended(pause_key="e")
+            return types.SimpleNamespace(id=uuid.UUID(run_id), state=state)
+
+    async def scenario():
+        worker = warm.WarmProcessWorker(work_pool_name="p")
+        worker._client = Client()
+        worker._live = {polled: (zygote, 11), evented: (zygote, 12), stale: (zygote, 13)}
+        poller = asyncio.ensure_future(worker._poll_for_cancellation())
+        while len(worker._client.polls) < 2:
+            await asyncio.sleep(0.01)
+        poller.cancel()
+        told = [
+            await worker._relay_suspension(evented),
+            await worker._relay_suspension(evented),  # told once
+            await worker._relay_suspension(stale),
+            await worker._relay_suspension(other),  # not a live run of this worker
+        ]
+        return worker, told
+
+    worker, told = asyncio.run(scenario())
+    assert told == [True, False, False, False]
+    assert [pid for pid, _ in zygote.sent] == [11, 12]
+    assert {message["op"] for _, message in zygote.sent} == {"suspended"}
+    assert [message["state"]["name"] for _, message in zygote.sent] == ["Suspended", "Suspended"]
+    assert [message["state"]["state_details"]["pause_key"] for _, message in zygote.sent] == ["p", "e"]
+    # Told runs are not polled again.
+    assert polled not in worker._client.polls[-1] and stale in worker._client.polls[-1]
 
 
 def test_the_worker_sends_its_pool_with_runs_the_server_hands_it_without_a_pool_name():

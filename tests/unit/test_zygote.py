@@ -325,3 +325,148 @@ def test_a_fork_server_stopped_on_purpose_is_not_restarted(tmp_path, monkeypatch
             await zygote.stop()
 
     asyncio.run(scenario())
+
+
+_NOTIFY_PROBE = """
+import os, sys
+from interlinked.workers import zygote
+request = zygote.serve()
+if request is None:
+    sys.exit(0)
+with os.fdopen(request["notify_fd"], "rb") as pipe:  # the forked run: its notification pipe
+    line = pipe.readline()
+open(os.path.join(request["cwd"], "got"), "wb").write(line)
+os._exit(0)
+"""
+
+
+def test_the_fork_server_passes_notifications_to_the_run_they_name(tmp_path):
+    """Each forked run gets a pipe of its own; `notify` writes to the named run's pipe only, and a
+    notification for a run that is gone comes back as an error instead of hanging the server."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _NOTIFY_PROBE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def send(request):
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+
+    try:
+        pids = {}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            send({"op": "spawn", "key": name, "flow_run_id": name, "env": {}, "cwd": str(tmp_path / name)})
+            pids[name] = _read(process)["pid"]
+        send({"op": "notify", "pid": pids["b"], "message": {"op": "suspended", "to": "b"}})
+        assert _read(process) == {"op": "exited", "pid": pids["b"], "code": 0}
+        assert json.loads((tmp_path / "b" / "got").read_text()) == {"op": "suspended", "to": "b"}
+        assert not (tmp_path / "a" / "got").exists()
+        send({"op": "notify", "pid": pids["b"], "message": {"op": "suspended"}})
+        error = _read(process)
+        assert error["op"] == "error" and error["key"] == f"notify:{pids['b']}", error
+        send({"op": "notify", "pid": pids["a"], "message": {"op": "suspended", "to": "a"}})
+        assert _read(process) == {"op": "exited", "pid": pids["a"], "code": 0}
+        assert json.loads((tmp_path / "a" / "got").read_text())["to"] == "a"
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+    assert process.returncode == 0
+
+
+_RELAY_PROBE = """
+import contextlib, json, os, time, uuid
+import prefect.flow_engine as flow_engine
+from prefect._flow_run_suspension import FlowRunSuspensionRequest
+from prefect.states import Running, Suspended
+from interlinked.workers.zygote import SuspensionRelay
+
+observed_by_prefect = []
+
+@contextlib.contextmanager
+def prefects_observer(flow_run_id, request, *args, **kwargs):
+    observed_by_prefect.append(str(flow_run_id))
+    yield
+
+flow_engine.observe_flow_run_suspension = prefects_observer
+own, other = uuid.uuid4(), uuid.uuid4()
+read_end, write_end = os.pipe()
+relay = SuspensionRelay(str(own), read_end)
+installed = relay.install()
+with flow_engine.observe_flow_run_suspension(other, FlowRunSuspensionRequest()):
+    pass
+request = FlowRunSuspensionRequest()
+seen = []
+with flow_engine.observe_flow_run_suspension(own, request):
+    for message in (
+        {"op": "suspended", "state": Running().model_dump(mode="json")},  # not a suspension
+        "garbled",
+        {"op": "suspended", "state": Suspended(pause_key="k").model_dump(mode="json")},
+    ):
+        line = message if isinstance(message, str) else json.dumps(message)
+        os.write(write_end, (line + "\\n").encode())
+        time.sleep(0.2)
+        seen.append(request.is_requested())
+    deadline = time.monotonic() + 10
+    while not request.is_requested() and time.monotonic() < deadline:
+        time.sleep(0.05)
+state = request.get_state()
+print(json.dumps({
+    "installed": installed,
+    "prefect observed": observed_by_prefect == [str(other)],
+    "seen": seen,
+    "state": [state.name, state.state_details.pause_key] if state else None,
+}))
+"""
+
+
+def test_a_forked_run_takes_its_suspension_from_the_worker_and_other_runs_from_prefect():
+    """The run's own flow run is told of its suspension through the pipe (Prefect's observer, a
+    websocket per run, is not opened for it); a message that is not a suspension changes nothing;
+    any other flow run the process observes still gets Prefect's observer."""
+    out = subprocess.run([sys.executable, "-c", _RELAY_PROBE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "installed": True,
+        "prefect observed": True,
+        "seen": [False, False, True],
+        "state": ["Suspended", "k"],
+    }
+
+
+_STEP_EVENT_PROBE = """
+import asyncio, json, uuid
+from prefect.events.worker import EventsWorker
+from prefect.deployments.steps import core
+from interlinked.workers import zygote
+
+sent = []
+EventsWorker.send = lambda self, event: sent.append(event)
+shared = zygote._share_the_events_connection()
+run_id = uuid.uuid4()
+asyncio.run(core.run_steps(
+    [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}],
+    flow_run=type("Run", (), {"id": run_id})(),
+))
+print(json.dumps({
+    "shared": shared,
+    "events": [(event.event, event.resource.id) for event in sent],
+    "expected": ["prefect.flow-run.pull-step.executed", f"prefect.flow-run.{run_id}"],
+}))
+"""
+
+
+def test_deployment_steps_report_through_the_runs_events_connection():
+    """A deployed run's pull steps report each step with a websocket of their own; in a forked run
+    the event goes to the process's events worker, whose connection the run opens anyway."""
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    out = subprocess.run(
+        [sys.executable, "-c", _STEP_EVENT_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["shared"] is True
+    assert report["events"] == [report["expected"]]
