@@ -520,8 +520,8 @@ class SuspensionRelay:
     Prefect's engine watches whether its flow run gets suspended from outside
     (``suspend_flow_run(flow_run_id=...)``, the UI) with an observer per run: a thread with an event
     loop, a websocket subscription to the server's event stream (which makes the server query its
-    events table for a backfill) and a read of the flow run, all before the flow may start. In a
-    burst that was the largest single cost per run on the server. Here the worker, which follows
+    events table for a backfill) and a read of the flow run, all before the flow may start: work
+    on the server, which is what a burst waits on. Here the worker, which follows
     the event stream for all its runs anyway, confirms a ``Suspended`` state (the event, or its
     periodic read of its live runs) and sends it down the run's notification pipe; a thread that
     blocks on that pipe hands it to the engine, which stops at its next orchestration step, as
